@@ -1,0 +1,120 @@
+/**
+ * sha256-chain-v1 (PROTOCOL.md section 3), pure functions.
+ *
+ *   h0  = SHA-256("aog-sha256-chain-v1" || 0x00 || seed(32) || nonce(16) || F(32))
+ *   h_i = SHA-256(h_(i-1))
+ *
+ * Every link hashes exactly 32 bytes, so each is one SHA-256 block whose padding is constant
+ * (0x80 at byte 32, bit length 256 in the last word). `iterateTs` exploits that: the state stays in
+ * 32-bit locals (sha256-link.ts, generated and fully unrolled), with no allocation per link. That
+ * is several times faster than calling node:crypto per link, whose cost is dominated by the
+ * JS/C++ crossing and a Buffer allocation per call (see bench/chain.ts).
+ */
+import { createHash } from 'node:crypto'
+import { iterateWords } from './sha256-link.js'
+
+export const ALGORITHM = 'sha256-chain-v1'
+const DOMAIN = Buffer.from('aog-sha256-chain-v1\0', 'latin1')
+
+/** A chain implementation: advances a 32-byte digest `n` links, in place. */
+export interface ChainImpl {
+  readonly name: 'typescript' | 'native'
+  iterate (digest: Uint8Array, n: number): void
+}
+
+/**
+ * Advance `digest` (32 bytes) by `n` SHA-256 links, in place, in pure TypeScript (the unrolled
+ * single-block compression of sha256-link.ts). Allocates one 8-word state per call, none per link.
+ */
+export function iterateTs (digest: Uint8Array, n: number): void {
+  if (digest.length !== 32) throw new RangeError('digest must be 32 bytes')
+  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError('n must be a non-negative integer')
+  const s = new Int32Array(8)
+  for (let i = 0; i < 8; i++) s[i] = read32(digest, i * 4)
+  iterateWords(s, n)
+  for (let i = 0; i < 8; i++) write32(digest, i * 4, s[i]!)
+}
+
+function read32 (b: Uint8Array, o: number): number {
+  return (b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!
+}
+
+function write32 (b: Uint8Array, o: number, v: number): void {
+  b[o] = v >>> 24; b[o + 1] = v >>> 16; b[o + 2] = v >>> 8; b[o + 3] = v
+}
+
+export const typescriptChain: ChainImpl = { name: 'typescript', iterate: iterateTs }
+
+const HEX64 = /^[0-9a-f]{64}$/
+const NONCE = /^[A-Za-z0-9_-]{22}$/
+
+/** True for a 64-character lowercase hex string. */
+export function isHex64 (s: unknown): s is string {
+  return typeof s === 'string' && HEX64.test(s)
+}
+
+/** True for a 22-character base64url nonce that decodes to 16 bytes. */
+export function isNonce (s: unknown): s is string {
+  return typeof s === 'string' && NONCE.test(s) && Buffer.from(s, 'base64url').length === 16
+}
+
+/** h0 of PROTOCOL.md section 3. Throws RangeError on malformed inputs. */
+export function initialDigest (seedHex: string, nonce: string, fingerprintHex: string): Buffer {
+  if (!isHex64(seedHex)) throw new RangeError('seed must be 64 lowercase hex characters')
+  if (!isNonce(nonce)) throw new RangeError('nonce must be 22 base64url characters (16 bytes)')
+  if (!isHex64(fingerprintHex)) throw new RangeError('fingerprint must be 64 lowercase hex characters')
+  return createHash('sha256')
+    .update(DOMAIN)
+    .update(Buffer.from(seedHex, 'hex'))
+    .update(Buffer.from(nonce, 'base64url'))
+    .update(Buffer.from(fingerprintHex, 'hex'))
+    .digest()
+}
+
+/** trace_hash: SHA-256 over the raw checkpoint digests, concatenated. */
+export function traceHash (checkpoints: readonly Uint8Array[]): Buffer {
+  const h = createHash('sha256')
+  for (const c of checkpoints) h.update(c)
+  return h.digest()
+}
+
+export interface ChainParams {
+  seed: string
+  nonce: string
+  iterations: number
+  checkpoint_interval: number
+}
+
+export interface Solution {
+  result_hash: string
+  checkpoints: string[]
+  trace_hash: string
+}
+
+/** Check that iterations and checkpoint interval satisfy PROTOCOL.md section 2. */
+export function checkShape (iterations: number, interval: number): void {
+  if (!Number.isSafeInteger(iterations) || iterations < 1) throw new RangeError('iterations must be a positive integer')
+  if (!Number.isSafeInteger(interval) || interval < 1) throw new RangeError('checkpoint_interval must be a positive integer')
+  if (iterations % interval !== 0) throw new RangeError('checkpoint_interval must divide iterations')
+  if (iterations / interval > 1024) throw new RangeError('iterations / checkpoint_interval must be at most 1024')
+}
+
+/**
+ * Compute the whole chain for a challenge and identity: result hash, checkpoints and trace hash.
+ * This is what an agent submits (PROTOCOL.md section 4).
+ */
+export function solveChain (params: ChainParams, fingerprint: string, impl: ChainImpl = typescriptChain): Solution {
+  checkShape(params.iterations, params.checkpoint_interval)
+  const digest = initialDigest(params.seed, params.nonce, fingerprint)
+  const m = params.iterations / params.checkpoint_interval
+  const raw: Buffer[] = []
+  for (let j = 0; j < m; j++) {
+    impl.iterate(digest, params.checkpoint_interval)
+    raw.push(Buffer.from(digest))
+  }
+  return {
+    result_hash: digest.toString('hex'),
+    checkpoints: raw.map((c) => c.toString('hex')),
+    trace_hash: traceHash(raw).toString('hex'),
+  }
+}
