@@ -1,0 +1,146 @@
+#!/usr/bin/env node
+/**
+ * aog-server: argv/env/file → config → createGate → listen; graceful shutdown on SIGTERM/SIGINT.
+ * Every option is `--kebab-case`, `AOG_UPPER_SNAKE` or a key of `--config FILE` (JSON).
+ */
+import { parseArgs } from 'node:util'
+import { execFileSync } from 'node:child_process'
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import {
+  ConfigError, describeOptions, flagName, fromEnv, isBooleanOption, loadConfig, readConfigFile, type Config,
+} from '../lib/config.js'
+import { createGate } from '../lib/gate.js'
+import { createLogger } from '../lib/log.js'
+import { createMetrics } from '../lib/metrics.js'
+import { packageRoot } from '../lib/paths.js'
+
+function usage (): string {
+  const rows = describeOptions().map((o) => {
+    const flag = o.type === 'boolean' ? o.flag : `${o.flag} <${o.type.includes('|') ? o.type.replace(/ \\\| /g, '|') : o.type}>`
+    const def = o.default === undefined ? '' : ` (default: ${String(o.default)})`
+    return `  ${flag.padEnd(34)} ${o.description}${def}\n  ${''.padEnd(34)} env ${o.env}`
+  })
+  return [
+    'Usage: aog-server [options]',
+    '',
+    'The Agent-Only Access Gate. Every option may also be given as an environment variable or in',
+    'a JSON file (--config), keys in camelCase. Precedence: defaults < file < environment < flags.',
+    '',
+    '  --config <file>                    JSON configuration file',
+    '  --help, -h                         print this help',
+    '  --version, -v                      print the version',
+    ...rows,
+    '',
+    'Quick start with generated dev certificates:  aog-server --dev',
+  ].join('\n')
+}
+
+function version (): string {
+  return (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version
+}
+
+function parseArgv (argv: string[]): { raw: Record<string, unknown>, config?: string, help: boolean, version: boolean } {
+  const options: Record<string, { type: 'string' | 'boolean', short?: string }> = {
+    config: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+    version: { type: 'boolean', short: 'v' },
+  }
+  const keyOf = new Map<string, string>()
+  for (const o of describeOptions()) {
+    const name = flagName(o.key)
+    keyOf.set(name, o.key)
+    options[name] = { type: isBooleanOption(o.key) ? 'boolean' : 'string' }
+  }
+  const { values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false })
+  const raw: Record<string, unknown> = {}
+  for (const [name, v] of Object.entries(values)) {
+    const key = keyOf.get(name)
+    if (key !== undefined) raw[key] = v
+  }
+  return { raw, ...(typeof values.config === 'string' ? { config: values.config } : {}), help: values.help === true, version: values.version === true }
+}
+
+/** --dev: fill TLS paths from certs/dev/, generating the dev PKI when it is missing. */
+function devPaths (raw: Record<string, unknown>): Record<string, unknown> {
+  const root = packageRoot()
+  const dir = join(root, 'certs', 'dev')
+  if (!existsSync(join(dir, 'server.pem')) || !existsSync(join(dir, 'crl.pem'))) {
+    execFileSync('bash', [join(root, 'certs', 'gen.sh'), dir], { stdio: ['ignore', 'ignore', 'inherit'] })
+  }
+  return {
+    tlsCert: join(dir, 'server.pem'),
+    tlsKey: join(dir, 'server-key.pem'),
+    clientCa: join(dir, 'ca.pem'),
+    crl: join(dir, 'crl.pem'),
+    ...raw,
+  }
+}
+
+async function main (): Promise<void> {
+  let args: ReturnType<typeof parseArgv>
+  try {
+    args = parseArgv(process.argv.slice(2))
+  } catch (err) {
+    process.stderr.write(`aog-server: ${(err as Error).message}\nRun aog-server --help for the options.\n`)
+    process.exit(2)
+  }
+  if (args.help) { process.stdout.write(usage() + '\n'); return }
+  if (args.version) { process.stdout.write(version() + '\n'); return }
+
+  let config: Readonly<Config>
+  try {
+    let raw = { ...(args.config === undefined ? {} : readConfigFile(args.config)), ...fromEnv(process.env), ...args.raw }
+    const dev = raw.dev === true || raw.dev === 'true' || raw.dev === '1'
+    if (dev) raw = devPaths(raw)
+    config = loadConfig(raw)
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`aog-server: ${err.message}\n`)
+      process.exit(2)
+    }
+    throw err
+  }
+
+  const logger = createLogger({ level: config.logLevel })
+  const metrics = createMetrics()
+  const gate = createGate(config, { logger, metrics })
+  const addr = await gate.listen()
+  const host = (a: { address: string, family: string }): string => a.family === 'IPv6' ? `[${a.address}]` : a.address
+  logger.info({
+    gate: `https://${host(addr.gate)}:${addr.gate.port}`,
+    ops: `http://${host(addr.ops)}:${addr.ops.port}`,
+    mode: 'direct',
+    store: gate.store.kind,
+    chain: (await gate.pool.ready()),
+    workers: config.workers,
+    iterations: config.iterations,
+    verify: config.verify,
+    version: version(),
+  }, 'aog gate listening')
+
+  let stopping = false
+  const stop = (signal: string): void => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting now')
+      process.exit(1)
+    }
+    stopping = true
+    logger.info({ signal, inflight: gate.inflight }, 'shutting down: finishing in-flight requests')
+    gate.close().then(() => {
+      logger.info('shut down cleanly')
+      logger.flush()
+      process.exit(0)
+    }, (err: unknown) => {
+      logger.error({ err }, 'shutdown failed')
+      process.exit(1)
+    })
+  }
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`aog-server: ${err instanceof Error ? err.message : String(err)}\n`)
+  process.exit(1)
+})

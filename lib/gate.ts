@@ -1,0 +1,255 @@
+/**
+ * createGate: builds the gate listener (node:https, hand-routed), the operations listener and
+ * their lifecycle from a frozen config and injected parts. No module-level mutable state: tests
+ * build as many gates as they like, each with its own store, pool, logger and registry.
+ */
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
+import type { TLSSocket } from 'node:tls'
+import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import type { Config } from './config.js'
+import type { Logger } from './log.js'
+import type { Metrics } from './metrics.js'
+import { AogError, PoolBusyError, StoreUnavailableError } from './errors.js'
+import { Router } from './http/router.js'
+import { sendProblem } from './http/reply.js'
+import { tlsIdentity, type Identity } from './identity/tls.js'
+import { MemoryStore } from './stores/memory.js'
+import type { Store } from './stores/store.js'
+import { VerifyPool } from './verify/pool.js'
+import { createAttestationVerifier } from './attestation.js'
+import { getChallenge } from './handlers/challenge.js'
+import { postTask } from './handlers/task.js'
+import type { GateParts, Handler, RequestContext } from './handlers/context.js'
+
+export interface GateDeps {
+  logger: Logger
+  metrics: Metrics
+  /** Defaults to a MemoryStore sized by config.maxChallenges. */
+  store?: Store
+  /** Clock for the default memory store (tests pass a fake one). */
+  now?: () => number
+}
+
+export interface GateAddresses {
+  gate: AddressInfo
+  ops: AddressInfo
+}
+
+export interface Gate {
+  readonly store: Store
+  readonly pool: VerifyPool
+  /** Start both listeners; resolves with their bound addresses (port 0 picks a free port). */
+  listen (): Promise<GateAddresses>
+  /** Stop accepting, finish in-flight requests (up to shutdownTimeoutMs), then release everything. */
+  close (): Promise<void>
+  /** Requests being handled right now. */
+  readonly inflight: number
+}
+
+/** Split "host:port" or "[v6]:port". */
+export function parseHostPort (s: string): { host: string, port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(s)
+  if (m === null) throw new Error(`not HOST:PORT: ${s}`)
+  return { host: m[1] ?? m[2]!, port: Number(m[3]) }
+}
+
+/** Build the gate. Reads the TLS files named by config (bin/ resolves --dev paths first). */
+export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
+  const { logger, metrics } = deps
+  const store = deps.store ?? new MemoryStore({ maxChallenges: config.maxChallenges, ...(deps.now === undefined ? {} : { now: deps.now }) })
+  const pool = new VerifyPool({
+    size: config.workers,
+    maxQueue: config.maxQueue,
+    taskTimeoutMs: config.taskTimeoutMs,
+    onStats: (s) => {
+      metrics.poolQueueDepth.set(s.queued)
+      metrics.poolUtilization.set(s.size === 0 ? 0 : s.busy / s.size)
+      metrics.poolWorkers.set(s.size)
+    },
+    onWorkerError: (err) => logger.error({ err }, 'verification worker replaced'),
+  })
+  const attest = createAttestationVerifier({
+    jwksFile: config.attestationJwks,
+    issuer: config.attestationIssuer,
+    audience: config.attestationAudience,
+    required: config.requireAttestation,
+  })
+  const parts: GateParts = { config, store, pool, metrics, attest }
+  const router = new Router<Handler>().add('GET', '/challenge', getChallenge).add('POST', '/task', postTask)
+
+  if (config.tlsCert === undefined || config.tlsKey === undefined || config.clientCa === undefined) {
+    throw new Error('tlsCert, tlsKey and clientCa are required')
+  }
+  const server: HttpsServer = createHttpsServer({
+    cert: readFileSync(config.tlsCert),
+    key: readFileSync(config.tlsKey),
+    ca: readFileSync(config.clientCa),
+    ...(config.crl === undefined ? {} : { crl: readFileSync(config.crl) }),
+    requestCert: true,
+    rejectUnauthorized: true,
+    minVersion: 'TLSv1.2',
+    handshakeTimeout: config.handshakeTimeoutMs,
+    maxHeaderSize: 8192,
+    headersTimeout: config.headersTimeoutMs,
+    requestTimeout: config.requestTimeoutMs,
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+  })
+
+  let inflight = 0
+  let closing = false
+  let drained: (() => void) | undefined
+
+  server.on('tlsClientError', (err: NodeJS.ErrnoException) => {
+    metrics.identityFailures.inc({ reason: 'tls_handshake' })
+    logger.debug({ code: err.code }, 'TLS handshake refused')
+  })
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (err.code === 'ECONNRESET' || !socket.writable) { socket.destroy(); return }
+    const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'ERR_HTTP_HEADERS_TIMEOUT'
+    const detail = err.code === 'HPE_HEADER_OVERFLOW' ? 'request headers exceed 8 KiB' : timeout ? 'request timed out' : 'malformed HTTP request'
+    const status = timeout ? 408 : 400
+    const body = JSON.stringify({ type: 'urn:aog:problem:aog-bad-request', title: 'Bad request', status, detail, code: 'AOG_BAD_REQUEST' })
+    socket.end(`HTTP/1.1 ${status} ${timeout ? 'Request Timeout' : 'Bad Request'}\r\ncontent-type: application/problem+json\r\ncache-control: no-store\r\nconnection: close\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+  })
+
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    void handle(req, res)
+  })
+
+  async function handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const start = process.hrtime.bigint()
+    const reqId = randomBytes(8).toString('hex')
+    const ctx: RequestContext = {
+      reqId,
+      route: 'unmatched',
+      req,
+      res,
+      identity: undefined as unknown as Identity,
+      log: logger.child({ reqId }),
+      outcome: 'unknown',
+    }
+    inflight++
+    if (closing) res.setHeader('connection', 'close')
+    res.once('close', () => {
+      inflight--
+      const seconds = Number(process.hrtime.bigint() - start) / 1e9
+      metrics.requestDuration.observe({ route: ctx.route, method: req.method ?? '', status: String(res.statusCode) }, seconds)
+      ctx.log.info({
+        fp: ctx.identity?.fingerprint.slice(0, 16),
+        method: req.method,
+        route: ctx.route,
+        status: res.statusCode,
+        durationMs: Math.round(seconds * 1e5) / 100,
+        outcome: ctx.outcome,
+      }, 'request')
+      if (inflight === 0) drained?.()
+    })
+    try {
+      ctx.identity = tlsIdentity(req.socket as TLSSocket)
+      const match = router.find(req.method ?? '', req.url ?? '/', (path) => { ctx.route = path })
+      await match.handler(ctx, parts)
+    } catch (err) {
+      fail(ctx, err)
+    }
+  }
+
+  function fail (ctx: RequestContext, err: unknown): void {
+    let e: AogError
+    if (err instanceof AogError) {
+      e = err
+    } else if (err instanceof StoreUnavailableError) {
+      metrics.storeErrors.inc({ op: ctx.route })
+      ctx.log.warn({ err: err.message }, 'store unavailable')
+      e = new AogError('AOG_UNAVAILABLE', 'the challenge store is unavailable; try again shortly', { retryAfter: 1 })
+    } else if (err instanceof PoolBusyError) {
+      ctx.log.warn({ reason: err.reason }, 'verification pool refused the task')
+      e = err.reason === 'closed'
+        ? new AogError('AOG_UNAVAILABLE', 'the gate is shutting down', { retryAfter: 1 })
+        : new AogError('AOG_OVERLOADED', 'verification is overloaded; try again shortly', { retryAfter: 1 })
+    } else {
+      // A bug, not bad input: fail closed with 503, keep the cause in the log only.
+      ctx.log.error({ err }, 'unexpected error')
+      e = new AogError('AOG_UNAVAILABLE', 'internal error; try again shortly', { retryAfter: 1 })
+    }
+    if (e.code === 'AOG_IDENTITY_REQUIRED' || e.code === 'AOG_NOT_AUTHORIZED') metrics.identityFailures.inc({ reason: e.code })
+    if (e.code === 'AOG_RATE_LIMITED') metrics.rateLimited.inc({ route: ctx.route })
+    if (ctx.route === '/task') metrics.submissions.inc({ outcome: 'rejected', reason: e.code })
+    ctx.outcome = e.code
+    // 413: the rest of the body was not read, so the connection cannot be reused.
+    if (e.status === 413) ctx.res.shouldKeepAlive = false
+    sendProblem(ctx.res, e)
+  }
+
+  const ops: HttpServer = createHttpServer(async (req, res) => {
+    const path = (req.url ?? '/').split('?')[0]
+    try {
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n')
+      } else if (path === '/metrics') {
+        const text = await metrics.registry.metrics()
+        res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text)
+      } else if (path === '/healthz') {
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}\n')
+      } else if (path === '/readyz') {
+        const problems: string[] = []
+        try { await store.ping() } catch { problems.push('store unreachable') }
+        if (!pool.up) problems.push('verification pool down')
+        if (closing) problems.push('shutting down')
+        res.writeHead(problems.length === 0 ? 200 : 503, { 'content-type': 'application/json' })
+          .end(JSON.stringify(problems.length === 0 ? { status: 'ready' } : { status: 'unready', problems }) + '\n')
+      } else {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n')
+      }
+    } catch (err) {
+      logger.error({ err }, 'ops listener error')
+      if (!res.headersSent) res.writeHead(503).end()
+    }
+  })
+
+  function listenOn (s: HttpServer | HttpsServer, hostPort: string): Promise<AddressInfo> {
+    const { host, port } = parseHostPort(hostPort)
+    return new Promise((resolve, reject) => {
+      s.once('error', reject)
+      s.listen(port, host, () => {
+        s.off('error', reject)
+        resolve(s.address() as AddressInfo)
+      })
+    })
+  }
+
+  return {
+    store,
+    pool,
+    get inflight () { return inflight },
+    async listen () {
+      const implementation = await pool.ready()
+      metrics.chainImplementation.set({ implementation }, 1)
+      const gate = await listenOn(server, config.listen)
+      const opsAddr = await listenOn(ops, config.opsListen)
+      return { gate, ops: opsAddr }
+    },
+    async close () {
+      if (closing) return
+      closing = true
+      const stopped = new Promise<void>((resolve) => server.close(() => resolve()))
+      server.closeIdleConnections()
+      if (inflight > 0) {
+        let timer: NodeJS.Timeout | undefined
+        await Promise.race([
+          new Promise<void>((resolve) => { drained = resolve }),
+          new Promise<void>((resolve) => { timer = setTimeout(resolve, config.shutdownTimeoutMs) }),
+        ])
+        clearTimeout(timer)
+      }
+      server.closeAllConnections()
+      await stopped
+      await new Promise<void>((resolve) => ops.close(() => resolve()))
+      ops.closeAllConnections()
+      await pool.close()
+      await store.close()
+    },
+  }
+}

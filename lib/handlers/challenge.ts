@@ -1,0 +1,42 @@
+/** GET /challenge (PROTOCOL.md section 2): one store call that takes a token and creates the challenge. */
+import { randomBytes } from 'node:crypto'
+import { AogError } from '../errors.js'
+import { rateHeaders, sendJson } from '../http/reply.js'
+import { IssueStatus } from '../stores/store.js'
+import { ALGORITHM } from '../challenge/chain.js'
+import type { ChallengeResponse } from './schemas.js'
+import { rateLimited, replayedIdentity, type Handler } from './context.js'
+
+export const getChallenge: Handler = async (ctx, { config, store, metrics }) => {
+  const rate = { burst: config.rateBurst, perSecond: config.ratePerSecond }
+  const r = await store.issue({
+    fingerprint: ctx.identity.fingerprint,
+    rate,
+    nonce: randomBytes(16).toString('base64url'),
+    seed: randomBytes(32).toString('hex'),
+    iterations: config.iterations,
+    checkpointInterval: config.checkpointInterval,
+    deadlineMs: config.deadlineMs,
+    graceMs: config.graceMs,
+    once: ctx.once,
+  })
+  switch (r.status) {
+    case IssueStatus.REPLAYED: throw replayedIdentity()
+    case IssueStatus.RATE_LIMITED: throw rateLimited(r.rate, rate.perSecond)
+    case IssueStatus.FULL: throw new AogError('AOG_OVERLOADED', 'too many live challenges; try again shortly', { retryAfter: 1 })
+    case IssueStatus.OK: break
+  }
+  const c = r.challenge
+  const body: ChallengeResponse = {
+    nonce: c.nonce,
+    seed: c.seed,
+    iterations: c.iterations,
+    checkpoint_interval: c.checkpointInterval,
+    algorithm: ALGORITHM,
+    issued_at: c.issuedAt,
+    deadline_ts: c.deadline,
+  }
+  metrics.challengesIssued.inc({ store: store.kind })
+  ctx.outcome = 'ok'
+  sendJson(ctx.res, 200, body, rateHeaders(r.rate, rate.perSecond))
+}

@@ -1,0 +1,47 @@
+/** What every handler receives: the request, its resolved identity, and the gate's parts. */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Config } from '../config.js'
+import type { Logger } from '../log.js'
+import type { Metrics } from '../metrics.js'
+import type { Identity } from '../identity/tls.js'
+import type { OnceKey, RateState, Store } from '../stores/store.js'
+import type { VerifyPool } from '../verify/pool.js'
+import type { AttestationVerifier } from '../attestation.js'
+import { AogError } from '../errors.js'
+import { rateHeaders } from '../http/reply.js'
+
+export interface GateParts {
+  config: Readonly<Config>
+  store: Store
+  pool: VerifyPool
+  metrics: Metrics
+  attest: AttestationVerifier
+}
+
+export interface RequestContext {
+  reqId: string
+  route: string
+  req: IncomingMessage
+  res: ServerResponse
+  identity: Identity
+  log: Logger
+  /** A single-use key for this request's signed identity (forwarded mode), checked by the store call. */
+  once?: OnceKey | undefined
+  /** Set by the handler: the code or 'ok', for the log line and metrics. */
+  outcome: string
+}
+
+export type Handler = (ctx: RequestContext, parts: GateParts) => Promise<void>
+
+/** The 429 for an empty bucket, with Retry-After and RateLimit headers. */
+export function rateLimited (rate: RateState, perSecond: number): AogError {
+  return new AogError('AOG_RATE_LIMITED', 'too many requests for this identity', {
+    retryAfter: Math.max(1, Math.ceil(rate.retryAfterMs / 1000)),
+    headers: rateHeaders(rate, perSecond),
+  })
+}
+
+/** The 401 for a signed header set whose request id was already seen (forwarded mode). */
+export function replayedIdentity (): AogError {
+  return new AogError('AOG_IDENTITY_REQUIRED', 'the forwarded identity was already used (replayed request id)')
+}

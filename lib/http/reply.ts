@@ -1,0 +1,54 @@
+/** JSON and problem+json (RFC 9457) writers. Every gate response is `Cache-Control: no-store`. */
+import type { ServerResponse } from 'node:http'
+import { AogError } from '../errors.js'
+import type { RateState } from '../stores/store.js'
+
+const BASE_HEADERS = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' }
+
+/** Send a JSON body. */
+export function sendJson (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body)
+  res.writeHead(status, {
+    ...BASE_HEADERS,
+    ...headers,
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+  })
+  res.end(text)
+}
+
+/** Send an AogError as application/problem+json. The body never carries a private cause. */
+export function sendProblem (res: ServerResponse, err: AogError, instance?: string): void {
+  const body: Record<string, unknown> = {
+    type: `urn:aog:problem:${err.code.toLowerCase().replace(/_/g, '-')}`,
+    title: err.title,
+    status: err.status,
+    detail: err.detail,
+    code: err.code,
+  }
+  if (instance !== undefined) body.instance = instance
+  const headers: Record<string, string> = { ...err.headers }
+  if (err.retryAfter !== undefined) headers['retry-after'] = String(Math.max(1, Math.ceil(err.retryAfter)))
+  const text = JSON.stringify(body)
+  if (res.headersSent) { res.destroy(); return }
+  res.writeHead(err.status, {
+    ...BASE_HEADERS,
+    ...headers,
+    'content-type': 'application/problem+json',
+    'content-length': Buffer.byteLength(text),
+  })
+  res.end(text)
+}
+
+/**
+ * RateLimit headers, draft-ietf-httpapi-ratelimit-headers (structured fields): the policy
+ * (`q` tokens, refilled over `w` seconds) and the current state (`r` remaining, `t` seconds
+ * until the bucket is full).
+ */
+export function rateHeaders (rate: RateState, perSecond: number): Record<string, string> {
+  const window = Math.max(1, Math.ceil(rate.limit / perSecond))
+  return {
+    'ratelimit-policy': `"identity";q=${rate.limit};w=${window}`,
+    ratelimit: `"identity";r=${rate.remaining};t=${Math.ceil(rate.resetMs / 1000)}`,
+  }
+}

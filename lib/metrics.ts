@@ -1,0 +1,53 @@
+/**
+ * Every metric of the gate, in one prom-client Registry (never the global one), created once in
+ * bin/ (or per test) and passed down.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+export interface Metrics {
+  registry: Registry
+  challengesIssued: Counter<'store'>
+  submissions: Counter<'outcome' | 'reason'>
+  verificationDuration: Histogram<'mode' | 'result'>
+  requestDuration: Histogram<'route' | 'method' | 'status'>
+  rateLimited: Counter<'route'>
+  poolQueueDepth: Gauge
+  poolUtilization: Gauge
+  poolWorkers: Gauge
+  identityFailures: Counter<'reason'>
+  storeErrors: Counter<'op'>
+  chainImplementation: Gauge<'implementation'>
+}
+
+/** Create the registry and every metric. `defaults` adds process metrics (off in unit tests). */
+export function createMetrics (opts: { defaults?: boolean } = {}): Metrics {
+  const registry = new Registry()
+  if (opts.defaults !== false) collectDefaultMetrics({ register: registry, prefix: 'aog_' })
+  const registers = [registry]
+  return {
+    registry,
+    challengesIssued: new Counter({ name: 'aog_challenges_issued_total', help: 'Challenges issued.', labelNames: ['store'], registers }),
+    submissions: new Counter({ name: 'aog_submissions_total', help: 'POST /task submissions by outcome (accepted|rejected) and reason (error code, or ok).', labelNames: ['outcome', 'reason'], registers }),
+    verificationDuration: new Histogram({
+      name: 'aog_verification_duration_seconds',
+      help: 'Time spent verifying a chain in the worker pool (queue wait included).',
+      labelNames: ['mode', 'result'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    }),
+    requestDuration: new Histogram({
+      name: 'aog_http_request_duration_seconds',
+      help: 'Gate request duration by route, method and status.',
+      labelNames: ['route', 'method', 'status'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    }),
+    rateLimited: new Counter({ name: 'aog_rate_limited_total', help: 'Requests refused with 429.', labelNames: ['route'], registers }),
+    poolQueueDepth: new Gauge({ name: 'aog_pool_queue_depth', help: 'Verification tasks waiting for a worker.', registers }),
+    poolUtilization: new Gauge({ name: 'aog_pool_utilization', help: 'Busy workers / workers (0..1).', registers }),
+    poolWorkers: new Gauge({ name: 'aog_pool_workers', help: 'Verification worker threads.', registers }),
+    identityFailures: new Counter({ name: 'aog_identity_failures_total', help: 'Requests refused at the identity step, by reason.', labelNames: ['reason'], registers }),
+    storeErrors: new Counter({ name: 'aog_store_errors_total', help: 'Store operations that failed (the request got 503).', labelNames: ['op'], registers }),
+    chainImplementation: new Gauge({ name: 'aog_chain_implementation_info', help: 'The chain implementation in use (value 1).', labelNames: ['implementation'], registers }),
+  }
+}

@@ -1,0 +1,175 @@
+/**
+ * The in-memory Store: the embedded default for a single gate process. Every operation is
+ * synchronous inside one event-loop turn, hence atomic. Challenges expire at deadline + grace;
+ * consumed records stay as tombstones until then (so a replay gets 409, not 404). The number of
+ * live records is bounded: when full, issue answers FULL (the gate replies 503) and never evicts
+ * a live challenge.
+ */
+import type {
+  BindRequest, BindResult, BucketSpec, ChallengeRecord, ConsumeRequest, ConsumeResult, IssueRequest,
+  IssueResult, OnceKey, RateState, Store, TakeRequest, TakeResult,
+} from './store.js'
+import { ConsumeStatus, IssueStatus, TakeStatus, takeToken } from './store.js'
+
+interface Entry {
+  challenge: ChallengeRecord
+  expiresAt: number
+  consumed: boolean
+  passed: boolean
+}
+
+interface Bucket { tokens: number, last: number, idleAt: number }
+
+export interface MemoryStoreOptions {
+  /** Upper bound on live challenge records (including consumed tombstones). */
+  maxChallenges: number
+  /** Clock, epoch ms. Tests pass a fake one. */
+  now?: () => number
+  /** Sweep period for expired records and idle buckets (ms); 0 disables the timer. */
+  sweepIntervalMs?: number
+}
+
+export class MemoryStore implements Store {
+  readonly kind = 'memory'
+  readonly #max: number
+  readonly #now: () => number
+  // Insertion-ordered; with one deadline + grace per store every record expires in insertion
+  // order, so the sweep stops at the first live one. Lookups check expiry too, so the order is
+  // an optimisation, never a correctness condition.
+  readonly #challenges = new Map<string, Entry>()
+  readonly #buckets = new Map<string, Bucket>()
+  readonly #once = new Map<string, number>()
+  readonly #passes = new Map<string, { count: number, expiresAt: number }>()
+  #timer: NodeJS.Timeout | undefined
+  #closed = false
+
+  constructor (opts: MemoryStoreOptions) {
+    this.#max = opts.maxChallenges
+    this.#now = opts.now ?? Date.now
+    const every = opts.sweepIntervalMs ?? 1000
+    if (every > 0) {
+      this.#timer = setInterval(() => this.sweep(), every)
+      this.#timer.unref()
+    }
+  }
+
+  /** Live records, consumed tombstones included. */
+  get size (): number { return this.#challenges.size }
+
+  async issue (req: IssueRequest): Promise<IssueResult> {
+    this.#check()
+    const now = this.#now()
+    const replay = this.#seen(req.once, now)
+    const { rate, admitted } = this.#take(req.fingerprint, req.rate, now)
+    if (replay) return { status: IssueStatus.REPLAYED, rate }
+    if (!admitted) return { status: IssueStatus.RATE_LIMITED, rate }
+    if (this.#challenges.size >= this.#max) {
+      this.sweep()
+      if (this.#challenges.size >= this.#max) return { status: IssueStatus.FULL, rate }
+    }
+    const challenge: ChallengeRecord = {
+      nonce: req.nonce,
+      seed: req.seed,
+      fingerprint: req.fingerprint,
+      iterations: req.iterations,
+      checkpointInterval: req.checkpointInterval,
+      issuedAt: now,
+      deadline: now + req.deadlineMs,
+    }
+    if (this.#challenges.has(req.nonce)) throw new Error('nonce collision') // 128-bit CSPRNG: never
+    this.#challenges.set(req.nonce, { challenge, expiresAt: challenge.deadline + req.graceMs, consumed: false, passed: false })
+    return { status: IssueStatus.OK, rate, challenge: { ...challenge } }
+  }
+
+  async consume (req: ConsumeRequest): Promise<ConsumeResult> {
+    this.#check()
+    const now = this.#now()
+    const replay = this.#seen(req.once, now)
+    const { rate, admitted } = this.#take(req.fingerprint, req.rate, now)
+    if (replay) return { status: ConsumeStatus.REPLAYED, rate }
+    if (!admitted) return { status: ConsumeStatus.RATE_LIMITED, rate }
+    const e = this.#live(req.nonce, now)
+    // A nonce issued to another identity is unknown to this one, and left untouched.
+    if (e === undefined || e.challenge.fingerprint !== req.fingerprint) return { status: ConsumeStatus.UNKNOWN, rate }
+    if (e.consumed) return { status: ConsumeStatus.CONSUMED, rate }
+    e.consumed = true
+    const status = now > e.challenge.deadline ? ConsumeStatus.EXPIRED : ConsumeStatus.OK
+    return { status, rate, challenge: { ...e.challenge }, now }
+  }
+
+  async bind (req: BindRequest): Promise<BindResult> {
+    this.#check()
+    const now = this.#now()
+    const e = this.#live(req.nonce, now)
+    if (e !== undefined && e.challenge.fingerprint === req.fingerprint) e.passed = true
+    const expiresAt = e?.expiresAt ?? now
+    const p = this.#passes.get(req.fingerprint)
+    const count = (p !== undefined && p.expiresAt > now ? p.count : 0) + 1
+    this.#passes.set(req.fingerprint, { count, expiresAt: Math.max(expiresAt, p?.expiresAt ?? 0) })
+    return { passes: count }
+  }
+
+  async take (req: TakeRequest): Promise<TakeResult> {
+    this.#check()
+    const now = this.#now()
+    const replay = this.#seen(req.once, now)
+    const { rate, admitted } = this.#take(req.fingerprint, req.rate, now)
+    if (replay) return { status: TakeStatus.REPLAYED, rate }
+    return { status: admitted ? TakeStatus.OK : TakeStatus.RATE_LIMITED, rate }
+  }
+
+  async ping (): Promise<void> { this.#check() }
+
+  async close (): Promise<void> {
+    this.#closed = true
+    if (this.#timer !== undefined) clearInterval(this.#timer)
+  }
+
+  /** Drop expired records, idle (full) buckets and expired once-keys. */
+  sweep (): void {
+    const now = this.#now()
+    for (const [k, e] of this.#challenges) {
+      if (e.expiresAt > now) break
+      this.#challenges.delete(k)
+    }
+    for (const [k, b] of this.#buckets) if (b.idleAt <= now) this.#buckets.delete(k)
+    for (const [k, exp] of this.#once) if (exp <= now) this.#once.delete(k)
+    for (const [k, p] of this.#passes) if (p.expiresAt <= now) this.#passes.delete(k)
+  }
+
+  /** Inspect a record (tests and diagnostics only). */
+  peek (nonce: string): { consumed: boolean, passed: boolean } | undefined {
+    const e = this.#live(nonce, this.#now())
+    return e === undefined ? undefined : { consumed: e.consumed, passed: e.passed }
+  }
+
+  #check (): void {
+    if (this.#closed) throw new Error('store closed')
+  }
+
+  #live (nonce: string, now: number): Entry | undefined {
+    const e = this.#challenges.get(nonce)
+    if (e === undefined) return undefined
+    if (e.expiresAt <= now) {
+      this.#challenges.delete(nonce)
+      return undefined
+    }
+    return e
+  }
+
+  #seen (once: OnceKey | undefined, now: number): boolean {
+    if (once === undefined) return false
+    const exp = this.#once.get(once.id)
+    if (exp !== undefined && exp > now) return true
+    this.#once.set(once.id, now + once.ttlMs)
+    return false
+  }
+
+  #take (key: string, spec: BucketSpec, now: number): { rate: RateState, admitted: boolean } {
+    const b = this.#buckets.get(key)
+    const r = takeToken(b?.tokens ?? spec.burst, b?.last ?? now, now, spec)
+    // When the bucket would be full again it is equivalent to no bucket at all: drop it then.
+    this.#buckets.set(key, { tokens: r.tokens, last: now, idleAt: now + r.rate.resetMs })
+    return { rate: r.rate, admitted: r.admitted }
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * The Store contract. Every handler makes one atomic store call per request (ARCHITECTURE.md):
+ * issue (rate-limit + create challenge), consume (rate-limit + claim nonce), bind (record a pass),
+ * take (a bare token bucket). Time comes from the store's clock so that several gate instances
+ * agree. Implementations: memory.ts (embedded default), redis.ts (several instances).
+ *
+ * A store that cannot be reached throws StoreUnavailableError; the gate then fails closed (503).
+ */
+
+/** Integer status codes (the Redis scripts return the same integers). */
+export enum IssueStatus { OK = 0, RATE_LIMITED = 1, FULL = 2, REPLAYED = 3 }
+export enum ConsumeStatus { OK = 0, RATE_LIMITED = 1, UNKNOWN = 2, CONSUMED = 3, EXPIRED = 4, REPLAYED = 5 }
+export enum TakeStatus { OK = 0, RATE_LIMITED = 1, REPLAYED = 2 }
+
+/** A token bucket: `burst` tokens, refilled at `perSecond`; each call takes one token. */
+export interface BucketSpec {
+  burst: number
+  perSecond: number
+}
+
+/** The bucket after a take. */
+export interface RateState {
+  limit: number
+  /** Whole tokens left after this request. */
+  remaining: number
+  /** Milliseconds until the bucket is full again. */
+  resetMs: number
+  /** Milliseconds until one token is available (0 when admitted). */
+  retryAfterMs: number
+}
+
+/**
+ * An optional single-use key checked in the same atomic step (used by forwarded mode for the
+ * request id of a signed header set): REPLAYED when it was seen within `ttlMs`.
+ */
+export interface OnceKey {
+  id: string
+  ttlMs: number
+}
+
+export interface ChallengeRecord {
+  nonce: string
+  seed: string
+  fingerprint: string
+  iterations: number
+  checkpointInterval: number
+  /** Store time, epoch ms. */
+  issuedAt: number
+  /** Store time, epoch ms. */
+  deadline: number
+}
+
+export interface IssueRequest {
+  fingerprint: string
+  rate: BucketSpec
+  nonce: string
+  seed: string
+  iterations: number
+  checkpointInterval: number
+  /** deadline = issuedAt + deadlineMs */
+  deadlineMs: number
+  /** the record lives until deadline + graceMs, then it is unknown */
+  graceMs: number
+  once?: OnceKey
+}
+
+export type IssueResult =
+  | { status: IssueStatus.OK, rate: RateState, challenge: ChallengeRecord }
+  | { status: IssueStatus.RATE_LIMITED | IssueStatus.FULL | IssueStatus.REPLAYED, rate: RateState }
+
+export interface ConsumeRequest {
+  fingerprint: string
+  nonce: string
+  rate: BucketSpec
+  once?: OnceKey
+}
+
+export type ConsumeResult =
+  | { status: ConsumeStatus.OK | ConsumeStatus.EXPIRED, rate: RateState, challenge: ChallengeRecord, now: number }
+  | { status: ConsumeStatus.RATE_LIMITED | ConsumeStatus.UNKNOWN | ConsumeStatus.CONSUMED | ConsumeStatus.REPLAYED, rate: RateState }
+
+export interface BindRequest {
+  fingerprint: string
+  nonce: string
+}
+
+export interface BindResult {
+  /** Number of passes recorded for this identity while its record lives. */
+  passes: number
+}
+
+export interface TakeRequest {
+  fingerprint: string
+  rate: BucketSpec
+  once?: OnceKey
+}
+
+export interface TakeResult {
+  status: TakeStatus
+  rate: RateState
+}
+
+export interface Store {
+  /** 'memory', 'redis', 'redis-cluster', … (logged and used as a metric label). */
+  readonly kind: string
+  /** Take a token, then create the challenge (atomically). */
+  issue (req: IssueRequest): Promise<IssueResult>
+  /**
+   * Take a token, then claim the nonce: UNKNOWN when absent or issued to another identity (left
+   * untouched), CONSUMED when already claimed, EXPIRED when the store's time is past the deadline
+   * (the nonce is consumed all the same), OK otherwise. The claim marks it consumed in the same step.
+   */
+  consume (req: ConsumeRequest): Promise<ConsumeResult>
+  /** Record a verified pass for the identity. */
+  bind (req: BindRequest): Promise<BindResult>
+  /** A bare token bucket take (requests that fail before a claim still cost a token). */
+  take (req: TakeRequest): Promise<TakeResult>
+  /** Resolves when the store is reachable; throws StoreUnavailableError otherwise. */
+  ping (): Promise<void>
+  close (): Promise<void>
+}
+
+/** Shared token bucket arithmetic (memory store; the Lua scripts implement the same). */
+export function takeToken (tokens: number, last: number, now: number, spec: BucketSpec): { tokens: number, admitted: boolean, rate: RateState } {
+  const elapsed = Math.max(0, now - last)
+  let t = Math.min(spec.burst, tokens + elapsed * spec.perSecond / 1000)
+  const admitted = t >= 1
+  if (admitted) t -= 1
+  const missing = spec.burst - t
+  return {
+    tokens: t,
+    admitted,
+    rate: {
+      limit: spec.burst,
+      remaining: Math.floor(t),
+      resetMs: Math.ceil(missing * 1000 / spec.perSecond),
+      retryAfterMs: admitted ? 0 : Math.ceil((1 - t) * 1000 / spec.perSecond),
+    },
+  }
+}
