@@ -112,7 +112,7 @@ export function loadConfig (raw: Record<string, unknown>): Readonly<Config> {
   for (const [k, v] of Object.entries(input)) {
     if (isBooleanOption(k) && (v === '1' || v === '0' || v === '')) input[k] = v !== '0'
   }
-  if (!validate(input)) throw new ConfigError((validate.errors ?? []).map(describeError))
+  if (!validate(input)) throw new ConfigError(describeErrors(validate.errors ?? []))
   const c = input as Config
   const problems: Array<{ field: string, message: string }> = []
   if (c.iterations % c.checkpointInterval !== 0) problems.push({ field: 'checkpointInterval', message: `must divide iterations (${c.iterations})` })
@@ -127,13 +127,20 @@ export function loadConfig (raw: Record<string, unknown>): Readonly<Config> {
   return Object.freeze(c)
 }
 
-function describeError (e: ErrorObject): { field: string, message: string } {
-  if (e.keyword === 'additionalProperties') {
-    const extra = String((e.params as { additionalProperty?: string }).additionalProperty)
-    return { field: extra, message: 'is not a known option' }
+/** One problem per field; a union (`anyOf` of literals) is reported as its allowed values. */
+function describeErrors (errors: ErrorObject[]): Array<{ field: string, message: string }> {
+  const out = new Map<string, string>()
+  for (const e of errors) {
+    if (e.keyword === 'additionalProperties') {
+      out.set(String((e.params as { additionalProperty?: string }).additionalProperty), 'is not a known option')
+      continue
+    }
+    const field = e.instancePath.replace(/^\//, '') || '(root)'
+    const allowed = (props[field] as { anyOf?: Array<{ const?: unknown }> } | undefined)?.anyOf
+    if (allowed !== undefined) out.set(field, 'must be one of: ' + allowed.map((a) => String(a.const)).join(', '))
+    else if (!out.has(field)) out.set(field, e.message ?? 'is invalid')
   }
-  const field = e.instancePath.replace(/^\//, '') || '(root)'
-  return { field, message: e.message ?? 'is invalid' }
+  return [...out].map(([field, message]) => ({ field, message }))
 }
 
 /** Read the JSON config file, if any. */

@@ -1,0 +1,101 @@
+/** The two CLIs as an operator and an agent run them: real processes, real TLS. */
+import t from 'tap'
+import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { AGENT, SERVER, run, startServer } from '../helpers/spawn.js'
+import { DEV, ROOT, agentFiles } from '../helpers/pki.js'
+import { createAgent, getChallenge, solve, submitTask } from '../../lib/client/agent.js'
+import { describeOptions } from '../../lib/config.js'
+
+const TLS = ['--tls-cert', join(DEV, 'server.pem'), '--tls-key', join(DEV, 'server-key.pem'), '--client-ca', join(DEV, 'ca.pem')]
+const SMALL = ['--iterations', '8192', '--checkpoint-interval', '512', '--min-ns-per-iteration', '0', '--workers', '1']
+const agentArgs = (url: string, name = 'agent'): string[] => ['--url', url, '--cert', join(DEV, `${name}.pem`), '--key', join(DEV, `${name}-key.pem`), '--ca', join(DEV, 'ca.pem')]
+
+t.test('--help lists every option with its environment variable; --version prints the version', async (t) => {
+  const h = await run(SERVER, ['--help'])
+  t.equal(h.code, 0)
+  for (const o of describeOptions()) {
+    t.ok(h.stdout.includes(o.flag), o.flag)
+    t.ok(h.stdout.includes(o.env), o.env)
+  }
+  const v = await run(SERVER, ['--version'])
+  t.equal(v.stdout.trim(), JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version)
+  const a = await run(AGENT, ['--help'])
+  t.equal(a.code, 0)
+  t.match(a.stdout, /--concurrency/)
+})
+
+t.test('a bad value exits non-zero naming the field, from flags, environment or file', async (t) => {
+  const flag = await run(SERVER, [...TLS, '--iterations', 'lots'])
+  t.equal(flag.code, 2)
+  t.match(flag.stderr, /iterations: must be integer/)
+  const env = await run(SERVER, TLS, { AOG_VERIFY: 'maybe' })
+  t.equal(env.code, 2)
+  t.match(env.stderr, /verify: must be one of: full, sampled/)
+  const dir = mkdtempSync(join(tmpdir(), 'aog-'))
+  writeFileSync(join(dir, 'c.json'), JSON.stringify({ samples: 0, colour: 'blue' }))
+  const file = await run(SERVER, [...TLS, '--config', join(dir, 'c.json')])
+  t.equal(file.code, 2)
+  t.match(file.stderr, /samples: must be >= 1/)
+  t.match(file.stderr, /colour: is not a known option/)
+  const unknown = await run(SERVER, ['--frobnicate'])
+  t.equal(unknown.code, 2)
+  t.match(unknown.stderr, /frobnicate/)
+  const noTls = await run(SERVER, [])
+  t.equal(noTls.code, 2)
+  t.match(noTls.stderr, /tlsCert: is required \(or use --dev\)/)
+})
+
+t.test('the server logs its start-up line, the agent CLI passes it, and a rogue agent fails', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aog-'))
+  writeFileSync(join(dir, 'c.json'), JSON.stringify({ checkpointInterval: 1024 }))
+  const s = await startServer([...TLS, '--workers', '1', '--config', join(dir, 'c.json'), '--checkpoint-interval', '256'], { AOG_ITERATIONS: '4096', AOG_MIN_NS_PER_ITERATION: '0' })
+  t.teardown(() => { s.child.kill('SIGKILL') })
+  t.match(s.lines[0], { msg: 'aog gate listening', mode: 'direct', store: 'memory', chain: 'typescript', workers: 1, iterations: 4096 })
+  const ok = await run(AGENT, [...agentArgs(s.url), '--count', '3', '--concurrency', '2'])
+  t.equal(ok.code, 0, ok.stderr)
+  const lines = ok.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)
+  t.equal(lines.length, 4)
+  for (const l of lines.slice(0, 3)) t.match(l, { status: 200, nonce: /^[A-Za-z0-9_-]{22}$/, runtime_ms: Number, verification: 'sampled' })
+  t.match(lines[3], { summary: true, attempts: 3, passed: 3, failed: 0 })
+
+  // Precedence: the flag (256) beat the file (1024); the environment set the iterations.
+  const agent = createAgent({ url: s.url, ...agentFiles('agent') })
+  t.teardown(() => agent.close())
+  const c = await getChallenge(agent)
+  t.equal(c.checkpoint_interval, 256)
+  t.equal(c.iterations, 4096)
+
+  const rogue = await run(AGENT, agentArgs(s.url, 'rogue'))
+  t.equal(rogue.code, 1)
+  t.match(JSON.parse(rogue.stdout.split('\n')[0]!), { attempt: 1, status: 0 })
+  const usage = await run(AGENT, ['--url', s.url])
+  t.equal(usage.code, 2)
+})
+
+t.test('SIGTERM finishes an in-flight verification, then exits 0', async (t) => {
+  const s = await startServer([...TLS, '--iterations', String(1 << 20), '--checkpoint-interval', '1024', '--workers', '1', '--min-ns-per-iteration', '0'])
+  t.teardown(() => { s.child.kill('SIGKILL') })
+  const agent = createAgent({ url: s.url, ...agentFiles('agent') })
+  t.teardown(() => agent.close())
+  const c = await getChallenge(agent)
+  const { checkpoints: _c, trace_hash: _t, ...bare } = solve(c, agent.fingerprint) // whole-chain recomputation: slow
+  const inflight = submitTask(agent, bare)
+  await new Promise((resolve) => setTimeout(resolve, 60))
+  s.child.kill('SIGTERM')
+  t.equal((await inflight).status, 'accepted', 'the in-flight request completed')
+  t.equal(await s.exited, 0, 'clean exit')
+  t.ok(s.lines.some((l) => l.msg === 'shutting down: finishing in-flight requests'))
+})
+
+t.test('--dev uses the dev PKI, whose CRL refuses the revoked agent', async (t) => {
+  const s = await startServer(['--dev', ...SMALL])
+  t.teardown(() => { s.child.kill('SIGKILL') })
+  const ok = await run(AGENT, agentArgs(s.url))
+  t.equal(ok.code, 0)
+  const revoked = await run(AGENT, agentArgs(s.url, 'revoked'))
+  t.equal(revoked.code, 1)
+  const expired = await run(AGENT, agentArgs(s.url, 'expired'))
+  t.equal(expired.code, 1)
+})

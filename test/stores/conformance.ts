@@ -1,0 +1,160 @@
+/**
+ * One conformance suite for every Store backend (ARCHITECTURE.md): each backend's test file runs
+ * it in one line. It uses the store's own clock (Redis TIME for Redis), so expiry is tested by
+ * waiting out short deadlines rather than by faking time.
+ */
+import type { Test } from 'tap'
+import { randomBytes } from 'node:crypto'
+import { ConsumeStatus, IssueStatus, TakeStatus, type IssueRequest, type Store } from '../../lib/stores/store.js'
+
+const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
+const fp = (): string => randomBytes(32).toString('hex')
+const LOOSE = { burst: 10_000, perSecond: 10_000 }
+
+function issueReq (fingerprint: string, over: Partial<IssueRequest> = {}): IssueRequest {
+  return {
+    fingerprint,
+    rate: LOOSE,
+    nonce: randomBytes(16).toString('base64url'),
+    seed: randomBytes(32).toString('hex'),
+    iterations: 4096,
+    checkpointInterval: 256,
+    deadlineMs: 10_000,
+    graceMs: 10_000,
+    ...over,
+  }
+}
+
+export function storeConformance (t: Test, name: string, make: () => Promise<Store>): void {
+  t.test(`${name}: store conformance`, async (t) => {
+    const store = await make()
+    t.teardown(() => store.close())
+
+    t.test('issue creates a challenge stamped with the store clock', async (t) => {
+      const before = Date.now()
+      const req = issueReq(fp())
+      const r = await store.issue(req)
+      t.equal(r.status, IssueStatus.OK)
+      if (r.status !== IssueStatus.OK) return
+      t.match(r.challenge, { nonce: req.nonce, seed: req.seed, fingerprint: req.fingerprint, iterations: 4096, checkpointInterval: 256 })
+      t.ok(Math.abs(r.challenge.issuedAt - before) < 2000, 'issuedAt is close to now')
+      t.equal(r.challenge.deadline, r.challenge.issuedAt + req.deadlineMs)
+      t.equal(r.rate.limit, LOOSE.burst)
+      t.equal(r.rate.remaining, LOOSE.burst - 1)
+    })
+
+    t.test('consume claims once: OK, then CONSUMED', async (t) => {
+      const req = issueReq(fp())
+      const issued = await store.issue(req)
+      const a = await store.consume({ fingerprint: req.fingerprint, nonce: req.nonce, rate: LOOSE })
+      t.equal(a.status, ConsumeStatus.OK)
+      if (a.status === ConsumeStatus.OK && issued.status === IssueStatus.OK) {
+        t.same(a.challenge, issued.challenge, 'returns what verification needs')
+        t.ok(a.now >= a.challenge.issuedAt)
+      }
+      const b = await store.consume({ fingerprint: req.fingerprint, nonce: req.nonce, rate: LOOSE })
+      t.equal(b.status, ConsumeStatus.CONSUMED)
+    })
+
+    t.test('an unknown nonce is UNKNOWN', async (t) => {
+      const r = await store.consume({ fingerprint: fp(), nonce: randomBytes(16).toString('base64url'), rate: LOOSE })
+      t.equal(r.status, ConsumeStatus.UNKNOWN)
+    })
+
+    t.test('another identity\'s nonce is UNKNOWN and left untouched', async (t) => {
+      const req = issueReq(fp())
+      await store.issue(req)
+      const thief = await store.consume({ fingerprint: fp(), nonce: req.nonce, rate: LOOSE })
+      t.equal(thief.status, ConsumeStatus.UNKNOWN)
+      const owner = await store.consume({ fingerprint: req.fingerprint, nonce: req.nonce, rate: LOOSE })
+      t.equal(owner.status, ConsumeStatus.OK)
+    })
+
+    t.test('past the deadline a claim is EXPIRED (and consumed); past the grace it is UNKNOWN', async (t) => {
+      const req = issueReq(fp(), { deadlineMs: 100, graceMs: 400 })
+      const other = issueReq(req.fingerprint, { deadlineMs: 100, graceMs: 400 })
+      await store.issue(req)
+      await store.issue(other)
+      await sleep(200)
+      const late = await store.consume({ fingerprint: req.fingerprint, nonce: req.nonce, rate: LOOSE })
+      t.equal(late.status, ConsumeStatus.EXPIRED)
+      if (late.status === ConsumeStatus.EXPIRED) t.ok(late.now > late.challenge.deadline)
+      t.equal((await store.consume({ fingerprint: req.fingerprint, nonce: req.nonce, rate: LOOSE })).status, ConsumeStatus.CONSUMED)
+      await sleep(450)
+      t.equal((await store.consume({ fingerprint: req.fingerprint, nonce: req.nonce, rate: LOOSE })).status, ConsumeStatus.UNKNOWN, 'tombstone expired')
+      t.equal((await store.consume({ fingerprint: other.fingerprint, nonce: other.nonce, rate: LOOSE })).status, ConsumeStatus.UNKNOWN, 'unclaimed record expired')
+    })
+
+    t.test('bind records passes for the identity', async (t) => {
+      const f = fp()
+      const a = issueReq(f)
+      const b = issueReq(f)
+      await store.issue(a)
+      await store.issue(b)
+      await store.consume({ fingerprint: f, nonce: a.nonce, rate: LOOSE })
+      await store.consume({ fingerprint: f, nonce: b.nonce, rate: LOOSE })
+      t.equal((await store.bind({ fingerprint: f, nonce: a.nonce })).passes, 1)
+      t.equal((await store.bind({ fingerprint: f, nonce: b.nonce })).passes, 2)
+    })
+
+    t.test('the token bucket: burst, then RATE_LIMITED with a retry time, then refill', async (t) => {
+      const f = fp()
+      const rate = { burst: 3, perSecond: 10 }
+      const seen: TakeStatus[] = []
+      for (let i = 0; i < 4; i++) seen.push((await store.take({ fingerprint: f, rate })).status)
+      t.same(seen, [TakeStatus.OK, TakeStatus.OK, TakeStatus.OK, TakeStatus.RATE_LIMITED])
+      const limited = await store.take({ fingerprint: f, rate })
+      t.equal(limited.rate.remaining, 0)
+      t.ok(limited.rate.retryAfterMs > 0 && limited.rate.retryAfterMs <= 100, `retry after ${limited.rate.retryAfterMs} ms`)
+      t.ok(limited.rate.resetMs > 0 && limited.rate.resetMs <= 300)
+      await sleep(limited.rate.retryAfterMs + 30)
+      t.equal((await store.take({ fingerprint: f, rate })).status, TakeStatus.OK, 'refilled')
+      t.equal((await store.take({ fingerprint: fp(), rate })).status, TakeStatus.OK, 'another identity has its own bucket')
+    })
+
+    t.test('issue and consume take from the same bucket and refuse when it is empty', async (t) => {
+      const f = fp()
+      const rate = { burst: 2, perSecond: 10 }
+      const req = issueReq(f, { rate })
+      t.equal((await store.issue(req)).status, IssueStatus.OK)
+      t.equal((await store.take({ fingerprint: f, rate })).status, TakeStatus.OK)
+      const again = issueReq(f, { rate })
+      t.equal((await store.issue(again)).status, IssueStatus.RATE_LIMITED)
+      t.equal((await store.consume({ fingerprint: f, nonce: req.nonce, rate })).status, ConsumeStatus.RATE_LIMITED)
+      await sleep(150)
+      t.equal((await store.consume({ fingerprint: f, nonce: again.nonce, rate })).status, ConsumeStatus.UNKNOWN, 'a refused issue created nothing')
+      await sleep(150)
+      t.equal((await store.consume({ fingerprint: f, nonce: req.nonce, rate })).status, ConsumeStatus.OK, 'a refused consume claimed nothing')
+    })
+
+    t.test('a once-key is REPLAYED within its window on every operation', async (t) => {
+      const f = fp()
+      const once = { id: randomBytes(16).toString('hex'), ttlMs: 60_000 }
+      const req = issueReq(f, { once })
+      t.equal((await store.issue(req)).status, IssueStatus.OK)
+      t.equal((await store.issue(issueReq(f, { once }))).status, IssueStatus.REPLAYED)
+      t.equal((await store.consume({ fingerprint: f, nonce: req.nonce, rate: LOOSE, once })).status, ConsumeStatus.REPLAYED)
+      t.equal((await store.take({ fingerprint: f, rate: LOOSE, once })).status, TakeStatus.REPLAYED)
+      t.equal((await store.consume({ fingerprint: f, nonce: req.nonce, rate: LOOSE })).status, ConsumeStatus.OK, 'the replay did not claim')
+    })
+
+    t.test('concurrent claims of one nonce: exactly one OK', async (t) => {
+      const req = issueReq(fp())
+      await store.issue(req)
+      const all = await Promise.all(Array.from({ length: 100 }, async () => await store.consume({ fingerprint: req.fingerprint, nonce: req.nonce, rate: LOOSE })))
+      t.equal(all.filter((r) => r.status === ConsumeStatus.OK).length, 1)
+      t.equal(all.filter((r) => r.status === ConsumeStatus.CONSUMED).length, 99)
+    })
+
+    t.test('concurrent takes admit exactly the burst', async (t) => {
+      const f = fp()
+      const rate = { burst: 25, perSecond: 0.001 }
+      const all = await Promise.all(Array.from({ length: 60 }, async () => await store.take({ fingerprint: f, rate })))
+      t.equal(all.filter((r) => r.status === TakeStatus.OK).length, 25)
+    })
+
+    t.test('ping resolves on a reachable store', async (t) => {
+      await t.resolves(store.ping())
+    })
+  })
+}

@@ -1,0 +1,55 @@
+import t from 'tap'
+import { readFileSync } from 'node:fs'
+import { ConfigError, describeOptions, envName, flagName, fromEnv, loadConfig } from '../../lib/config.js'
+import { configTable } from '../../lib/docs-config.js'
+
+const tls = { tlsCert: 'a.pem', tlsKey: 'k.pem', clientCa: 'ca.pem' }
+
+t.test('defaults follow the issue and the protocol', async (t) => {
+  const c = loadConfig(tls)
+  t.match(c, {
+    listen: '127.0.0.1:8443', opsListen: '127.0.0.1:9464', store: 'memory', iterations: 1048576,
+    checkpointInterval: 16384, deadlineMs: 10000, verify: 'sampled', samples: 8, requireCheckpoints: false,
+    maxBodyBytes: 65536, logLevel: 'info', dev: false,
+  })
+  t.ok(Object.isFrozen(c), 'frozen')
+})
+
+t.test('strings from argv and env are coerced, booleans included', async (t) => {
+  const c = loadConfig({ ...tls, iterations: '2048', checkpointInterval: '64', requireCheckpoints: '1', ratePerSecond: '2.5' })
+  t.equal(c.iterations, 2048)
+  t.equal(c.requireCheckpoints, true)
+  t.equal(c.ratePerSecond, 2.5)
+})
+
+function fieldsOf (raw: Record<string, unknown>): string[] {
+  try {
+    loadConfig(raw)
+  } catch (err) {
+    if (err instanceof ConfigError) return err.fields
+    throw err
+  }
+  throw new Error('expected a ConfigError')
+}
+
+t.test('a bad configuration names every bad field', async (t) => {
+  t.same(fieldsOf({ iterations: 'lots', verify: 'maybe', bogus: 1 }).sort(), ['bogus', 'iterations', 'verify'])
+  t.throws(() => loadConfig({ verify: 'maybe' }), /verify: must be one of: full, sampled/)
+  t.same(fieldsOf({ ...tls, iterations: 1000, checkpointInterval: 3 }), ['checkpointInterval'])
+  t.same(fieldsOf({ ...tls, iterations: 1 << 20, checkpointInterval: 512 }), ['checkpointInterval'], 'm > 1024')
+  t.same(fieldsOf({}), ['tlsCert', 'tlsKey', 'clientCa'], 'TLS files are required without --dev')
+  t.same(fieldsOf({ ...tls, listen: 'nowhere' }), ['listen'])
+  t.same(fieldsOf({ ...tls, requireAttestation: true }), ['attestationJwks'])
+})
+
+t.test('every option has a flag, an environment variable and a description', async (t) => {
+  t.equal(flagName('checkpointInterval'), 'checkpoint-interval')
+  t.equal(envName('checkpointInterval'), 'AOG_CHECKPOINT_INTERVAL')
+  t.same(fromEnv({ AOG_ITERATIONS: '64', AOG_UNRELATED_THING: 'x', PATH: '/bin' }), { iterations: '64' })
+  for (const o of describeOptions()) t.ok(o.description.length > 10, `${o.key} is described`)
+})
+
+t.test('the README configuration table is the one generated from the schema', async (t) => {
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
+  t.ok(readme.includes(configTable()), 'run `npm run docs:config` and paste its output into README.md')
+})
