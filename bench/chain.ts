@@ -1,0 +1,41 @@
+/**
+ * bench:chain — nanoseconds per chain link (one SHA-256 of 32 bytes) for each implementation,
+ * each next to the `crypto.hash` loop baseline measured in the same run (ratio > 1 = faster).
+ *   npm run bench:chain [-- --iterations N --rounds R]
+ */
+import { createHash, hash } from 'node:crypto'
+import { parseArgs } from 'node:util'
+import { iterateTs } from '../lib/challenge/chain.js'
+import { machine, medianNsPerUnit, table } from './util.js'
+
+const { values } = parseArgs({ options: { iterations: { type: 'string', default: '1000000' }, rounds: { type: 'string', default: '7' } } })
+const N = Number(values.iterations)
+const R = Number(values.rounds)
+
+const impls: Record<string, () => void> = {
+  'crypto.hash loop (baseline)': () => {
+    let d = Buffer.alloc(32)
+    for (let i = 0; i < N; i++) d = hash('sha256', d, 'buffer')
+  },
+  'createHash loop': () => {
+    let d = Buffer.alloc(32)
+    for (let i = 0; i < N; i++) d = createHash('sha256').update(d).digest()
+  },
+  'typescript (unrolled)': () => {
+    iterateTs(new Uint8Array(32), N)
+  },
+}
+
+// Warm up every implementation (JIT), then measure interleaved rounds so noise hits all alike.
+for (const fn of Object.values(impls)) fn()
+const ns: Record<string, number[]> = Object.fromEntries(Object.keys(impls).map((k) => [k, []]))
+for (let r = 0; r < R; r++) {
+  for (const [name, fn] of Object.entries(impls)) ns[name]!.push(medianNsPerUnit(1, N, fn))
+}
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+const base = median(ns['crypto.hash loop (baseline)']!)
+console.log(`bench:chain  ${machine()}  N=${N} per round, ${R} rounds, median`)
+console.log(table(Object.entries(ns).map(([name, xs]) => {
+  const m = median(xs)
+  return { implementation: name, 'ns/iteration': m.toFixed(1), 'iterations/s': Math.round(1e9 / m).toLocaleString('en'), 'speed vs crypto.hash': `${(base / m).toFixed(2)}x` }
+})))
