@@ -12,8 +12,8 @@ export class Router<H> {
   add (method: string, path: string, handler: H): this {
     let byMethod = this.#routes.get(path)
     if (byMethod === undefined) this.#routes.set(path, byMethod = new Map())
+    // No implicit HEAD: GET /challenge has a side effect (it issues a challenge).
     byMethod.set(method.toUpperCase(), handler)
-    if (method.toUpperCase() === 'GET' && !byMethod.has('HEAD')) byMethod.set('HEAD', handler)
     return this
   }
 
