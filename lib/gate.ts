@@ -16,7 +16,7 @@ import { AogError, PoolBusyError, StoreUnavailableError } from './errors.js'
 import { Router } from './http/router.js'
 import { sendProblem } from './http/reply.js'
 import { tlsIdentity, type Identity } from './identity/tls.js'
-import { MemoryStore } from './stores/memory.js'
+import { createStore } from './stores/index.js'
 import type { Store } from './stores/store.js'
 import { VerifyPool } from './verify/pool.js'
 import { createAttestationVerifier } from './attestation.js'
@@ -27,7 +27,7 @@ import type { GateParts, Handler, RequestContext } from './handlers/context.js'
 export interface GateDeps {
   logger: Logger
   metrics: Metrics
-  /** Defaults to a MemoryStore sized by config.maxChallenges. */
+  /** Defaults to the store named by config.store (createStore). */
   store?: Store
   /** Clock for the default memory store (tests pass a fake one). */
   now?: () => number
@@ -59,7 +59,7 @@ export function parseHostPort (s: string): { host: string, port: number } {
 /** Build the gate. Reads the TLS files named by config (bin/ resolves --dev paths first). */
 export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
   const { logger, metrics } = deps
-  const store = deps.store ?? new MemoryStore({ maxChallenges: config.maxChallenges, ...(deps.now === undefined ? {} : { now: deps.now }) })
+  const store = deps.store ?? createStore(config, logger, deps.now)
   const pool = new VerifyPool({
     size: config.workers,
     maxQueue: config.maxQueue,

@@ -47,6 +47,7 @@ export async function startServer (args: string[], env: NodeJS.ProcessEnv = {}):
       if (j.msg === 'aog gate listening') resolve(j)
     })
     void exited.then((code) => reject(new Error(`aog-server exited with ${code}: ${stderr}`)))
+    setTimeout(() => reject(new Error(`aog-server did not log its start-up line within 20 s: ${stderr}`)), 20_000).unref()
   })
   const gate = String(started.gate).replace('127.0.0.1', 'localhost')
   return { child, url: gate, opsUrl: String(started.ops), lines, exited }

@@ -1,0 +1,33 @@
+/** Build the configured Store. */
+import type { Config } from '../config.js'
+import type { Logger } from '../log.js'
+import { MemoryStore } from './memory.js'
+import { RedisStore, type HostPort } from './redis.js'
+import type { Store } from './store.js'
+
+function hostPorts (list: string): HostPort[] {
+  return list.split(',').map((hp) => {
+    const i = hp.lastIndexOf(':')
+    return { host: hp.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(hp.slice(i + 1)) }
+  })
+}
+
+/** The store named by config.store; connection errors are logged (rate-limited by ioredis's backoff). */
+export function createStore (config: Readonly<Config>, logger: Logger, now?: () => number): Store {
+  if (config.store === 'memory') return new MemoryStore({ maxChallenges: config.maxChallenges, ...(now === undefined ? {} : { now }) })
+  let last = 0
+  return new RedisStore({
+    url: config.redisUrl,
+    cluster: config.redisCluster === undefined ? undefined : hostPorts(config.redisCluster),
+    sentinels: config.redisSentinels === undefined ? undefined : hostPorts(config.redisSentinels),
+    sentinelName: config.redisSentinelName,
+    prefix: config.redisPrefix,
+    commandTimeoutMs: config.redisCommandTimeoutMs,
+    waitReplicas: config.redisWaitReplicas,
+    waitTimeoutMs: config.redisWaitTimeoutMs,
+    onError: (err) => {
+      // One line per second at most while Redis is down.
+      if (Date.now() - last > 1000) { last = Date.now(); logger.warn({ err: err.message }, 'redis connection error') }
+    },
+  })
+}

@@ -1,0 +1,274 @@
+/**
+ * The Redis Store (single node, Sentinel, Cluster) for several gate instances. Every operation is
+ * one preloaded Lua script from lua/ (EVALSHA through ioredis defineCommand, which falls back to
+ * EVAL on NOSCRIPT, so a Redis restart or SCRIPT FLUSH costs one extra round trip and no failed
+ * request), atomic and one round trip. All keys of one identity carry the hash tag {F}, so each
+ * script touches one slot and runs unchanged on Redis Cluster. Time comes from Redis TIME.
+ *
+ * Fail closed: no offline queue (a command while disconnected fails at once), a command timeout
+ * (a stalled Redis fails within it), every failure surfaces as StoreUnavailableError (503), and
+ * ioredis reconnects by itself, reloading the scripts on every (re)connection.
+ */
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { Cluster, Redis, type ChainableCommander, type RedisOptions } from 'ioredis'
+import { StoreUnavailableError } from '../errors.js'
+import { packageRoot } from '../paths.js'
+import type {
+  BindRequest, BindResult, ConsumeRequest, ConsumeResult, IssueRequest, IssueResult, OnceKey, RateState,
+  Store, TakeRequest, TakeResult,
+} from './store.js'
+import { ConsumeStatus, IssueStatus, TakeStatus } from './store.js'
+
+export interface HostPort { host: string, port: number }
+
+export interface RedisStoreOptions {
+  /** redis://[user:pass@]host:port[/db] or rediss://… (single node). */
+  url?: string | undefined
+  /** Cluster seed nodes; when set, the store is a Redis Cluster client. */
+  cluster?: HostPort[] | undefined
+  /** Sentinels; when set, the master named `sentinelName` is found through them. */
+  sentinels?: HostPort[] | undefined
+  sentinelName?: string | undefined
+  /** Key prefix (before the {F} hash tag). */
+  prefix?: string
+  commandTimeoutMs?: number
+  /** After a claim, WAIT for this many replicas (0: do not wait). */
+  waitReplicas?: number
+  waitTimeoutMs?: number
+  /** An already-built client (ioredis-mock in unit tests). */
+  client?: Redis | Cluster
+  /** Called on connection errors (for the log); never with secrets. */
+  onError?: (err: Error) => void
+}
+
+const SCRIPTS = {
+  aogIssue: { file: 'issue.lua', keys: 3 },
+  aogConsume: { file: 'consume.lua', keys: 3 },
+  aogBind: { file: 'bind.lua', keys: 2 },
+  aogTake: { file: 'take.lua', keys: 2 },
+} as const
+
+type ScriptName = keyof typeof SCRIPTS
+type Reply = Array<string | number | null>
+type Client = (Redis | Cluster) & Record<ScriptName, (...args: Array<string | number>) => Promise<Reply | number>>
+
+/** The Lua sources, read once (the shared bucket prelude prepended where used). */
+export function loadScripts (): Record<ScriptName, string> {
+  const dir = join(packageRoot(), 'lua')
+  const prelude = readFileSync(join(dir, 'bucket.lua'), 'utf8')
+  const out = {} as Record<ScriptName, string>
+  for (const [name, s] of Object.entries(SCRIPTS) as Array<[ScriptName, { file: string }]>) {
+    const body = readFileSync(join(dir, s.file), 'utf8')
+    out[name] = name === 'aogBind' ? body : `${prelude}\n${body}`
+  }
+  return out
+}
+
+const HEX64 = /^[0-9a-f]{64}$/
+const NONCE = /^[A-Za-z0-9_-]{22}$/
+const ONCE = /^[0-9A-Za-z_-]{1,64}$/
+
+export class RedisStore implements Store {
+  readonly kind: string
+  readonly #client: Client
+  readonly #prefix: string
+  readonly #waitReplicas: number
+  readonly #waitTimeoutMs: number
+  readonly #scripts: Record<ScriptName, string>
+  readonly #owned: boolean
+
+  constructor (opts: RedisStoreOptions) {
+    this.#prefix = opts.prefix ?? 'aog:'
+    this.#waitReplicas = opts.waitReplicas ?? 0
+    this.#waitTimeoutMs = opts.waitTimeoutMs ?? 100
+    this.#scripts = loadScripts()
+    const timeout = opts.commandTimeoutMs ?? 1000
+    const common: RedisOptions = {
+      enableOfflineQueue: false,
+      commandTimeout: timeout,
+      maxRetriesPerRequest: 0,
+      connectTimeout: Math.max(timeout, 1000),
+      retryStrategy: (times: number) => Math.min(50 * times, 1000),
+      lazyConnect: false,
+    }
+    let client: Redis | Cluster
+    if (opts.client !== undefined) {
+      client = opts.client
+      this.kind = opts.client instanceof Cluster ? 'redis-cluster' : 'redis'
+    } else if (opts.cluster !== undefined && opts.cluster.length > 0) {
+      client = new Cluster(opts.cluster, {
+        enableOfflineQueue: false,
+        clusterRetryStrategy: (times: number) => Math.min(50 * times, 1000),
+        redisOptions: common,
+        slotsRefreshTimeout: Math.max(timeout, 1000),
+      })
+      this.kind = 'redis-cluster'
+    } else if (opts.sentinels !== undefined && opts.sentinels.length > 0) {
+      client = new Redis({
+        ...common,
+        sentinels: opts.sentinels,
+        name: opts.sentinelName ?? 'mymaster',
+        sentinelRetryStrategy: (times: number) => Math.min(50 * times, 1000),
+        // Follow a failover as soon as the Sentinels announce it, and drop a connection that
+        // finds itself on a demoted master (the failing request gets 503; nothing is resent).
+        failoverDetector: true,
+        reconnectOnError: (err: Error) => err.message.startsWith('READONLY'),
+      })
+      this.kind = 'redis-sentinel'
+    } else {
+      client = new Redis(opts.url ?? 'redis://127.0.0.1:6379', common)
+      this.kind = 'redis'
+    }
+    this.#owned = opts.client === undefined
+    for (const [name, s] of Object.entries(SCRIPTS) as Array<[ScriptName, { keys: number }]>) {
+      client.defineCommand(name, { numberOfKeys: s.keys, lua: this.#scripts[name] })
+    }
+    client.on('error', (err: Error) => opts.onError?.(err))
+    // Load the scripts eagerly on every (re)connection, so the first request after a Redis restart
+    // is already an EVALSHA hit; NOSCRIPT is still handled by defineCommand if they vanish later.
+    client.on('ready', () => { void this.#preload() })
+    this.#client = client as Client
+  }
+
+  /** Resolves once connected and the scripts are loaded (rejects after `timeoutMs`). */
+  async ready (timeoutMs = 5000): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    while ((this.#client as Redis).status !== 'ready') {
+      if (Date.now() > deadline) throw new StoreUnavailableError('redis not ready')
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+    await this.#preload()
+  }
+
+  async #preload (): Promise<void> {
+    const nodes = this.#client instanceof Cluster ? this.#client.nodes('master') : [this.#client as Redis]
+    try {
+      await Promise.all(nodes.flatMap((n) => Object.values(this.#scripts).map(async (lua) => await n.script('LOAD', lua))))
+    } catch {
+      // Not fatal: EVALSHA falls back to EVAL on NOSCRIPT.
+    }
+  }
+
+  #key (fingerprint: string, kind: string, id = ''): string {
+    if (!HEX64.test(fingerprint)) throw new TypeError('fingerprint must be 64 lowercase hex')
+    return `${this.#prefix}{${fingerprint}}:${kind}${id}`
+  }
+
+  #challengeKey (fingerprint: string, nonce: string): string {
+    if (!NONCE.test(nonce)) throw new TypeError('malformed nonce')
+    return this.#key(fingerprint, 'c:', nonce)
+  }
+
+  #onceArgs (fingerprint: string, once: OnceKey | undefined): [string, number] {
+    if (once === undefined) return [this.#key(fingerprint, 'o'), 0]
+    if (!ONCE.test(once.id)) throw new TypeError('malformed once id')
+    return [this.#key(fingerprint, 'o:', once.id), Math.max(1, Math.ceil(once.ttlMs))]
+  }
+
+  async #call<T> (op: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn()
+    } catch (err) {
+      if (err instanceof TypeError) throw err
+      throw new StoreUnavailableError(`redis ${op} failed: ${(err as Error).message}`, err)
+    }
+  }
+
+  async issue (req: IssueRequest): Promise<IssueResult> {
+    const [onceKey, onceTtl] = this.#onceArgs(req.fingerprint, req.once)
+    const r = await this.#call('issue', async () => await this.#client.aogIssue(
+      this.#key(req.fingerprint, 'b'), this.#challengeKey(req.fingerprint, req.nonce), onceKey,
+      req.rate.burst, req.rate.perSecond, req.seed, req.iterations, req.checkpointInterval, req.deadlineMs, req.graceMs, onceTtl,
+    ) as Reply)
+    const status = Number(r[0]) as IssueStatus
+    const rate = rateOf(r, req.rate.burst)
+    if (status !== IssueStatus.OK) return { status: status as IssueStatus.RATE_LIMITED, rate }
+    return {
+      status,
+      rate,
+      challenge: {
+        nonce: req.nonce,
+        seed: req.seed,
+        fingerprint: req.fingerprint,
+        iterations: req.iterations,
+        checkpointInterval: req.checkpointInterval,
+        issuedAt: Number(r[4]),
+        deadline: Number(r[5]),
+      },
+    }
+  }
+
+  async consume (req: ConsumeRequest): Promise<ConsumeResult> {
+    const [onceKey, onceTtl] = this.#onceArgs(req.fingerprint, req.once)
+    const args = [this.#key(req.fingerprint, 'b'), this.#challengeKey(req.fingerprint, req.nonce), onceKey, req.rate.burst, req.rate.perSecond, onceTtl]
+    const r = await this.#call('consume', async () => {
+      if (this.#waitReplicas === 0) return await this.#client.aogConsume(...args) as Reply
+      // The claim and WAIT in one pipeline: same connection (and node), one round trip.
+      const p = (this.#client.pipeline() as ChainableCommander & Record<ScriptName, (...a: Array<string | number>) => ChainableCommander>)
+      const res = await p.aogConsume(...args).wait(this.#waitReplicas, this.#waitTimeoutMs).exec()
+      if (res === null) throw new Error('pipeline aborted')
+      const [[e1, claim], [e2, acks]] = res as Array<[Error | null, unknown]> as [[Error | null, Reply], [Error | null, number]]
+      if (e1 !== null) throw e1
+      if (e2 !== null) throw e2
+      const status = Number(claim[0])
+      if ((status === ConsumeStatus.OK || status === ConsumeStatus.EXPIRED) && Number(acks) < this.#waitReplicas) {
+        // The claim may not survive a failover: refuse rather than risk a second accept.
+        throw new Error(`claim acknowledged by ${Number(acks)} of ${this.#waitReplicas} replicas`)
+      }
+      return claim
+    })
+    const status = Number(r[0]) as ConsumeStatus
+    const rate = rateOf(r, req.rate.burst)
+    if (status !== ConsumeStatus.OK && status !== ConsumeStatus.EXPIRED) return { status: status as ConsumeStatus.UNKNOWN, rate }
+    return {
+      status,
+      rate,
+      now: Number(r[4]),
+      challenge: {
+        nonce: req.nonce,
+        seed: String(r[5]),
+        fingerprint: req.fingerprint,
+        iterations: Number(r[6]),
+        checkpointInterval: Number(r[7]),
+        issuedAt: Number(r[8]),
+        deadline: Number(r[9]),
+      },
+    }
+  }
+
+  async bind (req: BindRequest): Promise<BindResult> {
+    const passes = await this.#call('bind', async () => await this.#client.aogBind(this.#challengeKey(req.fingerprint, req.nonce), this.#key(req.fingerprint, 'p')))
+    return { passes: Number(passes) }
+  }
+
+  async take (req: TakeRequest): Promise<TakeResult> {
+    const [onceKey, onceTtl] = this.#onceArgs(req.fingerprint, req.once)
+    const r = await this.#call('take', async () => await this.#client.aogTake(this.#key(req.fingerprint, 'b'), onceKey, req.rate.burst, req.rate.perSecond, onceTtl) as Reply)
+    return { status: Number(r[0]) as TakeStatus, rate: rateOf(r, req.rate.burst) }
+  }
+
+  async ping (): Promise<void> {
+    await this.#call('ping', async () => {
+      if (this.#client instanceof Cluster) {
+        await Promise.all(this.#client.nodes('master').map(async (n) => await n.ping()))
+      } else {
+        await this.#client.ping()
+      }
+    })
+  }
+
+  async close (): Promise<void> {
+    if (!this.#owned) return
+    // QUIT lets pending replies arrive; disconnect() then stops any reconnection (to a Redis or a
+    // Sentinel that is gone), so nothing keeps the process alive.
+    try {
+      await Promise.race([this.#client.quit(), new Promise((resolve) => setTimeout(resolve, 1000).unref())])
+    } catch { /* already closed or unreachable */ }
+    this.#client.disconnect()
+  }
+}
+
+function rateOf (r: Reply, burst: number): RateState {
+  return { limit: burst, remaining: Number(r[1]), resetMs: Number(r[2]), retryAfterMs: Number(r[3]) }
+}

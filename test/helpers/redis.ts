@@ -1,0 +1,119 @@
+/** The real Redis the tests use, and Redis servers (and a Cluster) the harness starts itself. */
+import { Redis } from 'ioredis'
+import { spawn, execFile, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+
+const exec = promisify(execFile)
+export const REDIS_URL = process.env.AOG_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
+
+/** Throws a clear error when the machine's Redis is not running (CI starts it). */
+export async function requireRedis (): Promise<void> {
+  const r = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null })
+  try {
+    await r.connect()
+    await r.ping()
+  } catch (err) {
+    throw new Error(`these tests need a Redis at ${REDIS_URL} (redis-server); .ci/run starts one: ${(err as Error).message}`)
+  } finally {
+    r.disconnect()
+  }
+}
+
+export async function freePort (): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const s = createServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number }
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+export interface RedisProcess {
+  port: number
+  url: string
+  child: ChildProcess
+  /** Start it again on the same port (after stop). */
+  restart (): Promise<void>
+  stop (): Promise<void>
+  cli (...args: string[]): Promise<string>
+}
+
+const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
+
+async function waitPing (port: number, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs
+  for (;;) {
+    try {
+      const { stdout } = await exec('redis-cli', ['-p', String(port), 'ping'])
+      if (stdout.trim() === 'PONG') return
+    } catch { /* not up yet */ }
+    if (Date.now() > end) throw new Error(`redis on ${port} did not start`)
+    await sleep(50)
+  }
+}
+
+/** Start a throwaway redis-server on a free loopback port. `args` are extra config directives. */
+export async function startRedis (args: string[] = []): Promise<RedisProcess> {
+  const port = await freePort()
+  const dir = mkdtempSync(join(tmpdir(), `aog-redis-${port}-`))
+  const argv = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...args]
+  const p: RedisProcess = {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    child: spawn('redis-server', argv, { stdio: 'ignore' }),
+    async restart () {
+      p.child = spawn('redis-server', argv, { stdio: 'ignore' })
+      await waitPing(port)
+    },
+    async stop () {
+      if (p.child.exitCode !== null || p.child.signalCode !== null) return
+      const exited = new Promise((resolve) => p.child.once('exit', resolve))
+      p.child.kill('SIGCONT')
+      p.child.kill('SIGKILL')
+      await exited
+    },
+    async cli (...a) {
+      const { stdout } = await exec('redis-cli', ['-p', String(port), ...a])
+      return stdout.trim()
+    },
+  }
+  await waitPing(port)
+  const stop = p.stop
+  p.stop = async () => { await stop(); }
+  process.once('exit', () => { try { p.child.kill('SIGKILL') } catch {} ; rmSync(dir, { recursive: true, force: true }) })
+  return p
+}
+
+export interface RedisCluster {
+  nodes: RedisProcess[]
+  /** host:port,host:port,… for --redis-cluster */
+  seeds: string
+  stop (): Promise<void>
+}
+
+/** A 3-master Redis Cluster on free loopback ports, created with redis-cli --cluster create. */
+export async function startCluster (masters = 3): Promise<RedisCluster> {
+  const nodes: RedisProcess[] = []
+  for (let i = 0; i < masters; i++) {
+    nodes.push(await startRedis(['--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${i}.conf`, '--cluster-node-timeout', '2000']))
+  }
+  await exec('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'])
+  const end = Date.now() + 15_000
+  for (;;) {
+    const states = await Promise.all(nodes.map(async (n) => await n.cli('cluster', 'info')))
+    if (states.every((s) => s.includes('cluster_state:ok'))) break
+    if (Date.now() > end) throw new Error('the cluster did not become ok')
+    await sleep(100)
+  }
+  return {
+    nodes,
+    seeds: nodes.map((n) => `127.0.0.1:${n.port}`).join(','),
+    async stop () { await Promise.all(nodes.map(async (n) => await n.stop())) },
+  }
+}
