@@ -119,6 +119,9 @@ async function main (): Promise<void> {
     version: version(),
   }, 'aog gate listening')
 
+  // Fail closed, start anyway: until the store answers, both endpoints answer 503 and /readyz too.
+  gate.store.ping().catch((err: Error) => logger.warn({ store: gate.store.kind, err: err.message }, 'store not reachable yet; answering 503 until it is'))
+
   let stopping = false
   const stop = (signal: string): void => {
     if (stopping) {

@@ -15,7 +15,7 @@ import { Cluster, Redis, type ChainableCommander, type RedisOptions } from 'iore
 import { StoreUnavailableError } from '../errors.js'
 import { packageRoot } from '../paths.js'
 import type {
-  BindRequest, BindResult, ConsumeRequest, ConsumeResult, IssueRequest, IssueResult, OnceKey, RateState,
+  BindRequest, BindResult, ChallengeRecord, ConsumeRequest, ConsumeResult, IssueRequest, IssueResult, OnceKey, RateState,
   Store, TakeRequest, TakeResult,
 } from './store.js'
 import { ConsumeStatus, IssueStatus, TakeStatus } from './store.js'
@@ -50,8 +50,9 @@ const SCRIPTS = {
 } as const
 
 type ScriptName = keyof typeof SCRIPTS
-type Reply = Array<string | number | null>
-type Client = (Redis | Cluster) & Record<ScriptName, (...args: Array<string | number>) => Promise<Reply | number>>
+type Arg = string | number | Buffer
+type Reply = Array<string | number | Buffer | null>
+type Client = (Redis | Cluster) & Record<ScriptName, (...args: Arg[]) => Promise<Reply | number>>
 
 /** The Lua sources, read once (the shared bucket prelude prepended where used). */
 export function loadScripts (): Record<ScriptName, string> {
@@ -150,9 +151,10 @@ export class RedisStore implements Store {
     }
   }
 
+  /** aog:{F}:<kind><id>, F in base64url (43 characters rather than 64: smaller keys, same tag). */
   #key (fingerprint: string, kind: string, id = ''): string {
     if (!HEX64.test(fingerprint)) throw new TypeError('fingerprint must be 64 lowercase hex')
-    return `${this.#prefix}{${fingerprint}}:${kind}${id}`
+    return `${this.#prefix}{${Buffer.from(fingerprint, 'hex').toString('base64url')}}:${kind}${id}`
   }
 
   #challengeKey (fingerprint: string, nonce: string): string {
@@ -179,7 +181,7 @@ export class RedisStore implements Store {
     const [onceKey, onceTtl] = this.#onceArgs(req.fingerprint, req.once)
     const r = await this.#call('issue', async () => await this.#client.aogIssue(
       this.#key(req.fingerprint, 'b'), this.#challengeKey(req.fingerprint, req.nonce), onceKey,
-      req.rate.burst, req.rate.perSecond, req.seed, req.iterations, req.checkpointInterval, req.deadlineMs, req.graceMs, onceTtl,
+      req.rate.burst, req.rate.perSecond, Buffer.from(req.seed, 'hex').toString('base64url'), req.iterations, req.checkpointInterval, req.deadlineMs, req.graceMs, onceTtl,
     ) as Reply)
     const status = Number(r[0]) as IssueStatus
     const rate = rateOf(r, req.rate.burst)
@@ -205,7 +207,7 @@ export class RedisStore implements Store {
     const r = await this.#call('consume', async () => {
       if (this.#waitReplicas === 0) return await this.#client.aogConsume(...args) as Reply
       // The claim and WAIT in one pipeline: same connection (and node), one round trip.
-      const p = (this.#client.pipeline() as ChainableCommander & Record<ScriptName, (...a: Array<string | number>) => ChainableCommander>)
+      const p = (this.#client.pipeline() as ChainableCommander & Record<ScriptName, (...a: Arg[]) => ChainableCommander>)
       const res = await p.aogConsume(...args).wait(this.#waitReplicas, this.#waitTimeoutMs).exec()
       if (res === null) throw new Error('pipeline aborted')
       const [[e1, claim], [e2, acks]] = res as Array<[Error | null, unknown]> as [[Error | null, Reply], [Error | null, number]]
@@ -221,20 +223,7 @@ export class RedisStore implements Store {
     const status = Number(r[0]) as ConsumeStatus
     const rate = rateOf(r, req.rate.burst)
     if (status !== ConsumeStatus.OK && status !== ConsumeStatus.EXPIRED) return { status: status as ConsumeStatus.UNKNOWN, rate }
-    return {
-      status,
-      rate,
-      now: Number(r[4]),
-      challenge: {
-        nonce: req.nonce,
-        seed: String(r[5]),
-        fingerprint: req.fingerprint,
-        iterations: Number(r[6]),
-        checkpointInterval: Number(r[7]),
-        issuedAt: Number(r[8]),
-        deadline: Number(r[9]),
-      },
-    }
+    return { status, rate, now: Number(r[4]), challenge: parseRecord(String(r[5]), req.nonce, req.fingerprint) }
   }
 
   async bind (req: BindRequest): Promise<BindResult> {
@@ -271,4 +260,20 @@ export class RedisStore implements Store {
 
 function rateOf (r: Reply, burst: number): RateState {
   return { limit: burst, remaining: Number(r[1]), resetMs: Number(r[2]), retryAfterMs: Number(r[3]) }
+}
+
+/** "<state><issued at, 13 digits><deadline - issued at>:<iterations>:<m>:<seed b64url>" (lua/issue.lua). */
+function parseRecord (rec: string, nonce: string, fingerprint: string): ChallengeRecord {
+  const m = /^[0-2](\d{13})(\d+):(\d+):(\d+):([A-Za-z0-9_-]{43})$/.exec(rec)
+  if (m === null) throw new Error('malformed challenge record')
+  const issuedAt = Number(m[1])
+  return {
+    nonce,
+    seed: Buffer.from(m[5]!, 'base64url').toString('hex'),
+    fingerprint,
+    iterations: Number(m[3]),
+    checkpointInterval: Number(m[3]) / Number(m[4]),
+    issuedAt,
+    deadline: issuedAt + Number(m[2]),
+  }
 }

@@ -1,0 +1,114 @@
+/**
+ * bench:store — issue and consume on the memory store vs Redis (single node) and a 3-master Redis
+ * Cluster: operations per second and p50/p99 latency with C operations in flight, each next to the
+ * memory store measured in the same run, plus a bare Redis PING as the round-trip floor; and Redis
+ * memory per live challenge (MEMORY USAGE of one record, and used_memory growth over many).
+ *   npm run bench:store [-- --ops 20000 --concurrency 32 --redis redis://127.0.0.1:6379 --no-cluster]
+ */
+import { randomBytes } from 'node:crypto'
+import { parseArgs } from 'node:util'
+import { Redis } from 'ioredis'
+import { MemoryStore } from '../lib/stores/memory.js'
+import { RedisStore } from '../lib/stores/redis.js'
+import type { Store } from '../lib/stores/store.js'
+import { startCluster } from '../test/helpers/redis.js'
+import { machine, table } from './util.js'
+
+const { values } = parseArgs({ options: {
+  ops: { type: 'string', default: '20000' },
+  concurrency: { type: 'string', default: '32' },
+  redis: { type: 'string', default: 'redis://127.0.0.1:6379' },
+  'no-cluster': { type: 'boolean', default: false },
+} })
+const OPS = Number(values.ops)
+const C = Number(values.concurrency)
+const rate = { burst: 1e9, perSecond: 1e9 }
+
+interface Result { opsPerSec: number, p50: number, p99: number }
+
+async function measure (op: (i: number) => Promise<unknown>): Promise<Result> {
+  const lat = new Float64Array(OPS)
+  let next = 0
+  const t0 = process.hrtime.bigint()
+  await Promise.all(Array.from({ length: C }, async () => {
+    while (next < OPS) {
+      const i = next++
+      const s = process.hrtime.bigint()
+      await op(i)
+      lat[i] = Number(process.hrtime.bigint() - s) / 1e6
+    }
+  }))
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9
+  lat.sort()
+  return { opsPerSec: OPS / secs, p50: lat[Math.floor(OPS * 0.5)]!, p99: lat[Math.floor(OPS * 0.99)]! }
+}
+
+async function bench (name: string, store: Store): Promise<Record<string, Result>> {
+  // Many identities (realistic, and spread over the Cluster's slots).
+  const fps = Array.from({ length: 256 }, () => randomBytes(32).toString('hex'))
+  const nonces = Array.from({ length: OPS }, () => randomBytes(16).toString('base64url'))
+  const seed = randomBytes(32).toString('hex')
+  for (let i = 0; i < 200; i++) await store.take({ fingerprint: fps[i % 256]!, rate }) // warm-up
+  const issue = await measure(async (i) => await store.issue({ fingerprint: fps[i % 256]!, rate, nonce: nonces[i]!, seed, iterations: 1 << 20, checkpointInterval: 1 << 14, deadlineMs: 60_000, graceMs: 60_000 }))
+  const consume = await measure(async (i) => await store.consume({ fingerprint: fps[i % 256]!, nonce: nonces[i]!, rate }))
+  console.error(`  ${name}: done`)
+  return { issue, consume }
+}
+
+const prefix = `aogbench:${randomBytes(3).toString('hex')}:`
+const results: Record<string, Record<string, Result>> = {}
+const memory = new MemoryStore({ maxChallenges: OPS * 2, sweepIntervalMs: 0 })
+results.memory = await bench('memory', memory)
+await memory.close()
+
+const redis = new RedisStore({ url: values.redis, prefix })
+await redis.ready()
+results.redis = await bench('redis', redis)
+
+const raw = new Redis(values.redis)
+const ping = await measure(async () => await raw.ping())
+
+let cluster: Awaited<ReturnType<typeof startCluster>> | undefined
+if (!values['no-cluster']) {
+  cluster = await startCluster(3)
+  const cs = new RedisStore({ cluster: cluster.nodes.map((n) => ({ host: '127.0.0.1', port: n.port })), prefix })
+  await cs.ready()
+  results['redis cluster (3)'] = await bench('redis cluster', cs)
+  await cs.close()
+  await cluster.stop()
+}
+
+// Memory per live challenge, with the default key prefix ('aog:') under one fresh identity.
+const seed = randomBytes(32).toString('hex')
+const plain = new RedisStore({ url: values.redis })
+await plain.ready()
+const fp = randomBytes(32).toString('hex')
+const tag = `aog:{${Buffer.from(fp, 'hex').toString('base64url')}}`
+const one = randomBytes(16).toString('base64url')
+const issue1 = async (nonce: string): Promise<unknown> => await plain.issue({ fingerprint: fp, rate, nonce, seed, iterations: 1 << 20, checkpointInterval: 1 << 14, deadlineMs: 10_000, graceMs: 60_000 })
+await issue1(one)
+const usage = Number(await raw.call('MEMORY', 'USAGE', `${tag}:c:${one}`))
+const N = 20_000
+const used = async (): Promise<number> => Number(/used_memory:(\d+)/.exec(await raw.info('memory'))![1])
+const before = await used()
+for (let i = 0; i < N; i += 500) await Promise.all(Array.from({ length: 500 }, async () => await issue1(randomBytes(16).toString('base64url'))))
+const perRecord = (await used() - before) / N
+for (const p of [`${prefix}*`, `${tag}*`]) await raw.eval(`for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end`, 0, p)
+await plain.close()
+await redis.close()
+raw.disconnect()
+
+const base = results.memory!
+console.log(`bench:store  ${machine()}  ${OPS} operations per test, ${C} in flight`)
+console.log(table(Object.entries(results).flatMap(([store, r]) => (['issue', 'consume'] as const).map((op) => ({
+  store,
+  op,
+  'ops/s': Math.round(r[op]!.opsPerSec).toLocaleString('en'),
+  'p50 ms': r[op]!.p50.toFixed(3),
+  'p99 ms': r[op]!.p99.toFixed(3),
+  'vs memory': `${(r[op]!.opsPerSec / base[op]!.opsPerSec).toFixed(3)}x`,
+  'vs PING': store === 'memory' ? '' : `${(r[op]!.opsPerSec / ping.opsPerSec).toFixed(2)}x`,
+})))))
+console.log(`redis PING round trip (floor): ${Math.round(ping.opsPerSec).toLocaleString('en')} ops/s, p50 ${ping.p50.toFixed(3)} ms`)
+console.log(`redis memory per live challenge: MEMORY USAGE ${usage} bytes; used_memory growth ${perRecord.toFixed(0)} bytes/record over ${N} (target <= 200)`)
+process.exit(0)
