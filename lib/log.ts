@@ -14,7 +14,7 @@ export const REDACT_PATHS = [
   'key', '*.key', 'tlsKey', '*.tlsKey',
   'cert', '*.cert', 'raw', '*.raw',
   'token', '*.token', 'attestation', '*.attestation', 'authorization', '*.authorization',
-  'password', '*.password',
+  'password', '*.password', 'redisUrl', '*.redisUrl',
   'req.headers["x-aog-client-cert"]', 'req.headers["x-aog-signature"]', 'req.headers.authorization',
   'headers["x-aog-client-cert"]', 'headers["x-aog-signature"]',
   'body.attestation', 'body.seed',
