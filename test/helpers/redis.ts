@@ -62,7 +62,8 @@ async function waitPing (port: number, timeoutMs = 10_000): Promise<void> {
 export async function startRedis (args: string[] = []): Promise<RedisProcess> {
   const port = await freePort()
   const dir = mkdtempSync(join(tmpdir(), `aog-redis-${port}-`))
-  const argv = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...args]
+  // No snapshot delay: a replica syncs at once instead of after repl-diskless-sync-delay (5 s).
+  const argv = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--repl-diskless-sync-delay', '0', ...args]
   const p: RedisProcess = {
     port,
     url: `redis://127.0.0.1:${port}`,

@@ -48,15 +48,19 @@ t.test('Sentinel: a failover mid-run keeps the gate serving with no double accep
     const { execFile } = await import('node:child_process')
     return await new Promise((resolve) => execFile('redis-cli', ['-p', String(sport), ...a], (_e, out) => resolve(String(out).trim())))
   }
-  let end = Date.now() + 10_000
+  let end = Date.now() + 15_000
+  while (!(await replica.cli('info', 'replication')).includes('master_link_status:up') && Date.now() < end) await sleep(50)
   while (!(await cli('sentinel', 'replicas', 'mymaster')).includes(String(replica.port)) && Date.now() < end) await sleep(100)
 
-  const g = await startGate(t, { store: 'redis', redisSentinels: `127.0.0.1:${sport}`, redisSentinelName: 'mymaster' })
+  // WAIT 1 as well: without it, claims written to the old master after the promotion are lost when
+  // it resyncs as a replica, and such a nonce could be accepted a second time (docs/operations.md).
+  const g = await startGate(t, { store: 'redis', redisSentinels: `127.0.0.1:${sport}`, redisSentinelName: 'mymaster', redisWaitReplicas: 1, redisWaitTimeoutMs: 200 })
   const agent = g.agent()
   t.equal(await outcome(pass(agent)), 'accepted', 'serving through the Sentinel')
 
   // Each round: one challenge, its solution submitted twice at once; never two accepts.
   const counts = { accepted: 0, other: 0 }
+  const acceptedBodies: Array<ReturnType<typeof solve>> = []
   let failedOver = false
   end = Date.now() + 30_000
   let round = 0
@@ -68,6 +72,7 @@ t.test('Sentinel: a failover mid-run keeps the gate serving with no double accep
     const rs = await Promise.all([outcome(submitTask(agent, body)), outcome(submitTask(agent, body))])
     const accepts = rs.filter((r) => r === 'accepted').length
     t.ok(accepts <= 1, `round ${round}: ${rs.join(' / ')}`)
+    if (accepts === 1) acceptedBodies.push(body)
     counts.accepted += accepts
     const now = (await cli('sentinel', 'get-master-addr-by-name', 'mymaster')).split('\n')[1]
     if (now === String(replica.port)) failedOver = true
@@ -75,6 +80,14 @@ t.test('Sentinel: a failover mid-run keeps the gate serving with no double accep
     await sleep(50)
   }
   t.ok(failedOver, 'the replica was promoted')
-  t.equal(await outcome(pass(agent)), 'accepted', 'serving on the new master')
+  // Every solution accepted before, during or after the failover stays used on the new master.
+  const again = await Promise.all(acceptedBodies.map(async (b) => await outcome(submitTask(agent, b))))
+  t.equal(again.filter((r) => r === 'accepted').length, 0, `no second accept after the failover (${again.length} resubmitted)`)
+  let served = 'not yet'
+  for (let i = 0; i < 50 && served !== 'accepted'; i++) {
+    served = await outcome(pass(agent))
+    if (served !== 'accepted') await sleep(200)
+  }
+  t.equal(served, 'accepted', 'serving on the new master')
   t.comment(`rounds ${round}, accepts ${counts.accepted}, refused challenge fetches ${counts.other}`)
 })
