@@ -14,6 +14,7 @@ import { createGate } from '../lib/gate.js'
 import { createLogger } from '../lib/log.js'
 import { createMetrics } from '../lib/metrics.js'
 import { packageRoot } from '../lib/paths.js'
+import { EXAMPLE, renderNginxConfig, type NginxOptions } from '../lib/nginx-config.js'
 
 function usage (): string {
   const rows = describeOptions().map((o) => {
@@ -33,7 +34,25 @@ function usage (): string {
     ...rows,
     '',
     'Quick start with generated dev certificates:  aog-server --dev',
+    '',
+    'aog-server nginx-config [--listen 443] [--server-name NAME] [--server-cert FILE] [--server-key FILE]',
+    '    [--client-ca FILE] [--crl FILE] [--secret-file FILE] [--upstream HOST:PORT] [--js-path DIR]',
+    '    [--max-body SIZE]   prints an nginx configuration for forwarded mode (see docs/operations.md)',
   ].join('\n')
+}
+
+/** `aog-server nginx-config …`: print the reference nginx configuration for the given paths. */
+function nginxConfig (argv: string[]): void {
+  const names: Array<[keyof NginxOptions, string]> = [['listen', 'listen'], ['serverName', 'server-name'], ['serverCert', 'server-cert'],
+    ['serverKey', 'server-key'], ['clientCa', 'client-ca'], ['crl', 'crl'], ['secretFile', 'secret-file'], ['upstream', 'upstream'],
+    ['jsPath', 'js-path'], ['maxBody', 'max-body']]
+  const { values } = parseArgs({ args: argv, options: Object.fromEntries(names.map(([, f]) => [f, { type: 'string' as const }])), strict: true })
+  const opts: NginxOptions = { ...EXAMPLE }
+  for (const [k, f] of names) {
+    const v = values[f]
+    if (typeof v === 'string') (opts as unknown as Record<string, string>)[k] = v
+  }
+  process.stdout.write(renderNginxConfig(opts))
 }
 
 function version (): string {
@@ -69,6 +88,7 @@ function devPaths (raw: Record<string, unknown>): Record<string, unknown> {
     execFileSync('bash', [join(root, 'certs', 'gen.sh'), dir], { stdio: ['ignore', 'ignore', 'inherit'] })
   }
   return {
+    forwardSecretFile: join(dir, 'forward-secret'),
     tlsCert: join(dir, 'server.pem'),
     tlsKey: join(dir, 'server-key.pem'),
     clientCa: join(dir, 'ca.pem'),
@@ -78,6 +98,15 @@ function devPaths (raw: Record<string, unknown>): Record<string, unknown> {
 }
 
 async function main (): Promise<void> {
+  if (process.argv[2] === 'nginx-config') {
+    try {
+      nginxConfig(process.argv.slice(3))
+    } catch (err) {
+      process.stderr.write(`aog-server nginx-config: ${(err as Error).message}\n`)
+      process.exit(2)
+    }
+    return
+  }
   let args: ReturnType<typeof parseArgv>
   try {
     args = parseArgv(process.argv.slice(2))
@@ -108,9 +137,9 @@ async function main (): Promise<void> {
   const addr = await gate.listen()
   const host = (a: { address: string, family: string }): string => a.family === 'IPv6' ? `[${a.address}]` : a.address
   logger.info({
-    gate: `https://${host(addr.gate)}:${addr.gate.port}`,
+    gate: `${config.mode === 'forwarded' && config.forwardProxyCa === undefined ? 'http' : 'https'}://${host(addr.gate)}:${addr.gate.port}`,
     ops: `http://${host(addr.ops)}:${addr.ops.port}`,
-    mode: 'direct',
+    mode: config.mode,
     store: gate.store.kind,
     chain: (await gate.pool.ready()),
     workers: config.workers,
@@ -139,6 +168,10 @@ async function main (): Promise<void> {
       process.exit(1)
     })
   }
+  process.on('SIGHUP', () => {
+    logger.info('SIGHUP: reloading the CRL, the deny list and the forward secrets')
+    gate.reload()
+  })
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
 }

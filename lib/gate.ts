@@ -3,12 +3,12 @@
  * their lifecycle from a frozen config and injected parts. No module-level mutable state: tests
  * build as many gates as they like, each with its own store, pool, logger and registry.
  */
-import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
+import { createServer as createHttpsServer, type Server as HttpsServer, type ServerOptions as HttpsOptions } from 'node:https'
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import { randomBytes } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { readFileSync, unwatchFile, watchFile } from 'node:fs'
 import type { Config } from './config.js'
 import type { Logger } from './log.js'
 import type { Metrics } from './metrics.js'
@@ -16,6 +16,9 @@ import { AogError, PoolBusyError, StoreUnavailableError } from './errors.js'
 import { Router } from './http/router.js'
 import { sendProblem } from './http/reply.js'
 import { tlsIdentity, type Identity } from './identity/tls.js'
+import { forwardedIdentity, readCertificates } from './identity/forwarded.js'
+import { Revocation } from './identity/revocation.js'
+import type { OnceKey } from './stores/store.js'
 import { createStore } from './stores/index.js'
 import type { Store } from './stores/store.js'
 import { VerifyPool } from './verify/pool.js'
@@ -29,8 +32,10 @@ export interface GateDeps {
   metrics: Metrics
   /** Defaults to the store named by config.store (createStore). */
   store?: Store
-  /** Clock for the default memory store (tests pass a fake one). */
+  /** Clock for the default memory store and the forwarded signature check (tests pass a fake one). */
   now?: () => number
+  /** Poll interval for CRL, deny-list and secret file changes (ms; default 1000). */
+  watchMs?: number
 }
 
 export interface GateAddresses {
@@ -47,6 +52,16 @@ export interface Gate {
   close (): Promise<void>
   /** Requests being handled right now. */
   readonly inflight: number
+  /** Re-read the CRL, the deny list and the forward secrets (SIGHUP). */
+  reload (): void
+}
+
+/** One secret per line (blank lines and # comments ignored); every line is accepted. */
+export function readSecrets (file: string): Buffer[] {
+  const secrets = readFileSync(file, 'utf8').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'))
+  if (secrets.length === 0) throw new Error(`no secret in ${file}`)
+  for (const s of secrets) if (s.length < 16) throw new Error(`a secret in ${file} is shorter than 16 characters`)
+  return secrets.map((s) => Buffer.from(s, 'utf8'))
 }
 
 /** Split "host:port" or "[v6]:port". */
@@ -80,29 +95,85 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
   const parts: GateParts = { config, store, pool, metrics, attest }
   const router = new Router<Handler>().add('GET', '/challenge', getChallenge).add('POST', '/task', postTask)
 
-  if (config.tlsCert === undefined || config.tlsKey === undefined || config.clientCa === undefined) {
-    throw new Error('tlsCert, tlsKey and clientCa are required')
-  }
-  const server: HttpsServer = createHttpsServer({
-    cert: readFileSync(config.tlsCert),
-    key: readFileSync(config.tlsKey),
-    ca: readFileSync(config.clientCa),
-    ...(config.crl === undefined ? {} : { crl: readFileSync(config.crl) }),
-    requestCert: true,
-    rejectUnauthorized: true,
-    minVersion: 'TLSv1.2',
-    handshakeTimeout: config.handshakeTimeoutMs,
+  if (config.clientCa === undefined) throw new Error('clientCa is required')
+  const forwarded = config.mode === 'forwarded'
+  const clientCa = readFileSync(config.clientCa)
+  const cas = readCertificates(clientCa)
+  if (cas.length === 0) throw new Error(`no certificate in ${config.clientCa}`)
+  const common = {
     maxHeaderSize: 8192,
     headersTimeout: config.headersTimeoutMs,
     requestTimeout: config.requestTimeoutMs,
     keepAliveTimeout: config.keepAliveTimeoutMs,
+  }
+  const tlsFiles = (): Pick<HttpsOptions, 'cert' | 'key'> => {
+    if (config.tlsCert === undefined || config.tlsKey === undefined) throw new Error('tlsCert and tlsKey are required')
+    return { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) }
+  }
+  // Direct mode: agents' mTLS. Forwarded mode: plain HTTP from the proxy, or HTTPS requiring the
+  // proxy's own certificate (--forward-proxy-ca).
+  const tlsBase: HttpsOptions | undefined = !forwarded
+    ? { ...tlsFiles(), ca: clientCa, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2', handshakeTimeout: config.handshakeTimeoutMs }
+    : config.forwardProxyCa !== undefined
+      ? { ...tlsFiles(), ca: readFileSync(config.forwardProxyCa), requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2', handshakeTimeout: config.handshakeTimeoutMs }
+      : undefined
+  const server: HttpServer | HttpsServer = tlsBase === undefined
+    ? createHttpServer(common)
+    : createHttpsServer({ ...tlsBase, ...(config.crl === undefined || forwarded ? {} : { crl: readFileSync(config.crl) }), ...common })
+
+  const revocation = new Revocation({
+    crlFile: config.crl,
+    denyFile: config.denyFile,
+    cas,
+    logger,
+    pollMs: deps.watchMs ?? 1000,
+    // New handshakes use the new CRL too; the ticket keys are kept so that resumed sessions still
+    // resume (and then meet the per-request check).
+    onCrl: (crl) => {
+      if (!forwarded && tlsBase !== undefined && 'setSecureContext' in server) {
+        server.setSecureContext({ ...tlsBase, crl, ticketKeys: server.getTicketKeys() })
+      }
+    },
   })
+  let secrets = forwarded && config.forwardSecretFile !== undefined ? readSecrets(config.forwardSecretFile) : []
+  const reloadSecrets = (): void => {
+    if (!forwarded || config.forwardSecretFile === undefined) return
+    try {
+      secrets = readSecrets(config.forwardSecretFile)
+      logger.info({ secrets: secrets.length }, 'forward secrets reloaded')
+    } catch (err) {
+      logger.error({ err: (err as Error).message }, 'forward secret reload failed; keeping the previous ones')
+    }
+  }
+  if (forwarded && config.forwardSecretFile !== undefined && (deps.watchMs ?? 1000) > 0) {
+    watchFile(config.forwardSecretFile, { interval: deps.watchMs ?? 1000, persistent: false }, (cur, prev) => {
+      if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size) reloadSecrets()
+    })
+  }
+  const onceTtlMs = 2 * config.forwardSkewSeconds * 1000
+
+  /** The identity step: who is calling, revocation, and (forwarded) the single-use request id. */
+  function identify (req: IncomingMessage): { identity: Identity, once?: OnceKey } {
+    if (!forwarded) {
+      const identity = tlsIdentity(req.socket as TLSSocket)
+      revocation.check(identity)
+      return { identity }
+    }
+    const r = forwardedIdentity(req.method ?? '', req.url ?? '', req.headers, {
+      secrets,
+      skewSeconds: config.forwardSkewSeconds,
+      cas,
+      ...(deps.now === undefined ? {} : { now: deps.now }),
+    })
+    revocation.check(r.identity)
+    return { identity: r.identity, once: { id: r.rid, ttlMs: onceTtlMs } }
+  }
 
   let inflight = 0
   let closing = false
   let drained: (() => void) | undefined
 
-  server.on('tlsClientError', (err: NodeJS.ErrnoException) => {
+  server.on('tlsClientError', (err: NodeJS.ErrnoException) => {  // (HTTPS listeners only)
     metrics.identityFailures.inc({ reason: 'tls_handshake' })
     logger.debug({ code: err.code }, 'TLS handshake refused')
   })
@@ -148,7 +219,9 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
       if (inflight === 0) drained?.()
     })
     try {
-      ctx.identity = tlsIdentity(req.socket as TLSSocket)
+      const who = identify(req)
+      ctx.identity = who.identity
+      ctx.once = who.once
       const match = router.find(req.method ?? '', req.url ?? '/', (path) => { ctx.route = path })
       await match.handler(ctx, parts)
     } catch (err) {
@@ -174,7 +247,10 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
       ctx.log.error({ err }, 'unexpected error')
       e = new AogError('AOG_UNAVAILABLE', 'internal error; try again shortly', { retryAfter: 1 })
     }
-    if (e.code === 'AOG_IDENTITY_REQUIRED' || e.code === 'AOG_NOT_AUTHORIZED') metrics.identityFailures.inc({ reason: e.code })
+    if (e.code === 'AOG_IDENTITY_REQUIRED' || e.code === 'AOG_NOT_AUTHORIZED') {
+      metrics.identityFailures.inc({ reason: e.code })
+      ctx.log.info({ reason: e.detail }, 'identity refused')
+    }
     if (e.code === 'AOG_RATE_LIMITED') metrics.rateLimited.inc({ route: ctx.route })
     if (ctx.route === '/task') metrics.submissions.inc({ outcome: 'rejected', reason: e.code })
     ctx.outcome = e.code
@@ -224,6 +300,10 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     store,
     pool,
     get inflight () { return inflight },
+    reload () {
+      revocation.reload()
+      reloadSecrets()
+    },
     async listen () {
       const implementation = await pool.ready()
       metrics.chainImplementation.set({ implementation }, 1)
@@ -248,6 +328,8 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
       await stopped
       await new Promise<void>((resolve) => ops.close(() => resolve()))
       ops.closeAllConnections()
+      revocation.close()
+      if (config.forwardSecretFile !== undefined) unwatchFile(config.forwardSecretFile)
       await pool.close()
       await store.close()
     },

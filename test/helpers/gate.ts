@@ -34,7 +34,7 @@ export const SMALL = {
   workers: 2,
 }
 
-export async function startGate (t: Test, overrides: Partial<Config> = {}, deps: { store?: Store, now?: () => number } = {}): Promise<TestGate> {
+export async function startGate (t: Test, overrides: Partial<Config> = {}, deps: { store?: Store, now?: () => number, watchMs?: number } = {}): Promise<TestGate> {
   const config = loadConfig({
     listen: '127.0.0.1:0',
     opsListen: '127.0.0.1:0',

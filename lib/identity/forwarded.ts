@@ -1,0 +1,113 @@
+/**
+ * Identity from signed forwarded headers (scheme aog-forward-v1, PROTOCOL.md section 1.1). The gate
+ * trusts a forwarded certificate only when an HMAC made with one of its secrets covers it, the
+ * verdict, the method, the exact request target, a fresh timestamp and a request id; then it checks
+ * the certificate itself (issued and signed by an agent CA, within its validity dates). Revocation
+ * and the request id's single use are checked by the caller (the latter in the store call).
+ */
+import { createHmac, timingSafeEqual, X509Certificate } from 'node:crypto'
+import type { IncomingHttpHeaders } from 'node:http'
+import { AogError } from '../errors.js'
+import { firstUri, fingerprintOf, type Identity } from './tls.js'
+
+export const SCHEME = 'aog-forward-v1'
+export const HEADERS = { cert: 'x-aog-client-cert', verify: 'x-aog-client-verify', signature: 'x-aog-signature' } as const
+
+export interface SignInput {
+  t: number
+  rid: string
+  method: string
+  /** The path and query exactly as the client sent them (nginx $request_uri). */
+  target: string
+  /** X-AOG-Client-Verify as sent. */
+  verify: string
+  /** X-AOG-Client-Cert as sent (URL-encoded PEM). */
+  cert: string
+}
+
+/** The v1 HMAC (hex) over the canonical message. */
+export function signatureV1 (secret: string | Buffer, s: SignInput): string {
+  const msg = [SCHEME, String(s.t), s.rid, s.method, s.target, s.verify, s.cert].join('\n')
+  return createHmac('sha256', secret).update(msg, 'latin1').digest('hex')
+}
+
+/** The X-AOG-Signature header value (what nginx/aog-sign.js produces). */
+export function signatureHeader (secret: string | Buffer, s: SignInput): string {
+  return `t=${s.t},rid=${s.rid},v1=${signatureV1(secret, s)}`
+}
+
+export interface ForwardedOptions {
+  secrets: Buffer[]
+  skewSeconds: number
+  cas: X509Certificate[]
+  now?: () => number
+}
+
+export interface ForwardedResult {
+  identity: Identity
+  /** The request id, to be used once within the skew window. */
+  rid: string
+}
+
+function fail (reason: string): never {
+  throw new AogError('AOG_IDENTITY_REQUIRED', reason)
+}
+
+function single (h: string | string[] | undefined): string | undefined {
+  return Array.isArray(h) ? undefined : h // a repeated header is never trusted
+}
+
+const SIG = /^t=(\d{1,12}),rid=([0-9a-f]{32}),v1=([0-9a-f]{64})$/
+
+/** Verify a forwarded header set; throws 401 AOG_IDENTITY_REQUIRED with a safe reason. */
+export function forwardedIdentity (method: string, target: string, headers: IncomingHttpHeaders, opts: ForwardedOptions): ForwardedResult {
+  const cert = single(headers[HEADERS.cert])
+  const verdict = single(headers[HEADERS.verify])
+  const signature = single(headers[HEADERS.signature])
+  if (cert === undefined || verdict === undefined || signature === undefined || cert === '') fail('forwarded identity headers missing')
+  const m = SIG.exec(signature)
+  if (m === null) fail('malformed forwarded signature')
+  const t = Number(m[1])
+  const rid = m[2]!
+  const given = Buffer.from(m[3]!, 'hex')
+  const now = (opts.now ?? Date.now)() / 1000
+  if (Math.abs(now - t) > opts.skewSeconds) fail('forwarded signature is stale')
+  const input: SignInput = { t, rid, method, target, verify: verdict, cert }
+  // Every secret is tried (rotation); each comparison is constant-time on equal-length digests.
+  let ok = false
+  for (const secret of opts.secrets) {
+    const want = Buffer.from(signatureV1(secret, input), 'hex')
+    if (want.length === given.length && timingSafeEqual(want, given)) ok = true
+  }
+  if (!ok) fail('forwarded signature invalid')
+  if (verdict !== 'SUCCESS') fail('the TLS terminator did not verify the client certificate')
+
+  let x509: X509Certificate
+  try {
+    x509 = new X509Certificate(decodeURIComponent(cert))
+  } catch {
+    fail('forwarded certificate unreadable')
+  }
+  const nowMs = now * 1000
+  if (Date.parse(x509.validFrom) > nowMs || Date.parse(x509.validTo) < nowMs) fail('forwarded certificate outside its validity dates')
+  if (x509.ca) fail('forwarded certificate is a CA')
+  const issuer = opts.cas.find((ca) => x509.checkIssued(ca) && x509.verify(ca.publicKey))
+  if (issuer === undefined) fail('forwarded certificate not issued by an agent CA')
+  return {
+    rid,
+    identity: {
+      fingerprint: fingerprintOf(x509.raw),
+      serial: x509.serialNumber.toUpperCase(),
+      subject: /(?:^|\n)CN=([^\n]*)/.exec(x509.subject)?.[1] ?? '',
+      uri: firstUri(x509.subjectAltName),
+      source: 'forwarded',
+    },
+  }
+}
+
+/** Split a PEM bundle into certificates. */
+export function readCertificates (pem: Buffer | string): X509Certificate[] {
+  const text = pem.toString()
+  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []
+  return blocks.map((b) => new X509Certificate(b))
+}
