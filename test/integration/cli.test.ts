@@ -99,3 +99,28 @@ t.test('--dev uses the dev PKI, whose CRL refuses the revoked agent', async (t) 
   const expired = await run(AGENT, agentArgs(s.url, 'expired'))
   t.equal(expired.code, 1)
 })
+
+t.test('aog-server nginx-config prints the reference configuration for the given paths', async (t) => {
+  const { renderNginxConfig, EXAMPLE } = await import('../../lib/nginx-config.js')
+  const r = await run(SERVER, ['nginx-config', '--upstream', '10.0.0.2:8081', '--client-ca', '/srv/ca.pem', '--server-name', 'gate.test'])
+  t.equal(r.code, 0)
+  t.equal(r.stdout, renderNginxConfig({ ...EXAMPLE, upstream: '10.0.0.2:8081', clientCa: '/srv/ca.pem', serverName: 'gate.test' }))
+  t.match(r.stdout, /ssl_verify_client on;/)
+  const bad = await run(SERVER, ['nginx-config', '--client-ca', '/srv/ca.pem"; evil'])
+  t.equal(bad.code, 2, 'a value that would break out of the quoted string is refused')
+})
+
+t.test('forwarded mode: the start-up line says so, and SIGHUP reloads the deny list', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aog-'))
+  writeFileSync(join(dir, 'deny'), '')
+  const s = await startServer(['--mode', 'forwarded', '--client-ca', join(DEV, 'ca.pem'), '--forward-secret-file', join(DEV, 'forward-secret'), '--deny-file', join(dir, 'deny'), ...SMALL])
+  t.teardown(() => { s.child.kill('SIGKILL') })
+  t.match(s.lines[0], { mode: 'forwarded', gate: /^http:\/\// })
+  s.child.kill('SIGHUP')
+  const end = Date.now() + 5000
+  while (!s.lines.some((l) => l.msg === 'deny list reloaded') && Date.now() < end) await new Promise((resolve) => setTimeout(resolve, 20))
+  t.ok(s.lines.some((l) => l.msg === 'deny list reloaded'), 'reloaded on SIGHUP')
+  const missingSecret = await run(SERVER, ['--mode', 'forwarded', '--client-ca', join(DEV, 'ca.pem')])
+  t.equal(missingSecret.code, 2)
+  t.match(missingSecret.stderr, /forwardSecretFile: is required in forwarded mode/)
+})
