@@ -47,6 +47,7 @@ export const ConfigSchema = Type.Object({
   runtimeToleranceMs: Type.Integer({ minimum: 0, default: 1000, description: 'Plausibility: runtime_ms may exceed the observed elapsed time by this much.' }),
   rateBurst: Type.Integer({ minimum: 1, default: 20, description: 'Per-identity token bucket size (both endpoints share it).' }),
   ratePerSecond: Type.Number({ exclusiveMinimum: 0, default: 5, description: 'Per-identity token refill rate (tokens/s).' }),
+  chain: Type.Union([Type.Literal('auto'), Type.Literal('native'), Type.Literal('typescript')], { default: 'auto', description: 'Chain implementation for verification: auto (native where built), native (fail if not built), typescript.' }),
   workers: Type.Integer({ minimum: 1, maximum: 256, default: Math.max(1, availableParallelism()), description: 'Verification worker threads (default: CPU count).' }),
   maxQueue: Type.Integer({ minimum: 0, default: 256, description: 'Verification tasks that may wait for a worker; beyond that 503 AOG_OVERLOADED.' }),
   taskTimeoutMs: Type.Integer({ minimum: 10, default: 30000, description: 'Per verification task timeout; the worker is replaced.' }),

@@ -79,6 +79,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     size: config.workers,
     maxQueue: config.maxQueue,
     taskTimeoutMs: config.taskTimeoutMs,
+    implementation: config.chain,
     onStats: (s) => {
       metrics.poolQueueDepth.set(s.queued)
       metrics.poolUtilization.set(s.size === 0 ? 0 : s.busy / s.size)

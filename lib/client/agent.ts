@@ -11,7 +11,9 @@
 import { Agent, request } from 'undici'
 import { X509Certificate } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
-import { solveChain, typescriptChain, type ChainImpl } from '../challenge/chain.js'
+import { initialDigest, solveChain, traceHash, type ChainImpl } from '../challenge/chain.js'
+import { bestChain } from '../challenge/select.js'
+import { loadNative } from '../challenge/native.js'
 import { fingerprintOf } from '../identity/tls.js'
 import { isChallengeResponse, type ChallengeResponse, type TaskBody, type TaskResponse } from '../handlers/schemas.js'
 
@@ -97,9 +99,10 @@ export async function getChallenge (agent: AogAgent): Promise<ChallengeResponse>
 
 /**
  * Solve a challenge for identity `fingerprint`: the complete POST /task body, with the measured
- * runtime, every checkpoint and the trace hash.
+ * runtime, every checkpoint and the trace hash. Synchronous, with the fastest chain available
+ * (native where built, else TypeScript).
  */
-export function solve (challenge: ChallengeResponse, fingerprint: string, impl: ChainImpl = typescriptChain): TaskBody {
+export function solve (challenge: ChallengeResponse, fingerprint: string, impl: ChainImpl = bestChain()): TaskBody {
   const t0 = performance.now()
   const s = solveChain(challenge, fingerprint, impl)
   const runtime = performance.now() - t0
@@ -113,15 +116,38 @@ export function solve (challenge: ChallengeResponse, fingerprint: string, impl: 
   }
 }
 
+/**
+ * solve(), off the event loop: the whole chain in one native call on the libuv thread pool where
+ * the addon is built (so an agent can keep many challenges in flight), else the same as solve().
+ */
+export async function solveAsync (challenge: ChallengeResponse, fingerprint: string): Promise<TaskBody> {
+  const { addon } = loadNative()
+  if (addon === undefined) return solve(challenge, fingerprint)
+  const t0 = performance.now()
+  const h0 = initialDigest(challenge.seed, challenge.nonce, fingerprint)
+  const all = await addon.chainAsync(h0, challenge.iterations, challenge.checkpoint_interval)
+  const raw: Buffer[] = []
+  for (let i = 0; i < all.length; i += 32) raw.push(all.subarray(i, i + 32))
+  const runtime = performance.now() - t0
+  return {
+    nonce: challenge.nonce,
+    result_hash: raw[raw.length - 1]!.toString('hex'),
+    runtime_ms: Math.round(runtime * 1000) / 1000,
+    client_fingerprint: fingerprint,
+    trace_hash: traceHash(raw).toString('hex'),
+    checkpoints: raw.map((c) => c.toString('hex')),
+  }
+}
+
 /** POST /task. */
 export async function submitTask (agent: AogAgent, body: TaskBody): Promise<TaskResponse> {
   return await call(agent, 'POST', '/task', body) as TaskResponse
 }
 
-/** One whole round: challenge, solve, submit. */
+/** One whole round: challenge, solve (off the event loop where the native chain is built), submit. */
 export async function pass (agent: AogAgent, impl?: ChainImpl): Promise<TaskResponse & { runtime_ms: number }> {
   const c = await getChallenge(agent)
-  const body = solve(c, agent.fingerprint, impl)
+  const body = impl === undefined ? await solveAsync(c, agent.fingerprint) : solve(c, agent.fingerprint, impl)
   const r = await submitTask(agent, body)
   return { ...r, runtime_ms: body.runtime_ms }
 }

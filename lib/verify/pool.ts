@@ -67,6 +67,7 @@ export class VerifyPool {
   #closed = false
   #implementation = 'unknown'
   #readyWaiters: Array<() => void> = []
+  #startError: Error | undefined
 
   constructor (opts: PoolOptions) {
     this.#opts = opts
@@ -76,6 +77,7 @@ export class VerifyPool {
   /** Resolves once every worker has started and chosen its chain implementation. */
   async ready (): Promise<string> {
     while (!this.#slots.every((s) => s.ready)) {
+      if (this.#startError !== undefined) throw this.#startError
       if (this.#closed) throw new PoolBusyError('closed', 'pool closed')
       await new Promise<void>((resolve) => this.#readyWaiters.push(resolve))
     }
@@ -179,7 +181,17 @@ export class VerifyPool {
       task.resolve(m)
       this.#dispatch()
     })
-    worker.on('error', (err) => this.#replace(slot, err))
+    worker.on('error', (err) => {
+      // A worker that cannot start (e.g. --chain native without the addon) would be replaced
+      // forever: close the pool instead, so ready() rejects and the gate refuses to start.
+      if (!slot.ready && !this.#slots.some((s) => s.ready)) {
+        this.#opts.onWorkerError?.(err)
+        this.#startError = err
+        void this.close()
+        return
+      }
+      this.#replace(slot, err)
+    })
     worker.on('exit', (code) => { if (!this.#closed) this.#replace(slot, new Error(`worker exited with code ${code}`)) })
     return slot
   }

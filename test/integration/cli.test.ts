@@ -1,5 +1,6 @@
 /** The two CLIs as an operator and an agent run them: real processes, real TLS. */
 import t from 'tap'
+import { selectChain } from '../../lib/challenge/select.js'
 import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -52,7 +53,7 @@ t.test('the server logs its start-up line, the agent CLI passes it, and a rogue 
   writeFileSync(join(dir, 'c.json'), JSON.stringify({ checkpointInterval: 1024 }))
   const s = await startServer([...TLS, '--workers', '1', '--config', join(dir, 'c.json'), '--checkpoint-interval', '256'], { AOG_ITERATIONS: '4096', AOG_MIN_NS_PER_ITERATION: '0' })
   t.teardown(() => { s.child.kill('SIGKILL') })
-  t.match(s.lines[0], { msg: 'aog gate listening', mode: 'direct', store: 'memory', chain: 'typescript', workers: 1, iterations: 4096 })
+  t.match(s.lines[0], { msg: 'aog gate listening', mode: 'direct', store: 'memory', chain: (await selectChain()).name, workers: 1, iterations: 4096 })
   const ok = await run(AGENT, [...agentArgs(s.url), '--count', '3', '--concurrency', '2'])
   t.equal(ok.code, 0, ok.stderr)
   const lines = ok.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)

@@ -1,0 +1,45 @@
+/**
+ * The optional native chain (lib/native/aog_chain.c, built by node-gyp at install). Loaded once,
+ * self-tested against a known digest, and never required: every caller falls back to the
+ * TypeScript chain when it is missing. AOG_NATIVE=0 disables it (to test the fallback).
+ */
+import { createRequire } from 'node:module'
+import { join } from 'node:path'
+import { createHash } from 'node:crypto'
+import { packageRoot } from '../paths.js'
+import type { ChainImpl } from './chain.js'
+
+export interface NativeAddon {
+  iterate (digest: Uint8Array, n: number): void
+  chain (start: Uint8Array, n: number, k: number): Buffer
+  chainAsync (start: Uint8Array, n: number, k: number): Promise<Buffer>
+  opensslLoop (n: number): Buffer
+}
+
+let cached: { addon: NativeAddon | undefined, reason: string } | undefined
+
+/** The addon, or undefined with the reason it is unavailable. */
+export function loadNative (): { addon: NativeAddon | undefined, reason: string } {
+  if (cached !== undefined) return cached
+  if (process.env.AOG_NATIVE === '0') return (cached = { addon: undefined, reason: 'disabled by AOG_NATIVE=0' })
+  try {
+    const require = createRequire(import.meta.url)
+    const addon = require(join(packageRoot(), 'lib', 'native', 'build', 'Release', 'aog_chain.node')) as NativeAddon
+    // Self-test: three links from zero against node:crypto.
+    const d = new Uint8Array(32)
+    addon.iterate(d, 3)
+    let ref = Buffer.alloc(32)
+    for (let i = 0; i < 3; i++) ref = createHash('sha256').update(ref).digest()
+    if (!ref.equals(d)) return (cached = { addon: undefined, reason: 'self-test failed' })
+    return (cached = { addon, reason: 'loaded' })
+  } catch (err) {
+    return (cached = { addon: undefined, reason: `not built (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})` })
+  }
+}
+
+/** The native ChainImpl, when available. */
+export function nativeChain (): ChainImpl | undefined {
+  const { addon } = loadNative()
+  if (addon === undefined) return undefined
+  return { name: 'native', iterate: (digest, n) => addon.iterate(digest, n) }
+}
