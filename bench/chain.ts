@@ -1,14 +1,17 @@
 /**
  * bench:chain — nanoseconds per chain link (one SHA-256 of 32 bytes) for each implementation,
- * each next to the `crypto.hash` loop baseline measured in the same run (ratio > 1 = faster).
+ * next to two baselines measured in the same run: a `crypto.hash` loop (speed ratio > 1 = faster)
+ * and, where the addon is built, a plain C loop calling OpenSSL's SHA256_Init/Update/Final (time
+ * ratio: the native chain's cost relative to raw OpenSSL).
  *   npm run bench:chain [-- --iterations N --rounds R]
  */
 import { createHash, hash } from 'node:crypto'
 import { parseArgs } from 'node:util'
 import { iterateTs } from '../lib/challenge/chain.js'
+import { loadNative } from '../lib/challenge/native.js'
 import { machine, medianNsPerUnit, table } from './util.js'
 
-const { values } = parseArgs({ options: { iterations: { type: 'string', default: '1000000' }, rounds: { type: 'string', default: '7' } } })
+const { values } = parseArgs({ options: { iterations: { type: 'string', default: '2000000' }, rounds: { type: 'string', default: '7' } } })
 const N = Number(values.iterations)
 const R = Number(values.rounds)
 
@@ -25,6 +28,13 @@ const impls: Record<string, () => void> = {
     iterateTs(new Uint8Array(32), N)
   },
 }
+const { addon, reason } = loadNative()
+if (addon !== undefined) {
+  impls['C loop on OpenSSL (baseline)'] = () => { addon.opensslLoop(N) }
+  impls.native = () => { addon.iterate(new Uint8Array(32), N) }
+} else {
+  console.log(`native chain unavailable (${reason}): run npm run build:native`)
+}
 
 // Warm up every implementation (JIT), then measure interleaved rounds so noise hits all alike.
 for (const fn of Object.values(impls)) fn()
@@ -35,7 +45,15 @@ for (let r = 0; r < R; r++) {
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 const base = median(ns['crypto.hash loop (baseline)']!)
 console.log(`bench:chain  ${machine()}  N=${N} per round, ${R} rounds, median`)
+const c = ns['C loop on OpenSSL (baseline)']
+const cBase = c === undefined ? undefined : median(c)
 console.log(table(Object.entries(ns).map(([name, xs]) => {
   const m = median(xs)
-  return { implementation: name, 'ns/iteration': m.toFixed(1), 'iterations/s': Math.round(1e9 / m).toLocaleString('en'), 'speed vs crypto.hash': `${(base / m).toFixed(2)}x` }
+  return {
+    implementation: name,
+    'ns/iteration': m.toFixed(1),
+    'iterations/s': Math.round(1e9 / m).toLocaleString('en'),
+    'speed vs crypto.hash': `${(base / m).toFixed(2)}x`,
+    'time vs C/OpenSSL': cBase === undefined ? 'n/a' : `${(m / cBase).toFixed(2)}x`,
+  }
 })))

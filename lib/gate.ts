@@ -7,7 +7,7 @@ import { createServer as createHttpsServer, type Server as HttpsServer, type Ser
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
-import { randomBytes } from 'node:crypto'
+import { RandomPool } from './random.js'
 import { readFileSync, unwatchFile, watchFile } from 'node:fs'
 import type { Config } from './config.js'
 import type { Logger } from './log.js'
@@ -93,7 +93,8 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     audience: config.attestationAudience,
     required: config.requireAttestation,
   })
-  const parts: GateParts = { config, store, pool, metrics, attest }
+  const random = new RandomPool()
+  const parts: GateParts = { config, store, pool, metrics, attest, random }
   const router = new Router<Handler>().add('GET', '/challenge', getChallenge).add('POST', '/task', postTask)
 
   if (config.clientCa === undefined) throw new Error('clientCa is required')
@@ -193,14 +194,17 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
 
   async function handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
     const start = process.hrtime.bigint()
-    const reqId = randomBytes(8).toString('hex')
+    const reqId = random.hex(8)
+    let child: Logger | undefined
     const ctx: RequestContext = {
       reqId,
       route: 'unmatched',
       req,
       res,
       identity: undefined as unknown as Identity,
-      log: logger.child({ reqId }),
+      // The child logger is made only when a handler logs something of its own (rare); the
+      // request line below carries the id itself.
+      get log () { return (child ??= logger.child({ reqId })) },
       outcome: 'unknown',
     }
     inflight++
@@ -209,7 +213,8 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
       inflight--
       const seconds = Number(process.hrtime.bigint() - start) / 1e9
       metrics.requestDuration.observe({ route: ctx.route, method: req.method ?? '', status: String(res.statusCode) }, seconds)
-      ctx.log.info({
+      logger.info({
+        reqId,
         fp: ctx.identity?.fingerprint.slice(0, 16),
         method: req.method,
         route: ctx.route,

@@ -8,16 +8,14 @@ import { pino, type Logger, type DestinationStream } from 'pino'
 
 export type { Logger }
 
+// Paths without leading wildcards where possible: redaction runs on every log call, and each
+// wildcard path walks the whole object (it cost 8% of a GET /challenge in `npm run profile`).
 export const REDACT_PATHS = [
-  'seed', '*.seed',
-  'secret', '*.secret', 'secrets', '*.secrets',
-  'key', '*.key', 'tlsKey', '*.tlsKey',
-  'cert', '*.cert', 'raw', '*.raw',
-  'token', '*.token', 'attestation', '*.attestation', 'authorization', '*.authorization',
-  'password', '*.password', 'redisUrl', '*.redisUrl',
+  'seed', 'secret', 'secrets', 'key', 'tlsKey', 'cert', 'raw', 'token', 'attestation', 'authorization',
+  'password', 'redisUrl',
+  'body.seed', 'body.attestation', 'config.redisUrl', 'config.tlsKey',
   'req.headers["x-aog-client-cert"]', 'req.headers["x-aog-signature"]', 'req.headers.authorization',
   'headers["x-aog-client-cert"]', 'headers["x-aog-signature"]',
-  'body.attestation', 'body.seed',
 ]
 
 export interface LogOptions {

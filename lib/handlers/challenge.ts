@@ -1,5 +1,4 @@
 /** GET /challenge (PROTOCOL.md section 2): one store call that takes a token and creates the challenge. */
-import { randomBytes } from 'node:crypto'
 import { AogError } from '../errors.js'
 import { rateHeaders, sendJson } from '../http/reply.js'
 import { IssueStatus } from '../stores/store.js'
@@ -7,13 +6,13 @@ import { ALGORITHM } from '../challenge/chain.js'
 import type { ChallengeResponse } from './schemas.js'
 import { rateLimited, replayedIdentity, type Handler } from './context.js'
 
-export const getChallenge: Handler = async (ctx, { config, store, metrics }) => {
+export const getChallenge: Handler = async (ctx, { config, store, metrics, random }) => {
   const rate = { burst: config.rateBurst, perSecond: config.ratePerSecond }
   const r = await store.issue({
     fingerprint: ctx.identity.fingerprint,
     rate,
-    nonce: randomBytes(16).toString('base64url'),
-    seed: randomBytes(32).toString('hex'),
+    nonce: random.base64url(16),
+    seed: random.hex(32),
     iterations: config.iterations,
     checkpointInterval: config.checkpointInterval,
     deadlineMs: config.deadlineMs,

@@ -7,6 +7,7 @@ import type { Identity } from '../identity/tls.js'
 import type { OnceKey, RateState, Store } from '../stores/store.js'
 import type { VerifyPool } from '../verify/pool.js'
 import type { AttestationVerifier } from '../attestation.js'
+import type { RandomPool } from '../random.js'
 import { AogError } from '../errors.js'
 import { rateHeaders } from '../http/reply.js'
 
@@ -16,6 +17,7 @@ export interface GateParts {
   pool: VerifyPool
   metrics: Metrics
   attest: AttestationVerifier
+  random: RandomPool
 }
 
 export interface RequestContext {

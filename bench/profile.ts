@@ -1,0 +1,46 @@
+/**
+ * npm run profile — a CPU profile of the gate under bench:http's GET /challenge load: starts the
+ * gate with `node --cpu-prof`, loads it with autocannon (mTLS, keep-alive), stops it with SIGTERM,
+ * and prints the profile's path (open it in Chrome DevTools → Performance, or speedscope) and the
+ * top functions by self time. clinic is not used: unmaintained and inaccurate on Node 20.
+ *   npm run profile [-- --duration 10 --path /challenge]
+ */
+import autocannon from 'autocannon'
+import { spawn } from 'node:child_process'
+import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { parseArgs } from 'node:util'
+import { DEV, ROOT } from './servers.js'
+
+const { values } = parseArgs({ options: { duration: { type: 'string', default: '10' }, path: { type: 'string', default: '/challenge' } } })
+const dir = join(ROOT, 'bench', 'results')
+mkdirSync(dir, { recursive: true })
+const child = spawn(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, join(ROOT, 'dist', 'bin', 'aog-server.js'), '--dev',
+  '--listen', '127.0.0.1:0', '--ops-listen', '127.0.0.1:0', '--rate-burst', '1000000000', '--rate-per-second', '1000000000'], { stdio: ['ignore', 'pipe', 'inherit'] })
+const port = await new Promise<number>((resolve) => {
+  createInterface({ input: child.stdout! }).on('line', (l) => {
+    const j = JSON.parse(l) as { msg?: string, gate?: string }
+    if (j.msg === 'aog gate listening') resolve(Number(new URL(j.gate!).port))
+  })
+})
+const tlsOptions = { cert: readFileSync(join(DEV, 'agent.pem')), key: readFileSync(join(DEV, 'agent-key.pem')), ca: readFileSync(join(DEV, 'ca.pem')) }
+const r = await autocannon({ url: `https://localhost:${port}${values.path}`, connections: 16, duration: Number(values.duration), tlsOptions } as autocannon.Options)
+const exited = new Promise((resolve) => child.once('exit', resolve))
+child.kill('SIGTERM')
+await exited
+const newest = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')).map((f) => join(dir, f)).sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0]
+console.log(`${Math.round(r.requests.average)} req/s on ${values.path}; profile: ${newest}`)
+if (newest !== undefined) {
+  interface Node { id: number, callFrame: { functionName: string, url: string, lineNumber: number }, hitCount?: number }
+  const prof = JSON.parse(readFileSync(newest, 'utf8')) as { nodes: Node[] }
+  const self = new Map<string, number>()
+  let total = 0
+  for (const n of prof.nodes) {
+    const key = `${n.callFrame.functionName || '(anonymous)'} ${n.callFrame.url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*\/(dist|lib)\//, '$1/')}:${n.callFrame.lineNumber + 1}`
+    self.set(key, (self.get(key) ?? 0) + (n.hitCount ?? 0))
+    total += n.hitCount ?? 0
+  }
+  for (const [k, v] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 25)) console.log(`${(100 * v / total).toFixed(1).padStart(5)}%  ${k}`)
+}
+process.exit(0)
