@@ -201,3 +201,22 @@ t.test('revocation: the deny list refuses a fingerprint on a kept-alive connecti
   t.equal(await outcome(getChallenge(a1)), '403 AOG_NOT_AUTHORIZED', 'direct, same connection')
   t.equal(await outcome(getChallenge(a2)), '403 AOG_NOT_AUTHORIZED', 'through nginx')
 })
+
+t.test('--forward-proxy-ca: the forwarded listener speaks HTTPS and requires the proxy\'s own certificate', async (t) => {
+  // The dev CA stands in for the proxy CA, and agent2's certificate for nginx's client certificate.
+  const g = await forwardedGate(t, { forwardProxyCa: join(DEV, 'ca.pem'), tlsCert: join(DEV, 'server.pem'), tlsKey: join(DEV, 'server-key.pem') })
+  const cert = encodeURIComponent(pem('agent.pem').toString())
+  const sign = (): Record<string, string> => {
+    const s = { t: Math.floor(Date.now() / 1000), rid: randomBytes(16).toString('hex'), method: 'GET', target: '/challenge', verify: 'SUCCESS', cert }
+    return { 'x-aog-client-cert': s.cert, 'x-aog-client-verify': s.verify, 'x-aog-signature': signatureHeader(SECRET, s) }
+  }
+  const proxy = createAgent({ url: g.url, ...agentFiles('agent2') })
+  t.teardown(() => proxy.close())
+  const ok = await request(`${g.url}/challenge`, { dispatcher: proxy.dispatcher, headers: sign() })
+  t.equal(ok.statusCode, 200, 'the proxy with its certificate and a signed header set')
+  await ok.body.dump()
+  const { Agent } = await import('undici')
+  const noCert = new Agent({ connect: { ca: pem('ca.pem') } })
+  t.teardown(() => noCert.close())
+  await t.rejects(request(`${g.url}/challenge`, { dispatcher: noCert, headers: sign() }), 'no proxy certificate: refused at the handshake')
+})
