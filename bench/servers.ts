@@ -1,5 +1,7 @@
 /** Start the baseline server and the gate as child processes (one core each on a 2-core machine). */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { closeSync, openSync } from 'node:fs'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { createInterface } from 'node:readline'
 import { join } from 'node:path'
 import { packageRoot } from '../lib/paths.js'
@@ -23,18 +25,34 @@ export async function startBaseline (): Promise<Child> {
   return { child, port, stop: () => child.kill('SIGTERM') }
 }
 
-/** The gate on the memory store, logging at info to /dev/null (the per-request log line is part of its cost). */
-export async function startGateProcess (args: string[] = []): Promise<Child> {
-  const child = spawn(process.execPath, [join(ROOT, 'dist', 'bin', 'aog-server.js'), '--dev', '--listen', '127.0.0.1:0', '--ops-listen', '127.0.0.1:0',
-    '--rate-burst', '1000000000', '--rate-per-second', '1000000000', ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
-  let logging = true
-  const port = await firstLine(child, (l) => {
-    if (!logging) return undefined
-    const j = JSON.parse(l) as { msg?: string, gate?: string }
-    if (j.msg !== 'aog gate listening') return undefined
-    logging = false
-    return Number(new URL(j.gate!).port)
+async function freePort (): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const s = createNetServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address() as AddressInfo; s.close(() => resolve(port)) })
   })
-  child.stdout!.resume() // keep draining the request log
+}
+
+/**
+ * The gate on the memory store, logging at info to /dev/null: the per-request log line is part of
+ * its cost, but a pipe read by this process would also cost the load generator's CPU on a small
+ * machine. Ready when /readyz answers.
+ */
+export async function startGateProcess (args: string[] = []): Promise<Child> {
+  const port = await freePort()
+  const ops = await freePort()
+  const devnull = openSync('/dev/null', 'w')
+  const child = spawn(process.execPath, [join(ROOT, 'dist', 'bin', 'aog-server.js'), '--dev', '--listen', `127.0.0.1:${port}`, '--ops-listen', `127.0.0.1:${ops}`,
+    '--rate-burst', '1000000000', '--rate-per-second', '1000000000', ...args], { stdio: ['ignore', devnull, 'inherit'] })
+  closeSync(devnull)
+  const end = Date.now() + 20_000
+  for (;;) {
+    try {
+      const r = await fetch(`http://127.0.0.1:${ops}/readyz`)
+      if (r.status === 200) break
+    } catch { /* not listening yet */ }
+    if (Date.now() > end || child.exitCode !== null) throw new Error('the gate did not become ready')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
   return { child, port, stop: () => child.kill('SIGTERM') }
 }
