@@ -175,7 +175,8 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
   let closing = false
   let drained: (() => void) | undefined
 
-  server.on('tlsClientError', (err: NodeJS.ErrnoException) => {  // (HTTPS listeners only)
+  // Refused handshakes (HTTPS listeners only; a plain forwarded listener has none).
+  server.on('tlsClientError', (err: NodeJS.ErrnoException) => {
     metrics.identityFailures.inc({ reason: 'tls_handshake' })
     logger.debug({ code: err.code }, 'TLS handshake refused')
   })

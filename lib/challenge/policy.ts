@@ -60,6 +60,11 @@ function eq (a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b)
 }
 
+/** Constant-time equality of two hex strings (false on a length mismatch, never a throw). */
+export function sameHex (a: string, b: string): boolean {
+  return eq(Buffer.from(a, 'hex'), Buffer.from(b, 'hex'))
+}
+
 /**
  * Step 6 up to the recomputation: check the checkpoints' shape against the record (the last equals
  * result_hash, trace_hash matches, m entries; else AOG_TRACE_MISMATCH), then choose the segments

@@ -11,7 +11,7 @@
 import { Agent, request } from 'undici'
 import { X509Certificate } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
-import { initialDigest, solveChain, traceHash, type ChainImpl } from '../challenge/chain.js'
+import { checkShape, initialDigest, traceHash, type ChainImpl } from '../challenge/chain.js'
 import { bestChain } from '../challenge/select.js'
 import { loadNative } from '../challenge/native.js'
 import { fingerprintOf } from '../identity/tls.js'
@@ -97,6 +97,18 @@ export async function getChallenge (agent: AogAgent): Promise<ChallengeResponse>
   return c
 }
 
+/** The POST /task body from the checkpoint digests (the last one is the result). */
+function bodyFrom (challenge: ChallengeResponse, fingerprint: string, raw: Buffer[], runtimeMs: number): TaskBody {
+  return {
+    nonce: challenge.nonce,
+    result_hash: raw[raw.length - 1]!.toString('hex'),
+    runtime_ms: Math.round(runtimeMs * 1000) / 1000,
+    client_fingerprint: fingerprint,
+    trace_hash: traceHash(raw).toString('hex'),
+    checkpoints: raw.map((c) => c.toString('hex')),
+  }
+}
+
 /**
  * Solve a challenge for identity `fingerprint`: the complete POST /task body, with the measured
  * runtime, every checkpoint and the trace hash. Synchronous, with the fastest chain available
@@ -104,16 +116,14 @@ export async function getChallenge (agent: AogAgent): Promise<ChallengeResponse>
  */
 export function solve (challenge: ChallengeResponse, fingerprint: string, impl: ChainImpl = bestChain()): TaskBody {
   const t0 = performance.now()
-  const s = solveChain(challenge, fingerprint, impl)
-  const runtime = performance.now() - t0
-  return {
-    nonce: challenge.nonce,
-    result_hash: s.result_hash,
-    runtime_ms: Math.round(runtime * 1000) / 1000,
-    client_fingerprint: fingerprint,
-    trace_hash: s.trace_hash,
-    checkpoints: s.checkpoints,
+  const digest = initialDigest(challenge.seed, challenge.nonce, fingerprint)
+  checkShape(challenge.iterations, challenge.checkpoint_interval)
+  const raw: Buffer[] = []
+  for (let j = 0; j < challenge.iterations / challenge.checkpoint_interval; j++) {
+    impl.iterate(digest, challenge.checkpoint_interval)
+    raw.push(Buffer.from(digest))
   }
+  return bodyFrom(challenge, fingerprint, raw, performance.now() - t0)
 }
 
 /**
@@ -128,15 +138,7 @@ export async function solveAsync (challenge: ChallengeResponse, fingerprint: str
   const all = await addon.chainAsync(h0, challenge.iterations, challenge.checkpoint_interval)
   const raw: Buffer[] = []
   for (let i = 0; i < all.length; i += 32) raw.push(all.subarray(i, i + 32))
-  const runtime = performance.now() - t0
-  return {
-    nonce: challenge.nonce,
-    result_hash: raw[raw.length - 1]!.toString('hex'),
-    runtime_ms: Math.round(runtime * 1000) / 1000,
-    client_fingerprint: fingerprint,
-    trace_hash: traceHash(raw).toString('hex'),
-    checkpoints: raw.map((c) => c.toString('hex')),
-  }
+  return bodyFrom(challenge, fingerprint, raw, performance.now() - t0)
 }
 
 /** POST /task. */

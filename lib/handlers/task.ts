@@ -7,12 +7,11 @@
  * The rate limit is taken by the same store call as the claim; a request that fails at step 2
  * never reaches the claim, so it takes its token with a bare `take` first, and a 429 still wins.
  */
-import { timingSafeEqual } from 'node:crypto'
 import { AogError } from '../errors.js'
 import { readJsonBody } from '../http/body.js'
 import { rateHeaders, sendJson } from '../http/reply.js'
 import { ConsumeStatus, TakeStatus, type BucketSpec } from '../stores/store.js'
-import { checkPlausible, planVerification } from '../challenge/policy.js'
+import { checkPlausible, planVerification, sameHex } from '../challenge/policy.js'
 import { checkTaskBody, type TaskBody, type TaskResponse } from './schemas.js'
 import { rateLimited, replayedIdentity, type GateParts, type Handler, type RequestContext } from './context.js'
 
@@ -22,12 +21,6 @@ async function refuse (ctx: RequestContext, parts: GateParts, rate: BucketSpec, 
   if (t.status === TakeStatus.REPLAYED) throw replayedIdentity()
   if (t.status === TakeStatus.RATE_LIMITED) throw rateLimited(t.rate, rate.perSecond)
   throw err
-}
-
-function sameHex (a: string, b: string): boolean {
-  const x = Buffer.from(a, 'hex')
-  const y = Buffer.from(b, 'hex')
-  return x.length === y.length && timingSafeEqual(x, y)
 }
 
 export const postTask: Handler = async (ctx, parts) => {

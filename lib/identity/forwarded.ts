@@ -9,6 +9,7 @@ import { createHmac, timingSafeEqual, X509Certificate } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
 import { AogError } from '../errors.js'
 import { firstUri, fingerprintOf, type Identity } from './tls.js'
+import { normalSerial } from './crl.js'
 
 export const SCHEME = 'aog-forward-v1'
 export const HEADERS = { cert: 'x-aog-client-cert', verify: 'x-aog-client-verify', signature: 'x-aog-signature' } as const
@@ -97,7 +98,7 @@ export function forwardedIdentity (method: string, target: string, headers: Inco
     rid,
     identity: {
       fingerprint: fingerprintOf(x509.raw),
-      serial: x509.serialNumber.toUpperCase(),
+      serial: normalSerial(x509.serialNumber),
       subject: /(?:^|\n)CN=([^\n]*)/.exec(x509.subject)?.[1] ?? '',
       uri: firstUri(x509.subjectAltName),
       source: 'forwarded',

@@ -9,7 +9,7 @@ import { readFileSync, unwatchFile, watchFile } from 'node:fs'
 import type { X509Certificate } from 'node:crypto'
 import { AogError } from '../errors.js'
 import type { Logger } from '../log.js'
-import { normalSerial, parseCrl } from './crl.js'
+import { parseCrl } from './crl.js'
 import type { Identity } from './tls.js'
 
 export interface RevocationOptions {
@@ -86,7 +86,7 @@ export class Revocation {
 
   /** Throws 403 AOG_NOT_AUTHORIZED when the identity is revoked or denied. */
   check (id: Identity): void {
-    if (this.#denied.has(id.fingerprint) || (id.serial !== '' && this.#serials.has(normalSerial(id.serial)))) {
+    if (this.#denied.has(id.fingerprint) || this.#serials.has(id.serial)) {
       throw new AogError('AOG_NOT_AUTHORIZED', 'this client certificate is revoked')
     }
   }

@@ -7,11 +7,12 @@
 import { createHash } from 'node:crypto'
 import type { TLSSocket } from 'node:tls'
 import { AogError } from '../errors.js'
+import { normalSerial } from './crl.js'
 
 export interface Identity {
   /** F: lowercase hex SHA-256 of the leaf certificate's DER. */
   fingerprint: string
-  /** Certificate serial number, uppercase hex (as in a CRL). */
+  /** Certificate serial number, uppercase hex without leading zeros (as normalSerial gives). */
   serial: string
   /** Subject CN, or '' */
   subject: string
@@ -48,7 +49,7 @@ export function tlsIdentity (socket: TLSSocket): Identity {
   }
   const id: Identity = {
     fingerprint: fingerprintOf(cert.raw),
-    serial: String(cert.serialNumber ?? '').toUpperCase(),
+    serial: normalSerial(String(cert.serialNumber ?? '')),
     subject: typeof cert.subject?.CN === 'string' ? cert.subject.CN : '',
     uri: firstUri(cert.subjectaltname),
     source: 'tls',

@@ -57,10 +57,7 @@ export class MemoryStore implements Store {
   get size (): number { return this.#challenges.size }
 
   async issue (req: IssueRequest): Promise<IssueResult> {
-    this.#check()
-    const now = this.#now()
-    const replay = this.#seen(req.once, now)
-    const { rate, admitted } = this.#take(req.fingerprint, req.rate, now)
+    const { now, rate, replay, admitted } = this.#admit(req)
     if (replay) return { status: IssueStatus.REPLAYED, rate }
     if (!admitted) return { status: IssueStatus.RATE_LIMITED, rate }
     if (this.#challenges.size >= this.#max) {
@@ -82,10 +79,7 @@ export class MemoryStore implements Store {
   }
 
   async consume (req: ConsumeRequest): Promise<ConsumeResult> {
-    this.#check()
-    const now = this.#now()
-    const replay = this.#seen(req.once, now)
-    const { rate, admitted } = this.#take(req.fingerprint, req.rate, now)
+    const { now, rate, replay, admitted } = this.#admit(req)
     if (replay) return { status: ConsumeStatus.REPLAYED, rate }
     if (!admitted) return { status: ConsumeStatus.RATE_LIMITED, rate }
     const e = this.#live(req.nonce, now)
@@ -110,10 +104,7 @@ export class MemoryStore implements Store {
   }
 
   async take (req: TakeRequest): Promise<TakeResult> {
-    this.#check()
-    const now = this.#now()
-    const replay = this.#seen(req.once, now)
-    const { rate, admitted } = this.#take(req.fingerprint, req.rate, now)
+    const { rate, replay, admitted } = this.#admit(req)
     if (replay) return { status: TakeStatus.REPLAYED, rate }
     return { status: admitted ? TakeStatus.OK : TakeStatus.RATE_LIMITED, rate }
   }
@@ -145,6 +136,15 @@ export class MemoryStore implements Store {
 
   #check (): void {
     if (this.#closed) throw new Error('store closed')
+  }
+
+  /** The step every operation starts with: the once-key (marked seen), then a token. */
+  #admit (req: { fingerprint: string, rate: BucketSpec, once?: OnceKey | undefined }): { now: number, rate: RateState, replay: boolean, admitted: boolean } {
+    this.#check()
+    const now = this.#now()
+    const replay = this.#seen(req.once, now)
+    const { rate, admitted } = this.#take(req.fingerprint, req.rate, now)
+    return { now, rate, replay, admitted }
   }
 
   #live (nonce: string, now: number): Entry | undefined {

@@ -98,11 +98,15 @@ export class VerifyPool {
    * running + waiting + reserved tasks would exceed workers + maxQueue.
    */
   tryReserve (n: number): boolean {
-    if (this.#closed) return false
-    const s = this.stats()
-    if (s.busy + s.queued + s.reserved + n > s.size + this.#opts.maxQueue) return false
+    if (!this.#hasRoom(n)) return false
     this.#reserved += n
     return true
+  }
+
+  #hasRoom (n: number): boolean {
+    if (this.#closed) return false
+    const s = this.stats()
+    return s.busy + s.queued + s.reserved + n <= s.size + this.#opts.maxQueue
   }
 
   /** Give back reservations that will not be used. */
@@ -116,8 +120,7 @@ export class VerifyPool {
    */
   async verify (batches: Segment[][], reserved: boolean): Promise<VerifyOutcome> {
     if (reserved) this.release(batches.length)
-    else if (!this.tryReserve(batches.length)) throw new PoolBusyError('queue-full', 'verification queue full')
-    else this.release(batches.length)
+    else if (!this.#hasRoom(batches.length)) throw new PoolBusyError('queue-full', 'verification queue full')
     const replies = await Promise.all(batches.map((segments) => this.#submit(segments)))
     let offset = 0
     for (let i = 0; i < replies.length; i++) {
