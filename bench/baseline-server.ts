@@ -1,7 +1,9 @@
 /**
  * The baseline of bench:http and bench:handshake: a bare node:https server with the gate's TLS
- * settings (mTLS against the same CA, TLS 1.2+, same timeouts) answering a fixed small JSON body.
- * Prints its port on stdout.
+ * settings (mTLS against the same CA, TLS 1.2+) and HTTP limits (8 KiB headers, the default
+ * timeouts), answering every request with a fixed response shaped like the gate's GET /challenge
+ * answer: the same header names, a body of the same length. The ratio then measures what the
+ * gate's own work costs, not a difference in bytes on the wire. Prints its port on stdout.
  */
 import { createServer } from 'node:https'
 import { readFileSync } from 'node:fs'
@@ -9,7 +11,12 @@ import { join } from 'node:path'
 import type { AddressInfo } from 'node:net'
 
 const dev = process.argv[2] ?? 'certs/dev'
-const body = JSON.stringify({ nonce: 'AAAAAAAAAAAAAAAAAAAAAA', seed: '0'.repeat(64), iterations: 1048576, checkpoint_interval: 16384, algorithm: 'sha256-chain-v1', issued_at: 0, deadline_ts: 0 })
+const body = JSON.stringify({ nonce: 'AAAAAAAAAAAAAAAAAAAAAA', seed: '0'.repeat(64), iterations: 1048576, checkpoint_interval: 16384, algorithm: 'sha256-chain-v1', issued_at: 1700000000000, deadline_ts: 1700000010000 })
+const headers = [
+  'cache-control', 'no-store', 'x-content-type-options', 'nosniff', 'content-type', 'application/json',
+  'content-length', String(Buffer.byteLength(body)),
+  'ratelimit-policy', '"identity";q=1000000000;w=1', 'ratelimit', '"identity";r=999999999;t=1',
+]
 const server = createServer({
   cert: readFileSync(join(dev, 'server.pem')),
   key: readFileSync(join(dev, 'server-key.pem')),
@@ -18,9 +25,11 @@ const server = createServer({
   rejectUnauthorized: true,
   minVersion: 'TLSv1.2',
   maxHeaderSize: 8192,
+  headersTimeout: 10000,
+  requestTimeout: 30000,
   keepAliveTimeout: 5000,
 }, (_req, res) => {
-  res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) })
+  res.writeHead(200, headers)
   res.end(body)
 })
 server.listen(0, '127.0.0.1', () => { process.stdout.write(`${(server.address() as AddressInfo).port}\n`) })

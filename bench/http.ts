@@ -1,38 +1,91 @@
 /**
  * bench:http — HTTP throughput over mTLS with keep-alive: GET /challenge on the gate (memory store)
- * against the same request on a bare node:https server with the same TLS settings (the baseline,
- * bench/baseline-server.ts), both as separate processes, loaded by autocannon with client
- * certificates and several connections; then whole passes per second (challenge, solve, submit).
+ * against the same request on a bare node:https server with the same TLS settings and a response
+ * of the same shape (the baseline, bench/baseline-server.ts), both as separate processes, loaded
+ * by autocannon with client certificates and several connections; then whole passes per second
+ * (challenge, solve, submit).
+ *
+ * The two servers run side by side and are loaded in alternation, `--rounds` times each, so that
+ * the shared machine's noise falls on both; the table shows the medians. Next to requests per
+ * second it shows each server's CPU time per request (utime + stime from /proc, Linux), a figure
+ * that does not depend on how fast the load generator, which shares the machine, happens to be.
  * Target: GET /challenge >= 0.85x the baseline's requests per second.
- *   npm run bench:http [-- --duration 8 --connections 16 --passes-concurrency 8]
+ *   npm run bench:http [-- --duration 6 --rounds 3 --connections 16 --passes-concurrency 8]
  */
 import autocannon from 'autocannon'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { createAgent, pass } from '../lib/client/agent.js'
-import { DEV, startBaseline, startGateProcess } from './servers.js'
+import { DEV, startBaseline, startGateProcess, type Child } from './servers.js'
 import { machine, table } from './util.js'
 
 const { values } = parseArgs({ options: {
-  duration: { type: 'string', default: '8' },
+  duration: { type: 'string', default: '6' },
+  rounds: { type: 'string', default: '3' },
   connections: { type: 'string', default: '16' },
   'passes-concurrency': { type: 'string', default: '8' },
 } })
 const tlsOptions = { cert: readFileSync(join(DEV, 'agent.pem')), key: readFileSync(join(DEV, 'agent-key.pem')), ca: readFileSync(join(DEV, 'ca.pem')) }
 
-async function load (url: string): Promise<{ rps: number, p50: number, p99: number, non2xx: number, errors: number }> {
-  // Warm-up, then the measured run.
-  await autocannon({ url, connections: Number(values.connections), duration: 1, tlsOptions } as autocannon.Options)
-  const r = await autocannon({ url, connections: Number(values.connections), duration: Number(values.duration), tlsOptions } as autocannon.Options)
-  return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors }
+/** CPU milliseconds (user + system) a process has used so far, or undefined off Linux. */
+function cpuMs (pid: number | undefined): number | undefined {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+    return (Number(fields[11]) + Number(fields[12])) * 10 // clock ticks of 10 ms (USER_HZ = 100)
+  } catch {
+    return undefined
+  }
+}
+
+interface Load { rps: number, p50: number, p99: number, non2xx: number, errors: number, serverUs?: number, loaderUs: number }
+
+async function load (server: Child, path: string): Promise<Load> {
+  const url = `https://localhost:${server.port}${path}`
+  const connections = Number(values.connections)
+  await autocannon({ url, connections, duration: 1, tlsOptions } as autocannon.Options) // warm-up
+  const c0 = cpuMs(server.child.pid)
+  const u0 = process.cpuUsage()
+  const r = await autocannon({ url, connections, duration: Number(values.duration), tlsOptions } as autocannon.Options)
+  const u = process.cpuUsage(u0)
+  const c1 = cpuMs(server.child.pid)
+  const n = Math.max(1, r.requests.total)
+  return {
+    rps: r.requests.average,
+    p50: r.latency.p50,
+    p99: r.latency.p99,
+    non2xx: r.non2xx,
+    errors: r.errors,
+    ...(c0 === undefined || c1 === undefined ? {} : { serverUs: (c1 - c0) * 1000 / n }),
+    loaderUs: (u.user + u.system) / n,
+  }
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+function summary (runs: Load[]): Load {
+  const server = runs.map((r) => r.serverUs).filter((x): x is number => x !== undefined)
+  return {
+    rps: median(runs.map((r) => r.rps)),
+    p50: median(runs.map((r) => r.p50)),
+    p99: median(runs.map((r) => r.p99)),
+    non2xx: runs.reduce((s, r) => s + r.non2xx, 0),
+    errors: runs.reduce((s, r) => s + r.errors, 0),
+    ...(server.length === 0 ? {} : { serverUs: median(server) }),
+    loaderUs: median(runs.map((r) => r.loaderUs)),
+  }
 }
 
 const baseline = await startBaseline()
-const base = await load(`https://localhost:${baseline.port}/`)
-baseline.stop()
 const gate = await startGateProcess()
-const challenge = await load(`https://localhost:${gate.port}/challenge`)
+const baseRuns: Load[] = []
+const gateRuns: Load[] = []
+for (let i = 0; i < Number(values.rounds); i++) {
+  baseRuns.push(await load(baseline, '/'))
+  gateRuns.push(await load(gate, '/challenge'))
+}
+baseline.stop()
+const base = summary(baseRuns)
+const challenge = summary(gateRuns)
 
 // Whole passes: concurrent agents, each looping challenge → solve (native, off the event loop) → submit.
 const agent = createAgent({ url: `https://localhost:${gate.port}`, ...tlsOptions, connections: Number(values['passes-concurrency']) })
@@ -49,10 +102,15 @@ const passSecs = (Date.now() - t0) / 1000
 await agent.close()
 gate.stop()
 
-console.log(`bench:http  ${machine()}  ${values.connections} connections, ${values.duration} s each, keep-alive, mTLS`)
+const us = (x: number | undefined): string => x === undefined ? 'n/a' : x.toFixed(1)
+console.log(`bench:http  ${machine()}  ${values.connections} connections, keep-alive, mTLS; ${values.rounds} alternating rounds of ${values.duration} s each, medians`)
 console.log(table([
-  { target: 'bare node:https (baseline)', 'req/s': Math.round(base.rps).toLocaleString('en'), 'p50 ms': String(base.p50), 'p99 ms': String(base.p99), 'non-2xx': String(base.non2xx), ratio: '1.00x' },
-  { target: 'gate GET /challenge', 'req/s': Math.round(challenge.rps).toLocaleString('en'), 'p50 ms': String(challenge.p50), 'p99 ms': String(challenge.p99), 'non-2xx': String(challenge.non2xx), ratio: `${(challenge.rps / base.rps).toFixed(2)}x (target >= 0.85x)` },
+  { target: 'bare node:https (baseline)', 'req/s': Math.round(base.rps).toLocaleString('en'), 'p50 ms': String(base.p50), 'p99 ms': String(base.p99), 'non-2xx': String(base.non2xx), 'server CPU us/req': us(base.serverUs), 'load gen CPU us/req': us(base.loaderUs), 'req/s ratio': '1.00x' },
+  { target: 'gate GET /challenge', 'req/s': Math.round(challenge.rps).toLocaleString('en'), 'p50 ms': String(challenge.p50), 'p99 ms': String(challenge.p99), 'non-2xx': String(challenge.non2xx), 'server CPU us/req': us(challenge.serverUs), 'load gen CPU us/req': us(challenge.loaderUs), 'req/s ratio': `${(challenge.rps / base.rps).toFixed(2)}x (target >= 0.85x)` },
 ]))
+console.log(`rounds, req/s: baseline ${baseRuns.map((r) => Math.round(r.rps)).join(' ')}; gate ${gateRuns.map((r) => Math.round(r.rps)).join(' ')}`)
+if (base.serverUs !== undefined && challenge.serverUs !== undefined) {
+  console.log(`server CPU per request: gate ${challenge.serverUs.toFixed(1)} us vs baseline ${base.serverUs.toFixed(1)} us (${(base.serverUs / challenge.serverUs).toFixed(2)}x the baseline's efficiency)`)
+}
 console.log(`whole passes (default N = 2^20, sampled S = 8, ${values['passes-concurrency']} agents in this process): ${(passes / passSecs).toFixed(1)}/s, ${failures} failed`)
 process.exit(0)

@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import {
   ConfigError, describeOptions, flagName, fromEnv, isBooleanOption, loadConfig, readConfigFile, type Config,
 } from '../lib/config.js'
+import { chainKernel } from '../lib/challenge/native.js'
 import { createGate } from '../lib/gate.js'
 import { createLogger } from '../lib/log.js'
 import { createMetrics } from '../lib/metrics.js'
@@ -131,7 +132,7 @@ async function main (): Promise<void> {
     throw err
   }
 
-  const logger = createLogger({ level: config.logLevel })
+  const logger = createLogger({ level: config.logLevel, bufferBytes: config.logBufferBytes })
   const metrics = createMetrics()
   const gate = createGate(config, { logger, metrics })
   const addr = await gate.listen()
@@ -142,11 +143,13 @@ async function main (): Promise<void> {
     mode: config.mode,
     store: gate.store.kind,
     chain: (await gate.pool.ready()),
+    chainKernel: chainKernel(await gate.pool.ready()),
     workers: config.workers,
     iterations: config.iterations,
     verify: config.verify,
     version: version(),
   }, 'aog gate listening')
+  logger.flush() // the start-up line now, not at the next periodic flush
 
   // Fail closed, start anyway: until the store answers, both endpoints answer 503 and /readyz too.
   gate.store.ping().catch((err: Error) => logger.warn({ store: gate.store.kind, err: err.message }, 'store not reachable yet; answering 503 until it is'))

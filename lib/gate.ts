@@ -23,6 +23,7 @@ import { createStore } from './stores/index.js'
 import type { Store } from './stores/store.js'
 import { VerifyPool } from './verify/pool.js'
 import { createAttestationVerifier } from './attestation.js'
+import { chainKernel } from './challenge/native.js'
 import { getChallenge } from './handlers/challenge.js'
 import { postTask } from './handlers/task.js'
 import type { GateParts, Handler, RequestContext } from './handlers/context.js'
@@ -193,9 +194,23 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     void handle(req, res)
   })
 
+  // Request ids: a random per-process prefix and a counter (16 hex digits). They only tie log
+  // lines together, so they need to be unique, not unpredictable, and a counter is free.
+  const reqPrefix = random.hex(3)
+  let reqSeq = 0
+  // prom-client hashes and validates a label object on every observe; a labelled child per
+  // (route, method, status) is made once. Bounded: routes are the router's, methods the parser's.
+  const durations = new Map<string, { observe: (v: number) => void }>()
+  function observeDuration (route: string, method: string, status: number, seconds: number): void {
+    const key = `${route} ${method} ${status}`
+    let h = durations.get(key)
+    if (h === undefined) durations.set(key, h = metrics.requestDuration.labels({ route, method, status: String(status) }))
+    h.observe(seconds)
+  }
+
   async function handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const start = process.hrtime.bigint()
-    const reqId = random.hex(8)
+    const start = performance.now()
+    const reqId = reqPrefix + (++reqSeq).toString(16).padStart(10, '0')
     let child: Logger | undefined
     const ctx: RequestContext = {
       reqId,
@@ -210,17 +225,18 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     }
     inflight++
     if (closing) res.setHeader('connection', 'close')
-    res.once('close', () => {
+    res.on('close', () => {
       inflight--
-      const seconds = Number(process.hrtime.bigint() - start) / 1e9
-      metrics.requestDuration.observe({ route: ctx.route, method: req.method ?? '', status: String(res.statusCode) }, seconds)
+      const ms = performance.now() - start
+      const method = req.method ?? ''
+      observeDuration(ctx.route, method, res.statusCode, ms / 1000)
       logger.info({
         reqId,
         fp: ctx.identity?.fingerprint.slice(0, 16),
-        method: req.method,
+        method,
         route: ctx.route,
         status: res.statusCode,
-        durationMs: Math.round(seconds * 1e5) / 100,
+        durationMs: Math.round(ms * 100) / 100,
         outcome: ctx.outcome,
       }, 'request')
       if (inflight === 0) drained?.()
@@ -313,7 +329,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     },
     async listen () {
       const implementation = await pool.ready()
-      metrics.chainImplementation.set({ implementation }, 1)
+      metrics.chainImplementation.set({ implementation, kernel: chainKernel(implementation) }, 1)
       const gate = await listenOn(server, config.listen)
       const opsAddr = await listenOn(ops, config.opsListen)
       return { gate, ops: opsAddr }

@@ -16,7 +16,7 @@ export interface Metrics {
   poolWorkers: Gauge
   identityFailures: Counter<'reason'>
   storeErrors: Counter<'op'>
-  chainImplementation: Gauge<'implementation'>
+  chainImplementation: Gauge<'implementation' | 'kernel'>
 }
 
 /** Create the registry and every metric. `defaults` adds process metrics (off in unit tests). */
@@ -48,6 +48,6 @@ export function createMetrics (opts: { defaults?: boolean } = {}): Metrics {
     poolWorkers: new Gauge({ name: 'aog_pool_workers', help: 'Verification worker threads.', registers }),
     identityFailures: new Counter({ name: 'aog_identity_failures_total', help: 'Requests refused at the identity step, by reason.', labelNames: ['reason'], registers }),
     storeErrors: new Counter({ name: 'aog_store_errors_total', help: 'Store operations that failed (the request got 503).', labelNames: ['op'], registers }),
-    chainImplementation: new Gauge({ name: 'aog_chain_implementation_info', help: 'The chain implementation in use (value 1).', labelNames: ['implementation'], registers }),
+    chainImplementation: new Gauge({ name: 'aog_chain_implementation_info', help: 'The chain implementation in use and its kernel (sha-ni, openssl or typescript; value 1).', labelNames: ['implementation', 'kernel'], registers }),
   }
 }

@@ -10,7 +10,11 @@ import { packageRoot } from '../paths.js'
 import type { ChainImpl } from './chain.js'
 
 export interface NativeAddon {
+  /** The kernel the addon chose at load: SHA-NI intrinsics, or OpenSSL's SHA-256. */
+  readonly kernel: 'sha-ni' | 'openssl'
   iterate (digest: Uint8Array, n: number): void
+  /** iterate, always on OpenSSL (tests compare the kernels). */
+  opensslIterate (digest: Uint8Array, n: number): void
   chain (start: Uint8Array, n: number, k: number): Buffer
   chainAsync (start: Uint8Array, n: number, k: number): Promise<Buffer>
   opensslLoop (n: number): Buffer
@@ -42,4 +46,10 @@ export function nativeChain (): ChainImpl | undefined {
   const { addon } = loadNative()
   if (addon === undefined) return undefined
   return { name: 'native', iterate: (digest, n) => addon.iterate(digest, n) }
+}
+
+/** The kernel behind an implementation name, for the start-up line and the metric label. */
+export function chainKernel (implementation: string): string {
+  if (implementation !== 'native') return implementation
+  return loadNative().addon?.kernel ?? 'unknown'
 }

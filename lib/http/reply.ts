@@ -5,15 +5,15 @@ import type { RateState } from '../stores/store.js'
 
 const BASE_HEADERS = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' }
 
-/** Send a JSON body. */
-export function sendJson (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+/**
+ * Send a JSON body. The headers go to writeHead as one flat list (no merged object per response:
+ * this is the hot path of GET /challenge).
+ */
+export function sendJson (res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
   const text = JSON.stringify(body)
-  res.writeHead(status, {
-    ...BASE_HEADERS,
-    ...headers,
-    'content-type': 'application/json',
-    'content-length': Buffer.byteLength(text),
-  })
+  const list = ['cache-control', 'no-store', 'x-content-type-options', 'nosniff', 'content-type', 'application/json', 'content-length', String(Buffer.byteLength(text))]
+  if (headers !== undefined) for (const k in headers) list.push(k, headers[k]!)
+  res.writeHead(status, list)
   res.end(text)
 }
 

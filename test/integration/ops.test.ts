@@ -1,6 +1,7 @@
 /** The operations listener: /metrics (Prometheus text that counts what happened), /healthz, /readyz. */
 import t from 'tap'
 import { selectChain } from '../../lib/challenge/select.js'
+import { chainKernel } from '../../lib/challenge/native.js'
 import { request } from 'undici'
 import { execFileSync } from 'node:child_process'
 import parsePrometheus from 'parse-prometheus-text-format'
@@ -46,7 +47,7 @@ t.test('/metrics parses as Prometheus text and counts what happened', async (t) 
   t.match(text, /^aog_verification_duration_seconds_count\{mode="sampled",result="ok"\} 1$/m)
   t.match(text, /^aog_http_request_duration_seconds_count\{route="\/challenge",method="GET",status="200"\} 3$/m)
   t.match(text, /^aog_http_request_duration_seconds_count\{route="\/task",method="POST",status="409"\} 1$/m)
-  t.equal(sample(families, 'aog_chain_implementation_info', { implementation: (await selectChain()).name }), 1)
+  t.equal(sample(families, 'aog_chain_implementation_info', { implementation: (await selectChain()).name, kernel: chainKernel((await selectChain()).name) }), 1)
   t.equal(sample(families, 'aog_pool_workers'), 2)
   t.equal(sample(families, 'aog_pool_queue_depth'), 0)
   t.ok(families.some((f) => f.name === 'aog_pool_utilization'))

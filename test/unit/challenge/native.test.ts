@@ -41,9 +41,11 @@ t.test('native and TypeScript agree on random inputs (property)', { skip: addon 
   fc.assert(fc.property(fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.integer({ min: 0, max: 2000 }), (start, n) => {
     const a = new Uint8Array(start)
     const b = new Uint8Array(start)
+    const c = new Uint8Array(start)
     addon!.iterate(a, n)
     iterateTs(b, n)
-    return Buffer.from(a).equals(Buffer.from(b))
+    addon!.opensslIterate(c, n)
+    return Buffer.from(a).equals(Buffer.from(b)) && Buffer.from(c).equals(Buffer.from(b))
   }), { numRuns: 500 })
   let ref = Buffer.alloc(32)
   for (let i = 0; i < 1000; i++) ref = createHash('sha256').update(ref).digest()
@@ -52,8 +54,34 @@ t.test('native and TypeScript agree on random inputs (property)', { skip: addon 
     solveChain({ seed: 'ab'.repeat(32), nonce: 'AAAAAAAAAAAAAAAAAAAAAA', iterations: 4096, checkpoint_interval: 64 }, 'cd'.repeat(32), typescriptChain))
 })
 
+const cpuHasShaNi = process.arch === 'x64' && /^flags\s*:.*\bsha_ni\b/m.test(readFileSync('/proc/cpuinfo', 'utf8'))
+
+t.test('native: the SHA-NI kernel where the CPU has the SHA extensions, OpenSSL otherwise or on request', { skip: addon === undefined ? `native chain unavailable: ${reason}` : false }, async (t) => {
+  t.equal(addon!.kernel, cpuHasShaNi ? 'sha-ni' : 'openssl', `this CPU ${cpuHasShaNi ? 'has' : 'lacks'} sha_ni`)
+  // Long chains too: both kernels from the same start, against node:crypto.
+  const start = createHash('sha256').update('aog').digest()
+  const a = new Uint8Array(start)
+  const b = new Uint8Array(start)
+  addon!.iterate(a, 100_000)
+  addon!.opensslIterate(b, 100_000)
+  let ref = Buffer.from(start)
+  for (let i = 0; i < 100_000; i++) ref = createHash('sha256').update(ref).digest()
+  t.same(Buffer.from(a), ref, 'iterate: 100000 links equal node:crypto')
+  t.same(Buffer.from(b), ref, 'opensslIterate: 100000 links equal node:crypto')
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', [
+    "const { loadNative } = await import('./dist/lib/challenge/native.js')",
+    "const { solveChain } = await import('./dist/lib/challenge/chain.js')",
+    "const { selectChain } = await import('./dist/lib/challenge/select.js')",
+    "const x = JSON.parse((await import('node:fs')).readFileSync('test/fixtures/vectors/sha256-chain-v1.json', 'utf8')).vectors[0]",
+    "const s = solveChain(x, x.client_fingerprint, await selectChain('native'))",
+    "console.log(JSON.stringify({ kernel: loadNative().addon.kernel, ok: s.result_hash === x.result_hash && s.trace_hash === x.trace_hash }))",
+  ].join('\n')], { env: { ...process.env, AOG_CHAIN_KERNEL: 'openssl' }, encoding: 'utf8' })
+  t.same(JSON.parse(r.stdout.trim() || '{}'), { kernel: 'openssl', ok: true }, `AOG_CHAIN_KERNEL=openssl: the OpenSSL kernel passes the vectors ${r.stderr}`)
+})
+
 t.test('native: bad arguments are refused, not a crash', { skip: addon === undefined ? `native chain unavailable: ${reason}` : false }, async (t) => {
   t.throws(() => addon!.iterate(new Uint8Array(31), 1), RangeError)
+  t.throws(() => addon!.opensslIterate(new Uint8Array(31), 1), RangeError)
   t.throws(() => addon!.iterate(new Uint8Array(32), -1), RangeError)
   t.throws(() => addon!.iterate(new Uint8Array(32), 1.5), RangeError)
   t.throws(() => addon!.chain(new Uint8Array(32), 100, 3), RangeError)
