@@ -65,6 +65,28 @@ export function readSecrets (file: string): Buffer[] {
   return secrets.map((s) => Buffer.from(s, 'utf8'))
 }
 
+/**
+ * The per-request context. A class, not an object literal with a `get log()` closure: V8 moved
+ * such literals to the old generation early (allocation-site pretenuring), and an old-space
+ * context keeps its request and response alive through every young-generation collection, so
+ * each request's objects were copied and promoted (3.4 KB per GET /challenge, 7 us of GC).
+ */
+class Context implements RequestContext {
+  route = 'unmatched'
+  identity = undefined as unknown as Identity
+  once: OnceKey | undefined = undefined
+  outcome = 'unknown'
+  #child: Logger | undefined
+  readonly #logger: Logger
+
+  constructor (readonly reqId: string, readonly req: IncomingMessage, readonly res: ServerResponse, logger: Logger) {
+    this.#logger = logger
+  }
+
+  /** A child logger with the request id, made only when a handler logs something of its own. */
+  get log (): Logger { return (this.#child ??= this.#logger.child({ reqId: this.reqId })) }
+}
+
 /** Split "host:port" or "[v6]:port". */
 export function parseHostPort (s: string): { host: string, port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(s)
@@ -210,19 +232,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
 
   async function handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
     const start = performance.now()
-    const reqId = reqPrefix + (++reqSeq).toString(16).padStart(10, '0')
-    let child: Logger | undefined
-    const ctx: RequestContext = {
-      reqId,
-      route: 'unmatched',
-      req,
-      res,
-      identity: undefined as unknown as Identity,
-      // The child logger is made only when a handler logs something of its own (rare); the
-      // request line below carries the id itself.
-      get log () { return (child ??= logger.child({ reqId })) },
-      outcome: 'unknown',
-    }
+    const ctx = new Context(reqPrefix + (++reqSeq).toString(16).padStart(10, '0'), req, res, logger)
     inflight++
     if (closing) res.setHeader('connection', 'close')
     res.on('close', () => {
@@ -231,7 +241,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
       const method = req.method ?? ''
       observeDuration(ctx.route, method, res.statusCode, ms / 1000)
       logger.info({
-        reqId,
+        reqId: ctx.reqId,
         fp: ctx.identity?.fingerprint.slice(0, 16),
         method,
         route: ctx.route,
