@@ -10,7 +10,7 @@ import type { TLSSocket } from 'node:tls'
 import { RandomPool } from './random.js'
 import { readFileSync, unwatchFile, watchFile } from 'node:fs'
 import type { Config } from './config.js'
-import type { Logger } from './log.js'
+import { requestLogger, type Logger } from './log.js'
 import type { Metrics } from './metrics.js'
 import { AogError, PoolBusyError, StoreUnavailableError } from './errors.js'
 import { Router } from './http/router.js'
@@ -219,6 +219,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
   // Request ids: a random per-process prefix and a counter (16 hex digits). They only tie log
   // lines together, so they need to be unique, not unpredictable, and a counter is free.
   const reqPrefix = random.hex(3)
+  const logRequest = requestLogger(logger)
   let reqSeq = 0
   // prom-client hashes and validates a label object on every observe; a labelled child per
   // (route, method, status) is made once. Bounded: routes are the router's, methods the parser's.
@@ -240,7 +241,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
       const ms = performance.now() - start
       const method = req.method ?? ''
       observeDuration(ctx.route, method, res.statusCode, ms / 1000)
-      logger.info({
+      logRequest({
         reqId: ctx.reqId,
         fp: ctx.identity?.fingerprint.slice(0, 16),
         method,
@@ -248,7 +249,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
         status: res.statusCode,
         durationMs: Math.round(ms * 100) / 100,
         outcome: ctx.outcome,
-      }, 'request')
+      })
       if (inflight === 0) drained?.()
     })
     try {

@@ -64,7 +64,8 @@ export class MemoryStore implements Store {
       this.sweep()
       if (this.#challenges.size >= this.#max) return { status: IssueStatus.FULL, rate }
     }
-    const challenge: ChallengeRecord = {
+    // Frozen: handed to callers as is (no copy per call), and nobody can change the stored record.
+    const challenge: ChallengeRecord = Object.freeze({
       nonce: req.nonce,
       seed: req.seed,
       fingerprint: req.fingerprint,
@@ -72,10 +73,10 @@ export class MemoryStore implements Store {
       checkpointInterval: req.checkpointInterval,
       issuedAt: now,
       deadline: now + req.deadlineMs,
-    }
+    })
     if (this.#challenges.has(req.nonce)) throw new Error('nonce collision') // 128-bit CSPRNG: never
     this.#challenges.set(req.nonce, { challenge, expiresAt: challenge.deadline + req.graceMs, consumed: false, passed: false })
-    return { status: IssueStatus.OK, rate, challenge: { ...challenge } }
+    return { status: IssueStatus.OK, rate, challenge }
   }
 
   async consume (req: ConsumeRequest): Promise<ConsumeResult> {
@@ -88,7 +89,7 @@ export class MemoryStore implements Store {
     if (e.consumed) return { status: ConsumeStatus.CONSUMED, rate }
     e.consumed = true
     const status = now > e.challenge.deadline ? ConsumeStatus.EXPIRED : ConsumeStatus.OK
-    return { status, rate, challenge: { ...e.challenge }, now }
+    return { status, rate, challenge: e.challenge, now }
   }
 
   async bind (req: BindRequest): Promise<BindResult> {

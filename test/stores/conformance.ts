@@ -66,6 +66,17 @@ export function storeConformance (t: Test, name: string, make: () => Promise<Sto
       t.equal(b.status, ConsumeStatus.CONSUMED)
     })
 
+    t.test('a caller changing a returned challenge does not change the stored one', async (t) => {
+      const req = issueReq(fp())
+      const issued = await store.issue(req)
+      if (issued.status !== IssueStatus.OK) { t.fail('issue refused'); return }
+      const original = { ...issued.challenge }
+      try { (issued.challenge as { seed: string, deadline: number }).seed = '00'.repeat(32); (issued.challenge as { deadline: number }).deadline += 1e9 } catch { /* frozen: refused */ }
+      const a = await store.consume({ fingerprint: req.fingerprint, nonce: req.nonce, rate: LOOSE })
+      t.equal(a.status, ConsumeStatus.OK)
+      if (a.status === ConsumeStatus.OK) t.same(a.challenge, original, 'the claim returns the record as issued')
+    })
+
     t.test('an unknown nonce is UNKNOWN', async (t) => {
       const r = await store.consume({ fingerprint: fp(), nonce: randomBytes(16).toString('base64url'), rate: LOOSE })
       t.equal(r.status, ConsumeStatus.UNKNOWN)
