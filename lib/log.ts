@@ -31,6 +31,8 @@ export interface LogOptions {
    * the largest logging cost of a GET /challenge in `npm run profile`.
    */
   bufferBytes?: number
+  /** Clock for the timestamps (tests pin it). */
+  now?: () => number
 }
 
 /**
@@ -56,7 +58,7 @@ export function createLogger (opts: LogOptions = {}): Logger {
     level: opts.level ?? 'info',
     base: { service: 'aog' },
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
-    timestamp: cachedIsoTime(),
+    timestamp: cachedIsoTime(opts.now),
   }
   if (opts.destination !== undefined) return pino(options, opts.destination)
   const buffer = opts.bufferBytes ?? 0

@@ -7,7 +7,8 @@ import { cachedIsoTime, createLogger, requestLogger, type RequestLine } from '..
 function capture (level = 'info'): { logger: ReturnType<typeof createLogger>, lines: string[] } {
   const lines: string[] = []
   const destination = new Writable({ write (chunk, _enc, cb) { lines.push(String(chunk)); cb() } })
-  return { logger: createLogger({ level, destination }), lines }
+  // A pinned clock: the two loggers compared below must stamp the same millisecond.
+  return { logger: createLogger({ level, destination, now: () => Date.UTC(2026, 10, 27, 5, 51, 1, 922) }), lines }
 }
 
 t.test('the hand-built request line is byte for byte what logger.info(fields, "request") writes', async (t) => {
