@@ -4,6 +4,8 @@
  * timeouts), answering every request with a fixed response shaped like the gate's GET /challenge
  * answer: the same header names, a body of the same length. The ratio then measures what the
  * gate's own work costs, not a difference in bytes on the wire. Prints its port on stdout.
+ * `--burn-us N` spins N microseconds of CPU per request first (bench:http --calibrate: how much
+ * extra work per request costs how much throughput on this machine).
  */
 import { createServer } from 'node:https'
 import { readFileSync } from 'node:fs'
@@ -11,6 +13,8 @@ import { join } from 'node:path'
 import type { AddressInfo } from 'node:net'
 
 const dev = process.argv[2] ?? 'certs/dev'
+const burnAt = process.argv.indexOf('--burn-us')
+const burnNs = burnAt === -1 ? 0n : BigInt(Math.round(Number(process.argv[burnAt + 1]) * 1000))
 const body = JSON.stringify({ nonce: 'AAAAAAAAAAAAAAAAAAAAAA', seed: '0'.repeat(64), iterations: 1048576, checkpoint_interval: 16384, algorithm: 'sha256-chain-v1', issued_at: 1700000000000, deadline_ts: 1700000010000 })
 const headers = [
   'cache-control', 'no-store', 'x-content-type-options', 'nosniff', 'content-type', 'application/json',
@@ -29,6 +33,10 @@ const server = createServer({
   requestTimeout: 30000,
   keepAliveTimeout: 5000,
 }, (_req, res) => {
+  if (burnNs > 0n) {
+    const end = process.hrtime.bigint() + burnNs
+    while (process.hrtime.bigint() < end) { /* spin */ }
+  }
   res.writeHead(200, headers)
   res.end(body)
 })

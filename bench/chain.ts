@@ -2,7 +2,8 @@
  * bench:chain — nanoseconds per chain link (one SHA-256 of 32 bytes) for each implementation,
  * next to two baselines measured in the same run: a `crypto.hash` loop (speed ratio > 1 = faster)
  * and, where the addon is built, a plain C loop calling OpenSSL's SHA256_Init/Update/Final (time
- * ratio: the native chain's cost relative to raw OpenSSL).
+ * ratio: the native chain's cost relative to raw OpenSSL). The native chain is shown with the kernel
+ * it chose (sha-ni where the CPU has the SHA extensions) and, for comparison, with its OpenSSL kernel.
  *   npm run bench:chain [-- --iterations N --rounds R]
  */
 import { createHash, hash } from 'node:crypto'
@@ -31,7 +32,8 @@ const impls: Record<string, () => void> = {
 const { addon, reason } = loadNative()
 if (addon !== undefined) {
   impls['C loop on OpenSSL (baseline)'] = () => { addon.opensslLoop(N) }
-  impls.native = () => { addon.iterate(new Uint8Array(32), N) }
+  impls[`native (kernel: ${addon.kernel})`] = () => { addon.iterate(new Uint8Array(32), N) }
+  if (addon.kernel !== 'openssl') impls['native (kernel: openssl)'] = () => { addon.opensslIterate(new Uint8Array(32), N) }
 } else {
   console.log(`native chain unavailable (${reason}): run npm run build:native`)
 }

@@ -10,7 +10,10 @@
  * second it shows each server's CPU time per request (utime + stime from /proc, Linux), a figure
  * that does not depend on how fast the load generator, which shares the machine, happens to be.
  * Target: GET /challenge >= 0.85x the baseline's requests per second.
- *   npm run bench:http [-- --duration 6 --rounds 3 --connections 16 --passes-concurrency 8]
+ *
+ * `--calibrate 5,10,20` then loads the baseline again spinning that many microseconds of CPU per
+ * request: what a given amount of extra work per request costs in throughput on this machine.
+ *   npm run bench:http [-- --duration 6 --rounds 3 --connections 16 --passes-concurrency 8 --calibrate 5,10,20]
  */
 import autocannon from 'autocannon'
 import { readFileSync } from 'node:fs'
@@ -25,6 +28,7 @@ const { values } = parseArgs({ options: {
   rounds: { type: 'string', default: '3' },
   connections: { type: 'string', default: '16' },
   'passes-concurrency': { type: 'string', default: '8' },
+  calibrate: { type: 'string', default: '' },
 } })
 const tlsOptions = { cert: readFileSync(join(DEV, 'agent.pem')), key: readFileSync(join(DEV, 'agent-key.pem')), ca: readFileSync(join(DEV, 'ca.pem')) }
 
@@ -111,6 +115,17 @@ console.log(table([
 console.log(`rounds, req/s: baseline ${baseRuns.map((r) => Math.round(r.rps)).join(' ')}; gate ${gateRuns.map((r) => Math.round(r.rps)).join(' ')}`)
 if (base.serverUs !== undefined && challenge.serverUs !== undefined) {
   console.log(`server CPU per request: gate ${challenge.serverUs.toFixed(1)} us vs baseline ${base.serverUs.toFixed(1)} us (${(base.serverUs / challenge.serverUs).toFixed(2)}x the baseline's efficiency)`)
+}
+if (values.calibrate !== '') {
+  const rows = []
+  for (const burn of values.calibrate.split(',').map(Number).filter((x) => x > 0)) {
+    const b = await startBaseline(burn)
+    const r = await load(b, '/')
+    b.stop()
+    rows.push({ 'baseline + extra CPU per request': `+${burn} us`, 'req/s': Math.round(r.rps).toLocaleString('en'), 'server CPU us/req': us(r.serverUs), 'vs baseline': `${(r.rps / base.rps).toFixed(2)}x` })
+  }
+  console.log('calibration (one round each):')
+  console.log(table(rows))
 }
 console.log(`whole passes (default N = 2^20, sampled S = 8, ${values['passes-concurrency']} agents in this process): ${(passes / passSecs).toFixed(1)}/s, ${failures} failed`)
 process.exit(0)

@@ -19,8 +19,8 @@ async function firstLine (child: ChildProcess, pick: (line: string) => number | 
   })
 }
 
-export async function startBaseline (): Promise<Child> {
-  const child = spawn(process.execPath, [join(ROOT, 'dist', 'bench', 'baseline-server.js'), DEV], { stdio: ['ignore', 'pipe', 'inherit'] })
+export async function startBaseline (burnUs = 0): Promise<Child> {
+  const child = spawn(process.execPath, [join(ROOT, 'dist', 'bench', 'baseline-server.js'), DEV, ...(burnUs > 0 ? ['--burn-us', String(burnUs)] : [])], { stdio: ['ignore', 'pipe', 'inherit'] })
   const port = await firstLine(child, (l) => Number(l) || undefined)
   return { child, port, stop: () => child.kill('SIGTERM') }
 }
