@@ -1,5 +1,5 @@
 import t from 'tap'
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { Writable } from 'node:stream'
 import { createInterface } from 'node:readline'
 import { cachedIsoTime, createLogger, requestLogger, type RequestLine } from '../../lib/log.js'
@@ -48,39 +48,35 @@ t.test('cachedIsoTime rebuilds the fragment only when the clock moves', async (t
   t.equal(time(), ',"time":"2026-11-27T05:00:00.002Z"', 'next millisecond: new string')
 })
 
+/**
+ * Run a child process that makes the stdout logger with `bufferBytes` and then runs `then` (lines
+ * of JS); `onMsg` sees each logged message as the parent reads it. Resolves with every message.
+ */
+async function loggerChild (bufferBytes: number, then: string[], onMsg: (msg: string, child: ChildProcess) => void = () => {}): Promise<string[]> {
+  const script = ["const { createLogger } = await import('./dist/lib/log.js')", `const logger = createLogger({ bufferBytes: ${bufferBytes} })`, ...then].join('\n')
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const seen: string[] = []
+  createInterface({ input: child.stdout! }).on('line', (l) => {
+    const msg = (JSON.parse(l) as { msg: string }).msg
+    seen.push(msg)
+    onMsg(msg, child)
+  })
+  await new Promise((resolve) => child.on('close', resolve))
+  return seen
+}
+
 t.test('a buffered stdout logger flushes on its own timer and at exit', async (t) => {
   // The child logs one short line (far below the 4096-byte buffer), waits until the parent has
   // seen it (only the periodic flush can deliver it), then logs another and exits at once (only
   // the flush at exit can deliver that one).
-  const script = [
-    "const { createLogger } = await import('./dist/lib/log.js')",
-    'const logger = createLogger({ bufferBytes: 4096 })',
+  const seen = await loggerChild(4096, [
     "logger.info('first')",
     "process.stdin.once('data', () => { logger.info('second'); process.exit(0) })",
-  ].join('\n')
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] })
-  const seen: string[] = []
-  const done = new Promise<void>((resolve) => child.on('close', () => resolve()))
-  createInterface({ input: child.stdout! }).on('line', (l) => {
-    const msg = (JSON.parse(l) as { msg: string }).msg
-    seen.push(msg)
-    if (msg === 'first') child.stdin!.write('go\n')
-  })
-  await done
+  ], (msg, child) => { if (msg === 'first') child.stdin!.write('go\n') })
   t.same(seen, ['first', 'second'])
 })
 
 t.test('bufferBytes 0 writes each line synchronously', async (t) => {
-  const script = [
-    "const { createLogger } = await import('./dist/lib/log.js')",
-    'const logger = createLogger({ bufferBytes: 0 })',
-    "logger.info('only')",
-    // A synchronous destination has written the line before this returns: kill without any flush.
-    "process.kill(process.pid, 'SIGKILL')",
-  ].join('\n')
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
-  let out = ''
-  child.stdout!.on('data', (d) => { out += String(d) })
-  await new Promise((resolve) => child.on('close', resolve))
-  t.match(out, /"msg":"only"/)
+  // A synchronous destination has written the line before info() returns: killed without any flush.
+  t.same(await loggerChild(0, ["logger.info('only')", "process.kill(process.pid, 'SIGKILL')"]), ['only'])
 })
