@@ -10,7 +10,11 @@ const BASE_HEADERS = { 'cache-control': 'no-store', 'x-content-type-options': 'n
  * this is the hot path of GET /challenge).
  */
 export function sendJson (res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
-  const text = JSON.stringify(body)
+  sendJsonText(res, status, JSON.stringify(body), headers)
+}
+
+/** sendJson for a body already serialised. */
+export function sendJsonText (res: ServerResponse, status: number, text: string, headers?: Record<string, string>): void {
   const list = ['cache-control', 'no-store', 'x-content-type-options', 'nosniff', 'content-type', 'application/json', 'content-length', String(Buffer.byteLength(text))]
   if (headers !== undefined) for (const k in headers) list.push(k, headers[k]!)
   res.writeHead(status, list)

@@ -42,3 +42,56 @@ t.test('memory: a closed store refuses operations', async (t) => {
   await store.close()
   await t.rejects(store.ping())
 })
+
+t.test('memory: generations behave like one map (differential test against a plain model)', async (t) => {
+  // Random issues, claims and clock steps, with two record lifetimes mixed, against a model that
+  // keeps every record in one Map and checks expiry on each lookup.
+  let now = 5_000_000
+  const store = new MemoryStore({ maxChallenges: 1_000_000, now: () => now, sweepIntervalMs: 0 })
+  t.teardown(() => store.close())
+  const rate = { burst: 1e9, perSecond: 1e9 }
+  const fpA = 'a'.repeat(64)
+  const fpB = 'b'.repeat(64)
+  const model = new Map<string, { fp: string, deadline: number, expiresAt: number, consumed: boolean }>()
+  const nonces: string[] = []
+  let seed = 12345
+  // A seeded LCG, reading its high bits (the low bits of an LCG are far from random).
+  const rnd = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2147483648; return Math.floor(seed / 2147483648 * n) }
+  const statuses: Record<number, number> = {}
+  for (let step = 0; step < 20_000; step++) {
+    const op = rnd(10)
+    if (op < 4) {
+      const long = rnd(2) === 0
+      const deadlineMs = long ? 10_000 : 1_500
+      const graceMs = long ? 2_000 : 500
+      const fp = rnd(2) === 0 ? fpA : fpB
+      const nonce = randomBytes(16).toString('base64url')
+      const r = await store.issue({ fingerprint: fp, rate, nonce, seed: '0'.repeat(64), iterations: 16, checkpointInterval: 4, deadlineMs, graceMs })
+      if (r.status !== IssueStatus.OK) { t.fail(`step ${step}: issue refused`); return }
+      model.set(nonce, { fp, deadline: now + deadlineMs, expiresAt: now + deadlineMs + graceMs, consumed: false })
+      nonces.push(nonce)
+    } else if (op < 8 && nonces.length > 0) {
+      // Half from the last few issued (live), half from up to ~20 s back (expired, past grace).
+      const nonce = nonces[nonces.length - 1 - rnd(Math.min(nonces.length, rnd(2) === 0 ? 20 : 1500))]!
+      const fp = rnd(8) === 0 ? fpB : fpA
+      const m = model.get(nonce)!
+      const expected = m.expiresAt <= now || m.fp !== fp
+        ? ConsumeStatus.UNKNOWN
+        : m.consumed ? ConsumeStatus.CONSUMED : now > m.deadline ? ConsumeStatus.EXPIRED : ConsumeStatus.OK
+      if ((expected === ConsumeStatus.OK || expected === ConsumeStatus.EXPIRED)) m.consumed = true
+      const r = await store.consume({ fingerprint: fp, nonce, rate })
+      statuses[r.status] = (statuses[r.status] ?? 0) + 1
+      if (r.status !== expected) { t.equal(r.status, expected, `step ${step}: claim of a record issued ${now - (m.deadline - 1)} ms ago`); return }
+    } else if (op === 8) {
+      now += rnd(100)
+    } else {
+      store.sweep()
+      const live = [...model.values()].filter((m) => m.expiresAt > now).length
+      if (store.size < live) { t.fail(`step ${step}: size ${store.size} < ${live} live records`); return }
+    }
+  }
+  t.same(Object.keys(statuses).sort(), ['0', '2', '3', '4'], `every claim outcome happened: ${JSON.stringify(statuses)}`)
+  now += 60_000
+  store.sweep()
+  t.equal(store.size, 0, 'everything expired is dropped')
+})

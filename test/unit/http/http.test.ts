@@ -36,3 +36,23 @@ t.test('the token bucket arithmetic', async (t) => {
   const c = takeToken(0, 0, 10_000, spec)
   t.match(c, { tokens: 1, admitted: true }, 'refill is capped at the burst')
 })
+
+t.test('the GET /challenge body written by hand is JSON.stringify of the response object', async (t) => {
+  const { challengeJson } = await import('../../../lib/handlers/challenge.js')
+  const { ChallengeResponse } = await import('../../../lib/handlers/schemas.js')
+  const { TypeCompiler } = await import('@sinclair/typebox/compiler')
+  const { randomBytes } = await import('node:crypto')
+  const check = TypeCompiler.Compile(ChallengeResponse)
+  for (let i = 0; i < 200; i++) {
+    const issuedAt = Date.now() + i * 7919
+    const c = {
+      nonce: randomBytes(16).toString('base64url'), seed: randomBytes(32).toString('hex'), fingerprint: 'f'.repeat(64),
+      iterations: 2 ** (10 + (i % 14)), checkpointInterval: 2 ** (4 + (i % 6)), issuedAt, deadline: issuedAt + 1 + i * 13,
+    }
+    const text = challengeJson(c)
+    const object = { nonce: c.nonce, seed: c.seed, iterations: c.iterations, checkpoint_interval: c.checkpointInterval, algorithm: 'sha256-chain-v1', issued_at: c.issuedAt, deadline_ts: c.deadline }
+    if (text !== JSON.stringify(object)) { t.equal(text, JSON.stringify(object)); return }
+    if (!check.Check(JSON.parse(text))) { t.fail(`not a ChallengeResponse: ${text}`); return }
+  }
+  t.pass('200 random records: same bytes, valid ChallengeResponse')
+})
