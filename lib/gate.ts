@@ -212,9 +212,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     socket.end(`HTTP/1.1 ${status} ${timeout ? 'Request Timeout' : 'Bad Request'}\r\ncontent-type: application/problem+json\r\ncache-control: no-store\r\nconnection: close\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
   })
 
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    void handle(req, res)
-  })
+  server.on('request', handle)
 
   // Request ids: a random per-process prefix and a counter (16 hex digits). They only tie log
   // lines together, so they need to be unique, not unpredictable, and a counter is free.
@@ -231,7 +229,9 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     h.observe(seconds)
   }
 
-  async function handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
+  // Not async: a handler that finishes synchronously (GET /challenge on the memory store) costs
+  // no promise; one that returns a promise has its rejection sent to fail() like a throw.
+  function handle (req: IncomingMessage, res: ServerResponse): void {
     const start = performance.now()
     const ctx = new Context(reqPrefix + (++reqSeq).toString(16).padStart(10, '0'), req, res, logger)
     inflight++
@@ -257,7 +257,8 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
       ctx.identity = who.identity
       ctx.once = who.once
       const match = router.find(req.method ?? '', req.url ?? '/', (path) => { ctx.route = path })
-      await match.handler(ctx, parts)
+      const pending = match.handler(ctx, parts)
+      if (pending !== undefined) pending.catch((err: unknown) => { fail(ctx, err) })
     } catch (err) {
       fail(ctx, err)
     }

@@ -1,15 +1,15 @@
 /** GET /challenge (PROTOCOL.md section 2): one store call that takes a token and creates the challenge. */
 import { AogError } from '../errors.js'
 import { rateHeaders, sendJsonText } from '../http/reply.js'
-import { IssueStatus, type ChallengeRecord } from '../stores/store.js'
+import { IssueStatus, type ChallengeRecord, type IssueResult } from '../stores/store.js'
 import { ALGORITHM } from '../challenge/chain.js'
-import { rateLimited, replayedIdentity, type Handler } from './context.js'
+import { rateLimited, replayedIdentity, type GateParts, type Handler, type RequestContext } from './context.js'
 
-export const getChallenge: Handler = async (ctx, { config, store, metrics, random }) => {
-  const rate = { burst: config.rateBurst, perSecond: config.ratePerSecond }
-  const r = await store.issue({
+export const getChallenge: Handler = (ctx, parts) => {
+  const { config, store, random } = parts
+  const r = store.issue({
     fingerprint: ctx.identity.fingerprint,
-    rate,
+    rate: { burst: config.rateBurst, perSecond: config.ratePerSecond },
     nonce: random.base64url(16),
     seed: random.hex(32),
     iterations: config.iterations,
@@ -18,15 +18,22 @@ export const getChallenge: Handler = async (ctx, { config, store, metrics, rando
     graceMs: config.graceMs,
     once: ctx.once,
   })
+  // The memory store answers at once: no promise, no microtask on the hot path.
+  if (r instanceof Promise) return r.then((x) => { answer(ctx, parts, x) })
+  answer(ctx, parts, r)
+  return undefined
+}
+
+function answer (ctx: RequestContext, { config, store, metrics }: GateParts, r: IssueResult): void {
   switch (r.status) {
     case IssueStatus.REPLAYED: throw replayedIdentity()
-    case IssueStatus.RATE_LIMITED: throw rateLimited(r.rate, rate.perSecond)
+    case IssueStatus.RATE_LIMITED: throw rateLimited(r.rate, config.ratePerSecond)
     case IssueStatus.FULL: throw new AogError('AOG_OVERLOADED', 'too many live challenges; try again shortly', { retryAfter: 1 })
     case IssueStatus.OK: break
   }
   metrics.challengesIssued.inc({ store: store.kind })
   ctx.outcome = 'ok'
-  sendJsonText(ctx.res, 200, challengeJson(r.challenge), rateHeaders(r.rate, rate.perSecond))
+  sendJsonText(ctx.res, 200, challengeJson(r.challenge), rateHeaders(r.rate, config.ratePerSecond))
 }
 
 /**

@@ -33,7 +33,8 @@ export interface RequestContext {
   outcome: string
 }
 
-export type Handler = (ctx: RequestContext, parts: GateParts) => Promise<void>
+/** A route handler: finishes synchronously (GET /challenge on the memory store) or returns a promise. */
+export type Handler = (ctx: RequestContext, parts: GateParts) => void | Promise<void>
 
 /** The 429 for an empty bucket, with Retry-After and RateLimit headers. */
 export function rateLimited (rate: RateState, perSecond: number): AogError {

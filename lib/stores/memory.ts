@@ -70,7 +70,7 @@ export class MemoryStore implements Store {
   /** Live records, consumed tombstones included. */
   get size (): number { return this.#size }
 
-  async issue (req: IssueRequest): Promise<IssueResult> {
+  issue (req: IssueRequest): IssueResult {
     const { now, rate, replay, admitted } = this.#admit(req)
     if (replay) return { status: IssueStatus.REPLAYED, rate }
     if (!admitted) return { status: IssueStatus.RATE_LIMITED, rate }

@@ -103,8 +103,11 @@ export interface TakeResult {
 export interface Store {
   /** 'memory', 'redis', 'redis-cluster', … (logged and used as a metric label). */
   readonly kind: string
-  /** Take a token, then create the challenge (atomically). */
-  issue (req: IssueRequest): Promise<IssueResult>
+  /**
+   * Take a token, then create the challenge (atomically). The memory store answers synchronously
+   * (GET /challenge's hot path then makes no promise); callers accept a value or a promise.
+   */
+  issue (req: IssueRequest): IssueResult | Promise<IssueResult>
   /**
    * Take a token, then claim the nonce: UNKNOWN when absent or issued to another identity (left
    * untouched), CONSUMED when already claimed, EXPIRED when the store's time is past the deadline

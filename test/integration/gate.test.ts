@@ -348,6 +348,23 @@ t.test('a store that cannot be reached fails closed with 503 and Retry-After', a
   t.match(await ready.body.json(), { status: 'unready', problems: ['store unreachable'] })
 })
 
+t.test('a store that throws at once (not a rejected promise) also fails closed with 503', async (t) => {
+  // The memory store answers GET /challenge synchronously, so its errors are thrown, not rejected:
+  // a closed store, and a plain bug.
+  const { MemoryStore } = await import('../../lib/stores/memory.js')
+  const closed = new MemoryStore({ maxChallenges: 10, sweepIntervalMs: 0 })
+  await closed.close()
+  const buggy = Object.assign(new MemoryStore({ maxChallenges: 10, sweepIntervalMs: 0 }), { issue: () => { throw new TypeError('a bug') } })
+  for (const store of [closed, buggy]) {
+    const g = await startGate(t, {}, { store })
+    const r = await g.raw('agent', '/challenge')
+    t.equal(r.status, 503)
+    t.equal(r.json.code, 'AOG_UNAVAILABLE')
+    t.equal(r.headers['retry-after'], '1')
+    t.notMatch(JSON.stringify(r.json), /a bug|closed/, 'the cause stays in the log')
+  }
+})
+
 t.test('oversized request headers get a problem+json 400, not a crash', async (t) => {
   const g = await startGate(t)
   const r = await g.raw('agent', '/challenge', { headers: { 'x-big': 'a'.repeat(9000) } })
