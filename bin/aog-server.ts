@@ -136,14 +136,15 @@ async function main (): Promise<void> {
   const metrics = createMetrics()
   const gate = createGate(config, { logger, metrics })
   const addr = await gate.listen()
+  const chain = await gate.pool.ready()
   const host = (a: { address: string, family: string }): string => a.family === 'IPv6' ? `[${a.address}]` : a.address
   logger.info({
     gate: `${config.mode === 'forwarded' && config.forwardProxyCa === undefined ? 'http' : 'https'}://${host(addr.gate)}:${addr.gate.port}`,
     ops: `http://${host(addr.ops)}:${addr.ops.port}`,
     mode: config.mode,
     store: gate.store.kind,
-    chain: (await gate.pool.ready()),
-    chainKernel: chainKernel(await gate.pool.ready()),
+    chain,
+    chainKernel: chainKernel(chain),
     workers: config.workers,
     iterations: config.iterations,
     verify: config.verify,

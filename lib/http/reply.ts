@@ -4,18 +4,19 @@ import { AogError } from '../errors.js'
 import type { RateState } from '../stores/store.js'
 
 const BASE_HEADERS = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' }
+const BASE_LIST = Object.entries(BASE_HEADERS).flat()
 
-/**
- * Send a JSON body. The headers go to writeHead as one flat list (no merged object per response:
- * this is the hot path of GET /challenge).
- */
+/** Send a JSON body. */
 export function sendJson (res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
   sendJsonText(res, status, JSON.stringify(body), headers)
 }
 
-/** sendJson for a body already serialised. */
+/**
+ * sendJson for a body already serialised. The headers go to writeHead as one flat list (no merged
+ * object per response: this is the hot path of GET /challenge).
+ */
 export function sendJsonText (res: ServerResponse, status: number, text: string, headers?: Record<string, string>): void {
-  const list = ['cache-control', 'no-store', 'x-content-type-options', 'nosniff', 'content-type', 'application/json', 'content-length', String(Buffer.byteLength(text))]
+  const list = [...BASE_LIST, 'content-type', 'application/json', 'content-length', String(Buffer.byteLength(text))]
   if (headers !== undefined) for (const k in headers) list.push(k, headers[k]!)
   res.writeHead(status, list)
   res.end(text)

@@ -71,7 +71,7 @@ static int cpu_has_shani(void) {
     s1 = _mm_sha256rnds2_epu32(s1, s0, m_); \
     s0 = _mm_sha256rnds2_epu32(s0, s1, _mm_shuffle_epi32(m_, 0x0E)); \
   } while (0)
-/* W[i..i+3] of the schedule into A, given the next three groups B, C, D (msg1 already applied to A). */
+/* The next four schedule words into A (msg1 already applied to A), from the two groups after it, C and D. */
 #define SCHEDULE(A, C, D) do { (A) = _mm_sha256msg2_epu32(_mm_add_epi32((A), _mm_alignr_epi8((D), (C), 4)), (D)); } while (0)
 
 __attribute__((target("sha,ssse3,sse4.1")))
