@@ -4,6 +4,7 @@
  * timeouts), answering every request with a fixed response shaped like the gate's GET /challenge
  * answer: the same header names, a body of the same length. The ratio then measures what the
  * gate's own work costs, not a difference in bytes on the wire. Prints its port on stdout.
+ * `--port N` listens there instead of a free port.
  * `--burn-us N` spins N microseconds of CPU per request first (bench:http --calibrate: how much
  * extra work per request costs how much throughput on this machine).
  */
@@ -13,6 +14,8 @@ import { join } from 'node:path'
 import type { AddressInfo } from 'node:net'
 
 const dev = process.argv[2] ?? 'certs/dev'
+const portAt = process.argv.indexOf('--port')
+const port = portAt === -1 ? 0 : Number(process.argv[portAt + 1])
 const burnAt = process.argv.indexOf('--burn-us')
 const burnNs = burnAt === -1 ? 0n : BigInt(Math.round(Number(process.argv[burnAt + 1]) * 1000))
 const body = JSON.stringify({ nonce: 'AAAAAAAAAAAAAAAAAAAAAA', seed: '0'.repeat(64), iterations: 1048576, checkpoint_interval: 16384, algorithm: 'sha256-chain-v1', issued_at: 1700000000000, deadline_ts: 1700000010000 })
@@ -40,5 +43,5 @@ const server = createServer({
   res.writeHead(200, headers)
   res.end(body)
 })
-server.listen(0, '127.0.0.1', () => { process.stdout.write(`${(server.address() as AddressInfo).port}\n`) })
+server.listen(port, '127.0.0.1', () => { process.stdout.write(`${(server.address() as AddressInfo).port}\n`) })
 process.on('SIGTERM', () => server.close(() => process.exit(0)))

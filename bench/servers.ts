@@ -25,7 +25,7 @@ export async function startBaseline (burnUs = 0): Promise<Child> {
   return { child, port, stop: () => child.kill('SIGTERM') }
 }
 
-async function freePort (): Promise<number> {
+export async function freePort (): Promise<number> {
   return await new Promise((resolve, reject) => {
     const s = createNetServer()
     s.once('error', reject)

@@ -117,7 +117,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     required: config.requireAttestation,
   })
   const random = new RandomPool()
-  const parts: GateParts = { config, store, pool, metrics, attest, random }
+  const parts: GateParts = { config, store, pool, metrics, attest, random, issued: metrics.challengesIssued.labels({ store: store.kind }) }
   const router = new Router<Handler>().add('GET', '/challenge', getChallenge).add('POST', '/task', postTask)
 
   if (config.clientCa === undefined) throw new Error('clientCa is required')
@@ -221,11 +221,18 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
   let reqSeq = 0
   // prom-client hashes and validates a label object on every observe; a labelled child per
   // (route, method, status) is made once. Bounded: routes are the router's, methods the parser's.
-  const durations = new Map<string, { observe: (v: number) => void }>()
+  // The last one used is kept aside: under load most requests repeat it (no key string to build).
+  type Observer = { observe: (v: number) => void }
+  const durations = new Map<string, Observer>()
+  let last = { route: '', method: '', status: 0, h: undefined as Observer | undefined }
   function observeDuration (route: string, method: string, status: number, seconds: number): void {
-    const key = `${route} ${method} ${status}`
-    let h = durations.get(key)
-    if (h === undefined) durations.set(key, h = metrics.requestDuration.labels({ route, method, status: String(status) }))
+    let h = last.h
+    if (h === undefined || route !== last.route || method !== last.method || status !== last.status) {
+      const key = `${route} ${method} ${status}`
+      h = durations.get(key)
+      if (h === undefined) durations.set(key, h = metrics.requestDuration.labels({ route, method, status: String(status) }))
+      last = { route, method, status, h }
+    }
     h.observe(seconds)
   }
 

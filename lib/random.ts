@@ -8,30 +8,39 @@ import { randomFillSync } from 'node:crypto'
 export class RandomPool {
   readonly #buf: Buffer
   #pos: number
+  #hex: string | undefined
 
   constructor (size = 16384) {
     this.#buf = Buffer.allocUnsafeSlow(size)
     this.#pos = size
   }
 
-  /** `n` fresh random bytes as lowercase hex. */
+  /**
+   * `n` fresh random bytes as lowercase hex: a slice of the pool encoded whole once per refill
+   * (one encoding call per 16 KiB instead of one per seed; V8 slices without copying).
+   */
   hex (n: number): string {
-    return this.#take(n).toString('hex')
+    const at = this.#take(n)
+    this.#hex ??= this.#buf.toString('hex')
+    return this.#hex.slice(2 * at, 2 * (at + n))
   }
 
   /** `n` fresh random bytes as base64url (no padding). */
   base64url (n: number): string {
-    return this.#take(n).toString('base64url')
+    const at = this.#take(n)
+    return this.#buf.toString('base64url', at, at + n)
   }
 
-  #take (n: number): Buffer {
+  /** Where the next `n` unused bytes start (encoded in place: no Buffer view per call). */
+  #take (n: number): number {
     if (n > this.#buf.length) throw new RangeError('request larger than the pool')
     if (this.#pos + n > this.#buf.length) {
       randomFillSync(this.#buf)
+      this.#hex = undefined
       this.#pos = 0
     }
-    const out = this.#buf.subarray(this.#pos, this.#pos + n)
+    const at = this.#pos
     this.#pos += n
-    return out
+    return at
   }
 }

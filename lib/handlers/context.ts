@@ -18,6 +18,8 @@ export interface GateParts {
   metrics: Metrics
   attest: AttestationVerifier
   random: RandomPool
+  /** aog_challenges_issued_total for this gate's store: the labelled child, made once. */
+  issued: { inc: () => void }
 }
 
 export interface RequestContext {

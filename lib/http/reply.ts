@@ -13,10 +13,12 @@ export function sendJson (res: ServerResponse, status: number, body: unknown, he
 
 /**
  * sendJson for a body already serialised. The headers go to writeHead as one flat list (no merged
- * object per response: this is the hot path of GET /challenge).
+ * object per response: this is the hot path of GET /challenge). `asciiOnly`: the caller built the
+ * body from ASCII alone, so its length is its byte count (Buffer.byteLength of a string built by
+ * concatenation takes V8's slow path: flatten, then count).
  */
-export function sendJsonText (res: ServerResponse, status: number, text: string, headers?: Record<string, string>): void {
-  const list = [...BASE_LIST, 'content-type', 'application/json', 'content-length', String(Buffer.byteLength(text))]
+export function sendJsonText (res: ServerResponse, status: number, text: string, headers?: Record<string, string>, asciiOnly = false): void {
+  const list = [...BASE_LIST, 'content-type', 'application/json', 'content-length', String(asciiOnly ? text.length : Buffer.byteLength(text))]
   if (headers !== undefined) for (const k in headers) list.push(k, headers[k]!)
   res.writeHead(status, list)
   res.end(text)
@@ -45,15 +47,21 @@ export function sendProblem (res: ServerResponse, err: AogError, instance?: stri
   res.end(text)
 }
 
+/** The last policy text rateHeaders made (a cache of a pure function of its two numbers). */
+let policy = { limit: Number.NaN, perSecond: Number.NaN, text: '' }
+
 /**
  * RateLimit headers, draft-ietf-httpapi-ratelimit-headers (structured fields): the policy
  * (`q` tokens, refilled over `w` seconds) and the current state (`r` remaining, `t` seconds
- * until the bucket is full).
+ * until the bucket is full). The policy is the same for every request of a configuration, so its
+ * text is kept from the last call.
  */
 export function rateHeaders (rate: RateState, perSecond: number): Record<string, string> {
-  const window = Math.max(1, Math.ceil(rate.limit / perSecond))
+  if (rate.limit !== policy.limit || perSecond !== policy.perSecond) {
+    policy = { limit: rate.limit, perSecond, text: `"identity";q=${rate.limit};w=${Math.max(1, Math.ceil(rate.limit / perSecond))}` }
+  }
   return {
-    'ratelimit-policy': `"identity";q=${rate.limit};w=${window}`,
+    'ratelimit-policy': policy.text,
     ratelimit: `"identity";r=${rate.remaining};t=${Math.ceil(rate.resetMs / 1000)}`,
   }
 }

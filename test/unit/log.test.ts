@@ -2,7 +2,7 @@ import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { Writable } from 'node:stream'
 import { createInterface } from 'node:readline'
-import { cachedIsoTime, createLogger, requestLogger, type RequestLine } from '../../lib/log.js'
+import { cachedIsoTime, createLogger, jsonNumber, jsonString, LineBatch, requestLogger, type LineSink, type RequestLine } from '../../lib/log.js'
 
 function capture (level = 'info'): { logger: ReturnType<typeof createLogger>, lines: string[] } {
   const lines: string[] = []
@@ -29,6 +29,72 @@ t.test('the hand-built request line is byte for byte what logger.info(fields, "r
   }
 })
 
+t.test('jsonNumber writes what JSON.stringify writes', async (t) => {
+  let bad = 0
+  for (let c = 0; c < 300_000; c++) if (jsonNumber(c / 100) !== JSON.stringify(c / 100)) bad++
+  let seed = 7
+  for (let i = 0; i < 100_000; i++) {
+    seed = (seed * 1103515245 + 12345) % 2147483648
+    const x = Math.round((seed / 2147483648) * 10 ** ((i % 14) + 2)) / 100 // rounded durations up to 1e13 ms
+    if (jsonNumber(x) !== JSON.stringify(x)) bad++
+  }
+  t.equal(bad, 0, 'hundredths: same text')
+  for (const x of [0, -0, 1e-7, 0.1 + 0.2, 123.456, -1, -0.5, 1e21, 2 ** 53, Number.NaN, Infinity, -Infinity]) {
+    t.equal(jsonNumber(x), JSON.stringify(x), `same text for ${x}`)
+  }
+})
+
+t.test('jsonString writes what JSON.stringify writes', async (t) => {
+  const samples = ['', 'a1b2c30000000001', '/challenge', 'AOG_IDENTITY_REQUIRED', 'M-SEARCH', 'x"y', 'a\\b', 'tab\t', 'nl\n', '\u0000', '\u001f', ' ', '~', '\u007f', 'é', '\u2028', '\ud800', '😀', 'a\udc00b']
+  for (let c = 0; c < 0x10000; c += 7) samples.push(`k${String.fromCharCode(c)}v`)
+  let bad = 0
+  for (const x of samples) if (jsonString(x) !== JSON.stringify(x)) bad++
+  t.equal(bad, 0, `${samples.length} strings: same text`)
+})
+
+/** A LineSink that records what reaches it. */
+function sink (): LineSink & { writes: string[], flushes: number, syncFlushes: number } {
+  const s = {
+    writes: [] as string[],
+    flushes: 0,
+    syncFlushes: 0,
+    write (x: Buffer) { t.ok(Buffer.isBuffer(x), 'bytes reach the sink'); s.writes.push(x.toString('utf8')); return true },
+    flush (cb?: (err?: Error) => void) { s.flushes++; cb?.() },
+    flushSync () { s.syncFlushes++ },
+  }
+  return s
+}
+
+t.test('LineBatch hands lines on in order, in batches of the limit', async (t) => {
+  const out = sink()
+  const batch = new LineBatch(out, 30, 60_000)
+  batch.write('one 0123456789\n')
+  t.same(out.writes, [], 'below the limit: kept')
+  batch.write('two 0123456789\n')
+  t.same(out.writes, ['one 0123456789\ntwo 0123456789\n'], 'at the limit: one write of both, in order')
+  batch.write('three\n')
+  await new Promise<void>((resolve) => { batch.flush(() => resolve()) })
+  t.same(out.writes.at(-1), 'three\n', 'flush(cb) hands the rest on')
+  t.equal(out.flushes, 1, 'and flushes the stream')
+  batch.write('four\n')
+  batch.flushSync()
+  t.same(out.writes.at(-1), 'four\n')
+  t.equal(out.syncFlushes, 1)
+  batch.flush()
+  t.equal(out.writes.length, 3, 'nothing pending: no empty write')
+  batch.write('é ✓ 😀\n')
+  batch.flush()
+  t.equal(out.writes.at(-1), 'é ✓ 😀\n', 'UTF-8 bytes, whatever the characters')
+})
+
+t.test('LineBatch hands lines on by itself after flushMs', async (t) => {
+  const out = sink()
+  const batch = new LineBatch(out, 4096, 20)
+  batch.write('late\n')
+  await new Promise((resolve) => setTimeout(resolve, 80))
+  t.same(out.writes, ['late\n'])
+})
+
 t.test('the request line honours the level', async (t) => {
   const c = capture('warn')
   requestLogger(c.logger)({ reqId: 'r', fp: undefined, method: 'GET', route: '/challenge', status: 200, durationMs: 1, outcome: 'ok' })
@@ -46,6 +112,20 @@ t.test('cachedIsoTime rebuilds the fragment only when the clock moves', async (t
   t.equal(time(), first, 'same millisecond: same string')
   now += 1
   t.equal(time(), ',"time":"2026-11-27T05:00:00.002Z"', 'next millisecond: new string')
+  // Whatever the clock does (seconds rolling over, going back, dates before 1970), the fragment is
+  // what toISOString gives.
+  const check = [0, 1, 999, 1000, 1001, -1, -999, -1000, -1001, Date.UTC(2026, 11, 31, 23, 59, 59, 999), Date.UTC(2027, 0, 1), 8.64e15, -8.64e15]
+  let seed = 3
+  for (let i = 0; i < 20_000; i++) {
+    seed = (seed * 1103515245 + 12345) % 2147483648
+    check.push(i % 2 === 0 ? Date.UTC(2026, 10, 27) + i * 7 : Math.floor((seed / 2147483648) * 4e12) - 1e12)
+  }
+  let bad = 0
+  for (const x of check) {
+    now = x
+    if (time() !== `,"time":"${new Date(x).toISOString()}"`) bad++
+  }
+  t.equal(bad, 0, `${check.length} clock readings: the same text as toISOString`)
 })
 
 /**

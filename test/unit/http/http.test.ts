@@ -44,10 +44,11 @@ t.test('the GET /challenge body written by hand is JSON.stringify of the respons
   const { randomBytes } = await import('node:crypto')
   const check = TypeCompiler.Compile(ChallengeResponse)
   for (let i = 0; i < 200; i++) {
-    const issuedAt = Date.now() + i * 7919
+    // Runs of equal and of changing values (the writer keeps the text of the last numbers).
+    const issuedAt = Date.now() + Math.floor(i / 3) * 7919
     const c = {
       nonce: randomBytes(16).toString('base64url'), seed: randomBytes(32).toString('hex'), fingerprint: 'f'.repeat(64),
-      iterations: 2 ** (10 + (i % 14)), checkpointInterval: 2 ** (4 + (i % 6)), issuedAt, deadline: issuedAt + 1 + i * 13,
+      iterations: 2 ** (10 + (Math.floor(i / 4) % 14)), checkpointInterval: 2 ** (4 + (Math.floor(i / 5) % 6)), issuedAt, deadline: issuedAt + 1 + Math.floor(i / 2) * 13,
     }
     const text = challengeJson(c)
     const object = { nonce: c.nonce, seed: c.seed, iterations: c.iterations, checkpoint_interval: c.checkpointInterval, algorithm: 'sha256-chain-v1', issued_at: c.issuedAt, deadline_ts: c.deadline }
@@ -55,4 +56,18 @@ t.test('the GET /challenge body written by hand is JSON.stringify of the respons
     if (!check.Check(JSON.parse(text))) { t.fail(`not a ChallengeResponse: ${text}`); return }
   }
   t.pass('200 random records: same bytes, valid ChallengeResponse')
+})
+
+t.test('RateLimit headers follow the policy and the state of each call', async (t) => {
+  const { rateHeaders } = await import('../../../lib/http/reply.js')
+  const cases = [
+    [{ limit: 20, remaining: 19, resetMs: 200, retryAfterMs: 0 }, 5, '"identity";q=20;w=4', '"identity";r=19;t=1'],
+    [{ limit: 20, remaining: 3, resetMs: 3400, retryAfterMs: 0 }, 5, '"identity";q=20;w=4', '"identity";r=3;t=4'],
+    [{ limit: 20, remaining: 3, resetMs: 3400, retryAfterMs: 0 }, 40, '"identity";q=20;w=1', '"identity";r=3;t=4'],
+    [{ limit: 1000, remaining: 0, resetMs: 1001, retryAfterMs: 1 }, 40, '"identity";q=1000;w=25', '"identity";r=0;t=2'],
+    [{ limit: 20, remaining: 19, resetMs: 200, retryAfterMs: 0 }, 5, '"identity";q=20;w=4', '"identity";r=19;t=1'],
+  ] as const
+  for (const [rate, perSecond, policy, state] of cases) {
+    t.same(rateHeaders(rate, perSecond), { 'ratelimit-policy': policy, ratelimit: state }, `q=${rate.limit} at ${perSecond}/s`)
+  }
 })
