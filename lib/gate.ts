@@ -117,7 +117,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     required: config.requireAttestation,
   })
   const random = new RandomPool()
-  const parts: GateParts = { config, store, pool, metrics, attest, random, issued: metrics.challengesIssued.labels({ store: store.kind }) }
+  const parts: GateParts = { config, store, pool, metrics, attest, random, issued: metrics.issuedCount(store.kind) }
   const router = new Router<Handler>().add('GET', '/challenge', getChallenge).add('POST', '/task', postTask)
 
   if (config.clientCa === undefined) throw new Error('clientCa is required')
@@ -236,39 +236,50 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     h.observe(seconds)
   }
 
+  /** The end of every request: the in-flight count, the duration histogram and the log line. */
+  function done (ctx: Context, start: number): void {
+    inflight--
+    const { req, res } = ctx
+    const ms = performance.now() - start
+    const method = req.method ?? ''
+    observeDuration(ctx.route, method, res.statusCode, ms / 1000)
+    logRequest({
+      reqId: ctx.reqId,
+      fp: ctx.identity?.fingerprint.slice(0, 16),
+      method,
+      route: ctx.route,
+      status: res.statusCode,
+      durationMs: Math.round(ms * 100) / 100,
+      outcome: ctx.outcome,
+    })
+    if (inflight === 0) drained?.()
+  }
+
   // Not async: a handler that finishes synchronously (GET /challenge on the memory store) costs
-  // no promise; one that returns a promise has its rejection sent to fail() like a throw.
+  // no promise, and its request is booked at once (its response is already ended: no 'close'
+  // listener, no closure). One that returns a promise is booked when its response closes, and its
+  // rejection goes to fail() like a throw.
   function handle (req: IncomingMessage, res: ServerResponse): void {
     const start = performance.now()
     const ctx = new Context(reqPrefix + (++reqSeq).toString(16).padStart(10, '0'), req, res, logger)
     inflight++
     if (closing) res.setHeader('connection', 'close')
-    res.on('close', () => {
-      inflight--
-      const ms = performance.now() - start
-      const method = req.method ?? ''
-      observeDuration(ctx.route, method, res.statusCode, ms / 1000)
-      logRequest({
-        reqId: ctx.reqId,
-        fp: ctx.identity?.fingerprint.slice(0, 16),
-        method,
-        route: ctx.route,
-        status: res.statusCode,
-        durationMs: Math.round(ms * 100) / 100,
-        outcome: ctx.outcome,
-      })
-      if (inflight === 0) drained?.()
-    })
+    let pending: Promise<void> | void = undefined
     try {
       const who = identify(req)
       ctx.identity = who.identity
       ctx.once = who.once
       const match = router.find(req.method ?? '', req.url ?? '/', (path) => { ctx.route = path })
-      const pending = match.handler(ctx, parts)
-      if (pending !== undefined) pending.catch((err: unknown) => { fail(ctx, err) })
+      pending = match.handler(ctx, parts)
     } catch (err) {
       fail(ctx, err)
     }
+    if (pending === undefined && res.writableEnded) {
+      done(ctx, start)
+      return
+    }
+    res.on('close', () => { done(ctx, start) })
+    if (pending !== undefined) pending.catch((err: unknown) => { fail(ctx, err) })
   }
 
   function fail (ctx: RequestContext, err: unknown): void {

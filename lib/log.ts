@@ -40,12 +40,12 @@ export interface LogOptions {
  * most lines share their millisecond, so the fragment is rebuilt only when the clock moves, and
  * the date part (Date#toISOString, ~7,000 instructions) only when it enters a new second.
  */
-export function cachedIsoTime (now: () => number = Date.now): () => string {
+export function cachedIsoTime (now: () => number = Date.now): (() => string) & { ascii: true } {
   let last = Number.NaN
   let fragment = ''
   let second = Number.NaN
   let prefix = '' // ',"time":"YYYY-MM-DDTHH:MM:SS.'
-  return () => {
+  return Object.assign(() => {
     const t = now()
     if (t !== last) {
       last = t
@@ -57,7 +57,7 @@ export function cachedIsoTime (now: () => number = Date.now): () => string {
       fragment = `${prefix}${ms < 10 ? '00' : ms < 100 ? '0' : ''}${ms}Z"`
     }
     return fragment
-  }
+  }, { ascii: true as const }) // its text is always ASCII (requestLogger relies on it)
 }
 
 /** Where LineBatch sends its batches: SonicBoom in buffer mode (bytes, not strings). */
@@ -68,17 +68,18 @@ export interface LineSink {
 }
 
 /**
- * Whole lines gathered into one string, encoded once and handed to SonicBoom as bytes, which it
- * writes to the fd. SonicBoom's string mode takes the UTF-8 byte length of its whole pending
- * buffer on every write, and again of each chunk it writes (a 4 KiB string flattened and counted
- * per line: the largest single cost of a GET /challenge in callgrind); here a line costs a string
- * append, and a batch one UTF-8 encoding. Lines keep their order: every line of the logger goes
- * through here. A batch is handed on when `limit` characters are gathered, every `flushMs`, on
- * flush()/flushSync(), and at exit (before SonicBoom's own flush at exit, which
- * pino.destination registers).
+ * Whole lines encoded into one buffer as they come and handed to SonicBoom as bytes (its buffer
+ * mode), which writes them to the fd. SonicBoom's string mode takes the UTF-8 byte length of its
+ * whole pending buffer on every write, and again of each chunk it writes (a 4 KiB string
+ * flattened and counted per line: the largest single cost of a GET /challenge in callgrind); here
+ * a line costs one UTF-8 encoding into place. Lines keep their order: every line of the logger
+ * goes through here. A batch is handed on when `limit` bytes are gathered, every `flushMs`, on
+ * flush()/flushSync(), and at exit (before SonicBoom's own flush at exit, which pino.destination
+ * registers). A line too long for the buffer goes on by itself, after what was gathered.
  */
 export class LineBatch implements DestinationStream {
-  #pending = ''
+  readonly #buf: Buffer
+  #used = 0
   readonly #out: LineSink
   readonly #limit: number
   readonly #timer: NodeJS.Timeout
@@ -86,14 +87,34 @@ export class LineBatch implements DestinationStream {
   constructor (out: LineSink, limit: number, flushMs = LOG_FLUSH_MS) {
     this.#out = out
     this.#limit = limit
+    this.#buf = Buffer.allocUnsafeSlow(limit + 8192)
     this.#timer = setInterval(() => { this.#move() }, flushMs)
     this.#timer.unref()
     process.prependListener('exit', () => { this.#move() })
   }
 
+  /**
+   * write() for a line the caller knows to be ASCII (the request line): copied byte for byte,
+   * without UTF-8 encoding.
+   */
+  writeAscii (line: string): boolean {
+    if (line.length > this.#buf.length - this.#used) return this.write(line)
+    this.#used += this.#buf.write(line, this.#used, 'latin1')
+    if (this.#used >= this.#limit) this.#move()
+    return true
+  }
+
   write (line: string): boolean {
-    this.#pending += line
-    if (this.#pending.length >= this.#limit) this.#move()
+    // A UTF-16 code unit takes at most 3 bytes of UTF-8.
+    if (line.length * 3 > this.#buf.length - this.#used) {
+      this.#move()
+      if (line.length * 3 > this.#buf.length) {
+        this.#out.write(Buffer.from(line, 'utf8'))
+        return true
+      }
+    }
+    this.#used += this.#buf.write(line, this.#used, 'utf8')
+    if (this.#used >= this.#limit) this.#move()
     return true
   }
 
@@ -109,10 +130,12 @@ export class LineBatch implements DestinationStream {
   }
 
   #move (): void {
-    if (this.#pending === '') return
-    const lines = Buffer.from(this.#pending, 'utf8')
-    this.#pending = ''
-    this.#out.write(lines)
+    if (this.#used === 0) return
+    // A copy: SonicBoom keeps the chunk until its write completes, and the buffer is reused.
+    const chunk = Buffer.allocUnsafe(this.#used)
+    this.#buf.copy(chunk, 0, 0, this.#used)
+    this.#used = 0
+    this.#out.write(chunk)
   }
 }
 
@@ -163,33 +186,49 @@ export function jsonNumber (x: number): string {
   return frac === 0 ? `${int}` : frac % 10 === 0 ? `${int}.${frac / 10}` : `${int}.${frac < 10 ? '0' : ''}${frac}`
 }
 
-/**
- * A JSON string as JSON.stringify writes it. Ids, fingerprints, methods, routes and codes are
- * printable ASCII without quotes or backslashes, which JSON writes as they are; anything else
- * goes to JSON.stringify. (Two JSON.stringify calls per request line cost 2,700 instructions.)
- */
-export function jsonString (s: string): string {
+/** Printable ASCII without quotes or backslashes: JSON writes such a string as it is. */
+function plain (s: string): boolean {
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i)
-    if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) return str(s)
+    if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) return false
   }
-  return `"${s}"`
+  return true
+}
+
+/**
+ * A JSON string as JSON.stringify writes it. Ids, fingerprints, methods, routes and codes are
+ * plain (printable ASCII without quotes or backslashes), which JSON writes as they are; anything
+ * else goes to JSON.stringify. (Two JSON.stringify calls per request line cost 2,700 instructions.)
+ */
+export function jsonString (s: string): string {
+  return plain(s) ? `"${s}"` : str(s)
 }
 
 /**
  * A writer for the per-request line, the one log call on every request's path. It produces the
  * same bytes as `logger.info(fields, 'request')` (a test compares the two) through the logger's
  * own stream, timestamp and bindings (pino.symbols), without pino's generic per-key serialisation
- * and redaction walk: these fields are ids, codes and numbers, never secrets.
+ * and redaction walk: these fields are ids, codes and numbers, never secrets. A line whose every
+ * part is plain ASCII goes to the stream's writeAscii when it has one (LineBatch: copied, not
+ * UTF-8 encoded).
  */
 export function requestLogger (logger: Logger): (line: RequestLine) => void {
   const l = logger as unknown as Record<symbol, unknown>
-  const stream = l[pino.symbols.streamSym] as { write: (s: string) => void }
+  const stream = l[pino.symbols.streamSym] as { write: (s: string) => void, writeAscii?: (s: string) => void }
   const time = l[pino.symbols.timeSym] as () => string
   const bindings = l[pino.symbols.chindingsSym] as string
   const level = pino.levels.values.info!
+  // ASCII lines need ASCII bindings and an ASCII clock: cachedIsoTime's, marked as such.
+  const asciiFixed = /^[\x20-\x7e]*$/.test(bindings) && (time as { ascii?: boolean }).ascii === true && stream.writeAscii !== undefined
   return (f) => {
     if (logger.levelVal > level) return // pino's default order: enabled from its level up
-    stream.write(`{"level":${level}${time()}${bindings},"reqId":${jsonString(f.reqId)}${f.fp === undefined ? '' : `,"fp":${jsonString(f.fp)}`},"method":${jsonString(f.method)},"route":${jsonString(f.route)},"status":${f.status},"durationMs":${jsonNumber(f.durationMs)},"outcome":${jsonString(f.outcome)},"msg":"request"}\n`)
+    const t = time()
+    const ascii = asciiFixed && plain(f.reqId) && (f.fp === undefined || plain(f.fp)) && plain(f.method) && plain(f.route) && plain(f.outcome)
+    if (ascii) {
+      // The same text as below, each string known plain: quoted in the template itself.
+      stream.writeAscii!(`{"level":${level}${t}${bindings},"reqId":"${f.reqId}"${f.fp === undefined ? '' : `,"fp":"${f.fp}"`},"method":"${f.method}","route":"${f.route}","status":${f.status},"durationMs":${jsonNumber(f.durationMs)},"outcome":"${f.outcome}","msg":"request"}\n`)
+      return
+    }
+    stream.write(`{"level":${level}${t}${bindings},"reqId":${jsonString(f.reqId)}${f.fp === undefined ? '' : `,"fp":${jsonString(f.fp)}`},"method":${jsonString(f.method)},"route":${jsonString(f.route)},"status":${f.status},"durationMs":${jsonNumber(f.durationMs)},"outcome":${jsonString(f.outcome)},"msg":"request"}\n`)
   }
 }

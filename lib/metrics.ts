@@ -8,6 +8,12 @@ import { FastHistogram } from './histogram.js'
 export interface Metrics {
   registry: Registry
   challengesIssued: Counter<'store'>
+  /**
+   * The request path's way to count an issued challenge: a plain number, added to
+   * challengesIssued when it is collected (every scrape), not a prom-client inc() (which hashes
+   * its labels on every call).
+   */
+  issuedCount: (store: string) => { inc: () => void }
   submissions: Counter<'outcome' | 'reason'>
   verificationDuration: Histogram<'mode' | 'result'>
   /** On every request's path: the FastHistogram (lib/histogram.ts), same exposition. */
@@ -26,9 +32,29 @@ export function createMetrics (opts: { defaults?: boolean } = {}): Metrics {
   const registry = new Registry()
   if (opts.defaults !== false) collectDefaultMetrics({ register: registry, prefix: 'aog_' })
   const registers = [registry]
+  const issued = new Map<string, { n: number, inc: () => void }>()
   return {
     registry,
-    challengesIssued: new Counter({ name: 'aog_challenges_issued_total', help: 'Challenges issued.', labelNames: ['store'], registers }),
+    challengesIssued: new Counter({
+      name: 'aog_challenges_issued_total',
+      help: 'Challenges issued.',
+      labelNames: ['store'],
+      registers,
+      collect () {
+        for (const [store, c] of issued) {
+          if (c.n > 0) this.inc({ store }, c.n)
+          c.n = 0
+        }
+      },
+    }),
+    issuedCount: (store) => {
+      let c = issued.get(store)
+      if (c === undefined) {
+        const count = { n: 0, inc: () => { count.n++ } }
+        issued.set(store, c = count)
+      }
+      return c
+    },
     submissions: new Counter({ name: 'aog_submissions_total', help: 'POST /task submissions by outcome (accepted|rejected) and reason (error code, or ok).', labelNames: ['outcome', 'reason'], registers }),
     verificationDuration: new Histogram({
       name: 'aog_verification_duration_seconds',

@@ -210,7 +210,14 @@ export class MemoryStore implements Store {
     const b = this.#buckets.get(key)
     const r = takeToken(b?.tokens ?? spec.burst, b?.last ?? now, now, spec)
     // When the bucket would be full again it is equivalent to no bucket at all: drop it then.
-    this.#buckets.set(key, { tokens: r.tokens, last: now, idleAt: now + r.rate.resetMs })
+    // (Updated in place: no new object and no Map write per request.)
+    if (b === undefined) {
+      this.#buckets.set(key, { tokens: r.tokens, last: now, idleAt: now + r.rate.resetMs })
+    } else {
+      b.tokens = r.tokens
+      b.last = now
+      b.idleAt = now + r.rate.resetMs
+    }
     return { rate: r.rate, admitted: r.admitted }
   }
 }

@@ -29,6 +29,29 @@ t.test('the hand-built request line is byte for byte what logger.info(fields, "r
   }
 })
 
+t.test('through a LineBatch (ASCII lines copied, others UTF-8 encoded) the request line is the same bytes', async (t) => {
+  const samples: RequestLine[] = [
+    { reqId: 'a1b2c30000000001', fp: '0123456789abcdef', method: 'GET', route: '/challenge', status: 200, durationMs: 0.42, outcome: 'ok' },
+    { reqId: 'a1b2c30000000002', fp: undefined, method: 'POST', route: 'unmatched', status: 401, durationMs: 12, outcome: 'AOG_IDENTITY_REQUIRED' },
+    { reqId: 'x"y\\z', fp: 'é\n', method: 'M-SEARCH', route: '/t\u0000', status: 503, durationMs: 1e-7, outcome: 'un"known' },
+    { reqId: 'r', fp: '✓', method: 'GET', route: '/challenge', status: 200, durationMs: 3.5, outcome: 'ok' },
+  ]
+  const clock = (): number => Date.UTC(2026, 10, 27, 5, 51, 1, 922)
+  let asciiLines = 0
+  for (const s of samples) {
+    const a = capture()
+    a.logger.info({ ...s }, 'request')
+    const out = sink()
+    const batch = new LineBatch(out, 4096, 60_000)
+    const copy = batch.writeAscii.bind(batch)
+    batch.writeAscii = (line) => { asciiLines++; return copy(line) }
+    requestLogger(createLogger({ destination: batch, now: clock }))(s)
+    batch.flushSync()
+    t.equal(out.writes.join(''), a.lines[0], `same bytes for ${JSON.stringify(s)}`)
+  }
+  t.equal(asciiLines, 2, 'the two plain lines took the ASCII path, the others the UTF-8 one')
+})
+
 t.test('jsonNumber writes what JSON.stringify writes', async (t) => {
   let bad = 0
   for (let c = 0; c < 300_000; c++) if (jsonNumber(c / 100) !== JSON.stringify(c / 100)) bad++
@@ -71,7 +94,7 @@ t.test('LineBatch hands lines on in order, in batches of the limit', async (t) =
   batch.write('one 0123456789\n')
   t.same(out.writes, [], 'below the limit: kept')
   batch.write('two 0123456789\n')
-  t.same(out.writes, ['one 0123456789\ntwo 0123456789\n'], 'at the limit: one write of both, in order')
+  t.same(out.writes, ['one 0123456789\ntwo 0123456789\n'], 'at the limit (30 bytes): one write of both, in order')
   batch.write('three\n')
   await new Promise<void>((resolve) => { batch.flush(() => resolve()) })
   t.same(out.writes.at(-1), 'three\n', 'flush(cb) hands the rest on')
@@ -85,6 +108,16 @@ t.test('LineBatch hands lines on in order, in batches of the limit', async (t) =
   batch.write('é ✓ 😀\n')
   batch.flush()
   t.equal(out.writes.at(-1), 'é ✓ 😀\n', 'UTF-8 bytes, whatever the characters')
+  // Lines up to the worst case of 3 bytes per UTF-16 unit fit; a longer one goes on by itself.
+  batch.write('a\n')
+  const long = '✓'.repeat(20_000) + '\n'
+  batch.write(long)
+  t.same(out.writes.slice(-2), ['a\n', long], 'what was gathered first, then the long line whole')
+  const many = Array.from({ length: 500 }, (_, i) => `line ${i} ✓ ${'x'.repeat(i % 97)}\n`)
+  const before = out.writes.length
+  for (const l of many) batch.write(l)
+  batch.flushSync()
+  t.equal(out.writes.slice(before).join(''), many.join(''), '500 mixed lines arrive whole and in order')
 })
 
 t.test('LineBatch hands lines on by itself after flushMs', async (t) => {
