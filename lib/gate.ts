@@ -219,9 +219,9 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
   const reqPrefix = random.hex(3)
   const logRequest = requestLogger(logger)
   let reqSeq = 0
-  // prom-client hashes and validates a label object on every observe; a labelled child per
-  // (route, method, status) is made once. Bounded: routes are the router's, methods the parser's.
-  // The last one used is kept aside: under load most requests repeat it (no key string to build).
+  // One FastHistogram series per (route, method, status), looked up once and kept here. Bounded:
+  // routes are the router's, methods the parser's. The last one used is kept aside: under load most
+  // requests repeat it (no key string to build).
   type Observer = { observe: (v: number) => void }
   const durations = new Map<string, Observer>()
   let last = { route: '', method: '', status: 0, h: undefined as Observer | undefined }

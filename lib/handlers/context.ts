@@ -18,7 +18,7 @@ export interface GateParts {
   metrics: Metrics
   attest: AttestationVerifier
   random: RandomPool
-  /** aog_challenges_issued_total for this gate's store: the labelled child, made once. */
+  /** aog_challenges_issued_total for this gate's store: a plain count, added at each scrape (Metrics.issuedCount). */
   issued: { inc: () => void }
 }
 
