@@ -12,6 +12,7 @@ import { readFileSync, unwatchFile, watchFile } from 'node:fs'
 import type { Config } from './config.js'
 import { requestLogger, type Logger } from './log.js'
 import type { Metrics } from './metrics.js'
+import type { Observer } from './histogram.js'
 import { AogError, PoolBusyError, StoreUnavailableError } from './errors.js'
 import { Router } from './http/router.js'
 import { sendProblem } from './http/reply.js'
@@ -219,21 +220,16 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
   const reqPrefix = random.hex(3)
   const logRequest = requestLogger(logger)
   let reqSeq = 0
-  // One FastHistogram series per (route, method, status), looked up once and kept here. Bounded:
-  // routes are the router's, methods the parser's. The last one used is kept aside: under load most
-  // requests repeat it (no key string to build).
-  type Observer = { observe: (v: number) => void }
-  const durations = new Map<string, Observer>()
-  let last = { route: '', method: '', status: 0, h: undefined as Observer | undefined }
+  // The FastHistogram series of the last (route, method, status) is kept aside: under load most
+  // requests repeat it, and then no label object is built or looked up.
+  let last = { route: '', method: '', status: 0, series: undefined as Observer | undefined }
   function observeDuration (route: string, method: string, status: number, seconds: number): void {
-    let h = last.h
-    if (h === undefined || route !== last.route || method !== last.method || status !== last.status) {
-      const key = `${route} ${method} ${status}`
-      h = durations.get(key)
-      if (h === undefined) durations.set(key, h = metrics.requestDuration.labels({ route, method, status: String(status) }))
-      last = { route, method, status, h }
+    let series = last.series
+    if (series === undefined || route !== last.route || method !== last.method || status !== last.status) {
+      series = metrics.requestDuration.labels({ route, method, status: String(status) })
+      last = { route, method, status, series }
     }
-    h.observe(seconds)
+    series.observe(seconds)
   }
 
   /** The end of every request: the in-flight count, the duration histogram and the log line. */

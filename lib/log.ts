@@ -220,15 +220,18 @@ export function requestLogger (logger: Logger): (line: RequestLine) => void {
   const level = pino.levels.values.info!
   // ASCII lines need ASCII bindings and an ASCII clock: cachedIsoTime's, marked as such.
   const asciiFixed = /^[\x20-\x7e]*$/.test(bindings) && (time as { ascii?: boolean }).ascii === true && stream.writeAscii !== undefined
+  // jsonString, noting whether every string of the line was plain.
+  let ascii = true
+  const q = (s: string): string => {
+    if (plain(s)) return `"${s}"`
+    ascii = false
+    return str(s)
+  }
   return (f) => {
     if (logger.levelVal > level) return // pino's default order: enabled from its level up
-    const t = time()
-    const ascii = asciiFixed && plain(f.reqId) && (f.fp === undefined || plain(f.fp)) && plain(f.method) && plain(f.route) && plain(f.outcome)
-    if (ascii) {
-      // The same text as below, each string known plain: quoted in the template itself.
-      stream.writeAscii!(`{"level":${level}${t}${bindings},"reqId":"${f.reqId}"${f.fp === undefined ? '' : `,"fp":"${f.fp}"`},"method":"${f.method}","route":"${f.route}","status":${f.status},"durationMs":${jsonNumber(f.durationMs)},"outcome":"${f.outcome}","msg":"request"}\n`)
-      return
-    }
-    stream.write(`{"level":${level}${t}${bindings},"reqId":${jsonString(f.reqId)}${f.fp === undefined ? '' : `,"fp":${jsonString(f.fp)}`},"method":${jsonString(f.method)},"route":${jsonString(f.route)},"status":${f.status},"durationMs":${jsonNumber(f.durationMs)},"outcome":${jsonString(f.outcome)},"msg":"request"}\n`)
+    ascii = asciiFixed
+    const line = `{"level":${level}${time()}${bindings},"reqId":${q(f.reqId)}${f.fp === undefined ? '' : `,"fp":${q(f.fp)}`},"method":${q(f.method)},"route":${q(f.route)},"status":${f.status},"durationMs":${jsonNumber(f.durationMs)},"outcome":${q(f.outcome)},"msg":"request"}\n`
+    if (ascii) stream.writeAscii!(line)
+    else stream.write(line)
   }
 }
