@@ -7,7 +7,7 @@ import { loadConfig, type Config } from '../../lib/config.js'
 import { createLogger } from '../../lib/log.js'
 import { createMetrics, type Metrics } from '../../lib/metrics.js'
 import type { Store } from '../../lib/stores/store.js'
-import { createAgent, type AogAgent } from '../../lib/client/agent.js'
+import { createAgent, GateError, type AogAgent } from '../../lib/client/agent.js'
 import { DEV, agentFiles, pem, type AgentName } from './pki.js'
 import { join } from 'node:path'
 
@@ -89,4 +89,15 @@ export async function startGate (t: Test, overrides: Partial<Config> = {}, deps:
 /** An undici Agent presenting no client certificate (only trusting the dev CA). */
 export function anonymousAgent (): Agent {
   return new Agent({ connect: { ca: pem('ca.pem') } })
+}
+
+/** The GateError a promise rejects with; fails when it resolves or rejects with anything else. */
+export async function refusedWith (p: Promise<unknown>): Promise<GateError> {
+  try {
+    await p
+  } catch (err) {
+    if (err instanceof GateError) return err
+    throw err
+  }
+  throw new Error('expected the gate to refuse')
 }
