@@ -23,7 +23,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { createAgent, pass } from '../lib/client/agent.js'
 import { DEV, startBaseline, startGateProcess, type Child } from './servers.js'
-import { machine, table } from './util.js'
+import { cpuMs, machine, median, table } from './util.js'
 
 const { values } = parseArgs({ options: {
   duration: { type: 'string', default: '6' },
@@ -33,16 +33,6 @@ const { values } = parseArgs({ options: {
   calibrate: { type: 'string', default: '' },
 } })
 const tlsOptions = { cert: readFileSync(join(DEV, 'agent.pem')), key: readFileSync(join(DEV, 'agent-key.pem')), ca: readFileSync(join(DEV, 'ca.pem')) }
-
-/** CPU milliseconds (user + system) a process has used so far, or undefined off Linux. */
-function cpuMs (pid: number | undefined): number | undefined {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
-    return (Number(fields[11]) + Number(fields[12])) * 10 // clock ticks of 10 ms (USER_HZ = 100)
-  } catch {
-    return undefined
-  }
-}
 
 interface Load { rps: number, p50: number, p99: number, non2xx: number, errors: number, serverUs?: number, loaderUs: number }
 
@@ -67,7 +57,6 @@ async function load (server: Child, path: string): Promise<Load> {
   }
 }
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 function summary (runs: Load[]): Load {
   const server = runs.map((r) => r.serverUs).filter((x): x is number => x !== undefined)
   return {

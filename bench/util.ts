@@ -1,4 +1,5 @@
 /** Small helpers shared by the bench scripts: timing, medians, machine description, table output. */
+import { readFileSync } from 'node:fs'
 import { cpus, totalmem } from 'node:os'
 
 /** Run `fn` `rounds` times and return the median of its measured nanoseconds per unit. */
@@ -24,3 +25,15 @@ export function table (rows: Array<Record<string, string | number>>): string {
   const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(width[i]!)).join('  ')
   return [line(keys), line(width.map((w) => '-'.repeat(w))), ...rows.map((r) => line(keys.map((k) => String(r[k]))))].join('\n')
 }
+
+/** CPU milliseconds (user + system, all threads) a process has used so far, or undefined off Linux. */
+export function cpuMs (pid: number | undefined): number | undefined {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+    return (Number(fields[11]) + Number(fields[12])) * 10 // clock ticks of 10 ms (USER_HZ = 100)
+  } catch {
+    return undefined
+  }
+}
+
+export const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!

@@ -1,0 +1,78 @@
+/**
+ * The server of bench:steps: the bare baseline (bench/baseline-server.ts: same TLS settings, same
+ * response bytes) with the gate's GET /challenge work added step by step, each step made by the
+ * gate's own modules:
+ *   0  bare: writeHead + end of a fixed response shaped like the gate's
+ *   1  + the caller's identity (tlsIdentity: authorized socket, cached fingerprint)
+ *   2  + a nonce and a seed from the RandomPool
+ *   3  + the memory store's issue (token bucket, record kept for deadline + grace, 70 s)
+ *   4  + the real body and RateLimit headers (challengeJson, rateHeaders, sendJsonText)
+ *   5  + the request log line (requestLogger through LineBatch and SonicBoom, to /dev/null)
+ * The last step does what the gate does for GET /challenge except routing, the request context,
+ * the duration histogram and the revocation check. Prints its port on stdout.
+ *   node dist/bench/step-server.js <dev-cert-dir> --step N
+ */
+import { createServer } from 'node:https'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { AddressInfo } from 'node:net'
+import type { TLSSocket } from 'node:tls'
+import { pino } from 'pino'
+import { tlsIdentity } from '../lib/identity/tls.js'
+import { RandomPool } from '../lib/random.js'
+import { MemoryStore } from '../lib/stores/memory.js'
+import { IssueStatus } from '../lib/stores/store.js'
+import { challengeJson } from '../lib/handlers/challenge.js'
+import { rateHeaders, sendJsonText } from '../lib/http/reply.js'
+import { createLogger, LineBatch, requestLogger, type LineSink } from '../lib/log.js'
+
+const dev = process.argv[2] ?? 'certs/dev'
+const stepAt = process.argv.indexOf('--step')
+const step = stepAt === -1 ? 0 : Number(process.argv[stepAt + 1])
+const body = JSON.stringify({ nonce: 'AAAAAAAAAAAAAAAAAAAAAA', seed: '0'.repeat(64), iterations: 1048576, checkpoint_interval: 16384, algorithm: 'sha256-chain-v1', issued_at: 1700000000000, deadline_ts: 1700000010000 })
+const headers = [
+  'cache-control', 'no-store', 'x-content-type-options', 'nosniff', 'content-type', 'application/json',
+  'content-length', String(Buffer.byteLength(body)),
+  'ratelimit-policy', '"identity";q=1000000000;w=1', 'ratelimit', '"identity";r=999999999;t=1',
+]
+const rate = { burst: 1e9, perSecond: 1e9 }
+const random = new RandomPool()
+const store = new MemoryStore({ maxChallenges: 10_000_000 })
+const sonic = pino.destination({ dest: '/dev/null', sync: false, minLength: 0, contentMode: 'buffer' }) as unknown as LineSink
+const logRequest = requestLogger(createLogger({ level: 'info', destination: new LineBatch(sonic, 4096) }))
+let seq = 0
+
+const server = createServer({
+  cert: readFileSync(join(dev, 'server.pem')),
+  key: readFileSync(join(dev, 'server-key.pem')),
+  ca: readFileSync(join(dev, 'ca.pem')),
+  requestCert: true,
+  rejectUnauthorized: true,
+  minVersion: 'TLSv1.2',
+  maxHeaderSize: 8192,
+  headersTimeout: 10000,
+  requestTimeout: 30000,
+  keepAliveTimeout: 5000,
+}, (req, res) => {
+  const start = performance.now()
+  const reqId = `abcdef${(++seq).toString(16).padStart(10, '0')}`
+  let fingerprint = ''
+  if (step >= 1) fingerprint = tlsIdentity(req.socket as TLSSocket).fingerprint
+  const nonce = step >= 2 ? random.base64url(16) : ''
+  const seed = step >= 2 ? random.hex(32) : ''
+  if (step >= 3) {
+    const r = store.issue({ fingerprint, rate, nonce, seed, iterations: 1 << 20, checkpointInterval: 1 << 14, deadlineMs: 10_000, graceMs: 60_000 })
+    if (r instanceof Promise || r.status !== IssueStatus.OK) throw new Error('the memory store refused')
+    if (step >= 4) sendJsonText(res, 200, challengeJson(r.challenge), rateHeaders(r.rate, rate.perSecond), true)
+  }
+  if (step < 4) {
+    res.writeHead(200, headers)
+    res.end(body)
+  }
+  if (step >= 5) {
+    const ms = performance.now() - start
+    logRequest({ reqId, fp: fingerprint.slice(0, 16), method: req.method ?? '', route: '/challenge', status: res.statusCode, durationMs: Math.round(ms * 100) / 100, outcome: 'ok' })
+  }
+})
+server.listen(0, '127.0.0.1', () => { process.stdout.write(`${(server.address() as AddressInfo).port}\n`) })
+process.on('SIGTERM', () => server.close(() => process.exit(0)))

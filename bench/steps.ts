@@ -1,0 +1,89 @@
+/**
+ * bench:steps — where the gate's CPU per GET /challenge goes, measured rather than counted: the
+ * bare baseline server with the gate's work added one step at a time (bench/step-server.ts), then
+ * the gate itself, each held at the same fixed request rate (autocannon's overallRate, so that no
+ * server is saturated and every one answers the same requests) and charged the CPU its process
+ * used (user + system, all threads: garbage collection, compilation, the kernel's share of its
+ * system calls). Each round starts every server afresh, in turn; the table gives the median over
+ * rounds of CPU microseconds per request, the step's own cost (its median minus the previous
+ * step's), and the ratio to the bare server measured in the same run.
+ *
+ * bench:instructions counts instructions; this adds what they do not show: the cost of memory
+ * (records kept for deadline + grace, promoted and marked by the garbage collector) and of the
+ * kernel. Differences of a microsecond or two are within this machine's noise: read the steps
+ * that stand out.
+ *   npm run bench:steps [-- --rate 8000 --duration 4 --rounds 5 --connections 16]
+ */
+import autocannon from 'autocannon'
+import { spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { parseArgs } from 'node:util'
+import { DEV, ROOT, startGateProcess, type Child } from './servers.js'
+import { cpuMs, machine, median, table } from './util.js'
+
+const { values } = parseArgs({ options: {
+  rate: { type: 'string', default: '8000' },
+  duration: { type: 'string', default: '4' },
+  rounds: { type: 'string', default: '5' },
+  connections: { type: 'string', default: '16' },
+} })
+const tlsOptions = { cert: readFileSync(join(DEV, 'agent.pem')), key: readFileSync(join(DEV, 'agent-key.pem')), ca: readFileSync(join(DEV, 'ca.pem')) }
+
+const STEPS = [
+  'bare node:https (baseline)',
+  '+ identity (tlsIdentity)',
+  '+ nonce and seed (RandomPool)',
+  '+ memory store issue (record kept 70 s)',
+  '+ body and RateLimit headers',
+  '+ request log line (to /dev/null)',
+]
+
+async function startStep (step: number): Promise<Child> {
+  const child = spawn(process.execPath, [join(ROOT, 'dist', 'bench', 'step-server.js'), DEV, '--step', String(step)], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const port = await new Promise<number>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).once('line', (l) => { resolve(Number(l)) })
+    child.once('exit', (code) => { reject(new Error(`step ${step} server exited with ${code}`)) })
+  })
+  return { child, port, stop: () => child.kill('SIGTERM') }
+}
+
+/** CPU microseconds per request of one server at the fixed rate; throws on any failed request. */
+async function measure (server: Child, path: string): Promise<number> {
+  const url = `https://localhost:${server.port}${path}`
+  const connections = Number(values.connections)
+  await autocannon({ url, connections, duration: 1, overallRate: Number(values.rate), tlsOptions } as autocannon.Options) // warm-up
+  const c0 = cpuMs(server.child.pid)
+  const r = await autocannon({ url, connections, duration: Number(values.duration), overallRate: Number(values.rate), tlsOptions } as autocannon.Options)
+  const c1 = cpuMs(server.child.pid)
+  if (r.non2xx > 0 || r.errors > 0 || r.requests.total === 0) throw new Error(`${path}: ${r.non2xx} non-2xx, ${r.errors} errors of ${r.requests.total}`)
+  if (c0 === undefined || c1 === undefined) throw new Error('bench:steps reads CPU time from /proc (Linux only)')
+  return (c1 - c0) * 1000 / r.requests.total
+}
+
+async function stopped (server: Child): Promise<void> {
+  const exited = new Promise((resolve) => server.child.once('exit', resolve))
+  server.stop()
+  await exited
+}
+
+const names = [...STEPS, 'the gate (aog-server, GET /challenge)']
+const samples: number[][] = names.map(() => [])
+for (let round = 0; round < Number(values.rounds); round++) {
+  for (let i = 0; i < names.length; i++) {
+    const server = i < STEPS.length ? await startStep(i) : await startGateProcess()
+    samples[i]!.push(await measure(server, i < STEPS.length ? '/' : '/challenge'))
+    await stopped(server)
+  }
+}
+const us = samples.map(median)
+console.log(`bench:steps  ${machine()}  ${values.rate} req/s fixed, ${values.connections} keep-alive mTLS connections; ${values.rounds} rounds of ${values.duration} s per server, medians`)
+console.log(table(names.map((name, i) => ({
+  server: name,
+  'CPU us/req': us[i]!.toFixed(1),
+  'this step': i === 0 ? '' : i < STEPS.length ? `${us[i]! - us[i - 1]! >= 0 ? '+' : ''}${(us[i]! - us[i - 1]!).toFixed(1)}` : '',
+  'vs bare': `${(us[i]! / us[0]!).toFixed(2)}x`,
+  rounds: samples[i]!.map((x) => x.toFixed(0)).join(' '),
+}))))
+process.exit(0)
