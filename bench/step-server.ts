@@ -13,8 +13,6 @@
  *   node dist/bench/step-server.js <dev-cert-dir> --step N
  */
 import { createServer } from 'node:https'
-import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
 import type { AddressInfo } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import { pino } from 'pino'
@@ -25,16 +23,11 @@ import { IssueStatus } from '../lib/stores/store.js'
 import { challengeJson } from '../lib/handlers/challenge.js'
 import { rateHeaders, sendJsonText } from '../lib/http/reply.js'
 import { createLogger, LineBatch, requestLogger, type LineSink } from '../lib/log.js'
+import { BODY, HEADERS, serverOptions } from './baseline-shape.js'
 
 const dev = process.argv[2] ?? 'certs/dev'
 const stepAt = process.argv.indexOf('--step')
 const step = stepAt === -1 ? 0 : Number(process.argv[stepAt + 1])
-const body = JSON.stringify({ nonce: 'AAAAAAAAAAAAAAAAAAAAAA', seed: '0'.repeat(64), iterations: 1048576, checkpoint_interval: 16384, algorithm: 'sha256-chain-v1', issued_at: 1700000000000, deadline_ts: 1700000010000 })
-const headers = [
-  'cache-control', 'no-store', 'x-content-type-options', 'nosniff', 'content-type', 'application/json',
-  'content-length', String(Buffer.byteLength(body)),
-  'ratelimit-policy', '"identity";q=1000000000;w=1', 'ratelimit', '"identity";r=999999999;t=1',
-]
 const rate = { burst: 1e9, perSecond: 1e9 }
 const random = new RandomPool()
 const store = new MemoryStore({ maxChallenges: 10_000_000 })
@@ -42,18 +35,7 @@ const sonic = pino.destination({ dest: '/dev/null', sync: false, minLength: 0, c
 const logRequest = requestLogger(createLogger({ level: 'info', destination: new LineBatch(sonic, 4096) }))
 let seq = 0
 
-const server = createServer({
-  cert: readFileSync(join(dev, 'server.pem')),
-  key: readFileSync(join(dev, 'server-key.pem')),
-  ca: readFileSync(join(dev, 'ca.pem')),
-  requestCert: true,
-  rejectUnauthorized: true,
-  minVersion: 'TLSv1.2',
-  maxHeaderSize: 8192,
-  headersTimeout: 10000,
-  requestTimeout: 30000,
-  keepAliveTimeout: 5000,
-}, (req, res) => {
+const server = createServer(serverOptions(dev), (req, res) => {
   const start = performance.now()
   const reqId = `abcdef${(++seq).toString(16).padStart(10, '0')}`
   let fingerprint = ''
@@ -66,8 +48,8 @@ const server = createServer({
     if (step >= 4) sendJsonText(res, 200, challengeJson(r.challenge), rateHeaders(r.rate, rate.perSecond), true)
   }
   if (step < 4) {
-    res.writeHead(200, headers)
-    res.end(body)
+    res.writeHead(200, HEADERS)
+    res.end(BODY)
   }
   if (step >= 5) {
     const ms = performance.now() - start
