@@ -1,4 +1,4 @@
-/** Small helpers shared by the bench scripts: timing, medians, machine description, table output. */
+/** Small helpers shared by the bench scripts: timing, medians, a process's CPU time, machine description, table output. */
 import { readFileSync } from 'node:fs'
 import { cpus, totalmem } from 'node:os'
 
