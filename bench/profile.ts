@@ -3,7 +3,9 @@
  * gate with `node --cpu-prof`, loads it with autocannon (mTLS, keep-alive), stops it with SIGTERM,
  * and prints the profile's path (open it in Chrome DevTools → Performance, or speedscope) and the
  * top functions by self time. clinic is not used: unmaintained and inaccurate on Node 20.
- *   npm run profile [-- --duration 10 --path /challenge]
+ * `--gate-args` adds or overrides gate options, e.g. `--gate-args='--rate-burst 1 --rate-per-second 1'`
+ * to profile the refusal path (429) instead.
+ *   npm run profile [-- --duration 10 --path /challenge --gate-args='--workers 1']
  */
 import autocannon from 'autocannon'
 import { spawn } from 'node:child_process'
@@ -13,11 +15,15 @@ import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { DEV, ROOT } from './servers.js'
 
-const { values } = parseArgs({ options: { duration: { type: 'string', default: '10' }, path: { type: 'string', default: '/challenge' } } })
+const { values } = parseArgs({ options: {
+  duration: { type: 'string', default: '10' },
+  path: { type: 'string', default: '/challenge' },
+  'gate-args': { type: 'string', default: '' },
+} })
 const dir = join(ROOT, 'bench', 'results')
 mkdirSync(dir, { recursive: true })
 const child = spawn(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, join(ROOT, 'dist', 'bin', 'aog-server.js'), '--dev',
-  '--listen', '127.0.0.1:0', '--ops-listen', '127.0.0.1:0', '--rate-burst', '1000000000', '--rate-per-second', '1000000000'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  '--listen', '127.0.0.1:0', '--ops-listen', '127.0.0.1:0', '--rate-burst', '1000000000', '--rate-per-second', '1000000000', ...values['gate-args'].split(' ').filter((a) => a !== '')], { stdio: ['ignore', 'pipe', 'inherit'] })
 const port = await new Promise<number>((resolve) => {
   createInterface({ input: child.stdout! }).on('line', (l) => {
     const j = JSON.parse(l) as { msg?: string, gate?: string }
@@ -30,7 +36,7 @@ const exited = new Promise((resolve) => child.once('exit', resolve))
 child.kill('SIGTERM')
 await exited
 const newest = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')).map((f) => join(dir, f)).sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0]
-console.log(`${Math.round(r.requests.average)} req/s on ${values.path}; profile: ${newest}`)
+console.log(`${Math.round(r.requests.average)} req/s on ${values.path} (${r.non2xx} not 2xx); profile: ${newest}`)
 if (newest !== undefined) {
   interface Node { id: number, callFrame: { functionName: string, url: string, lineNumber: number }, hitCount?: number }
   const prof = JSON.parse(readFileSync(newest, 'utf8')) as { nodes: Node[] }

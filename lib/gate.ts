@@ -118,7 +118,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     required: config.requireAttestation,
   })
   const random = new RandomPool()
-  const parts: GateParts = { config, store, pool, metrics, attest, random, issued: metrics.issuedCount(store.kind) }
+  const parts: GateParts = { config, store, pool, metrics, attest, random, issued: metrics.issuedCount(store.kind), refuse: (ctx, err) => { fail(ctx, err) } }
   const router = new Router<Handler>().add('GET', '/challenge', getChallenge).add('POST', '/task', postTask)
 
   if (config.clientCa === undefined) throw new Error('clientCa is required')

@@ -24,11 +24,11 @@ export const getChallenge: Handler = (ctx, parts) => {
   return undefined
 }
 
-function answer (ctx: RequestContext, { config, issued }: GateParts, r: IssueResult): void {
+function answer (ctx: RequestContext, { config, issued, refuse }: GateParts, r: IssueResult): void {
   switch (r.status) {
-    case IssueStatus.REPLAYED: throw replayedIdentity()
-    case IssueStatus.RATE_LIMITED: throw rateLimited(r.rate, config.ratePerSecond)
-    case IssueStatus.FULL: throw new AogError('AOG_OVERLOADED', 'too many live challenges; try again shortly', { retryAfter: 1 })
+    case IssueStatus.REPLAYED: return refuse(ctx, replayedIdentity())
+    case IssueStatus.RATE_LIMITED: return refuse(ctx, rateLimited(r.rate, config.ratePerSecond))
+    case IssueStatus.FULL: return refuse(ctx, new AogError('AOG_OVERLOADED', 'too many live challenges; try again shortly', { retryAfter: 1 }))
     case IssueStatus.OK: break
   }
   issued.inc()

@@ -1,6 +1,7 @@
 /** JSON and problem+json (RFC 9457) writers. Every gate response is `Cache-Control: no-store`. */
 import type { ServerResponse } from 'node:http'
-import { AogError } from '../errors.js'
+import type { AogError, ErrorCode } from '../errors.js'
+import { jsonString } from '../log.js'
 import type { RateState } from '../stores/store.js'
 
 const BASE_HEADERS = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' }
@@ -24,26 +25,37 @@ export function sendJsonText (res: ServerResponse, status: number, text: string,
   res.end(text)
 }
 
-/** Send an AogError as application/problem+json. The body never carries a private cause. */
-export function sendProblem (res: ServerResponse, err: AogError, instance?: string): void {
-  const body: Record<string, unknown> = {
-    type: `urn:aog:problem:${err.code.toLowerCase().replace(/_/g, '-')}`,
-    title: err.title,
-    status: err.status,
-    detail: err.detail,
-    code: err.code,
+/** The fixed start of each code's problem body, up to `"detail":` (one per code, made on first use). */
+const prefixes = new Map<ErrorCode, string>()
+
+/**
+ * An AogError's problem+json body (RFC 9457): the bytes JSON.stringify gives for
+ * { type, title, status, detail, code, instance? } (a test compares them), without building the
+ * object. Never a private cause.
+ */
+export function problemJson (err: AogError, instance?: string): string {
+  let prefix = prefixes.get(err.code)
+  if (prefix === undefined) {
+    prefix = `{"type":"urn:aog:problem:${err.code.toLowerCase().replace(/_/g, '-')}","title":${JSON.stringify(err.title)},"status":${err.status},"detail":`
+    prefixes.set(err.code, prefix)
   }
-  if (instance !== undefined) body.instance = instance
-  const headers: Record<string, string> = { ...err.headers }
-  if (err.retryAfter !== undefined) headers['retry-after'] = String(Math.max(1, Math.ceil(err.retryAfter)))
-  const text = JSON.stringify(body)
+  return `${prefix}${jsonString(err.detail)},"code":"${err.code}"${instance === undefined ? '' : `,"instance":${jsonString(instance)}`}}`
+}
+
+/**
+ * Send an AogError as application/problem+json, its headers as one flat list (refusals are as
+ * frequent as the requests that earn them: a flood of 429s must cost no more than the answers).
+ * `err.headers` adds to the fixed headers and must not repeat them.
+ */
+export function sendProblem (res: ServerResponse, err: AogError, instance?: string): void {
   if (res.headersSent) { res.destroy(); return }
-  res.writeHead(err.status, {
-    ...BASE_HEADERS,
-    ...headers,
-    'content-type': 'application/problem+json',
-    'content-length': Buffer.byteLength(text),
-  })
+  const text = problemJson(err, instance)
+  const list = [...BASE_LIST]
+  const extra = err.headers
+  for (const k in extra) list.push(k, extra[k]!)
+  if (err.retryAfter !== undefined) list.push('retry-after', String(Math.max(1, Math.ceil(err.retryAfter))))
+  list.push('content-type', 'application/problem+json', 'content-length', String(Buffer.byteLength(text)))
+  res.writeHead(err.status, list)
   res.end(text)
 }
 

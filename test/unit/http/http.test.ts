@@ -71,3 +71,46 @@ t.test('RateLimit headers follow the policy and the state of each call', async (
     t.same(rateHeaders(rate, perSecond), { 'ratelimit-policy': policy, ratelimit: state }, `q=${rate.limit} at ${perSecond}/s`)
   }
 })
+
+t.test('a problem body written by hand is JSON.stringify of the RFC 9457 object, for every code', async (t) => {
+  const { problemJson } = await import('../../../lib/http/reply.js')
+  const { ERRORS } = await import('../../../lib/errors.js')
+  const details = [undefined, 'too many requests for this identity', 'a "quoted" \\ detail', 'non-ASCII: café ✓', 'control:\u0001\n\t', '']
+  let n = 0
+  for (const code of Object.keys(ERRORS) as Array<keyof typeof ERRORS>) {
+    for (const detail of details) {
+      for (const instance of [undefined, '/task', 'odd "instance" é']) {
+        // Twice each: the first call makes the code's cached prefix, the second uses it.
+        for (let k = 0; k < 2; k++) {
+          const e = new AogError(code, detail, { retryAfter: 1, headers: { allow: 'GET' }, cause: new Error('private') })
+          const expected = JSON.stringify({
+            type: `urn:aog:problem:${code.toLowerCase().replace(/_/g, '-')}`,
+            title: ERRORS[code].title,
+            status: ERRORS[code].status,
+            detail: detail ?? ERRORS[code].title,
+            code,
+            ...(instance === undefined ? {} : { instance }),
+          })
+          const text = problemJson(e, instance)
+          if (text !== expected) { t.equal(text, expected); return }
+          if (text.includes('private')) { t.fail('the private cause reached the body'); return }
+          n++
+        }
+      }
+    }
+  }
+  t.equal(n, Object.keys(ERRORS).length * details.length * 3 * 2, 'every code, detail and instance compared')
+})
+
+t.test('an AogError carries no stack trace and leaves Error.stackTraceLimit as it was', async (t) => {
+  const before = Error.stackTraceLimit
+  const e = new AogError('AOG_RATE_LIMITED', 'too many requests for this identity')
+  t.equal(e.stack, 'AogError: too many requests for this identity', 'only its first line')
+  t.equal(Error.stackTraceLimit, before)
+  t.ok(e instanceof Error)
+  const cause = new Error('private cause')
+  const withCause = new AogError('AOG_UNAVAILABLE', undefined, { cause })
+  t.equal(withCause.cause, cause)
+  t.match(cause.stack, /\n\s+at /, 'other errors keep their stacks')
+  t.match(new Error('after').stack, /\n\s+at /, 'and so do errors made after it')
+})
