@@ -3,6 +3,8 @@
  * gate with `node --cpu-prof`, loads it with autocannon (mTLS, keep-alive), stops it with SIGTERM,
  * and prints the profile's path (open it in Chrome DevTools → Performance, or speedscope) and the
  * top functions by self time. clinic is not used: unmaintained and inaccurate on Node 20.
+ * `--path /task` profiles POST /task instead, with a well-formed submission (64 checkpoints) of a
+ * nonce that was never issued: the 404 path of an identity guessing nonces.
  * `--gate-args` adds or overrides gate options, e.g. `--gate-args='--rate-burst 1 --rate-per-second 1'`
  * to profile the refusal path (429) instead.
  *   npm run profile [-- --duration 10 --path /challenge --gate-args='--workers 1']
@@ -13,6 +15,8 @@ import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
+import { X509Certificate } from 'node:crypto'
+import { fingerprintOf } from '../lib/identity/tls.js'
 import { DEV, ROOT } from './servers.js'
 
 const { values } = parseArgs({ options: {
@@ -31,7 +35,20 @@ const port = await new Promise<number>((resolve) => {
   })
 })
 const tlsOptions = { cert: readFileSync(join(DEV, 'agent.pem')), key: readFileSync(join(DEV, 'agent-key.pem')), ca: readFileSync(join(DEV, 'ca.pem')) }
-const r = await autocannon({ url: `https://localhost:${port}${values.path}`, connections: 16, duration: Number(values.duration), tlsOptions } as autocannon.Options)
+const task = values.path === '/task'
+  ? {
+      method: 'POST' as const,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        nonce: 'AAAAAAAAAAAAAAAAAAAAAA',
+        client_fingerprint: fingerprintOf(new X509Certificate(tlsOptions.cert).raw),
+        result_hash: '0'.repeat(64),
+        runtime_ms: 900,
+        checkpoints: Array.from({ length: 64 }, () => '1'.repeat(64)),
+      }),
+    }
+  : {}
+const r = await autocannon({ url: `https://localhost:${port}${values.path}`, connections: 16, duration: Number(values.duration), tlsOptions, ...task } as autocannon.Options)
 const exited = new Promise((resolve) => child.once('exit', resolve))
 child.kill('SIGTERM')
 await exited
