@@ -12,6 +12,10 @@
  * (records kept for deadline + grace, promoted and marked by the garbage collector) and of the
  * kernel. Differences of a microsecond or two are within this machine's noise: read the steps
  * that stand out.
+ *
+ * `--rate 0` loads every server as fast as it answers instead (as bench:http does) and adds each
+ * one's requests per second and the median of its per-round ratios to the bare server's: what the
+ * gate's required work alone costs in throughput, next to what the gate does.
  *   npm run bench:steps [-- --rate 8000 --duration 4 --rounds 5 --connections 16]
  */
 import autocannon from 'autocannon'
@@ -49,17 +53,20 @@ async function startStep (step: number): Promise<Child> {
   return { child, port, stop: () => child.kill('SIGTERM') }
 }
 
-/** CPU microseconds per request of one server at the fixed rate; throws on any failed request. */
-async function measure (server: Child, path: string): Promise<number> {
+const rate = Number(values.rate)
+const paced = rate > 0 ? { overallRate: rate } : {}
+
+/** CPU microseconds per request of one server, and its requests per second; throws on any failed request. */
+async function measure (server: Child, path: string): Promise<{ us: number, rps: number }> {
   const url = `https://localhost:${server.port}${path}`
   const connections = Number(values.connections)
-  await autocannon({ url, connections, duration: 1, overallRate: Number(values.rate), tlsOptions } as autocannon.Options) // warm-up
+  await autocannon({ url, connections, duration: 1, tlsOptions, ...paced } as autocannon.Options) // warm-up
   const c0 = cpuMs(server.child.pid)
-  const r = await autocannon({ url, connections, duration: Number(values.duration), overallRate: Number(values.rate), tlsOptions } as autocannon.Options)
+  const r = await autocannon({ url, connections, duration: Number(values.duration), tlsOptions, ...paced } as autocannon.Options)
   const c1 = cpuMs(server.child.pid)
   if (r.non2xx > 0 || r.errors > 0 || r.requests.total === 0) throw new Error(`${path}: ${r.non2xx} non-2xx, ${r.errors} errors of ${r.requests.total}`)
   if (c0 === undefined || c1 === undefined) throw new Error('bench:steps reads CPU time from /proc (Linux only)')
-  return (c1 - c0) * 1000 / r.requests.total
+  return { us: (c1 - c0) * 1000 / r.requests.total, rps: r.requests.average }
 }
 
 async function stopped (server: Child): Promise<void> {
@@ -70,20 +77,33 @@ async function stopped (server: Child): Promise<void> {
 
 const names = [...STEPS, 'the gate (aog-server, GET /challenge)']
 const samples: number[][] = names.map(() => [])
+const rps: number[][] = names.map(() => [])
 for (let round = 0; round < Number(values.rounds); round++) {
   for (let i = 0; i < names.length; i++) {
-    const server = i < STEPS.length ? await startStep(i) : await startGateProcess()
-    samples[i]!.push(await measure(server, i < STEPS.length ? '/' : '/challenge'))
+    // The gate's store sized for the run, as in bench:http (at full speed a run issues more than
+    // the default bound of 10^6 live challenges).
+    const server = i < STEPS.length ? await startStep(i) : await startGateProcess(['--max-challenges', '10000000'])
+    const m = await measure(server, i < STEPS.length ? '/' : '/challenge')
+    samples[i]!.push(m.us)
+    rps[i]!.push(m.rps)
     await stopped(server)
   }
 }
 const us = samples.map(median)
-console.log(`bench:steps  ${machine()}  ${values.rate} req/s fixed, ${values.connections} keep-alive mTLS connections; ${values.rounds} rounds of ${values.duration} s per server, medians`)
+const load = rate > 0 ? `${rate} req/s fixed` : 'full speed'
+console.log(`bench:steps  ${machine()}  ${load}, ${values.connections} keep-alive mTLS connections; ${values.rounds} rounds of ${values.duration} s per server, medians`)
 console.log(table(names.map((name, i) => ({
   server: name,
   'CPU us/req': us[i]!.toFixed(1),
   'this step': i === 0 ? '' : i < STEPS.length ? `${us[i]! - us[i - 1]! >= 0 ? '+' : ''}${(us[i]! - us[i - 1]!).toFixed(1)}` : '',
   'vs bare': `${(us[i]! / us[0]!).toFixed(2)}x`,
   rounds: samples[i]!.map((x) => x.toFixed(0)).join(' '),
+  ...(rate > 0
+    ? {}
+    : {
+        'req/s': Math.round(median(rps[i]!)).toLocaleString('en'),
+        // Each round's requests per second over the bare server's of the same round.
+        'req/s vs bare (paired)': `${median(rps[i]!.map((x, r) => x / rps[0]![r]!)).toFixed(2)}x`,
+      }),
 }))))
 process.exit(0)
