@@ -84,10 +84,10 @@ function summary (runs: Load[]): Load {
 // `--gate-args` adds or overrides gate options (the last occurrence wins).
 const baseline = await startBaseline()
 const gateArgs = ['--max-challenges', '10000000', ...values['gate-args'].split(' ').filter((a) => a !== '')]
-const gate = await startGateProcess(gateArgs).catch((err: unknown) => { baseline.stop(); throw err })
+const gate = await startGateProcess(gateArgs)
 // The refusal path: the same gate with a bucket of one token a second, so that all but about one
 // request a second get 429 (a flooding identity). No target; it shows what refusing costs.
-const limited = await startGateProcess([...gateArgs, '--rate-burst', '1', '--rate-per-second', '1']).catch((err: unknown) => { baseline.stop(); gate.stop(); throw err })
+const limited = await startGateProcess([...gateArgs, '--rate-burst', '1', '--rate-per-second', '1'])
 const baseRuns: Load[] = []
 const gateRuns: Load[] = []
 const refusedRuns: Load[] = []

@@ -11,6 +11,20 @@ export const DEV = join(ROOT, 'certs', 'dev')
 
 export interface Child { child: ChildProcess, port: number, stop: () => void }
 
+/**
+ * Every server a bench script starts is stopped when the script exits, however it exits (a failed
+ * start, an exception, process.exit): a server left behind would keep its port and skew the next run.
+ */
+const started = new Set<ChildProcess>()
+process.once('exit', () => { for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL') })
+
+/** Track `child` until it exits (see `started`). */
+export function tracked (child: ChildProcess): ChildProcess {
+  started.add(child)
+  child.once('exit', () => started.delete(child))
+  return child
+}
+
 async function firstLine (child: ChildProcess, pick: (line: string) => number | undefined): Promise<number> {
   return await new Promise((resolve, reject) => {
     const rl = createInterface({ input: child.stdout! })
@@ -20,7 +34,7 @@ async function firstLine (child: ChildProcess, pick: (line: string) => number | 
 }
 
 export async function startBaseline (burnUs = 0): Promise<Child> {
-  const child = spawn(process.execPath, [join(ROOT, 'dist', 'bench', 'baseline-server.js'), DEV, ...(burnUs > 0 ? ['--burn-us', String(burnUs)] : [])], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const child = tracked(spawn(process.execPath, [join(ROOT, 'dist', 'bench', 'baseline-server.js'), DEV, ...(burnUs > 0 ? ['--burn-us', String(burnUs)] : [])], { stdio: ['ignore', 'pipe', 'inherit'] }))
   const port = await firstLine(child, (l) => Number(l) || undefined)
   return { child, port, stop: () => child.kill('SIGTERM') }
 }
@@ -42,8 +56,8 @@ export async function startGateProcess (args: string[] = []): Promise<Child> {
   const port = await freePort()
   const ops = await freePort()
   const devnull = openSync('/dev/null', 'w')
-  const child = spawn(process.execPath, [join(ROOT, 'dist', 'bin', 'aog-server.js'), '--dev', '--listen', `127.0.0.1:${port}`, '--ops-listen', `127.0.0.1:${ops}`,
-    '--rate-burst', '1000000000', '--rate-per-second', '1000000000', ...args], { stdio: ['ignore', devnull, 'inherit'] })
+  const child = tracked(spawn(process.execPath, [join(ROOT, 'dist', 'bin', 'aog-server.js'), '--dev', '--listen', `127.0.0.1:${port}`, '--ops-listen', `127.0.0.1:${ops}`,
+    '--rate-burst', '1000000000', '--rate-per-second', '1000000000', ...args], { stdio: ['ignore', devnull, 'inherit'] }))
   closeSync(devnull)
   const end = Date.now() + 20_000
   for (;;) {

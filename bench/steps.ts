@@ -24,7 +24,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
-import { DEV, ROOT, startGateProcess, type Child } from './servers.js'
+import { DEV, ROOT, startGateProcess, tracked, type Child } from './servers.js'
 import { cpuMs, machine, median, table } from './util.js'
 
 const { values } = parseArgs({ options: {
@@ -45,7 +45,7 @@ const STEPS = [
 ]
 
 async function startStep (step: number): Promise<Child> {
-  const child = spawn(process.execPath, [join(ROOT, 'dist', 'bench', 'step-server.js'), DEV, '--step', String(step)], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const child = tracked(spawn(process.execPath, [join(ROOT, 'dist', 'bench', 'step-server.js'), DEV, '--step', String(step)], { stdio: ['ignore', 'pipe', 'inherit'] }))
   const port = await new Promise<number>((resolve, reject) => {
     createInterface({ input: child.stdout! }).once('line', (l) => { resolve(Number(l)) })
     child.once('exit', (code) => { reject(new Error(`step ${step} server exited with ${code}`)) })
