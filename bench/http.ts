@@ -27,7 +27,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { createAgent, pass } from '../lib/client/agent.js'
-import { DEV, startBaseline, startGateProcess, type Child } from './servers.js'
+import { DEV, splitArgs, startBaseline, startGateProcess, type Child } from './servers.js'
 import { cpuMs, machine, median, table } from './util.js'
 
 const { values } = parseArgs({ options: {
@@ -78,12 +78,10 @@ function summary (runs: Load[]): Load {
   }
 }
 
-// The gate runs with its defaults except the rate limit (bench/servers.ts) and the memory store's
-// bound: at this machine's 25-45k req/s a run issues over a million challenges, each kept 70 s, and
-// the default bound (10^6, a sustained ~14k/s) would turn the last rounds into 503s.
-// `--gate-args` adds or overrides gate options (the last occurrence wins).
+// The gates run with their defaults except BENCH_GATE_ARGS (bench/servers.ts: no rate limit, a
+// memory-store bound no run reaches); `--gate-args` adds or overrides options.
 const baseline = await startBaseline()
-const gateArgs = ['--max-challenges', '10000000', ...values['gate-args'].split(' ').filter((a) => a !== '')]
+const gateArgs = splitArgs(values['gate-args'])
 const gate = await startGateProcess(gateArgs)
 // The refusal path: the same gate with a bucket of one token a second, so that all but about one
 // request a second get 429 (a flooding identity). No target; it shows what refusing costs.

@@ -17,7 +17,7 @@ import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { X509Certificate } from 'node:crypto'
 import { fingerprintOf } from '../lib/identity/tls.js'
-import { DEV, ROOT, tracked } from './servers.js'
+import { BENCH_GATE_ARGS, DEV, ROOT, splitArgs, tracked } from './servers.js'
 
 const { values } = parseArgs({ options: {
   duration: { type: 'string', default: '10' },
@@ -27,7 +27,7 @@ const { values } = parseArgs({ options: {
 const dir = join(ROOT, 'bench', 'results')
 mkdirSync(dir, { recursive: true })
 const child = tracked(spawn(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, join(ROOT, 'dist', 'bin', 'aog-server.js'), '--dev',
-  '--listen', '127.0.0.1:0', '--ops-listen', '127.0.0.1:0', '--rate-burst', '1000000000', '--rate-per-second', '1000000000', ...values['gate-args'].split(' ').filter((a) => a !== '')], { stdio: ['ignore', 'pipe', 'inherit'] }))
+  '--listen', '127.0.0.1:0', '--ops-listen', '127.0.0.1:0', ...BENCH_GATE_ARGS, ...splitArgs(values['gate-args'])], { stdio: ['ignore', 'pipe', 'inherit'] }))
 const port = await new Promise<number>((resolve) => {
   createInterface({ input: child.stdout! }).on('line', (l) => {
     const j = JSON.parse(l) as { msg?: string, gate?: string }

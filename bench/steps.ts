@@ -80,9 +80,7 @@ const samples: number[][] = names.map(() => [])
 const rps: number[][] = names.map(() => [])
 for (let round = 0; round < Number(values.rounds); round++) {
   for (let i = 0; i < names.length; i++) {
-    // The gate's store sized for the run, as in bench:http (at full speed a run issues more than
-    // the default bound of 10^6 live challenges).
-    const server = i < STEPS.length ? await startStep(i) : await startGateProcess(['--max-challenges', '10000000'])
+    const server = i < STEPS.length ? await startStep(i) : await startGateProcess()
     const m = await measure(server, i < STEPS.length ? '/' : '/challenge')
     samples[i]!.push(m.us)
     rps[i]!.push(m.rps)
