@@ -6,6 +6,8 @@
  *   6. result: checkpoints shape, then recomputation in the pool (422)  7. attestation (403)
  * The rate limit is taken by the same store call as the claim; a request that fails at step 2
  * never reaches the claim, so it takes its token with a bare `take` first, and a 429 still wins.
+ * With a store that can tell at once (memory: `Store.limited`), an identity with an empty bucket
+ * is refused before its body is read, so a flood of submissions from it costs no parsing.
  */
 import { AogError } from '../errors.js'
 import { readJsonBody } from '../http/body.js'
@@ -17,6 +19,9 @@ import { rateLimited, replayedIdentity, type GateParts, type Handler, type Reque
 
 /** Take a token, then throw `err` (or the 429 when the bucket is empty). */
 async function refuse (ctx: RequestContext, parts: GateParts, rate: BucketSpec, err: AogError): Promise<never> {
+  // A body refused for its size was not read: whichever refusal is answered, the connection
+  // cannot be reused.
+  if (err.status === 413) ctx.res.shouldKeepAlive = false
   const t = await parts.store.take({ fingerprint: ctx.identity.fingerprint, rate, once: ctx.once })
   if (t.status === TakeStatus.REPLAYED) throw replayedIdentity()
   if (t.status === TakeStatus.RATE_LIMITED) throw rateLimited(t.rate, rate.perSecond)
@@ -27,6 +32,21 @@ export const postTask: Handler = async (ctx, parts) => {
   const { config, store, pool, metrics } = parts
   const rate = { burst: config.rateBurst, perSecond: config.ratePerSecond }
   const F = ctx.identity.fingerprint
+
+  // Step 1 before the body, where it costs nothing. Only a body of declared length within the
+  // limit is left unread: node reads and drops it after the answer, and the connection stays
+  // usable. Any other body (chunked, oversized) goes the usual way. The take that follows marks
+  // the forwarded once-key and the bucket's time, as every refusal's does (a token that came
+  // in between is taken, and the answer is still 429: the request came while the bucket was empty).
+  const length = ctx.req.headers['content-length']
+  if (store.limited !== undefined && length !== undefined && Number(length) <= config.maxBodyBytes) {
+    const empty = store.limited(F, rate)
+    if (empty !== undefined) {
+      const t = await store.take({ fingerprint: F, rate, once: ctx.once })
+      if (t.status === TakeStatus.REPLAYED) throw replayedIdentity()
+      throw rateLimited(t.status === TakeStatus.RATE_LIMITED ? t.rate : empty, rate.perSecond)
+    }
+  }
 
   // Step 2: the body.
   let body: TaskBody

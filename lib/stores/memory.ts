@@ -151,6 +151,14 @@ export class MemoryStore implements Store {
     return { status: admitted ? TakeStatus.OK : TakeStatus.RATE_LIMITED, rate }
   }
 
+  limited (fingerprint: string, spec: BucketSpec): RateState | undefined {
+    if (this.#closed) return undefined // the store call that follows reports it
+    const b = this.#buckets.get(fingerprint)
+    if (b === undefined) return undefined // no bucket: a full one
+    const r = takeToken(b.tokens, b.last, this.#now(), spec)
+    return r.admitted ? undefined : r.rate
+  }
+
   async ping (): Promise<void> { this.#check() }
 
   async close (): Promise<void> {

@@ -118,6 +118,13 @@ export interface Store {
   bind (req: BindRequest): Promise<BindResult>
   /** A bare token bucket take (requests that fail before a claim still cost a token). */
   take (req: TakeRequest): Promise<TakeResult>
+  /**
+   * Optional; synchronous and changes nothing: the identity's bucket state when it holds no whole
+   * token now (its next request would get 429), undefined otherwise. Only a store that answers
+   * without a round trip has it (memory): POST /task then refuses a limited identity before
+   * reading its body. The Redis stores take the token in the claim's own script, after the body.
+   */
+  limited?: (fingerprint: string, rate: BucketSpec) => RateState | undefined
   /** Resolves when the store is reachable; throws StoreUnavailableError otherwise. */
   ping (): Promise<void>
   close (): Promise<void>

@@ -2,6 +2,8 @@
 import t from 'tap'
 import { request } from 'undici'
 import { Readable } from 'node:stream'
+import { connect } from 'node:tls'
+import { agentFiles } from '../helpers/pki.js'
 import { refusedWith, startGate } from '../helpers/gate.js'
 import { getChallenge, solve, submitTask, type GateError, type TaskBody } from '../../lib/client/agent.js'
 import { solveChain } from '../../lib/challenge/chain.js'
@@ -83,6 +85,54 @@ t.test('an empty bucket answers 429 with Retry-After and RateLimit headers, on b
   t.equal(bad.status, 429)
   // Another identity has its own bucket.
   t.equal((await g.raw('agent2', '/challenge')).status, 200)
+})
+
+t.test('POST /task from a limited identity is refused before its body is read, and the connection stays usable', async (t) => {
+  const g = await startGate(t, { rateBurst: 1, ratePerSecond: 0.01 })
+  t.equal((await g.raw('agent', '/challenge')).status, 200, 'the one token')
+  const socket = connect({ host: '127.0.0.1', port: Number(new URL(g.url).port), servername: 'localhost', ...agentFiles('agent') })
+  t.teardown(() => socket.destroy())
+  await new Promise<void>((resolve, reject) => { socket.once('secureConnect', resolve); socket.once('error', reject) })
+  let received = ''
+  socket.setEncoding('latin1')
+  socket.on('data', (d: string) => { received += d })
+  const until = async (what: RegExp, label: string): Promise<void> => {
+    const end = Date.now() + 10_000
+    while (!what.test(received)) {
+      if (Date.now() > end) { t.fail(`no ${label} within 10 s; received: ${JSON.stringify(received)}`); return }
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+  }
+  // Headers and the first 10 bytes of a 1,000-byte body, then nothing: the answer must not wait for the rest.
+  const body = `{"nonce":"${'A'.repeat(22)}","pad":"${' '.repeat(1000 - 43)}"}`
+  t.equal(body.length, 1000)
+  socket.write(`POST /task HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body.slice(0, 10)}`)
+  await until(/\r\n\r\n\{[^}]*\}/, 'answer to the half-sent submission')
+  t.match(received, /^HTTP\/1\.1 429 /, '429 with the body still unsent')
+  t.match(received, /\r\nretry-after: \d+\r\n/i, 'with Retry-After')
+  t.match(received, /"code":"AOG_RATE_LIMITED"/)
+  t.notMatch(received, /connection: close/i, 'the connection is kept')
+  // The rest of the body is read and dropped by the server; the next request on the same
+  // connection is parsed from the right place.
+  const first = received.length
+  socket.write(body.slice(10))
+  socket.write('GET /nowhere HTTP/1.1\r\nhost: localhost\r\n\r\n')
+  await until(/HTTP\/1\.1 404 [\s\S]*"code":"AOG_NOT_FOUND"/, 'answer to the next request on the same connection')
+  t.match(received.slice(first), /^HTTP\/1\.1 404 /, 'the next request answered after the dropped body, nothing in between')
+  const m = await (await request(`${g.opsUrl}/metrics`)).body.text()
+  t.match(m, /aog_rate_limited_total\{route="\/task"\} 1\b/, 'counted as a rate-limited submission')
+})
+
+t.test('a limited identity\'s chunked or oversized submission goes the usual way and gets 429; an unread body closes the connection', async (t) => {
+  const g = await startGate(t, { rateBurst: 1, ratePerSecond: 0.01 })
+  t.equal((await g.raw('agent', '/challenge')).status, 200, 'the one token')
+  const chunked = Readable.from([Buffer.from('{"nonce":'), Buffer.from('"x"}')])
+  const a = await g.raw('agent', '/task', { method: 'POST', body: chunked, headers: { 'content-type': 'application/json' } })
+  t.equal(a.status, 429, 'chunked, well within the limit: 429 after the body')
+  const big = '{"x":"' + ' '.repeat(70_000) + '"}'
+  const b = await g.raw('agent', '/task', { method: 'POST', body: big, headers: { 'content-type': 'application/json' } })
+  t.equal(b.status, 429, 'a declared length over the limit: 429 (step 1 before step 2)')
+  t.equal(b.headers.connection, 'close', 'its body was not read, so the connection is closed (as for a 413)')
 })
 
 t.test('a full verification queue answers 503 with Retry-After and does not burn the nonce', async (t) => {

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { MemoryStore } from '../../lib/stores/memory.js'
-import { ConsumeStatus, IssueStatus } from '../../lib/stores/store.js'
+import { ConsumeStatus, IssueStatus, TakeStatus } from '../../lib/stores/store.js'
 import { storeConformance } from './conformance.js'
 
 storeConformance(t, 'memory', async () => new MemoryStore({ maxChallenges: 100_000, sweepIntervalMs: 50 }))
@@ -94,4 +94,29 @@ t.test('memory: generations behave like one map (differential test against a pla
   now += 60_000
   store.sweep()
   t.equal(store.size, 0, 'everything expired is dropped')
+})
+
+t.test('memory: limited() tells an empty bucket at once and changes nothing', async (t) => {
+  let now = 5_000_000
+  const store = new MemoryStore({ maxChallenges: 10, now: () => now, sweepIntervalMs: 0 })
+  t.teardown(() => store.close())
+  const fingerprint = 'e'.repeat(64)
+  const rate = { burst: 2, perSecond: 1 }
+  t.equal(store.limited(fingerprint, rate), undefined, 'no bucket yet: a full one')
+  t.equal((await store.take({ fingerprint, rate })).status, TakeStatus.OK)
+  for (let i = 0; i < 5; i++) t.equal(store.limited(fingerprint, rate), undefined, 'one token left, however often asked')
+  t.equal((await store.take({ fingerprint, rate })).status, TakeStatus.OK, 'asking took nothing: the second token is still there')
+  const empty = store.limited(fingerprint, rate)
+  t.ok(empty !== undefined, 'empty bucket')
+  t.same(empty, { limit: 2, remaining: 0, resetMs: 2000, retryAfterMs: 1000 }, 'the state a take would report')
+  const taken = await store.take({ fingerprint, rate })
+  t.equal(taken.status, TakeStatus.RATE_LIMITED, 'and a take agrees')
+  t.same(taken.rate, empty)
+  now += 999
+  t.ok(store.limited(fingerprint, rate) !== undefined, 'still empty 1 ms before a token')
+  now += 1
+  t.equal(store.limited(fingerprint, rate), undefined, 'a whole token after 1 s')
+  t.equal(store.limited('d'.repeat(64), rate), undefined, 'another identity has its own bucket')
+  await store.close()
+  t.equal(store.limited(fingerprint, { burst: 2, perSecond: 0.001 }), undefined, 'a closed store leaves the answer to the store call that follows (which refuses)')
 })
