@@ -21,7 +21,7 @@ import { RandomPool } from '../lib/random.js'
 import { MemoryStore } from '../lib/stores/memory.js'
 import { IssueStatus } from '../lib/stores/store.js'
 import { challengeJson } from '../lib/handlers/challenge.js'
-import { rateHeaders, sendJsonText } from '../lib/http/reply.js'
+import { sendJsonRated } from '../lib/http/reply.js'
 import { createLogger, LineBatch, requestLogger, type LineSink } from '../lib/log.js'
 import { BODY, HEADERS, serverOptions } from './baseline-shape.js'
 
@@ -45,7 +45,7 @@ const server = createServer(serverOptions(dev), (req, res) => {
   if (step >= 3) {
     const r = store.issue({ fingerprint, rate, nonce, seed, iterations: 1 << 20, checkpointInterval: 1 << 14, deadlineMs: 10_000, graceMs: 60_000 })
     if (r instanceof Promise || r.status !== IssueStatus.OK) throw new Error('the memory store refused')
-    if (step >= 4) sendJsonText(res, 200, challengeJson(r.challenge), rateHeaders(r.rate, rate.perSecond), true)
+    if (step >= 4) sendJsonRated(res, challengeJson(r.challenge), r.rate, rate.perSecond)
   }
   if (step < 4) {
     res.writeHead(200, HEADERS)

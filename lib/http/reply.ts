@@ -4,7 +4,7 @@ import type { AogError, ErrorCode } from '../errors.js'
 import { jsonString } from '../log.js'
 import type { RateState } from '../stores/store.js'
 
-const BASE_HEADERS = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' }
+export const BASE_HEADERS = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' }
 const BASE_LIST = Object.entries(BASE_HEADERS).flat()
 
 /** Send a JSON body. */
@@ -12,16 +12,25 @@ export function sendJson (res: ServerResponse, status: number, body: unknown, he
   sendJsonText(res, status, JSON.stringify(body), headers)
 }
 
-/**
- * sendJson for a body already serialised. The headers go to writeHead as one flat list (no merged
- * object per response: this is the hot path of GET /challenge). `asciiOnly`: the caller built the
- * body from ASCII alone, so its length is its byte count (Buffer.byteLength of a string built by
- * concatenation takes V8's slow path: flatten, then count).
- */
-export function sendJsonText (res: ServerResponse, status: number, text: string, headers?: Record<string, string>, asciiOnly = false): void {
-  const list = [...BASE_LIST, 'content-type', 'application/json', 'content-length', String(asciiOnly ? text.length : Buffer.byteLength(text))]
+/** sendJson for a body already serialised; the headers go to writeHead as one flat list. */
+export function sendJsonText (res: ServerResponse, status: number, text: string, headers?: Record<string, string>): void {
+  const list = [...BASE_LIST, 'content-type', 'application/json', 'content-length', String(Buffer.byteLength(text))]
   if (headers !== undefined) for (const k in headers) list.push(k, headers[k]!)
   res.writeHead(status, list)
+  res.end(text)
+}
+
+/**
+ * A 200 with the RateLimit headers and a JSON body the caller built from ASCII alone (the GET
+ * /challenge answer: its length is its byte count, and Buffer.byteLength of a concatenated string
+ * takes V8's slow path). The header list is BASE_HEADERS and the rest written out whole: no object
+ * of headers to walk, no list to copy (a test checks the fixed headers against BASE_HEADERS).
+ */
+export function sendJsonRated (res: ServerResponse, text: string, rate: RateState, perSecond: number): void {
+  res.writeHead(200, [
+    'cache-control', 'no-store', 'x-content-type-options', 'nosniff', 'content-type', 'application/json',
+    'content-length', String(text.length), 'ratelimit-policy', policyText(rate.limit, perSecond), 'ratelimit', rateText(rate),
+  ])
   res.end(text)
 }
 
@@ -69,11 +78,16 @@ let policy = { limit: Number.NaN, perSecond: Number.NaN, text: '' }
  * text is kept from the last call.
  */
 export function rateHeaders (rate: RateState, perSecond: number): Record<string, string> {
-  if (rate.limit !== policy.limit || perSecond !== policy.perSecond) {
-    policy = { limit: rate.limit, perSecond, text: `"identity";q=${rate.limit};w=${Math.max(1, Math.ceil(rate.limit / perSecond))}` }
+  return { 'ratelimit-policy': policyText(rate.limit, perSecond), ratelimit: rateText(rate) }
+}
+
+function policyText (limit: number, perSecond: number): string {
+  if (limit !== policy.limit || perSecond !== policy.perSecond) {
+    policy = { limit, perSecond, text: `"identity";q=${limit};w=${Math.max(1, Math.ceil(limit / perSecond))}` }
   }
-  return {
-    'ratelimit-policy': policy.text,
-    ratelimit: `"identity";r=${rate.remaining};t=${Math.ceil(rate.resetMs / 1000)}`,
-  }
+  return policy.text
+}
+
+function rateText (rate: RateState): string {
+  return `"identity";r=${rate.remaining};t=${Math.ceil(rate.resetMs / 1000)}`
 }

@@ -52,6 +52,46 @@ t.test('through a LineBatch (ASCII lines copied, others UTF-8 encoded) the reque
   t.equal(asciiLines, 2, 'the two plain lines took the ASCII path, the others the UTF-8 one')
 })
 
+t.test('one request writer over a run of lines (its kept segments change and repeat) writes what logger.info writes', async (t) => {
+  let now = Date.UTC(2026, 10, 27, 5, 51, 1, 922)
+  const clock = (): number => now
+  const pinoLines: string[] = []
+  const reference = createLogger({ destination: new Writable({ write (chunk, _enc, cb) { pinoLines.push(String(chunk)); cb() } }), now: clock })
+  const out = sink()
+  const batch = new LineBatch(out, 1 << 20, 60_000)
+  let asciiLines = 0
+  const copy = batch.writeAscii.bind(batch)
+  batch.writeAscii = (line) => { asciiLines++; return copy(line) }
+  const write = requestLogger(createLogger({ destination: batch, now: clock }))
+  let seed = 5
+  const pick = <T>(xs: readonly T[]): T => { seed = (seed * 1103515245 + 12345) % 2147483648; return xs[Math.floor(seed / 65536) % xs.length]! }
+  const n = 3000
+  for (let i = 0; i < n; i++) {
+    if (pick([0, 0, 0, 1]) === 1) now += pick([1, 7, 1000, 86_400_000])
+    const line: RequestLine = {
+      reqId: pick(['a1b2c30000000001', 'a1b2c30000000002', 'a1b2c3000000ffff', 'x"y']),
+      fp: pick([undefined, '0123456789abcdef', 'fedcba9876543210', 'é\n']),
+      method: pick(['GET', 'POST', 'M-SEARCH', 'G\tT']),
+      route: pick(['/challenge', '/task', 'unmatched']),
+      status: pick([200, 404, 429, 503]),
+      durationMs: pick([0.42, 12, 1e-7, 3.5, 0.05, 100.1]),
+      outcome: pick(['ok', 'AOG_RATE_LIMITED', 'un"known']),
+    }
+    reference.info({ ...line }, 'request')
+    write(line)
+  }
+  batch.flushSync()
+  const ours = out.writes.join('')
+  const theirs = pinoLines.join('')
+  let bad = 0
+  const a = ours.split('\n')
+  const b = theirs.split('\n')
+  for (let i = 0; i < b.length; i++) if (a[i] !== b[i]) { if (bad++ < 3) t.equal(a[i], b[i], `line ${i}`) }
+  t.equal(bad, 0, `${n} lines: same bytes`)
+  t.equal(a.length, b.length)
+  t.ok(asciiLines > n / 4 && asciiLines < n, `the plain lines (${asciiLines}) took the segment path, the others the whole-line one`)
+})
+
 t.test('jsonNumber writes what JSON.stringify writes', async (t) => {
   let bad = 0
   for (let c = 0; c < 300_000; c++) if (jsonNumber(c / 100) !== JSON.stringify(c / 100)) bad++

@@ -72,6 +72,22 @@ t.test('RateLimit headers follow the policy and the state of each call', async (
   }
 })
 
+t.test('the GET /challenge answer carries the fixed headers, the RateLimit headers and the body\'s length', async (t) => {
+  const { BASE_HEADERS, rateHeaders, sendJsonRated } = await import('../../../lib/http/reply.js')
+  const rate = { limit: 20, remaining: 7, resetMs: 2600, retryAfterMs: 0 }
+  let head: { status: number, list: string[] } | undefined
+  let body: string | undefined
+  const res = { writeHead (status: number, list: string[]) { head = { status, list } }, end (text: string) { body = text } }
+  const text = '{"nonce":"abc","n":1}'
+  sendJsonRated(res as never, text, rate, 5)
+  t.equal(head?.status, 200)
+  const headers: Record<string, string> = {}
+  for (let i = 0; i < head!.list.length; i += 2) headers[head!.list[i]!] = head!.list[i + 1]!
+  t.equal(head!.list.length / 2, Object.keys(headers).length, 'no header twice')
+  t.same(headers, { ...BASE_HEADERS, 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)), ...rateHeaders(rate, 5) })
+  t.equal(body, text)
+})
+
 t.test('a problem body written by hand is JSON.stringify of the RFC 9457 object, for every code', async (t) => {
   const { problemJson } = await import('../../../lib/http/reply.js')
   const { ERRORS } = await import('../../../lib/errors.js')
