@@ -8,6 +8,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server as 
 import type { AddressInfo, Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import { RandomPool } from './random.js'
+import { RequestIds } from './request-id.js'
 import { readFileSync, unwatchFile, watchFile } from 'node:fs'
 import type { Config } from './config.js'
 import { requestLogger, type Logger } from './log.js'
@@ -215,11 +216,9 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
 
   server.on('request', handle)
 
-  // Request ids: a random per-process prefix and a counter (16 hex digits). They only tie log
-  // lines together, so they need to be unique, not unpredictable, and a counter is free.
-  const reqPrefix = random.hex(3)
+  // Request ids: a random per-process prefix and a counter (16 hex digits).
+  const reqIds = new RequestIds(random.hex(3))
   const logRequest = requestLogger(logger)
-  let reqSeq = 0
   // The FastHistogram series of the last (route, method, status) is kept aside: under load most
   // requests repeat it, and then no label object is built or looked up.
   let last = { route: '', method: '', status: 0, series: undefined as Observer | undefined }
@@ -257,7 +256,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
   // rejection goes to fail() like a throw.
   function handle (req: IncomingMessage, res: ServerResponse): void {
     const start = performance.now()
-    const ctx = new Context(reqPrefix + (++reqSeq).toString(16).padStart(10, '0'), req, res, logger)
+    const ctx = new Context(reqIds.next(), req, res, logger)
     inflight++
     if (closing) res.setHeader('connection', 'close')
     let pending: Promise<void> | void = undefined
