@@ -180,11 +180,13 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
   const onceTtlMs = 2 * config.forwardSkewSeconds * 1000
 
   /** The identity step: who is calling, revocation, and (forwarded) the single-use request id. */
-  function identify (req: IncomingMessage): { identity: Identity, once?: OnceKey } {
+  function identify (ctx: Context): void {
+    const req = ctx.req
     if (!forwarded) {
       const identity = tlsIdentity(req.socket as TLSSocket)
       revocation.check(identity)
-      return { identity }
+      ctx.identity = identity
+      return
     }
     const r = forwardedIdentity(req.method ?? '', req.url ?? '', req.headers, {
       secrets,
@@ -193,7 +195,8 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
       ...(deps.now === undefined ? {} : { now: deps.now }),
     })
     revocation.check(r.identity)
-    return { identity: r.identity, once: { id: r.rid, ttlMs: onceTtlMs } }
+    ctx.identity = r.identity
+    ctx.once = { id: r.rid, ttlMs: onceTtlMs }
   }
 
   let inflight = 0
@@ -231,16 +234,25 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     series.observe(seconds)
   }
 
+  // The logged fingerprint prefix of the last identity: the same string for its next requests
+  // (a fresh slice per request made the request line compare 16 characters each time).
+  let lastFingerprint: string | undefined
+  let lastFp: string | undefined
   /** The end of every request: the in-flight count, the duration histogram and the log line. */
   function done (ctx: Context, start: number): void {
     inflight--
     const { req, res } = ctx
     const ms = performance.now() - start
     const method = req.method ?? ''
+    const fingerprint = ctx.identity?.fingerprint
+    if (fingerprint !== lastFingerprint) {
+      lastFingerprint = fingerprint
+      lastFp = fingerprint?.slice(0, 16)
+    }
     observeDuration(ctx.route, method, res.statusCode, ms / 1000)
     logRequest({
       reqId: ctx.reqId,
-      fp: ctx.identity?.fingerprint.slice(0, 16),
+      fp: lastFp,
       method,
       route: ctx.route,
       status: res.statusCode,
@@ -261,11 +273,8 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     if (closing) res.setHeader('connection', 'close')
     let pending: Promise<void> | void = undefined
     try {
-      const who = identify(req)
-      ctx.identity = who.identity
-      ctx.once = who.once
-      const match = router.find(req.method ?? '', req.url ?? '/', (path) => { ctx.route = path })
-      pending = match.handler(ctx, parts)
+      identify(ctx)
+      pending = router.find(req.method ?? '', req.url ?? '/', ctx)(ctx, parts)
     } catch (err) {
       fail(ctx, err)
     }

@@ -1,11 +1,6 @@
 /** A table of method + path to handler; unknown paths answer 404, known paths with another method 405. */
 import { AogError } from '../errors.js'
 
-export interface Match<H> {
-  route: string
-  handler: H
-}
-
 export class Router<H> {
   readonly #routes = new Map<string, Map<string, H>>()
 
@@ -19,18 +14,18 @@ export class Router<H> {
 
   /**
    * Find the handler, or throw AOG_NOT_FOUND / AOG_METHOD_NOT_ALLOWED (with an Allow header).
-   * `onRoute` learns the matched path (also before a 405), for logs and metric labels.
+   * `into.route` is set to the matched path (also before a 405), for logs and metric labels.
    */
-  find (method: string, url: string, onRoute?: (path: string) => void): Match<H> {
+  find (method: string, url: string, into?: { route: string }): H {
     const q = url.indexOf('?')
     const path = q === -1 ? url : url.slice(0, q)
     const byMethod = this.#routes.get(path)
     if (byMethod === undefined) throw new AogError('AOG_NOT_FOUND', 'no such route')
-    onRoute?.(path)
+    if (into !== undefined) into.route = path
     const handler = byMethod.get(method)
     if (handler === undefined) {
       throw new AogError('AOG_METHOD_NOT_ALLOWED', `${method} is not allowed here`, { headers: { allow: [...byMethod.keys()].join(', ') } })
     }
-    return { route: path, handler }
+    return handler
   }
 }

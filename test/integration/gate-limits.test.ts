@@ -241,6 +241,14 @@ t.test('logs carry one line per request and never a seed or a certificate', asyn
     t.match(l, { reqId: /^[0-9a-f]{16}$/, fp: agent.fingerprint.slice(0, 16), status: 200, outcome: 'ok' })
     t.type(l.durationMs, 'number')
   }
+  // Identities in turn: each line names its own (the gate keeps the last identity's prefix).
+  const other = g.agent('agent2')
+  const order = [agent, other, other, agent, other]
+  for (const a of order) await getChallenge(a)
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  const more = g.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'request').slice(2)
+  t.same(more.map((l) => l.fp), order.map((a) => a.fingerprint.slice(0, 16)), 'each line the fingerprint of its own request')
+  t.equal(new Set(more.map((l) => l.reqId)).size, order.length, 'request ids unique')
   const all = g.logs.join('')
   t.notOk(all.includes(c.seed), 'no seed in the logs')
   t.notOk(all.includes('BEGIN CERTIFICATE'), 'no certificate in the logs')

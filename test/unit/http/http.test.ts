@@ -15,16 +15,23 @@ t.test('only application/json (utf-8) is a JSON media type', async (t) => {
 
 t.test('the router answers 404 for unknown paths and 405 with Allow for known ones', async (t) => {
   const r = new Router<string>().add('GET', '/a', 'a').add('POST', '/b', 'b')
-  t.same(r.find('GET', '/a?x=1'), { route: '/a', handler: 'a' })
+  const into = { route: 'unmatched' }
+  t.equal(r.find('GET', '/a?x=1', into), 'a')
+  t.equal(into.route, '/a', 'the matched path, without the query')
+  t.equal(r.find('POST', '/b'), 'b', 'no `into`: the handler alone')
   t.throws(() => r.find('HEAD', '/a'), { code: 'AOG_METHOD_NOT_ALLOWED' }, 'no implicit HEAD: GET may have side effects')
-  t.throws(() => r.find('GET', '/c'), { code: 'AOG_NOT_FOUND' })
+  const missing = { route: 'unmatched' }
+  t.throws(() => r.find('GET', '/c', missing), { code: 'AOG_NOT_FOUND' })
+  t.equal(missing.route, 'unmatched', 'an unknown path sets no route')
+  const wrong = { route: 'unmatched' }
   try {
-    r.find('GET', '/b')
+    r.find('GET', '/b', wrong)
     t.fail('expected 405')
   } catch (err) {
     t.type(err, AogError)
     t.match(err, { code: 'AOG_METHOD_NOT_ALLOWED', status: 405, headers: { allow: 'POST' } })
   }
+  t.equal(wrong.route, '/b', 'a 405 still names its route (logs and metric labels)')
 })
 
 t.test('the token bucket arithmetic', async (t) => {
