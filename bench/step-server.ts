@@ -6,8 +6,8 @@
  *   1  + the caller's identity (tlsIdentity: authorized socket, cached fingerprint)
  *   2  + a nonce and a seed from the RandomPool
  *   3  + the memory store's issue (token bucket, record kept for deadline + grace, 70 s)
- *   4  + the real body and RateLimit headers (challengeJson, rateHeaders, sendJsonText)
- *   5  + the request log line (requestLogger through LineBatch and SonicBoom, to /dev/null)
+ *   4  + the real body and RateLimit headers (challengeJson, sendJsonRated)
+ *   5  + the request log line (RequestIds, requestLogger through LineBatch and SonicBoom, to /dev/null)
  * The last step does what the gate does for GET /challenge except routing, the request context,
  * the duration histogram and the revocation check. Prints its port on stdout.
  *   node dist/bench/step-server.js <dev-cert-dir> --step N
@@ -22,6 +22,7 @@ import { MemoryStore } from '../lib/stores/memory.js'
 import { IssueStatus } from '../lib/stores/store.js'
 import { challengeJson } from '../lib/handlers/challenge.js'
 import { sendJsonRated } from '../lib/http/reply.js'
+import { RequestIds } from '../lib/request-id.js'
 import { createLogger, LineBatch, requestLogger, type LineSink } from '../lib/log.js'
 import { BODY, HEADERS, serverOptions } from './baseline-shape.js'
 
@@ -33,11 +34,11 @@ const random = new RandomPool()
 const store = new MemoryStore({ maxChallenges: 10_000_000 })
 const sonic = pino.destination({ dest: '/dev/null', sync: false, minLength: 0, contentMode: 'buffer' }) as unknown as LineSink
 const logRequest = requestLogger(createLogger({ level: 'info', destination: new LineBatch(sonic, 4096) }))
-let seq = 0
+const reqIds = new RequestIds('abcdef')
 
 const server = createServer(serverOptions(dev), (req, res) => {
   const start = performance.now()
-  const reqId = `abcdef${(++seq).toString(16).padStart(10, '0')}`
+  const reqId = reqIds.next()
   let fingerprint = ''
   if (step >= 1) fingerprint = tlsIdentity(req.socket as TLSSocket).fingerprint
   const nonce = step >= 2 ? random.base64url(16) : ''
