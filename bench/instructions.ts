@@ -13,11 +13,18 @@
  * difference in requests), in which the TLS handshakes of each load's new connections cancel out.
  * Needs valgrind (Debian: `apt-get install valgrind`); takes a few minutes (valgrind runs the
  * server ~50 times slower).
- *   npm run bench:instructions [-- --requests 3000 --warm 3000 --connections 16]
+ *
+ * `--functions N` also prints the N functions whose marginal instructions per request differ most
+ * between the gate and the baseline (callgrind_annotate's per-function counts; the servers run
+ * with `node --perf-basic-prof`, whose map names the JIT-compiled JavaScript that callgrind only
+ * knows by address). This is where to look for the gate's own costs; note that counts of one
+ * version move by several thousand between runs (JIT compilation and garbage collection falling
+ * in the measured window), so compare functions, not totals, across two runs.
+ *   npm run bench:instructions [-- --requests 3000 --warm 3000 --connections 16 --functions 40]
  */
 import autocannon from 'autocannon'
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -29,7 +36,9 @@ const { values } = parseArgs({ options: {
   requests: { type: 'string', default: '3000' },
   warm: { type: 'string', default: '3000' },
   connections: { type: 'string', default: '16' },
+  functions: { type: 'string', default: '0' },
 } })
+const functions = Number(values.functions)
 const requests = Number(values.requests)
 const tlsOptions = { cert: readFileSync(join(DEV, 'agent.pem')), key: readFileSync(join(DEV, 'agent-key.pem')), ca: readFileSync(join(DEV, 'ca.pem')) }
 
@@ -67,14 +76,58 @@ function totalIr (file: string): number {
   return Number(m[1])
 }
 
-interface Count { perRequest: number, marginal: number }
+interface Count { perRequest: number, marginal: number, byFunction: Map<string, number> }
+
+/** JIT code ranges from a `--perf-basic-prof` map (`start size name` in hex), sorted by start. */
+function perfMap (file: string): Array<{ start: number, end: number, name: string }> {
+  if (!existsSync(file)) return []
+  const ranges: Array<{ start: number, end: number, name: string }> = []
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const m = /^([0-9a-f]+) ([0-9a-f]+) (.*)$/.exec(line)
+    if (m !== null) ranges.push({ start: parseInt(m[1]!, 16), end: parseInt(m[1]!, 16) + parseInt(m[2]!, 16), name: m[3]! })
+  }
+  return ranges.sort((a, b) => a.start - b.start)
+}
+
+/**
+ * Instructions per function in a callgrind output file (callgrind_annotate, exclusive counts),
+ * JIT code named from the perf map: callgrind calls code it has no symbol for by its address.
+ */
+function perFunction (file: string, ranges: Array<{ start: number, end: number, name: string }>): Map<string, number> {
+  const text = execFileSync('callgrind_annotate', ['--inclusive=no', '--threshold=100', file], { encoding: 'utf8', maxBuffer: 64 << 20 })
+  const out = new Map<string, number>()
+  for (const line of text.split('\n')) {
+    const m = /^\s*([\d,]+)\s+(?:\([^)]*\)\s+)?(\S.*)$/.exec(line)
+    if (m === null || m[2]!.includes('PROGRAM TOTALS')) continue
+    let name = m[2]!.replace(/^\?\?\?:/, '')
+    const address = /^0x([0-9a-f]+)/.exec(name)
+    if (address !== null) {
+      const at = parseInt(address[1]!, 16)
+      let lo = 0
+      let hi = ranges.length - 1
+      let hit: string | undefined
+      while (lo <= hi) {
+        const mid = (lo + hi) >> 1
+        const r = ranges[mid]!
+        if (at < r.start) hi = mid - 1
+        else if (at >= r.end) lo = mid + 1
+        else { hit = r.name; break }
+      }
+      name = hit === undefined ? 'JIT code (unnamed)' : `JIT ${hit.replace(/file:\/\/\S*\/dist\//, '')}`
+    }
+    out.set(name, (out.get(name) ?? 0) + Number(m[1]!.replace(/,/g, '')))
+  }
+  return out
+}
 
 async function count (name: string, path: string, args: (port: number) => string[]): Promise<Count> {
   const dir = mkdtempSync(join(tmpdir(), 'aog-callgrind-'))
   const port = await freePort()
   const out = join(dir, 'callgrind.out')
   const child = spawn('valgrind', ['--tool=callgrind', '--smc-check=all-non-file', '--instr-atstart=no', `--callgrind-out-file=${out}`,
-    process.execPath, ...args(port)], { stdio: ['ignore', 'ignore', 'ignore'], cwd: ROOT })
+    process.execPath, ...(functions > 0 ? ['--perf-basic-prof'] : []), ...args(port)], { stdio: ['ignore', 'ignore', 'ignore'], cwd: ROOT })
+  // valgrind runs node in its own process: the map is named after the spawned pid.
+  const map = `/tmp/perf-${child.pid}.map`
   try {
     await listening(port, child)
     await load(port, path, Number(values.warm))
@@ -88,10 +141,17 @@ async function count (name: string, path: string, args: (port: number) => string
     const a = totalIr(`${out}.1`)
     const b = totalIr(`${out}.2`)
     console.error(`${name}: ${a} instructions for ${requests} requests, ${b} for ${3 * requests}`)
-    return { perRequest: b / (3 * requests), marginal: (b - a) / (2 * requests) }
+    const byFunction = new Map<string, number>()
+    if (functions > 0) {
+      const ranges = perfMap(map)
+      const first = perFunction(`${out}.1`, ranges)
+      for (const [f, n] of perFunction(`${out}.2`, ranges)) byFunction.set(f, (n - (first.get(f) ?? 0)) / (2 * requests))
+    }
+    return { perRequest: b / (3 * requests), marginal: (b - a) / (2 * requests), byFunction }
   } finally {
     child.kill('SIGKILL')
     rmSync(dir, { recursive: true, force: true })
+    rmSync(map, { force: true })
   }
 }
 
@@ -105,4 +165,16 @@ console.log(table([
   { target: 'bare node:https (baseline)', 'instructions/request': k(base.perRequest), 'marginal instructions/request': k(base.marginal), ratio: '1.00x' },
   { target: 'gate GET /challenge', 'instructions/request': k(gate.perRequest), 'marginal instructions/request': k(gate.marginal), ratio: `${(gate.perRequest / base.perRequest).toFixed(2)}x (marginal ${(gate.marginal / base.marginal).toFixed(2)}x)` },
 ]))
+if (functions > 0) {
+  const names = new Set([...base.byFunction.keys(), ...gate.byFunction.keys()])
+  const rows = [...names].map((f) => ({ f, g: gate.byFunction.get(f) ?? 0, b: base.byFunction.get(f) ?? 0 }))
+    .sort((x, y) => Math.abs(y.g - y.b) - Math.abs(x.g - x.b)).slice(0, functions)
+  console.log(`\nthe ${functions} functions whose marginal instructions per request differ most (gate - baseline)`)
+  console.log(table(rows.map((r) => ({
+    'gate - baseline': Math.round(r.g - r.b),
+    gate: Math.round(r.g),
+    baseline: Math.round(r.b),
+    function: r.f.length > 110 ? `${r.f.slice(0, 107)}...` : r.f,
+  }))))
+}
 process.exit(0)
