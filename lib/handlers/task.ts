@@ -12,20 +12,24 @@
 import { AogError } from '../errors.js'
 import { readJsonBody } from '../http/body.js'
 import { rateHeaders, sendJson } from '../http/reply.js'
-import { ConsumeStatus, TakeStatus, type BucketSpec } from '../stores/store.js'
+import { ConsumeStatus, TakeStatus, type BucketSpec, type RateState } from '../stores/store.js'
 import { checkPlausible, planVerification, sameHex } from '../challenge/policy.js'
 import { checkTaskBody, type TaskBody, type TaskResponse } from './schemas.js'
 import { rateLimited, replayedIdentity, type GateParts, type Handler, type RequestContext } from './context.js'
 
-/** Take a token, then throw `err` (or the 429 when the bucket is empty). */
-async function refuse (ctx: RequestContext, parts: GateParts, rate: BucketSpec, err: AogError): Promise<never> {
+/**
+ * Take a token, then throw `err` (or the 429 when the bucket is empty). `err` as a bucket state:
+ * the request came while the bucket was empty, so its answer is that 429 even if a token came in
+ * between and was taken.
+ */
+async function refuse (ctx: RequestContext, parts: GateParts, rate: BucketSpec, err: AogError | RateState): Promise<never> {
   // A body refused for its size was not read: whichever refusal is answered, the connection
   // cannot be reused.
-  if (err.status === 413) ctx.res.shouldKeepAlive = false
+  if (err instanceof AogError && err.status === 413) ctx.res.shouldKeepAlive = false
   const t = await parts.store.take({ fingerprint: ctx.identity.fingerprint, rate, once: ctx.once })
   if (t.status === TakeStatus.REPLAYED) throw replayedIdentity()
   if (t.status === TakeStatus.RATE_LIMITED) throw rateLimited(t.rate, rate.perSecond)
-  throw err
+  throw err instanceof AogError ? err : rateLimited(err, rate.perSecond)
 }
 
 export const postTask: Handler = async (ctx, parts) => {
@@ -35,17 +39,12 @@ export const postTask: Handler = async (ctx, parts) => {
 
   // Step 1 before the body, where it costs nothing. Only a body of declared length within the
   // limit is left unread: node reads and drops it after the answer, and the connection stays
-  // usable. Any other body (chunked, oversized) goes the usual way. The take that follows marks
-  // the forwarded once-key and the bucket's time, as every refusal's does (a token that came
-  // in between is taken, and the answer is still 429: the request came while the bucket was empty).
+  // usable. Any other body (chunked, oversized) goes the usual way. refuse() takes the token and
+  // marks the forwarded once-key, as for every refusal.
   const length = ctx.req.headers['content-length']
   if (store.limited !== undefined && length !== undefined && Number(length) <= config.maxBodyBytes) {
     const empty = store.limited(F, rate)
-    if (empty !== undefined) {
-      const t = await store.take({ fingerprint: F, rate, once: ctx.once })
-      if (t.status === TakeStatus.REPLAYED) throw replayedIdentity()
-      throw rateLimited(t.status === TakeStatus.RATE_LIMITED ? t.rate : empty, rate.perSecond)
-    }
+    if (empty !== undefined) return refuse(ctx, parts, rate, empty)
   }
 
   // Step 2: the body.

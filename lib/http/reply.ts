@@ -7,13 +7,9 @@ import type { RateState } from '../stores/store.js'
 export const BASE_HEADERS = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' }
 const BASE_LIST = Object.entries(BASE_HEADERS).flat()
 
-/** Send a JSON body. */
+/** Send a JSON body; the headers go to writeHead as one flat list. */
 export function sendJson (res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
-  sendJsonText(res, status, JSON.stringify(body), headers)
-}
-
-/** sendJson for a body already serialised; the headers go to writeHead as one flat list. */
-export function sendJsonText (res: ServerResponse, status: number, text: string, headers?: Record<string, string>): void {
+  const text = JSON.stringify(body)
   const list = [...BASE_LIST, 'content-type', 'application/json', 'content-length', String(Buffer.byteLength(text))]
   if (headers !== undefined) for (const k in headers) list.push(k, headers[k]!)
   res.writeHead(status, list)
