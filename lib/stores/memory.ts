@@ -5,11 +5,18 @@
  * live records is bounded: when full, issue answers FULL (the gate replies 503) and never evicts
  * a live challenge.
  *
- * Records live in generations: one Map per slice of issue time (a sixteenth of a record's
- * lifetime, at least a second), newest last. Inserting into a small recent Map and dropping a
- * whole expired Map costs a quarter of inserting into, and deleting one by one from, a single Map
- * of a few hundred thousand live records (the GET /challenge hot path). A lookup asks at most
- * about seventeen Maps, newest first.
+ * Records live in generations: one per slice of issue time (a sixteenth of a record's lifetime,
+ * at least a second), newest last, dropped whole once their last record expires. A lookup asks
+ * at most about seventeen generations, newest first.
+ *
+ * A generation keeps its records in columns of typed arrays, keyed by the nonce's 16 bytes in an
+ * open-addressing table: no JavaScript object per record, so the garbage collector has nothing
+ * to copy, promote or mark for them. With a Map of one record object per nonce, a gate holding
+ * its steady state of records (70 s of challenges at the defaults: millions at tens of thousands
+ * a second) spent more on issuing them than on everything else it does for a GET /challenge
+ * (docs/benchmarks.md, session 7). Nonces are therefore 16 bytes in canonical base64url and seeds
+ * 32 bytes in lowercase hex, as the gate makes them (PROTOCOL.md section 2); issue refuses others
+ * with a TypeError, and a lookup of a nonce in any other form finds nothing.
  */
 import type {
   BindRequest, BindResult, BucketSpec, ChallengeRecord, ConsumeRequest, ConsumeResult, IssueRequest,
@@ -17,21 +24,188 @@ import type {
 } from './store.js'
 import { ConsumeStatus, IssueStatus, TakeStatus, takeToken } from './store.js'
 
-/** A stored record: the challenge's fields and the store's own, in one object (one per record to collect). */
-interface Entry extends ChallengeRecord {
-  expiresAt: number
-  consumed: boolean
-  passed: boolean
-}
-
 interface Bucket { tokens: number, last: number, idleAt: number }
 
-/** The records issued in one slice of time; droppable as a whole once its last record expires. */
-interface Generation {
-  readonly map: Map<string, Entry>
+const CONSUMED = 1
+const PASSED = 2
+/** Per record in Generation.numbers: issuedAt, deadline, expiresAt, iterations, checkpointInterval. */
+const NUMBERS = 5
+
+/** base64url and lowercase hex digit values by character code (-1: not a digit). */
+const B64 = new Int8Array(128).fill(-1)
+const HEX = new Int8Array(128).fill(-1)
+for (const [i, c] of [...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'].entries()) B64[c.charCodeAt(0)] = i
+for (const [i, c] of [...'0123456789abcdef'].entries()) HEX[c.charCodeAt(0)] = i
+
+function b64 (s: string, i: number): number {
+  const c = s.charCodeAt(i)
+  return c < 128 ? B64[c]! : -1
+}
+
+function hex (s: string, i: number): number {
+  const c = s.charCodeAt(i)
+  return c < 128 ? HEX[c]! : -1
+}
+
+/** The nonce being looked up or inserted, as bytes and as four 32-bit words (one buffer). */
+const KEY = new Uint8Array(16)
+const KEY32 = new Int32Array(KEY.buffer)
+
+/** The seed being inserted, as bytes and as eight 32-bit words (one buffer). */
+const SEED = new Uint8Array(32)
+const SEED32 = new Int32Array(SEED.buffer)
+
+/** Decode a seed into SEED: true for 64 lowercase hex digits, false for anything else. */
+function seedBytes (s: string): boolean {
+  if (s.length !== 64) return false
+  for (let i = 0; i < 32; i++) {
+    const hi = hex(s, 2 * i)
+    const lo = hex(s, 2 * i + 1)
+    if ((hi | lo) < 0) return false
+    SEED[i] = (hi << 4) | lo
+  }
+  return true
+}
+
+/**
+ * Decode a nonce into KEY: true for 22 base64url characters in canonical form (the last one's
+ * four unused bits zero, as a 16-byte encoding has them), false for anything else.
+ */
+function nonceKey (s: string): boolean {
+  if (s.length !== 22) return false
+  let j = 0
+  for (let i = 0; i < 20; i += 4) {
+    const a = b64(s, i)
+    const b = b64(s, i + 1)
+    const c = b64(s, i + 2)
+    const d = b64(s, i + 3)
+    if ((a | b | c | d) < 0) return false
+    const n = (a << 18) | (b << 12) | (c << 6) | d
+    KEY[j++] = n >> 16
+    KEY[j++] = n >> 8
+    KEY[j++] = n
+  }
+  const a = b64(s, 20)
+  const b = b64(s, 21)
+  if ((a | b) < 0 || (b & 15) !== 0) return false
+  KEY[15] = (a << 2) | (b >> 4)
+  return true
+}
+
+/**
+ * The records issued in one slice of time, in columns indexed by slot (issue order), and a table
+ * from nonce to slot + 1 (0: empty), open addressing with linear probing, at most half full. The
+ * nonces are CSPRNG bytes, so their first word is the hash; a lookup's nonce may be anyone's
+ * choice, but the table's layout is not, and a probe ends at the first empty place.
+ */
+class Generation {
   readonly start: number
   readonly span: number
-  maxExpiry: number
+  maxExpiry = 0
+  count = 0
+  #table: Int32Array
+  #keys: Int32Array
+  #numbers: Float64Array
+  #seeds: Int32Array
+  #flags: Uint8Array
+  readonly #fingerprints: string[] = []
+
+  constructor (start: number, span: number, capacity = 1024) {
+    this.start = start
+    this.span = span
+    this.#table = new Int32Array(2 * capacity)
+    this.#keys = new Int32Array(4 * capacity)
+    this.#numbers = new Float64Array(NUMBERS * capacity)
+    this.#seeds = new Int32Array(8 * capacity)
+    this.#flags = new Uint8Array(capacity)
+  }
+
+  /** The slot of the nonce in KEY, or -1. */
+  find (): number {
+    const table = this.#table
+    const keys = this.#keys
+    const mask = table.length - 1
+    const k0 = KEY32[0]!
+    const k1 = KEY32[1]!
+    const k2 = KEY32[2]!
+    const k3 = KEY32[3]!
+    for (let i = k0 & mask; ; i = (i + 1) & mask) {
+      const s = table[i]! - 1
+      if (s < 0) return -1
+      const at = 4 * s
+      if (keys[at] === k0 && keys[at + 1] === k1 && keys[at + 2] === k2 && keys[at + 3] === k3) return s
+    }
+  }
+
+  /** Add the record of the nonce in KEY and the seed in SEED (the caller made sure the nonce is absent). */
+  add (fingerprint: string, iterations: number, checkpointInterval: number, issuedAt: number, deadline: number, expiresAt: number): void {
+    const slot = this.count
+    if (slot === this.#flags.length) this.#grow()
+    const keys = this.#keys
+    keys[4 * slot] = KEY32[0]!
+    keys[4 * slot + 1] = KEY32[1]!
+    keys[4 * slot + 2] = KEY32[2]!
+    keys[4 * slot + 3] = KEY32[3]!
+    const seeds = this.#seeds
+    for (let i = 0; i < 8; i++) seeds[8 * slot + i] = SEED32[i]!
+    const n = this.#numbers
+    n[NUMBERS * slot] = issuedAt
+    n[NUMBERS * slot + 1] = deadline
+    n[NUMBERS * slot + 2] = expiresAt
+    n[NUMBERS * slot + 3] = iterations
+    n[NUMBERS * slot + 4] = checkpointInterval
+    this.#fingerprints.push(fingerprint)
+    this.#place(slot)
+    this.count = slot + 1
+    if (expiresAt > this.maxExpiry) this.maxExpiry = expiresAt
+  }
+
+  fingerprint (slot: number): string { return this.#fingerprints[slot]! }
+  issuedAt (slot: number): number { return this.#numbers[NUMBERS * slot]! }
+  deadline (slot: number): number { return this.#numbers[NUMBERS * slot + 1]! }
+  expiresAt (slot: number): number { return this.#numbers[NUMBERS * slot + 2]! }
+  has (slot: number, flag: number): boolean { return (this.#flags[slot]! & flag) !== 0 }
+  mark (slot: number, flag: number): void { this.#flags[slot]! |= flag }
+
+  /** The record as callers see it (a copy: nothing they do changes the store). */
+  record (slot: number, nonce: string): ChallengeRecord {
+    const n = this.#numbers
+    const at = NUMBERS * slot
+    return {
+      nonce,
+      seed: Buffer.from(this.#seeds.buffer, this.#seeds.byteOffset + 32 * slot, 32).toString('hex'),
+      fingerprint: this.#fingerprints[slot]!,
+      iterations: n[at + 3]!,
+      checkpointInterval: n[at + 4]!,
+      issuedAt: n[at]!,
+      deadline: n[at + 1]!,
+    }
+  }
+
+  /** Put `slot` (its key written) into the table. */
+  #place (slot: number): void {
+    const table = this.#table
+    const mask = table.length - 1
+    let i = this.#keys[4 * slot]! & mask
+    while (table[i] !== 0) i = (i + 1) & mask
+    table[i] = slot + 1
+  }
+
+  /** Double every column and the table (then rebuilt: a slot's place depends on the table's size). */
+  #grow (): void {
+    const capacity = 2 * this.#flags.length
+    const widen = <T extends Int32Array | Float64Array | Uint8Array>(a: T, make: (n: number) => T, per: number): T => {
+      const b = make(per * capacity)
+      b.set(a)
+      return b
+    }
+    this.#keys = widen(this.#keys, (n) => new Int32Array(n), 4)
+    this.#numbers = widen(this.#numbers, (n) => new Float64Array(n), NUMBERS)
+    this.#seeds = widen(this.#seeds, (n) => new Int32Array(n), 8)
+    this.#flags = widen(this.#flags, (n) => new Uint8Array(n), 1)
+    this.#table = new Int32Array(2 * capacity)
+    for (let s = 0; s < this.count; s++) this.#place(s)
+  }
 }
 
 export interface MemoryStoreOptions {
@@ -41,22 +215,6 @@ export interface MemoryStoreOptions {
   now?: () => number
   /** Sweep period for expired records and idle buckets (ms); 0 disables the timer. */
   sweepIntervalMs?: number
-}
-
-/**
- * What callers get: a copy of the challenge's fields, so nobody can change the stored record.
- * (Object.freeze instead cost 4,000 instructions per call in V8's runtime; this copy a few dozen.)
- */
-function record (e: Entry): ChallengeRecord {
-  return {
-    nonce: e.nonce,
-    seed: e.seed,
-    fingerprint: e.fingerprint,
-    iterations: e.iterations,
-    checkpointInterval: e.checkpointInterval,
-    issuedAt: e.issuedAt,
-    deadline: e.deadline,
-  }
 }
 
 export class MemoryStore implements Store {
@@ -72,6 +230,8 @@ export class MemoryStore implements Store {
   readonly #passes = new Map<string, { count: number, expiresAt: number }>()
   #timer: NodeJS.Timeout | undefined
   #closed = false
+  /** The slot #live found. */
+  #slot = -1
 
   constructor (opts: MemoryStoreOptions) {
     this.#max = opts.maxChallenges
@@ -87,6 +247,8 @@ export class MemoryStore implements Store {
   get size (): number { return this.#size }
 
   issue (req: IssueRequest): IssueResult {
+    if (!nonceKey(req.nonce)) throw new TypeError('the memory store takes 16-byte nonces in canonical base64url')
+    if (!seedBytes(req.seed)) throw new TypeError('the memory store takes 32-byte seeds in lowercase hex')
     const { now, rate, replay, admitted } = this.#admit(req)
     if (replay) return { status: IssueStatus.REPLAYED, rate }
     if (!admitted) return { status: IssueStatus.RATE_LIMITED, rate }
@@ -98,47 +260,42 @@ export class MemoryStore implements Store {
     const expiresAt = deadline + req.graceMs
     const g = this.#generation(now, req.deadlineMs + req.graceMs)
     // 128-bit CSPRNG nonces never collide; this guards the generation a repeating generator would
-    // hit first, and never lets a record be overwritten. (Asking every generation cost 0.9 us per
-    // request. An older record under the same nonce would only be shadowed: lookups go newest first,
-    // and each record is still claimed at most once.)
-    if (g.map.has(req.nonce)) throw new Error('nonce collision')
-    const e: Entry = {
-      nonce: req.nonce,
-      seed: req.seed,
-      fingerprint: req.fingerprint,
-      iterations: req.iterations,
-      checkpointInterval: req.checkpointInterval,
-      issuedAt: now,
-      deadline,
-      expiresAt,
-      consumed: false,
-      passed: false,
-    }
-    g.map.set(req.nonce, e)
-    if (expiresAt > g.maxExpiry) g.maxExpiry = expiresAt
+    // hit first, and never lets a record be overwritten. (An older record under the same nonce
+    // would only be shadowed: lookups go newest first, and each record is still claimed at most once.)
+    if (g.find() >= 0) throw new Error('nonce collision')
+    g.add(req.fingerprint, req.iterations, req.checkpointInterval, now, deadline, expiresAt)
     this.#size++
-    return { status: IssueStatus.OK, rate, challenge: record(e) }
+    return {
+      status: IssueStatus.OK,
+      rate,
+      challenge: { nonce: req.nonce, seed: req.seed, fingerprint: req.fingerprint, iterations: req.iterations, checkpointInterval: req.checkpointInterval, issuedAt: now, deadline },
+    }
   }
 
   async consume (req: ConsumeRequest): Promise<ConsumeResult> {
     const { now, rate, replay, admitted } = this.#admit(req)
     if (replay) return { status: ConsumeStatus.REPLAYED, rate }
     if (!admitted) return { status: ConsumeStatus.RATE_LIMITED, rate }
-    const e = this.#live(req.nonce, now)
+    const g = this.#live(req.nonce, now)
+    const slot = this.#slot
     // A nonce issued to another identity is unknown to this one, and left untouched.
-    if (e === undefined || e.fingerprint !== req.fingerprint) return { status: ConsumeStatus.UNKNOWN, rate }
-    if (e.consumed) return { status: ConsumeStatus.CONSUMED, rate }
-    e.consumed = true
-    const status = now > e.deadline ? ConsumeStatus.EXPIRED : ConsumeStatus.OK
-    return { status, rate, challenge: record(e), now }
+    if (g === undefined || g.fingerprint(slot) !== req.fingerprint) return { status: ConsumeStatus.UNKNOWN, rate }
+    if (g.has(slot, CONSUMED)) return { status: ConsumeStatus.CONSUMED, rate }
+    g.mark(slot, CONSUMED)
+    const status = now > g.deadline(slot) ? ConsumeStatus.EXPIRED : ConsumeStatus.OK
+    return { status, rate, challenge: g.record(slot, req.nonce), now }
   }
 
   async bind (req: BindRequest): Promise<BindResult> {
     this.#check()
     const now = this.#now()
-    const e = this.#live(req.nonce, now)
-    if (e !== undefined && e.fingerprint === req.fingerprint) e.passed = true
-    const expiresAt = e?.expiresAt ?? now
+    const g = this.#live(req.nonce, now)
+    const slot = this.#slot
+    let expiresAt = now
+    if (g !== undefined && g.fingerprint(slot) === req.fingerprint) {
+      g.mark(slot, PASSED)
+      expiresAt = g.expiresAt(slot)
+    }
     const p = this.#passes.get(req.fingerprint)
     const count = (p !== undefined && p.expiresAt > now ? p.count : 0) + 1
     this.#passes.set(req.fingerprint, { count, expiresAt: Math.max(expiresAt, p?.expiresAt ?? 0) })
@@ -171,7 +328,7 @@ export class MemoryStore implements Store {
     const now = this.#now()
     const kept: Generation[] = []
     for (const g of this.#gens) {
-      if (g.maxExpiry <= now) this.#size -= g.map.size
+      if (g.maxExpiry <= now) this.#size -= g.count
       else kept.push(g)
     }
     this.#gens = kept
@@ -182,8 +339,8 @@ export class MemoryStore implements Store {
 
   /** Inspect a record (tests and diagnostics only). */
   peek (nonce: string): { consumed: boolean, passed: boolean } | undefined {
-    const e = this.#live(nonce, this.#now())
-    return e === undefined ? undefined : { consumed: e.consumed, passed: e.passed }
+    const g = this.#live(nonce, this.#now())
+    return g === undefined ? undefined : { consumed: g.has(this.#slot, CONSUMED), passed: g.has(this.#slot, PASSED) }
   }
 
   #check (): void {
@@ -203,23 +360,25 @@ export class MemoryStore implements Store {
   #generation (now: number, lifetimeMs: number): Generation {
     const last = this.#gens[this.#gens.length - 1]
     if (last !== undefined && now >= last.start && now - last.start < last.span) return last
-    const g: Generation = { map: new Map(), start: now, span: Math.max(1000, Math.ceil(lifetimeMs / 16)), maxExpiry: 0 }
+    const g = new Generation(now, Math.max(1000, Math.ceil(lifetimeMs / 16)))
     this.#gens.push(g)
     return g
   }
 
-  /** The record of `nonce` unless expired (an expired one is dropped), newest generation first. */
-  #live (nonce: string, now: number): Entry | undefined {
+  /**
+   * The generation holding the record of `nonce`, newest first, its slot left in #slot; undefined
+   * when there is none or it has expired (an expired record stays in its generation, counted in
+   * the size, until the whole generation is dropped).
+   */
+  #live (nonce: string, now: number): Generation | undefined {
+    if (!nonceKey(nonce)) return undefined
     for (let i = this.#gens.length - 1; i >= 0; i--) {
       const g = this.#gens[i]!
-      const e = g.map.get(nonce)
-      if (e === undefined) continue
-      if (e.expiresAt <= now) {
-        g.map.delete(nonce)
-        this.#size--
-        return undefined
-      }
-      return e
+      const slot = g.find()
+      if (slot < 0) continue
+      if (g.expiresAt(slot) <= now) return undefined
+      this.#slot = slot
+      return g
     }
     return undefined
   }

@@ -120,3 +120,61 @@ t.test('memory: limited() tells an empty bucket at once and changes nothing', as
   await store.close()
   t.equal(store.limited(fingerprint, { burst: 2, perSecond: 0.001 }), undefined, 'a closed store leaves the answer to the store call that follows (which refuses)')
 })
+
+t.test('memory: records are kept as bytes, in tables that grow, and come back as they were issued', async (t) => {
+  const now = 7_000_000
+  const store = new MemoryStore({ maxChallenges: 1_000_000, now: () => now, sweepIntervalMs: 0 })
+  t.teardown(() => store.close())
+  const rate = { burst: 1e9, perSecond: 1e9 }
+  // Several thousand records in one generation: the columns and the table double several times.
+  const issued = Array.from({ length: 5000 }, (_, i) => ({
+    fingerprint: i % 3 === 0 ? 'a'.repeat(64) : randomBytes(32).toString('hex'),
+    rate,
+    nonce: randomBytes(16).toString('base64url'),
+    seed: randomBytes(32).toString('hex'),
+    iterations: 64 * (1 + (i % 7)),
+    checkpointInterval: 64,
+    deadlineMs: 1000 + i,
+    graceMs: 1000,
+  }))
+  const refused = issued.filter((req) => store.issue(req).status !== IssueStatus.OK).length
+  t.equal(refused, 0, 'every issue accepted')
+  let same = 0
+  for (const [i, req] of issued.entries()) {
+    const r = await store.consume({ fingerprint: req.fingerprint, nonce: req.nonce, rate })
+    const expected = { nonce: req.nonce, seed: req.seed, fingerprint: req.fingerprint, iterations: req.iterations, checkpointInterval: 64, issuedAt: now, deadline: now + 1000 + i }
+    if (r.status === ConsumeStatus.OK && JSON.stringify(r.challenge) === JSON.stringify(expected)) same++
+    else if (same === i) t.same(r, { status: ConsumeStatus.OK, challenge: expected }, `the first record claimed otherwise: ${i}`)
+  }
+  t.equal(same, 5000, 'every record claimed once, as issued')
+  t.equal((await store.consume({ fingerprint: issued[4999]!.fingerprint, nonce: issued[4999]!.nonce, rate })).status, ConsumeStatus.CONSUMED)
+})
+
+t.test('memory: nonces and seeds in another form are refused at issue, and found by no lookup', async (t) => {
+  let now = 7_000_000
+  const store = new MemoryStore({ maxChallenges: 100, now: () => now, sweepIntervalMs: 0 })
+  t.teardown(() => store.close())
+  // One token, one more each second: the clock steps a second before each call that takes one.
+  const rate = { burst: 1, perSecond: 1 }
+  const fingerprint = 'c'.repeat(64)
+  const nonce = randomBytes(16).toString('base64url')
+  const good = { fingerprint, rate, nonce, seed: '0'.repeat(64), iterations: 16, checkpointInterval: 4, deadlineMs: 100_000, graceMs: 1000 }
+  for (const bad of [
+    { nonce: nonce.slice(0, 21) }, { nonce: nonce + 'A' }, { nonce: nonce.slice(0, 21) + 'B' }, { nonce: nonce.slice(0, 21) + '=' },
+    { nonce: randomBytes(16).toString('base64') }, { nonce: 'ÀAAAAAAAAAAAAAAAAAAAAA' },
+    { seed: '0'.repeat(63) }, { seed: 'A'.repeat(64) }, { seed: 'g'.repeat(64) }, { seed: '0'.repeat(66) },
+  ]) t.throws(() => store.issue({ ...good, ...bad }), TypeError, JSON.stringify(bad))
+  t.equal(store.size, 0, 'nothing was added')
+  t.equal(store.limited(fingerprint, rate), undefined, 'and no token was taken')
+  t.equal(store.issue(good).status, IssueStatus.OK)
+  now += 1000
+  // 'A' and 'B' decode to the same top two bits; 'B' sets one of the four bits a 16-byte encoding leaves zero.
+  const last = nonce[21]!
+  const twin = nonce.slice(0, 21) + String.fromCharCode(last.charCodeAt(0) + 1)
+  t.equal((await store.consume({ fingerprint, nonce: twin, rate })).status, ConsumeStatus.UNKNOWN, 'a non-canonical twin of the nonce is unknown')
+  t.same(store.peek(nonce), { consumed: false, passed: false }, 'and the record is untouched')
+  now += 1000
+  t.throws(() => store.issue(good), /nonce collision/, 'the same nonce again is never written over the live record')
+  now += 1000
+  t.equal((await store.consume({ fingerprint, nonce, rate })).status, ConsumeStatus.OK, 'the record issued first is the one claimed')
+})
