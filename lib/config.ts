@@ -63,7 +63,7 @@ export const ConfigSchema = Type.Object({
   attestationAudience: Type.Optional(Type.String({ minLength: 1, description: 'Required `aud` of attestation JWTs.' })),
   requireAttestation: Type.Boolean({ default: false, description: 'Refuse (403) submissions without a valid attestation.' }),
   logLevel: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'pino log level.' }),
-  logBufferBytes: Type.Integer({ minimum: 0, maximum: 16000, default: 4096, description: 'Log lines are buffered up to this many bytes and flushed at least every 200 ms and at exit (0: one write per line, synchronous).' }),
+  logBufferBytes: Type.Integer({ minimum: 0, maximum: 1048576, default: 65536, description: 'Log lines are buffered up to this many bytes (at most 1 MiB) and flushed at least every 200 ms and at exit (0: one write per line, synchronous).' }),
 }, { additionalProperties: false })
 
 export type Config = Static<typeof ConfigSchema>

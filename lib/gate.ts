@@ -6,6 +6,8 @@
 import { createServer as createHttpsServer, type Server as HttpsServer, type ServerOptions as HttpsOptions } from 'node:https'
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
+// The module's binding, not the global: globalThis.performance is a lazy accessor, a getter call per use.
+import { performance } from 'node:perf_hooks'
 import type { TLSSocket } from 'node:tls'
 import { RandomPool } from './random.js'
 import { RequestIds } from './request-id.js'

@@ -15,8 +15,8 @@
  * its steady state of records (70 s of challenges at the defaults: millions at tens of thousands
  * a second) spent more on issuing them than on everything else it does for a GET /challenge
  * (docs/benchmarks.md, session 7). Nonces are therefore 16 bytes in canonical base64url and seeds
- * 32 bytes in lowercase hex, as the gate makes them (PROTOCOL.md section 2); issue refuses others
- * with a TypeError, and a lookup of a nonce in any other form finds nothing.
+ * 32 bytes in hex (given back in lower case), as the gate makes them (PROTOCOL.md section 2); issue
+ * refuses others with a TypeError, and a lookup of a nonce in any other form finds nothing.
  */
 import type {
   BindRequest, BindResult, BucketSpec, ChallengeRecord, ConsumeRequest, ConsumeResult, IssueRequest,
@@ -31,20 +31,13 @@ const PASSED = 2
 /** Per record in Generation.numbers: issuedAt, deadline, expiresAt, iterations, checkpointInterval. */
 const NUMBERS = 5
 
-/** base64url and lowercase hex digit values by character code (-1: not a digit). */
+/** base64url digit values by character code (-1: not a digit). */
 const B64 = new Int8Array(128).fill(-1)
-const HEX = new Int8Array(128).fill(-1)
 for (const [i, c] of [...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'].entries()) B64[c.charCodeAt(0)] = i
-for (const [i, c] of [...'0123456789abcdef'].entries()) HEX[c.charCodeAt(0)] = i
 
 function b64 (s: string, i: number): number {
   const c = s.charCodeAt(i)
   return c < 128 ? B64[c]! : -1
-}
-
-function hex (s: string, i: number): number {
-  const c = s.charCodeAt(i)
-  return c < 128 ? HEX[c]! : -1
 }
 
 /** The nonce being looked up or inserted, as bytes and as four 32-bit words (one buffer). */
@@ -52,19 +45,16 @@ const KEY = new Uint8Array(16)
 const KEY32 = new Int32Array(KEY.buffer)
 
 /** The seed being inserted, as bytes and as eight 32-bit words (one buffer). */
-const SEED = new Uint8Array(32)
-const SEED32 = new Int32Array(SEED.buffer)
+const SEED = Buffer.alloc(32)
+const SEED32 = new Int32Array(SEED.buffer, SEED.byteOffset, 8)
 
-/** Decode a seed into SEED: true for 64 lowercase hex digits, false for anything else. */
+/**
+ * Decode a seed into SEED: true for 64 hex digits, false for anything else. (Node's own decoder,
+ * which stops at the first character that is not a hex digit: a third of the cost of decoding in
+ * JavaScript, which reads a sliced string one character at a time.)
+ */
 function seedBytes (s: string): boolean {
-  if (s.length !== 64) return false
-  for (let i = 0; i < 32; i++) {
-    const hi = hex(s, 2 * i)
-    const lo = hex(s, 2 * i + 1)
-    if ((hi | lo) < 0) return false
-    SEED[i] = (hi << 4) | lo
-  }
-  return true
+  return s.length === 64 && (SEED as unknown as { hexWrite: (s: string, at: number, n: number) => number }).hexWrite(s, 0, 32) === 32
 }
 
 /**
@@ -122,25 +112,20 @@ class Generation {
 
   /** The slot of the nonce in KEY, or -1. */
   find (): number {
-    const table = this.#table
-    const keys = this.#keys
-    const mask = table.length - 1
-    const k0 = KEY32[0]!
-    const k1 = KEY32[1]!
-    const k2 = KEY32[2]!
-    const k3 = KEY32[3]!
-    for (let i = k0 & mask; ; i = (i + 1) & mask) {
-      const s = table[i]! - 1
-      if (s < 0) return -1
-      const at = 4 * s
-      if (keys[at] === k0 && keys[at + 1] === k1 && keys[at + 2] === k2 && keys[at + 3] === k3) return s
-    }
+    const i = this.#probe()
+    return i < 0 ? -1 : this.#table[i]! - 1
   }
 
-  /** Add the record of the nonce in KEY and the seed in SEED (the caller made sure the nonce is absent). */
-  add (fingerprint: string, iterations: number, checkpointInterval: number, issuedAt: number, deadline: number, expiresAt: number): void {
+  /**
+   * Add the record of the nonce in KEY and the seed in SEED, in one probe of the table: false,
+   * and nothing written, when the nonce is already there.
+   */
+  add (fingerprint: string, iterations: number, checkpointInterval: number, issuedAt: number, deadline: number, expiresAt: number): boolean {
     const slot = this.count
     if (slot === this.#flags.length) this.#grow()
+    const place = this.#probe()
+    if (place >= 0) return false
+    this.#table[-place - 1] = slot + 1
     const keys = this.#keys
     keys[4 * slot] = KEY32[0]!
     keys[4 * slot + 1] = KEY32[1]!
@@ -155,9 +140,9 @@ class Generation {
     n[NUMBERS * slot + 3] = iterations
     n[NUMBERS * slot + 4] = checkpointInterval
     this.#fingerprints.push(fingerprint)
-    this.#place(slot)
     this.count = slot + 1
     if (expiresAt > this.maxExpiry) this.maxExpiry = expiresAt
+    return true
   }
 
   fingerprint (slot: number): string { return this.#fingerprints[slot]! }
@@ -182,13 +167,24 @@ class Generation {
     }
   }
 
-  /** Put `slot` (its key written) into the table. */
-  #place (slot: number): void {
+  /**
+   * Where the nonce in KEY is in the table (>= 0), or -(the empty place where it would go) - 1.
+   * The table is never more than half full, so a probe ends.
+   */
+  #probe (): number {
+    return this.#probeFor(KEY32[0]!, KEY32[1]!, KEY32[2]!, KEY32[3]!)
+  }
+
+  #probeFor (k0: number, k1: number, k2: number, k3: number): number {
     const table = this.#table
+    const keys = this.#keys
     const mask = table.length - 1
-    let i = this.#keys[4 * slot]! & mask
-    while (table[i] !== 0) i = (i + 1) & mask
-    table[i] = slot + 1
+    for (let i = k0 & mask; ; i = (i + 1) & mask) {
+      const s = table[i]! - 1
+      if (s < 0) return -i - 1
+      const at = 4 * s
+      if (keys[at] === k0 && keys[at + 1] === k1 && keys[at + 2] === k2 && keys[at + 3] === k3) return i
+    }
   }
 
   /** Double every column and the table (then rebuilt: a slot's place depends on the table's size). */
@@ -204,7 +200,8 @@ class Generation {
     this.#seeds = widen(this.#seeds, (n) => new Int32Array(n), 8)
     this.#flags = widen(this.#flags, (n) => new Uint8Array(n), 1)
     this.#table = new Int32Array(2 * capacity)
-    for (let s = 0; s < this.count; s++) this.#place(s)
+    const keys = this.#keys
+    for (let s = 0; s < this.count; s++) this.#table[-this.#probeFor(keys[4 * s]!, keys[4 * s + 1]!, keys[4 * s + 2]!, keys[4 * s + 3]!) - 1] = s + 1
   }
 }
 
@@ -248,7 +245,7 @@ export class MemoryStore implements Store {
 
   issue (req: IssueRequest): IssueResult {
     if (!nonceKey(req.nonce)) throw new TypeError('the memory store takes 16-byte nonces in canonical base64url')
-    if (!seedBytes(req.seed)) throw new TypeError('the memory store takes 32-byte seeds in lowercase hex')
+    if (!seedBytes(req.seed)) throw new TypeError('the memory store takes 32-byte seeds in hex')
     const { now, rate, replay, admitted } = this.#admit(req)
     if (replay) return { status: IssueStatus.REPLAYED, rate }
     if (!admitted) return { status: IssueStatus.RATE_LIMITED, rate }
@@ -262,8 +259,7 @@ export class MemoryStore implements Store {
     // 128-bit CSPRNG nonces never collide; this guards the generation a repeating generator would
     // hit first, and never lets a record be overwritten. (An older record under the same nonce
     // would only be shadowed: lookups go newest first, and each record is still claimed at most once.)
-    if (g.find() >= 0) throw new Error('nonce collision')
-    g.add(req.fingerprint, req.iterations, req.checkpointInterval, now, deadline, expiresAt)
+    if (!g.add(req.fingerprint, req.iterations, req.checkpointInterval, now, deadline, expiresAt)) throw new Error('nonce collision')
     this.#size++
     return {
       status: IssueStatus.OK,

@@ -53,7 +53,9 @@ export interface ChallengeRecord {
 export interface IssueRequest {
   fingerprint: string
   rate: BucketSpec
+  /** 16 CSPRNG bytes, base64url without padding (22 characters; the memory store takes no other form). */
   nonce: string
+  /** 32 CSPRNG bytes, lowercase hex (the memory store takes any hex and gives it back in lower case). */
   seed: string
   iterations: number
   checkpointInterval: number

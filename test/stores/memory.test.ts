@@ -162,7 +162,7 @@ t.test('memory: nonces and seeds in another form are refused at issue, and found
   for (const bad of [
     { nonce: nonce.slice(0, 21) }, { nonce: nonce + 'A' }, { nonce: nonce.slice(0, 21) + 'B' }, { nonce: nonce.slice(0, 21) + '=' },
     { nonce: randomBytes(16).toString('base64') }, { nonce: 'ÀAAAAAAAAAAAAAAAAAAAAA' },
-    { seed: '0'.repeat(63) }, { seed: 'A'.repeat(64) }, { seed: 'g'.repeat(64) }, { seed: '0'.repeat(66) },
+    { seed: '0'.repeat(63) }, { seed: '0'.repeat(63) + 'g' }, { seed: 'g'.repeat(64) }, { seed: '0'.repeat(66) }, { seed: ' '.repeat(64) },
   ]) t.throws(() => store.issue({ ...good, ...bad }), TypeError, JSON.stringify(bad))
   t.equal(store.size, 0, 'nothing was added')
   t.equal(store.limited(fingerprint, rate), undefined, 'and no token was taken')
@@ -176,5 +176,13 @@ t.test('memory: nonces and seeds in another form are refused at issue, and found
   now += 1000
   t.throws(() => store.issue(good), /nonce collision/, 'the same nonce again is never written over the live record')
   now += 1000
-  t.equal((await store.consume({ fingerprint, nonce, rate })).status, ConsumeStatus.OK, 'the record issued first is the one claimed')
+  const claim = await store.consume({ fingerprint, nonce, rate })
+  t.equal(claim.status, ConsumeStatus.OK, 'the record issued first is the one claimed')
+  // A seed in upper case is the same 32 bytes, given back in lower case.
+  now += 1000
+  const upper = { ...good, nonce: randomBytes(16).toString('base64url'), seed: 'AbCdEf'.repeat(10) + '0A9F' }
+  t.equal(store.issue(upper).status, IssueStatus.OK)
+  now += 1000
+  const c = await store.consume({ fingerprint, nonce: upper.nonce, rate })
+  t.equal(c.status === ConsumeStatus.OK && c.challenge.seed, upper.seed.toLowerCase())
 })
