@@ -41,7 +41,7 @@ const server = createServer(serverOptions(dev), (req, res) => {
   const reqId = reqIds.next()
   let fingerprint = ''
   if (step >= 1) fingerprint = tlsIdentity(req.socket as TLSSocket).fingerprint
-  const nonce = step >= 2 ? random.base64url(16) : ''
+  const nonce = step >= 2 ? random.nonce() : ''
   const seed = step >= 2 ? random.hex(32) : ''
   if (step >= 3) {
     const r = store.issue({ fingerprint, rate, nonce, seed, iterations: 1 << 20, checkpointInterval: 1 << 14, deadlineMs: 10_000, graceMs: 60_000 })

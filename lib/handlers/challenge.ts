@@ -10,7 +10,7 @@ export const getChallenge: Handler = (ctx, parts) => {
   const r = store.issue({
     fingerprint: ctx.identity.fingerprint,
     rate: { burst: config.rateBurst, perSecond: config.ratePerSecond },
-    nonce: random.base64url(16),
+    nonce: random.nonce(),
     seed: random.hex(32),
     iterations: config.iterations,
     checkpointInterval: config.checkpointInterval,
