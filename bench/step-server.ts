@@ -31,9 +31,9 @@ const stepAt = process.argv.indexOf('--step')
 const step = stepAt === -1 ? 0 : Number(process.argv[stepAt + 1])
 const rate = { burst: 1e9, perSecond: 1e9 }
 const random = new RandomPool()
-const store = new MemoryStore({ maxChallenges: 10_000_000 })
+const store = new MemoryStore({ maxChallenges: 10_000_000, random })
 const sonic = pino.destination({ dest: '/dev/null', sync: false, minLength: 0, contentMode: 'buffer' }) as unknown as LineSink
-const logRequest = requestLogger(createLogger({ level: 'info', destination: new LineBatch(sonic, 4096) }))
+const logRequest = requestLogger(createLogger({ level: 'info', destination: new LineBatch(sonic, 65536) }))
 const reqIds = new RequestIds('abcdef')
 
 const server = createServer(serverOptions(dev), (req, res) => {

@@ -101,7 +101,8 @@ export function parseHostPort (s: string): { host: string, port: number } {
 /** Build the gate. Reads the TLS files named by config (bin/ resolves --dev paths first). */
 export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
   const { logger, metrics } = deps
-  const store = deps.store ?? createStore(config, logger, deps.now)
+  const random = new RandomPool()
+  const store = deps.store ?? createStore(config, logger, deps.now, random)
   const pool = new VerifyPool({
     size: config.workers,
     maxQueue: config.maxQueue,
@@ -120,7 +121,6 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     audience: config.attestationAudience,
     required: config.requireAttestation,
   })
-  const random = new RandomPool()
   const parts: GateParts = { config, store, pool, metrics, attest, random, issued: metrics.issuedCount(store.kind), refuse: (ctx, err) => { fail(ctx, err) } }
   const router = new Router<Handler>().add('GET', '/challenge', getChallenge).add('POST', '/task', postTask)
 

@@ -15,6 +15,11 @@ export class RandomPool {
   readonly #nonceBytes = Buffer.allocUnsafeSlow(18 * NONCES)
   #nonceText = ''
   #nonces = NONCES
+  // The last nonce and hex string handed out, and where their bytes are (see bytesOf).
+  #lastNonce: string | undefined = undefined
+  #lastNonceAt = 0
+  #lastHex: string | undefined = undefined
+  #lastHexAt = 0
 
   constructor (size = 16384) {
     this.#buf = Buffer.allocUnsafeSlow(size)
@@ -36,8 +41,35 @@ export class RandomPool {
       this.#nonceText = b.toString('base64url')
       this.#nonces = 0
     }
-    const at = 24 * this.#nonces++
-    return this.#nonceText.slice(at, at + 22)
+    const n = this.#nonces++
+    const nonce = this.#nonceText.slice(24 * n, 24 * n + 22)
+    this.#lastNonce = nonce
+    this.#lastNonceAt = 18 * n
+    return nonce
+  }
+
+  /**
+   * Copy the 16 bytes of `s` into `into` when `s` is the last nonce this pool handed out (its bytes
+   * are still in the pool: it refills only on a later call), and say whether it did. The memory
+   * store keeps a challenge's nonce and seed as bytes; for the ones the gate has just drawn, this
+   * copy replaces decoding their text (a third of the store's cost of an issue).
+   */
+  nonceBytes (s: string, into: Uint8Array): boolean {
+    if (s !== this.#lastNonce || into.length < 16) return false
+    const from = this.#nonceBytes
+    const start = this.#lastNonceAt
+    for (let i = 0; i < 16; i++) into[i] = from[start + i]!
+    return true
+  }
+
+  /** The same for the last hex string (its s.length / 2 bytes). */
+  hexBytes (s: string, into: Uint8Array): boolean {
+    const n = s.length >> 1
+    if (s !== this.#lastHex || into.length < n) return false
+    const from = this.#buf
+    const start = this.#lastHexAt
+    for (let i = 0; i < n; i++) into[i] = from[start + i]!
+    return true
   }
 
   /**
@@ -47,7 +79,10 @@ export class RandomPool {
   hex (n: number): string {
     const at = this.#take(n)
     this.#hex ??= this.#buf.toString('hex')
-    return this.#hex.slice(2 * at, 2 * (at + n))
+    const text = this.#hex.slice(2 * at, 2 * (at + n))
+    this.#lastHex = text
+    this.#lastHexAt = at
+    return text
   }
 
   /** Where the next `n` unused bytes start (encoded in place: no Buffer view per call). */

@@ -23,6 +23,7 @@ import type {
   IssueResult, OnceKey, RateState, Store, TakeRequest, TakeResult,
 } from './store.js'
 import { ConsumeStatus, IssueStatus, TakeStatus, takeToken } from './store.js'
+import type { RandomPool } from '../random.js'
 
 interface Bucket { tokens: number, last: number, idleAt: number }
 
@@ -53,16 +54,18 @@ const SEED32 = new Int32Array(SEED.buffer, SEED.byteOffset, 8)
  * which stops at the first character that is not a hex digit: a third of the cost of decoding in
  * JavaScript, which reads a sliced string one character at a time.)
  */
-function seedBytes (s: string): boolean {
-  return s.length === 64 && (SEED as unknown as { hexWrite: (s: string, at: number, n: number) => number }).hexWrite(s, 0, 32) === 32
+function seedBytes (s: string, random: RandomPool | undefined): boolean {
+  if (s.length !== 64) return false
+  return random?.hexBytes(s, SEED) === true || (SEED as unknown as { hexWrite: (s: string, at: number, n: number) => number }).hexWrite(s, 0, 32) === 32
 }
 
 /**
  * Decode a nonce into KEY: true for 22 base64url characters in canonical form (the last one's
  * four unused bits zero, as a 16-byte encoding has them), false for anything else.
  */
-function nonceKey (s: string): boolean {
+function nonceKey (s: string, random?: RandomPool): boolean {
   if (s.length !== 22) return false
+  if (random?.nonceBytes(s, KEY) === true) return true
   let j = 0
   for (let i = 0; i < 20; i += 4) {
     const a = b64(s, i)
@@ -100,15 +103,29 @@ class Generation {
   #flags: Uint8Array
   readonly #fingerprints: string[] = []
 
-  constructor (start: number, span: number, capacity = 1024) {
+  /**
+   * Room for `capacity` records (a power of two), or in the columns of `reuse` (a dropped
+   * generation with at least that room): no allocation, and memory already paged in.
+   */
+  constructor (start: number, span: number, capacity: number, reuse?: Generation) {
     this.start = start
     this.span = span
+    if (reuse !== undefined) {
+      this.#table = reuse.#table.fill(0)
+      this.#keys = reuse.#keys
+      this.#numbers = reuse.#numbers
+      this.#seeds = reuse.#seeds
+      this.#flags = reuse.#flags.fill(0)
+      return
+    }
     this.#table = new Int32Array(2 * capacity)
     this.#keys = new Int32Array(4 * capacity)
     this.#numbers = new Float64Array(NUMBERS * capacity)
     this.#seeds = new Int32Array(8 * capacity)
     this.#flags = new Uint8Array(capacity)
   }
+
+  get capacity (): number { return this.#flags.length }
 
   /** The slot of the nonce in KEY, or -1. */
   find (): number {
@@ -212,6 +229,11 @@ export interface MemoryStoreOptions {
   now?: () => number
   /** Sweep period for expired records and idle buckets (ms); 0 disables the timer. */
   sweepIntervalMs?: number
+  /**
+   * The pool the caller draws nonces and seeds from: the bytes of the ones it has just drawn are
+   * copied from it instead of decoded (the gate's GET /challenge). Any other nonce or seed is decoded.
+   */
+  random?: RandomPool
 }
 
 export class MemoryStore implements Store {
@@ -229,10 +251,14 @@ export class MemoryStore implements Store {
   #closed = false
   /** The slot #live found. */
   #slot = -1
+  readonly #random: RandomPool | undefined
+  /** The largest dropped generation, whose columns the next new one may take over. */
+  #spare: Generation | undefined
 
   constructor (opts: MemoryStoreOptions) {
     this.#max = opts.maxChallenges
     this.#now = opts.now ?? Date.now
+    this.#random = opts.random
     const every = opts.sweepIntervalMs ?? 1000
     if (every > 0) {
       this.#timer = setInterval(() => this.sweep(), every)
@@ -244,8 +270,8 @@ export class MemoryStore implements Store {
   get size (): number { return this.#size }
 
   issue (req: IssueRequest): IssueResult {
-    if (!nonceKey(req.nonce)) throw new TypeError('the memory store takes 16-byte nonces in canonical base64url')
-    if (!seedBytes(req.seed)) throw new TypeError('the memory store takes 32-byte seeds in hex')
+    if (!nonceKey(req.nonce, this.#random)) throw new TypeError('the memory store takes 16-byte nonces in canonical base64url')
+    if (!seedBytes(req.seed, this.#random)) throw new TypeError('the memory store takes 32-byte seeds in hex')
     const { now, rate, replay, admitted } = this.#admit(req)
     if (replay) return { status: IssueStatus.REPLAYED, rate }
     if (!admitted) return { status: IssueStatus.RATE_LIMITED, rate }
@@ -324,8 +350,12 @@ export class MemoryStore implements Store {
     const now = this.#now()
     const kept: Generation[] = []
     for (const g of this.#gens) {
-      if (g.maxExpiry <= now) this.#size -= g.count
-      else kept.push(g)
+      if (g.maxExpiry > now) {
+        kept.push(g)
+        continue
+      }
+      this.#size -= g.count
+      if (g.capacity > (this.#spare?.capacity ?? 0)) this.#spare = g
     }
     this.#gens = kept
     for (const [k, b] of this.#buckets) if (b.idleAt <= now) this.#buckets.delete(k)
@@ -356,7 +386,13 @@ export class MemoryStore implements Store {
   #generation (now: number, lifetimeMs: number): Generation {
     const last = this.#gens[this.#gens.length - 1]
     if (last !== undefined && now >= last.start && now - last.start < last.span) return last
-    const g = new Generation(now, Math.max(1000, Math.ceil(lifetimeMs / 16)))
+    // As much room as the generation before needed: its successor, issued at the same rate, then
+    // grows no more (each doubling copies every column and rebuilds the table).
+    let capacity = 1024
+    while (last !== undefined && capacity < last.count) capacity *= 2
+    const reuse = this.#spare !== undefined && this.#spare.capacity >= capacity ? this.#spare : undefined
+    if (reuse !== undefined) this.#spare = undefined
+    const g = new Generation(now, Math.max(1000, Math.ceil(lifetimeMs / 16)), capacity, reuse)
     this.#gens.push(g)
     return g
   }

@@ -1,6 +1,7 @@
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { MemoryStore } from '../../lib/stores/memory.js'
+import { RandomPool } from '../../lib/random.js'
 import { ConsumeStatus, IssueStatus, TakeStatus } from '../../lib/stores/store.js'
 import { storeConformance } from './conformance.js'
 
@@ -185,4 +186,54 @@ t.test('memory: nonces and seeds in another form are refused at issue, and found
   now += 1000
   const c = await store.consume({ fingerprint, nonce: upper.nonce, rate })
   t.equal(c.status === ConsumeStatus.OK && c.challenge.seed, upper.seed.toLowerCase())
+})
+
+t.test('memory: a nonce and seed copied from the pool are the bytes their text decodes to', async (t) => {
+  const random = new RandomPool(256)
+  const now = 7_000_000
+  const store = new MemoryStore({ maxChallenges: 100_000, now: () => now, sweepIntervalMs: 0, random })
+  t.teardown(() => store.close())
+  const rate = { burst: 1e9, perSecond: 1e9 }
+  const fingerprint = 'd'.repeat(64)
+  const issued: Array<{ nonce: string, seed: string }> = []
+  for (let i = 0; i < 2000; i++) { // across refills of both pools
+    const nonce = random.nonce()
+    const seed = random.hex(32)
+    if (store.issue({ fingerprint, rate, nonce, seed, iterations: 16, checkpointInterval: 4, deadlineMs: 1000, graceMs: 1000 }).status !== IssueStatus.OK) { t.fail(`issue ${i}`); return }
+    issued.push({ nonce, seed })
+  }
+  let same = 0
+  for (const { nonce, seed } of issued) {
+    // Looked up from a fresh copy of the text (decoded, not copied from the pool).
+    const r = await store.consume({ fingerprint, nonce: Buffer.from(nonce, 'base64url').toString('base64url'), rate })
+    if (r.status === ConsumeStatus.OK && r.challenge.seed === seed && r.challenge.nonce === nonce) same++
+  }
+  t.equal(same, 2000, 'every record found by its decoded nonce, with its seed')
+})
+
+t.test('memory: a new generation that takes over a dropped one\'s columns starts empty', async (t) => {
+  let now = 9_000_000
+  const store = new MemoryStore({ maxChallenges: 1_000_000, now: () => now, sweepIntervalMs: 0 })
+  t.teardown(() => store.close())
+  const rate = { burst: 1e9, perSecond: 1e9 }
+  const fingerprint = 'e'.repeat(64)
+  const issue = (): string => {
+    const nonce = randomBytes(16).toString('base64url')
+    if (store.issue({ fingerprint, rate, nonce, seed: randomBytes(32).toString('hex'), iterations: 16, checkpointInterval: 4, deadlineMs: 500, graceMs: 500 }).status !== IssueStatus.OK) throw new Error('refused')
+    return nonce
+  }
+  const old = Array.from({ length: 3000 }, issue)
+  for (const nonce of old.slice(0, 1500)) await store.consume({ fingerprint, nonce, rate })
+  now += 5000
+  store.sweep()
+  t.equal(store.size, 0, 'the first generation is dropped')
+  // The next generation needs as much room as the last one had: it takes over its columns.
+  const fresh = Array.from({ length: 3000 }, issue)
+  let unknown = 0
+  for (const nonce of old) if ((await store.consume({ fingerprint, nonce, rate })).status === ConsumeStatus.UNKNOWN) unknown++
+  t.equal(unknown, 3000, 'no record of the dropped generation is found')
+  let ok = 0
+  for (const nonce of fresh) if ((await store.consume({ fingerprint, nonce, rate })).status === ConsumeStatus.OK) ok++
+  t.equal(ok, 3000, 'every new record is found, unclaimed')
+  t.equal(store.size, 3000)
 })

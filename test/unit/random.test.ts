@@ -40,3 +40,24 @@ t.test('a request larger than the pool is refused', async (t) => {
   t.throws(() => new RandomPool(16).hex(17), RangeError)
   t.equal(new RandomPool(16).hex(16).length, 32, 'exactly the pool size is fine')
 })
+
+t.test('nonceBytes and hexBytes copy the bytes of the last nonce and hex string only', async (t) => {
+  const pool = new RandomPool(64)
+  const into = new Uint8Array(32)
+  t.notOk(pool.nonceBytes('', into), 'nothing drawn yet: not even the empty string')
+  t.notOk(pool.hexBytes('', into))
+  for (let i = 0; i < 600; i++) { // across refills of both pools
+    const nonce = pool.nonce()
+    const seed = pool.hex(32)
+    if (!pool.nonceBytes(nonce, into) || !Buffer.from(into.subarray(0, 16)).equals(Buffer.from(nonce, 'base64url'))) { t.fail(`nonce ${i}`); return }
+    if (!pool.hexBytes(seed, into) || Buffer.from(into).toString('hex') !== seed) { t.fail(`seed ${i}`); return }
+  }
+  const nonce = pool.nonce()
+  const seed = pool.hex(32)
+  t.ok(pool.nonceBytes(nonce.slice(0, 11) + nonce.slice(11), into), 'an equal string is the same nonce')
+  t.notOk(pool.nonceBytes(seed.slice(0, 22), into), 'a string that is not the last nonce')
+  t.notOk(pool.hexBytes(nonce, into), 'a nonce is not the last hex string')
+  t.notOk(pool.hexBytes(seed, new Uint8Array(31)), 'nor is anything copied past the end of the target')
+  pool.nonce()
+  t.notOk(pool.nonceBytes(nonce, into), 'an earlier nonce is not the last one')
+})
