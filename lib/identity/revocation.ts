@@ -28,6 +28,12 @@ export class Revocation {
   readonly #opts: RevocationOptions
   #serials = new Set<string>()
   #denied = new Set<string>()
+  /**
+   * The last identity found neither revoked nor denied by the current lists: under load most
+   * requests come from it, and its check is then one comparison instead of two lookups. Forgotten
+   * whenever a list is replaced.
+   */
+  #lastAllowed: Identity | undefined
   #watched: string[] = []
 
   constructor (opts: RevocationOptions) {
@@ -59,6 +65,7 @@ export class Revocation {
         const crl = parseCrl(data, this.#opts.cas)
         if (crl.nextUpdate !== undefined && crl.nextUpdate < Date.now()) logger.warn({ crlFile }, 'the CRL is past its nextUpdate; still enforcing it')
         this.#serials = crl.serials
+        this.#lastAllowed = undefined
         this.#opts.onCrl?.(data)
         if (!strict) logger.info({ crlFile, revoked: crl.serials.size }, 'CRL reloaded')
       } catch (err) {
@@ -76,6 +83,7 @@ export class Revocation {
           set.add(line)
         }
         this.#denied = set
+        this.#lastAllowed = undefined
         if (!strict) logger.info({ denyFile, denied: set.size }, 'deny list reloaded')
       } catch (err) {
         if (strict) throw new Error(`cannot load the deny list ${denyFile}: ${(err as Error).message}`)
@@ -86,9 +94,11 @@ export class Revocation {
 
   /** Throws 403 AOG_NOT_AUTHORIZED when the identity is revoked or denied. */
   check (id: Identity): void {
+    if (id === this.#lastAllowed) return
     if (this.#denied.has(id.fingerprint) || this.#serials.has(id.serial)) {
       throw new AogError('AOG_NOT_AUTHORIZED', 'this client certificate is revoked')
     }
+    this.#lastAllowed = id
   }
 
   close (): void {

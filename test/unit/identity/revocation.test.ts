@@ -1,0 +1,30 @@
+import t from 'tap'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Revocation } from '../../../lib/identity/revocation.js'
+import { createLogger } from '../../../lib/log.js'
+import type { Identity } from '../../../lib/identity/tls.js'
+
+t.test('an identity allowed before a reload is checked again against the new lists', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aog-revocation-'))
+  const deny = join(dir, 'deny')
+  writeFileSync(deny, '')
+  const lines: string[] = []
+  const logger = createLogger({ level: 'info', destination: { write: (s: string) => { lines.push(s) } } })
+  const revocation = new Revocation({ denyFile: deny, cas: [], logger, pollMs: 0 })
+  t.teardown(() => revocation.close())
+  const id: Identity = { fingerprint: 'ab'.repeat(32), serial: '1F', subject: 'agent', uri: '', source: 'tls' }
+  const other: Identity = { ...id, fingerprint: 'cd'.repeat(32) }
+  // The same object, as a kept-alive connection presents it on every request.
+  for (let i = 0; i < 3; i++) t.doesNotThrow(() => { revocation.check(id) }, 'allowed')
+  writeFileSync(deny, `# revoked today\n${'AB:'.repeat(31)}AB\n`)
+  revocation.reload()
+  t.throws(() => { revocation.check(id) }, { code: 'AOG_NOT_AUTHORIZED' }, 'denied after the reload, on the same object')
+  t.throws(() => { revocation.check(id) }, { code: 'AOG_NOT_AUTHORIZED' }, 'and on every later request')
+  t.doesNotThrow(() => { revocation.check(other) }, 'another identity is still allowed')
+  t.throws(() => { revocation.check(id) }, { code: 'AOG_NOT_AUTHORIZED' }, 'checking another in between changes nothing')
+  writeFileSync(deny, '')
+  revocation.reload()
+  t.doesNotThrow(() => { revocation.check(id) }, 'allowed again once the deny list drops it')
+})
