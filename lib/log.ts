@@ -94,14 +94,25 @@ export class LineBatch implements DestinationStream {
   }
 
   /**
-   * write() for a line the caller knows to be ASCII (the request line): copied byte for byte,
-   * without UTF-8 encoding.
+   * For a writer that puts a line's bytes into the buffer itself (the request line): the buffer,
+   * with room for `n` more bytes from `at` (a full batch is handed on first), or undefined when
+   * no batch can hold `n` bytes. The writer then calls wrote(n).
    */
-  writeAscii (line: string): boolean {
-    if (line.length > this.#buf.length - this.#used) return this.write(line)
-    this.#used += this.#buf.write(line, this.#used, 'latin1')
+  room (n: number): Buffer | undefined {
+    if (n > this.#buf.length - this.#used) {
+      this.#move()
+      if (n > this.#buf.length) return undefined
+    }
+    return this.#buf
+  }
+
+  /** Where room()'s bytes go. */
+  get at (): number { return this.#used }
+
+  /** `n` bytes were written at `at`: they are part of the batch now. */
+  wrote (n: number): void {
+    this.#used += n
     if (this.#used >= this.#limit) this.#move()
-    return true
   }
 
   write (line: string): boolean {
@@ -211,59 +222,74 @@ export function jsonString (s: string): string {
  * and redaction walk: these fields are ids, codes and numbers, never secrets.
  *
  * A line is mostly the same as the one before: the same millisecond, identity, route, status and
- * outcome. Its text is kept in segments, each rebuilt only when what it holds changes, so that a
- * line is five concatenations (callgrind: building, flattening and copying the ~220-byte line in
- * ~20 pieces was the largest part of the gate's own work per GET /challenge). A line whose every
- * part is plain ASCII goes to the stream's writeAscii when it has one (LineBatch: copied, not
- * UTF-8 encoded); any other line is built in one piece with jsonString's escaping.
+ * outcome. When the stream is a LineBatch and every part of the line is plain ASCII, the line is
+ * written into the batch's buffer in five pieces: three kept segments as bytes (each encoded again
+ * only when what it holds changes) copied with Uint8Array#set, and the request id and the duration
+ * character by character. No string of the whole line is built: concatenating it, then flattening
+ * and copying it into the buffer was most of the line's cost (`perf`, session 7). Any other line
+ * is built in one piece with jsonString's escaping and written as a string.
  */
 export function requestLogger (logger: Logger): (line: RequestLine) => void {
   const l = logger as unknown as Record<symbol, unknown>
-  const stream = l[pino.symbols.streamSym] as { write: (s: string) => void, writeAscii?: (s: string) => void }
+  const stream = l[pino.symbols.streamSym] as { write: (s: string) => void }
   const time = l[pino.symbols.timeSym] as () => string
   const bindings = l[pino.symbols.chindingsSym] as string
   const level = pino.levels.values.info!
-  // Segments need ASCII bindings and an ASCII clock (cachedIsoTime's, marked as such).
-  const segmented = /^[\x20-\x7e]*$/.test(bindings) && (time as { ascii?: boolean }).ascii === true && stream.writeAscii !== undefined
+  // Segments need ASCII bindings, an ASCII clock (cachedIsoTime's, marked as such) and a LineBatch.
+  const batch = /^[\x20-\x7e]*$/.test(bindings) && (time as { ascii?: boolean }).ascii === true && stream instanceof LineBatch ? stream : undefined
   // '{"level":30,"time":"…",<bindings>,"reqId":"' for the last time fragment.
   let stamp: string | undefined
-  let head = ''
-  // '","fp":"…"' (or '"' without one) for the last fingerprint; undefined: not plain.
-  let fp: string | undefined | null = null
-  let fpPart: string | undefined = '"'
+  let head = EMPTY
+  // '","fp":"…"' (or '"' without one) for the last fingerprint, then
   // ',"method":"…","route":"…","status":…,"durationMs":' for the last method, route and status.
+  let fp: string | undefined | null = null
   let method = ''
   let route = ''
   let status = Number.NaN
-  let middle: string | undefined
+  let middle: Buffer | undefined
   // ',"outcome":"…","msg":"request"}\n' for the last outcome.
   let outcome: string | undefined
-  let tail: string | undefined
+  let tail: Buffer | undefined
   const whole = (f: RequestLine, t: string): string =>
     `{"level":${level}${t}${bindings},"reqId":${jsonString(f.reqId)}${f.fp === undefined ? '' : `,"fp":${jsonString(f.fp)}`},"method":${jsonString(f.method)},"route":${jsonString(f.route)},"status":${f.status},"durationMs":${jsonNumber(f.durationMs)},"outcome":${jsonString(f.outcome)},"msg":"request"}\n`
   return (f) => {
     if (logger.levelVal > level) return // pino's default order: enabled from its level up
     const t = time()
-    if (!segmented || !plain(f.reqId)) { stream.write(whole(f, t)); return }
+    const id = f.reqId
+    if (batch === undefined || !plain(id)) { stream.write(whole(f, t)); return }
     if (t !== stamp) {
       stamp = t
-      head = `{"level":${level}${t}${bindings},"reqId":"`
+      head = Buffer.from(`{"level":${level}${t}${bindings},"reqId":"`, 'latin1')
     }
-    if (f.fp !== fp) {
+    if (f.fp !== fp || f.method !== method || f.route !== route || f.status !== status || middle === undefined) {
       fp = f.fp
-      fpPart = fp === undefined ? '"' : plain(fp) ? `","fp":"${fp}"` : undefined
-    }
-    if (f.method !== method || f.route !== route || f.status !== status || middle === undefined) {
       method = f.method
       route = f.route
       status = f.status
-      middle = plain(method) && plain(route) ? `,"method":"${method}","route":"${route}","status":${status},"durationMs":` : undefined
+      middle = (fp === undefined || plain(fp)) && plain(method) && plain(route)
+        ? Buffer.from(`${fp === undefined ? '"' : `","fp":"${fp}"`},"method":"${method}","route":"${route}","status":${status},"durationMs":`, 'latin1')
+        : undefined
     }
     if (f.outcome !== outcome) {
       outcome = f.outcome
-      tail = plain(outcome) ? `,"outcome":"${outcome}","msg":"request"}\n` : undefined
+      tail = plain(outcome) ? Buffer.from(`,"outcome":"${outcome}","msg":"request"}\n`, 'latin1') : undefined
     }
-    if (fpPart === undefined || middle === undefined || tail === undefined) { stream.write(whole(f, t)); return }
-    stream.writeAscii!(head + f.reqId + fpPart + middle + jsonNumber(f.durationMs) + tail)
+    if (middle === undefined || tail === undefined) { stream.write(whole(f, t)); return }
+    const d = jsonNumber(f.durationMs)
+    const n = head.length + id.length + middle.length + d.length + tail.length
+    const buf = batch.room(n)
+    if (buf === undefined) { stream.write(whole(f, t)); return }
+    let p = batch.at
+    buf.set(head, p)
+    p += head.length
+    for (let i = 0; i < id.length; i++) buf[p + i] = id.charCodeAt(i)
+    p += id.length
+    buf.set(middle, p)
+    p += middle.length
+    for (let i = 0; i < d.length; i++) buf[p + i] = d.charCodeAt(i)
+    buf.set(tail, p + d.length)
+    batch.wrote(n)
   }
 }
+
+const EMPTY = Buffer.alloc(0)

@@ -29,7 +29,7 @@ t.test('the hand-built request line is byte for byte what logger.info(fields, "r
   }
 })
 
-t.test('through a LineBatch (ASCII lines copied, others UTF-8 encoded) the request line is the same bytes', async (t) => {
+t.test('through a LineBatch (ASCII lines written as bytes in pieces, others UTF-8 encoded) the request line is the same bytes', async (t) => {
   const samples: RequestLine[] = [
     { reqId: 'a1b2c30000000001', fp: '0123456789abcdef', method: 'GET', route: '/challenge', status: 200, durationMs: 0.42, outcome: 'ok' },
     { reqId: 'a1b2c30000000002', fp: undefined, method: 'POST', route: 'unmatched', status: 401, durationMs: 12, outcome: 'AOG_IDENTITY_REQUIRED' },
@@ -43,8 +43,8 @@ t.test('through a LineBatch (ASCII lines copied, others UTF-8 encoded) the reque
     a.logger.info({ ...s }, 'request')
     const out = sink()
     const batch = new LineBatch(out, 4096, 60_000)
-    const copy = batch.writeAscii.bind(batch)
-    batch.writeAscii = (line) => { asciiLines++; return copy(line) }
+    const wrote = batch.wrote.bind(batch)
+    batch.wrote = (n) => { asciiLines++; wrote(n) }
     requestLogger(createLogger({ destination: batch, now: clock }))(s)
     batch.flushSync()
     t.equal(out.writes.join(''), a.lines[0], `same bytes for ${JSON.stringify(s)}`)
@@ -52,16 +52,17 @@ t.test('through a LineBatch (ASCII lines copied, others UTF-8 encoded) the reque
   t.equal(asciiLines, 2, 'the two plain lines took the ASCII path, the others the UTF-8 one')
 })
 
-t.test('one request writer over a run of lines (its kept segments change and repeat) writes what logger.info writes', async (t) => {
+for (const limit of [1 << 20, 300]) {
+t.test(`one request writer over a run of lines (its kept segments change and repeat) writes what logger.info writes (batches of ${limit} bytes)`, async (t) => {
   let now = Date.UTC(2026, 10, 27, 5, 51, 1, 922)
   const clock = (): number => now
   const pinoLines: string[] = []
   const reference = createLogger({ destination: new Writable({ write (chunk, _enc, cb) { pinoLines.push(String(chunk)); cb() } }), now: clock })
   const out = sink()
-  const batch = new LineBatch(out, 1 << 20, 60_000)
+  const batch = new LineBatch(out, limit, 60_000)
   let asciiLines = 0
-  const copy = batch.writeAscii.bind(batch)
-  batch.writeAscii = (line) => { asciiLines++; return copy(line) }
+  const wrote = batch.wrote.bind(batch)
+  batch.wrote = (n) => { asciiLines++; wrote(n) }
   const write = requestLogger(createLogger({ destination: batch, now: clock }))
   let seed = 5
   const pick = <T>(xs: readonly T[]): T => { seed = (seed * 1103515245 + 12345) % 2147483648; return xs[Math.floor(seed / 65536) % xs.length]! }
@@ -69,7 +70,7 @@ t.test('one request writer over a run of lines (its kept segments change and rep
   for (let i = 0; i < n; i++) {
     if (pick([0, 0, 0, 1]) === 1) now += pick([1, 7, 1000, 86_400_000])
     const line: RequestLine = {
-      reqId: pick(['a1b2c30000000001', 'a1b2c30000000002', 'a1b2c3000000ffff', 'x"y']),
+      reqId: pick(['a1b2c30000000001', 'a1b2c30000000002', 'a1b2c3000000ffff', 'x"y', 'a1b2c30000000003', 'a1b2c30000000004', 'L'.repeat(9000)]),
       fp: pick([undefined, '0123456789abcdef', 'fedcba9876543210', 'é\n']),
       method: pick(['GET', 'POST', 'M-SEARCH', 'G\tT']),
       route: pick(['/challenge', '/task', 'unmatched']),
@@ -91,6 +92,7 @@ t.test('one request writer over a run of lines (its kept segments change and rep
   t.equal(a.length, b.length)
   t.ok(asciiLines > n / 4 && asciiLines < n, `the plain lines (${asciiLines}) took the segment path, the others the whole-line one`)
 })
+}
 
 t.test('jsonNumber writes what JSON.stringify writes', async (t) => {
   let bad = 0
