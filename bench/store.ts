@@ -3,14 +3,17 @@
  * Cluster: operations per second and p50/p99 latency with C operations in flight, each next to the
  * memory store measured in the same run, plus a bare Redis PING as the round-trip floor; and Redis
  * memory per live challenge (MEMORY USAGE of one record, and used_memory growth over many).
- *   npm run bench:store [-- --ops 20000 --concurrency 32 --redis redis://127.0.0.1:6379 --no-cluster]
+ * Then the memory store at its steady state: CPU per issue (with the gate's own nonce and seed
+ * draws) while it holds `--steady-live` records, next to the same issues into an empty store.
+ *   npm run bench:store [-- --ops 20000 --concurrency 32 --redis redis://127.0.0.1:6379 --no-cluster --steady-live 3500000]
  */
 import { randomBytes } from 'node:crypto'
 import { parseArgs } from 'node:util'
 import { Redis } from 'ioredis'
 import { MemoryStore } from '../lib/stores/memory.js'
+import { RandomPool } from '../lib/random.js'
 import { RedisStore } from '../lib/stores/redis.js'
-import type { Store } from '../lib/stores/store.js'
+import { IssueStatus, type Store } from '../lib/stores/store.js'
 import { startCluster } from '../test/helpers/redis.js'
 import { machine, table } from './util.js'
 
@@ -19,6 +22,7 @@ const { values } = parseArgs({ options: {
   concurrency: { type: 'string', default: '32' },
   redis: { type: 'string', default: 'redis://127.0.0.1:6379' },
   'no-cluster': { type: 'boolean', default: false },
+  'steady-live': { type: 'string', default: '3500000' },
 } })
 const OPS = Number(values.ops)
 const C = Number(values.concurrency)
@@ -111,4 +115,42 @@ console.log(table(Object.entries(results).flatMap(([store, r]) => (['issue', 'co
 })))))
 console.log(`redis PING round trip (floor): ${Math.round(ping.opsPerSec).toLocaleString('en')} ops/s, p50 ${ping.p50.toFixed(3)} ms`)
 console.log(`redis memory per live challenge: MEMORY USAGE ${usage} bytes; used_memory growth ${perRecord.toFixed(0)} bytes/record over ${N} (target <= 200)`)
+
+/**
+ * The memory store at its steady state. At the defaults a record lives 70 s (a 10 s deadline and
+ * 60 s of grace), so a gate issuing R challenges a second holds 70·R of them (3.5 million at
+ * 50k/s). A simulated clock advances 70 s / live per issue, so that `live` records are alive once
+ * the first 70 s have passed; the sweep runs every simulated second, as the gate's timer does.
+ * CPU per issue (process.cpuUsage, garbage collection included) for a million issues into an
+ * empty store (the baseline), then for a million more at the steady state.
+ */
+const live = Number(values['steady-live'])
+if (live > 0) {
+  let now = 1.8e12
+  const random = new RandomPool()
+  const store = new MemoryStore({ maxChallenges: 2 * live, now: () => Math.floor(now), sweepIntervalMs: 0, random })
+  const step = 70_000 / live
+  const fingerprint = randomBytes(32).toString('hex')
+  let lastSweep = now
+  const issues = (n: number): void => {
+    for (let i = 0; i < n; i++) {
+      now += step
+      if (now - lastSweep >= 1000) { store.sweep(); lastSweep = now }
+      const r = store.issue({ fingerprint, rate, nonce: random.nonce(), seed: random.hex(32), iterations: 1 << 20, checkpointInterval: 1 << 14, deadlineMs: 10_000, graceMs: 60_000 })
+      if (r.status !== IssueStatus.OK) throw new Error(`issue refused: ${r.status}`)
+    }
+  }
+  const cpuNs = (n: number): number => {
+    const c0 = process.cpuUsage()
+    issues(n)
+    const c = process.cpuUsage(c0)
+    return (c.user + c.system) * 1000 / n
+  }
+  const M = 1_000_000
+  const empty = cpuNs(M)
+  issues(Math.max(0, Math.ceil(live * 1.1) - M)) // past 70 simulated seconds: records now expire as fast as they come
+  const full = cpuNs(M)
+  console.log(`memory store at its steady state (${store.size.toLocaleString('en')} live records, ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MiB of heap): ${full.toFixed(0)} ns of CPU per issue, against ${empty.toFixed(0)} ns into an empty store (${(full / empty).toFixed(2)}x)`)
+  await store.close()
+}
 process.exit(0)
