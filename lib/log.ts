@@ -240,7 +240,7 @@ export function requestLogger (logger: Logger): (line: RequestLine) => void {
   // '{"level":30,"time":"…",<bindings>,"reqId":"' for the last time fragment.
   let stamp: string | undefined
   let head = EMPTY
-  // '","fp":"…"' (or '"' without one) for the last fingerprint, then
+  // The middle segment: '","fp":"…"' (or '"' without one) for the last fingerprint, then
   // ',"method":"…","route":"…","status":…,"durationMs":' for the last method, route and status.
   let fp: string | undefined | null = null
   let method = ''

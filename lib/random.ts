@@ -15,7 +15,7 @@ export class RandomPool {
   readonly #nonceBytes = Buffer.allocUnsafeSlow(18 * NONCES)
   #nonceText = ''
   #nonces = NONCES
-  // The last nonce and hex string handed out, and where their bytes are (see bytesOf).
+  // The last nonce and hex string handed out, and where their bytes are (nonceBytes, hexBytes).
   #lastNonce: string | undefined = undefined
   #lastNonceAt = 0
   #lastHex: string | undefined = undefined

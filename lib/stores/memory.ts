@@ -163,7 +163,6 @@ class Generation {
   }
 
   fingerprint (slot: number): string { return this.#fingerprints[slot]! }
-  issuedAt (slot: number): number { return this.#numbers[NUMBERS * slot]! }
   deadline (slot: number): number { return this.#numbers[NUMBERS * slot + 1]! }
   expiresAt (slot: number): number { return this.#numbers[NUMBERS * slot + 2]! }
   has (slot: number, flag: number): boolean { return (this.#flags[slot]! & flag) !== 0 }
