@@ -25,30 +25,29 @@
 import autocannon from 'autocannon'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { parseArgs } from 'node:util'
 import { createAgent, pass } from '../lib/client/agent.js'
 import { DEV, splitArgs, startBaseline, startGateProcess, type Child } from './servers.js'
-import { cpuMs, machine, median, table } from './util.js'
+import { benchArgs, cpuMs, machine, median, table } from './util.js'
 
-const { values } = parseArgs({ options: {
-  duration: { type: 'string', default: '6' },
-  rounds: { type: 'string', default: '5' },
-  connections: { type: 'string', default: '16' },
-  'passes-concurrency': { type: 'string', default: '8' },
-  calibrate: { type: 'string', default: '' },
-  'gate-args': { type: 'string', default: '' },
-} })
+const values = benchArgs('bench:http', 'GET /challenge per second on the gate (memory store) against a bare node:https server with the same TLS settings, in alternating rounds; then whole passes per second.', {
+  duration: { type: 'number', default: 6, help: 'seconds of each round, per server (and of the whole-pass run)' },
+  rounds: { type: 'number', default: 5, help: 'alternating rounds (the headline is the median of the per-round ratios)' },
+  connections: { type: 'number', default: 16, help: 'keep-alive connections of the load generator' },
+  'passes-concurrency': { type: 'number', default: 8, help: 'agents running whole passes at once' },
+  calibrate: { type: 'string', default: '', help: 'microseconds of extra CPU per request to load the baseline with afterwards, e.g. 5,10,20', check: (v) => v.split(',').every((x) => Number(x) > 0) ? undefined : 'expected positive numbers separated by commas' },
+  'gate-args': { type: 'string', default: '', help: "gate options added to the bench's, e.g. '--workers 1'" },
+})
 const tlsOptions = { cert: readFileSync(join(DEV, 'agent.pem')), key: readFileSync(join(DEV, 'agent-key.pem')), ca: readFileSync(join(DEV, 'ca.pem')) }
 
 interface Load { rps: number, p50: number, p99: number, non2xx: number, errors: number, refused: number, serverUs?: number, loaderUs: number }
 
 async function load (server: Child, path: string): Promise<Load> {
   const url = `https://localhost:${server.port}${path}`
-  const connections = Number(values.connections)
+  const connections = values.connections
   await autocannon({ url, connections, duration: 1, tlsOptions } as autocannon.Options) // warm-up
   const c0 = cpuMs(server.child.pid)
   const u0 = process.cpuUsage()
-  const r = await autocannon({ url, connections, duration: Number(values.duration), tlsOptions } as autocannon.Options)
+  const r = await autocannon({ url, connections, duration: values.duration, tlsOptions } as autocannon.Options)
   const u = process.cpuUsage(u0)
   const c1 = cpuMs(server.child.pid)
   const n = Math.max(1, r.requests.total)
@@ -89,7 +88,7 @@ const limited = await startGateProcess([...gateArgs, '--rate-burst', '1', '--rat
 const baseRuns: Load[] = []
 const gateRuns: Load[] = []
 const refusedRuns: Load[] = []
-for (let i = 0; i < Number(values.rounds); i++) {
+for (let i = 0; i < values.rounds; i++) {
   baseRuns.push(await load(baseline, '/'))
   gateRuns.push(await load(gate, '/challenge'))
   refusedRuns.push(await load(limited, '/challenge'))
@@ -107,12 +106,12 @@ const pairedRefused = median(refusedRuns.map((g, i) => g.rps / baseRuns[i]!.rps)
 const pairedMedian = median(paired)
 
 // Whole passes: concurrent agents, each looping challenge → solve (native, off the event loop) → submit.
-const agent = createAgent({ url: `https://localhost:${gate.port}`, ...tlsOptions, connections: Number(values['passes-concurrency']) })
+const agent = createAgent({ url: `https://localhost:${gate.port}`, ...tlsOptions, connections: values['passes-concurrency'] })
 let passes = 0
 let failures = 0
-const end = Date.now() + Number(values.duration) * 1000
+const end = Date.now() + values.duration * 1000
 const t0 = Date.now()
-await Promise.all(Array.from({ length: Number(values['passes-concurrency']) }, async () => {
+await Promise.all(Array.from({ length: values['passes-concurrency'] }, async () => {
   while (Date.now() < end) {
     try { await pass(agent); passes++ } catch { failures++ }
   }

@@ -28,18 +28,17 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { parseArgs } from 'node:util'
 import { BENCH_GATE_ARGS, DEV, ROOT, freePort } from './servers.js'
-import { machine, table } from './util.js'
+import { benchArgs, machine, table } from './util.js'
 
-const { values } = parseArgs({ options: {
-  requests: { type: 'string', default: '3000' },
-  warm: { type: 'string', default: '3000' },
-  connections: { type: 'string', default: '16' },
-  functions: { type: 'string', default: '0' },
-} })
-const functions = Number(values.functions)
-const requests = Number(values.requests)
+const values = benchArgs('bench:instructions', 'User-space instructions per GET /challenge on the gate against a request on the bare node:https baseline, counted by callgrind (needs valgrind).', {
+  requests: { type: 'number', default: 3000, help: 'requests of the smaller measured load (the larger has 3x as many)' },
+  warm: { type: 'number', default: 3000, help: 'requests of each of the two warm-up loads' },
+  connections: { type: 'number', default: 16, help: 'keep-alive connections of the load generator' },
+  functions: { type: 'number', default: 0, min: 0, help: 'also list the N functions whose marginal instructions per request differ most' },
+})
+const functions = values.functions
+const requests = values.requests
 const tlsOptions = { cert: readFileSync(join(DEV, 'agent.pem')), key: readFileSync(join(DEV, 'agent-key.pem')), ca: readFileSync(join(DEV, 'ca.pem')) }
 
 try {
@@ -65,7 +64,7 @@ async function listening (port: number, child: ChildProcess): Promise<void> {
 }
 
 async function load (port: number, path: string, amount: number): Promise<void> {
-  const r = await autocannon({ url: `https://localhost:${port}${path}`, connections: Number(values.connections), amount, timeout: 120, tlsOptions } as autocannon.Options)
+  const r = await autocannon({ url: `https://localhost:${port}${path}`, connections: values.connections, amount, timeout: 120, tlsOptions } as autocannon.Options)
   if (r.non2xx > 0 || r.errors > 0) throw new Error(`${r.non2xx} non-2xx answers and ${r.errors} errors from ${path}`)
 }
 
@@ -130,8 +129,8 @@ async function count (name: string, path: string, args: (port: number) => string
   const map = `/tmp/perf-${child.pid}.map`
   try {
     await listening(port, child)
-    await load(port, path, Number(values.warm))
-    await load(port, path, Number(values.warm))
+    await load(port, path, values.warm)
+    await load(port, path, values.warm)
     const control = (cmd: string): void => { execFileSync('callgrind_control', [cmd, String(child.pid)], { stdio: 'ignore' }) }
     control('--instr=on')
     await load(port, path, requests)

@@ -14,16 +14,16 @@ import { spawn } from 'node:child_process'
 import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
-import { parseArgs } from 'node:util'
 import { X509Certificate } from 'node:crypto'
 import { fingerprintOf } from '../lib/identity/tls.js'
 import { BENCH_GATE_ARGS, DEV, ROOT, splitArgs, tracked } from './servers.js'
+import { benchArgs } from './util.js'
 
-const { values } = parseArgs({ options: {
-  duration: { type: 'string', default: '10' },
-  path: { type: 'string', default: '/challenge' },
-  'gate-args': { type: 'string', default: '' },
-} })
+const values = benchArgs('profile', 'A CPU profile (node --cpu-prof) of the gate under GET /challenge load, or POST /task with --path /task; prints its path and the top functions by self time.', {
+  duration: { type: 'number', default: 10, help: 'seconds of load' },
+  path: { type: 'string', default: '/challenge', help: 'the path to load: /challenge, or /task (well-formed submissions of never-issued nonces)', check: (v) => v.startsWith('/') ? undefined : 'expected a path starting with /' },
+  'gate-args': { type: 'string', default: '', help: "gate options added to the bench's, e.g. '--rate-burst 1 --rate-per-second 1'" },
+})
 const dir = join(ROOT, 'bench', 'results')
 mkdirSync(dir, { recursive: true })
 const child = tracked(spawn(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, join(ROOT, 'dist', 'bin', 'aog-server.js'), '--dev',
@@ -48,7 +48,7 @@ const task = values.path === '/task'
       }),
     }
   : {}
-const r = await autocannon({ url: `https://localhost:${port}${values.path}`, connections: 16, duration: Number(values.duration), tlsOptions, ...task } as autocannon.Options)
+const r = await autocannon({ url: `https://localhost:${port}${values.path}`, connections: 16, duration: values.duration, tlsOptions, ...task } as autocannon.Options)
 const exited = new Promise((resolve) => child.once('exit', resolve))
 child.kill('SIGTERM')
 await exited

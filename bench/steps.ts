@@ -23,16 +23,15 @@ import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
-import { parseArgs } from 'node:util'
 import { DEV, ROOT, startGateProcess, tracked, type Child } from './servers.js'
-import { cpuMs, machine, median, table } from './util.js'
+import { benchArgs, cpuMs, machine, median, table } from './util.js'
 
-const { values } = parseArgs({ options: {
-  rate: { type: 'string', default: '8000' },
-  duration: { type: 'string', default: '4' },
-  rounds: { type: 'string', default: '5' },
-  connections: { type: 'string', default: '16' },
-} })
+const values = benchArgs('bench:steps', "CPU per GET /challenge on the bare baseline with the gate's work added one step at a time, then on the gate, at a fixed request rate.", {
+  rate: { type: 'number', default: 8000, min: 0, help: 'requests per second held on every server; 0 loads each as fast as it answers' },
+  duration: { type: 'number', default: 4, help: 'seconds of each round, per server' },
+  rounds: { type: 'number', default: 5, help: 'rounds (the median is shown)' },
+  connections: { type: 'number', default: 16, help: 'keep-alive connections of the load generator' },
+})
 const tlsOptions = { cert: readFileSync(join(DEV, 'agent.pem')), key: readFileSync(join(DEV, 'agent-key.pem')), ca: readFileSync(join(DEV, 'ca.pem')) }
 
 const STEPS = [
@@ -53,16 +52,16 @@ async function startStep (step: number): Promise<Child> {
   return { child, port, stop: () => child.kill('SIGTERM') }
 }
 
-const rate = Number(values.rate)
+const rate = values.rate
 const paced = rate > 0 ? { overallRate: rate } : {}
 
 /** CPU microseconds per request of one server, and its requests per second; throws on any failed request. */
 async function measure (server: Child, path: string): Promise<{ us: number, rps: number }> {
   const url = `https://localhost:${server.port}${path}`
-  const connections = Number(values.connections)
+  const connections = values.connections
   await autocannon({ url, connections, duration: 1, tlsOptions, ...paced } as autocannon.Options) // warm-up
   const c0 = cpuMs(server.child.pid)
-  const r = await autocannon({ url, connections, duration: Number(values.duration), tlsOptions, ...paced } as autocannon.Options)
+  const r = await autocannon({ url, connections, duration: values.duration, tlsOptions, ...paced } as autocannon.Options)
   const c1 = cpuMs(server.child.pid)
   if (r.non2xx > 0 || r.errors > 0 || r.requests.total === 0) throw new Error(`${path}: ${r.non2xx} non-2xx, ${r.errors} errors of ${r.requests.total}`)
   if (c0 === undefined || c1 === undefined) throw new Error('bench:steps reads CPU time from /proc (Linux only)')
@@ -78,7 +77,7 @@ async function stopped (server: Child): Promise<void> {
 const names = [...STEPS, 'the gate (aog-server, GET /challenge)']
 const samples: number[][] = names.map(() => [])
 const rps: number[][] = names.map(() => [])
-for (let round = 0; round < Number(values.rounds); round++) {
+for (let round = 0; round < values.rounds; round++) {
   for (let i = 0; i < names.length; i++) {
     const server = i < STEPS.length ? await startStep(i) : await startGateProcess()
     const m = await measure(server, i < STEPS.length ? '/' : '/challenge')

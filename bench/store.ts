@@ -8,24 +8,23 @@
  *   npm run bench:store [-- --ops 20000 --concurrency 32 --redis redis://127.0.0.1:6379 --no-cluster --steady-live 3500000]
  */
 import { randomBytes } from 'node:crypto'
-import { parseArgs } from 'node:util'
 import { Redis } from 'ioredis'
 import { MemoryStore } from '../lib/stores/memory.js'
 import { RandomPool } from '../lib/random.js'
 import { RedisStore } from '../lib/stores/redis.js'
 import { IssueStatus, type Store } from '../lib/stores/store.js'
 import { startCluster } from '../test/helpers/redis.js'
-import { machine, table } from './util.js'
+import { benchArgs, machine, table } from './util.js'
 
-const { values } = parseArgs({ options: {
-  ops: { type: 'string', default: '20000' },
-  concurrency: { type: 'string', default: '32' },
-  redis: { type: 'string', default: 'redis://127.0.0.1:6379' },
-  'no-cluster': { type: 'boolean', default: false },
-  'steady-live': { type: 'string', default: '3500000' },
-} })
-const OPS = Number(values.ops)
-const C = Number(values.concurrency)
+const values = benchArgs('bench:store', 'Issue and consume on the memory store, Redis and a 3-master Redis Cluster (started on loopback ports), each next to the memory store; then the memory store at its steady state.', {
+  ops: { type: 'number', default: 20000, help: 'operations per measurement' },
+  concurrency: { type: 'number', default: 32, help: 'operations in flight' },
+  redis: { type: 'string', default: 'redis://127.0.0.1:6379', help: 'the single Redis node', check: (v) => /^rediss?:\/\//.test(v) ? undefined : 'expected a redis:// or rediss:// URL' },
+  'no-cluster': { type: 'boolean', default: false, help: 'skip the Redis Cluster rows' },
+  'steady-live': { type: 'number', default: 3_500_000, help: 'records the memory store holds for its steady-state row' },
+})
+const OPS = values.ops
+const C = values.concurrency
 const rate = { burst: 1e9, perSecond: 1e9 }
 
 interface Result { opsPerSec: number, p50: number, p99: number }
@@ -124,7 +123,7 @@ console.log(`redis memory per live challenge: MEMORY USAGE ${usage} bytes; used_
  * CPU per issue (process.cpuUsage, garbage collection included) for a million issues into an
  * empty store (the baseline), then for a million more at the steady state.
  */
-const live = Number(values['steady-live'])
+const live = values['steady-live']
 if (live > 0) {
   let now = 1.8e12
   const random = new RandomPool()

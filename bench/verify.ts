@@ -5,19 +5,21 @@
  * the solve it checks; the target with the defaults (m = 64, S = 8) is at most 1/6.
  *   npm run bench:verify [-- --rounds 5]
  */
-import { parseArgs } from 'node:util'
 import { randomBytes } from 'node:crypto'
 import { solveChain } from '../lib/challenge/chain.js'
 import { selectChain } from '../lib/challenge/select.js'
 import { planVerification, type Policy } from '../lib/challenge/policy.js'
 import { VerifyPool } from '../lib/verify/pool.js'
 import type { ChallengeRecord } from '../lib/stores/store.js'
-import { machine, table } from './util.js'
+import { benchArgs, machine, table } from './util.js'
 
-const { values } = parseArgs({ options: { rounds: { type: 'string', default: '5' }, workers: { type: 'string', default: '2' } } })
-const R = Number(values.rounds)
+const values = benchArgs('bench:verify', "CPU per solve (the agent) against CPU per verification (the gate, workers included) in sampled, full and no-checkpoint modes at several chain sizes, m = 64.", {
+  rounds: { type: 'number', default: 5, help: 'rounds per size (the median is shown)' },
+  workers: { type: 'number', default: 2, help: 'verification worker threads' },
+})
+const R = values.rounds
 const impl = await selectChain()
-const pool = new VerifyPool({ size: Number(values.workers), maxQueue: 1024, taskTimeoutMs: 600_000 })
+const pool = new VerifyPool({ size: values.workers, maxQueue: 1024, taskTimeoutMs: 600_000 })
 await pool.ready()
 
 const cpuMs = (u: NodeJS.CpuUsage): number => (u.user + u.system) / 1000
