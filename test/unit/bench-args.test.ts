@@ -23,7 +23,7 @@ t.test('numbers come back as numbers, defaults fill the rest, booleans are flags
 
 const SCRIPTS: Array<[string, string, string[]]> = [
   ['chain', 'bench:chain', ['--iterations', '--rounds']],
-  ['verify', 'bench:verify', ['--rounds', '--workers']],
+  ['verify', 'bench:verify', ['--rounds', '--warm', '--workers']],
   ['http', 'bench:http', ['--duration', '--rounds', '--connections', '--passes-concurrency', '--calibrate', '--gate-args']],
   ['handshake', 'bench:handshake', ['--duration', '--rounds', '--concurrency']],
   ['store', 'bench:store', ['--ops', '--concurrency', '--redis', '--no-cluster', '--steady-live']],
