@@ -9,7 +9,8 @@
 import { createHash, hash } from 'node:crypto'
 import { iterateTs } from '../lib/challenge/chain.js'
 import { loadNative } from '../lib/challenge/native.js'
-import { benchArgs, machine, medianNsPerUnit, table } from './util.js'
+import { benchArgs } from './args.js'
+import { machine, medianNsPerUnit, table } from './util.js'
 
 const values = benchArgs('bench:chain', 'Nanoseconds per chain link for each implementation, next to a crypto.hash loop and a C loop on OpenSSL measured in the same run.', {
   iterations: { type: 'number', default: 2_000_000, help: 'links per round and implementation' },

@@ -12,7 +12,8 @@ import { connect } from 'node:tls'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { DEV, startBaseline, startGateProcess, type Child } from './servers.js'
-import { benchArgs, cpuMs, machine, median, table } from './util.js'
+import { benchArgs } from './args.js'
+import { cpuMs, machine, median, table } from './util.js'
 
 const values = benchArgs('bench:handshake', 'New mTLS connections per second (full handshakes) against the gate and a bare node:https server with the same TLS settings, in alternating rounds.', {
   duration: { type: 'number', default: 5, help: 'seconds of each round, per server' },

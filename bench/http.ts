@@ -27,7 +27,8 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createAgent, pass } from '../lib/client/agent.js'
 import { DEV, splitArgs, startBaseline, startGateProcess, type Child } from './servers.js'
-import { benchArgs, cpuMs, machine, median, table } from './util.js'
+import { benchArgs } from './args.js'
+import { cpuMs, machine, median, table } from './util.js'
 
 const values = benchArgs('bench:http', 'GET /challenge per second on the gate (memory store) against a bare node:https server with the same TLS settings, in alternating rounds; then whole passes per second.', {
   duration: { type: 'number', default: 6, help: 'seconds of each round, per server (and of the whole-pass run)' },

@@ -29,7 +29,8 @@ import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { BENCH_GATE_ARGS, DEV, ROOT, freePort } from './servers.js'
-import { benchArgs, machine, table } from './util.js'
+import { benchArgs } from './args.js'
+import { machine, table } from './util.js'
 
 const values = benchArgs('bench:instructions', 'User-space instructions per GET /challenge on the gate against a request on the bare node:https baseline, counted by callgrind (needs valgrind).', {
   requests: { type: 'number', default: 3000, help: 'requests of the smaller measured load (the larger has 3x as many)' },

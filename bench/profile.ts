@@ -17,7 +17,7 @@ import { createInterface } from 'node:readline'
 import { X509Certificate } from 'node:crypto'
 import { fingerprintOf } from '../lib/identity/tls.js'
 import { BENCH_GATE_ARGS, DEV, ROOT, splitArgs, tracked } from './servers.js'
-import { benchArgs } from './util.js'
+import { benchArgs } from './args.js'
 
 const values = benchArgs('profile', 'A CPU profile (node --cpu-prof) of the gate under GET /challenge load, or POST /task with --path /task; prints its path and the top functions by self time.', {
   duration: { type: 'number', default: 10, help: 'seconds of load' },

@@ -24,7 +24,8 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { DEV, ROOT, startGateProcess, tracked, type Child } from './servers.js'
-import { benchArgs, cpuMs, machine, median, table } from './util.js'
+import { benchArgs } from './args.js'
+import { cpuMs, machine, median, table } from './util.js'
 
 const values = benchArgs('bench:steps', "CPU per GET /challenge on the bare baseline with the gate's work added one step at a time, then on the gate, at a fixed request rate.", {
   rate: { type: 'number', default: 8000, min: 0, help: 'requests per second held on every server; 0 loads each as fast as it answers' },

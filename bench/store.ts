@@ -14,7 +14,8 @@ import { RandomPool } from '../lib/random.js'
 import { RedisStore } from '../lib/stores/redis.js'
 import { IssueStatus, type Store } from '../lib/stores/store.js'
 import { startCluster } from '../test/helpers/redis.js'
-import { benchArgs, machine, table } from './util.js'
+import { benchArgs } from './args.js'
+import { machine, table } from './util.js'
 
 const values = benchArgs('bench:store', 'Issue and consume on the memory store, Redis and a 3-master Redis Cluster (started on loopback ports), each next to the memory store; then the memory store at its steady state.', {
   ops: { type: 'number', default: 20000, help: 'operations per measurement' },

@@ -14,7 +14,8 @@ import { selectChain } from '../lib/challenge/select.js'
 import { planVerification, type Policy } from '../lib/challenge/policy.js'
 import { VerifyPool } from '../lib/verify/pool.js'
 import type { ChallengeRecord } from '../lib/stores/store.js'
-import { benchArgs, machine, table } from './util.js'
+import { benchArgs } from './args.js'
+import { machine, table } from './util.js'
 
 const values = benchArgs('bench:verify', "CPU per solve (the agent) against CPU per verification (the gate, workers included) in sampled, full and no-checkpoint modes at several chain sizes, m = 64.", {
   rounds: { type: 'number', default: 5, help: 'rounds per size (the median is shown)' },

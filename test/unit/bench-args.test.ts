@@ -1,11 +1,11 @@
 /**
- * The bench scripts' command lines (bench/util.ts benchArgs): typed values and defaults in process,
+ * The bench scripts' command lines (bench/args.ts): typed values and defaults in process,
  * and for every script, run as a user runs it: --help exits 0 listing its options, and an unknown
  * option, a stray argument or a bad number exits 2 with one clear line, before any server starts.
  */
 import t from 'tap'
 import { join } from 'node:path'
-import { benchArgs, type BenchOption } from '../../bench/util.js'
+import { benchArgs, type BenchOption } from '../../bench/args.js'
 import { run } from '../helpers/spawn.js'
 import { ROOT } from '../helpers/pki.js'
 
@@ -33,23 +33,52 @@ const SCRIPTS: Array<[string, string, string[]]> = [
 ]
 
 /** benchArgs in process, with process.exit and stderr caught: what a failing command line prints. */
-function failure (options: Parameters<typeof benchArgs>[2], argv: string[]): { code: number | undefined, stderr: string } {
+function failure (options: Parameters<typeof benchArgs>[2], argv: string[]): { code: number | undefined, stdout: string, stderr: string } {
   const exit = process.exit
   const write = process.stderr.write
+  const writeOut = process.stdout.write
+  let stdout = ''
   let stderr = ''
   let code: number | undefined
   process.exit = ((c?: number) => { code = c; throw new Error('exit') }) as typeof process.exit
   process.stderr.write = ((s: string) => { stderr += s; return true }) as typeof process.stderr.write
+  process.stdout.write = ((s: string) => { stdout += s; return true }) as typeof process.stdout.write
   try {
-    benchArgs('bench:x', 's', options, argv)
+    benchArgs('bench:x', 'What it measures.', options, argv)
   } catch (err) {
     if ((err as Error).message !== 'exit') throw err
   } finally {
     process.exit = exit
     process.stderr.write = write
+    process.stdout.write = writeOut
   }
-  return { code, stderr }
+  return { code, stdout, stderr }
 }
+
+t.test('--help prints every option with its default, then exits 0', async (t) => {
+  const opts = {
+    rounds: { type: 'number', default: 5, help: 'rounds to run' },
+    'gate-args': { type: 'string', default: '', help: 'gate options' },
+    quick: { type: 'boolean', default: false, help: 'be quick' },
+  } satisfies Record<string, BenchOption>
+  for (const flag of ['--help', '-h']) {
+    const h = failure(opts, [flag])
+    t.equal(h.code, 0, `${flag} exits 0`)
+    t.equal(h.stderr, '')
+    t.equal(h.stdout, [
+      'Usage: npm run bench:x [-- options]',
+      '',
+      'What it measures.',
+      '',
+      'Options:',
+      '  --rounds <n>        rounds to run (default: 5)',
+      '  --gate-args <text>  gate options',
+      '  --quick             be quick',
+      '  --help, -h          print this help',
+      '',
+    ].join('\n'))
+  }
+})
 
 t.test('a bad command line exits 2 with one clear line, never a stack trace', async (t) => {
   const opts = {
