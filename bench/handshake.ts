@@ -13,7 +13,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { DEV, startBaseline, startGateProcess, type Child } from './servers.js'
 import { benchArgs } from './args.js'
-import { cpuMs, machine, median, table } from './util.js'
+import { cpuMs, machine, median, middleHalf, table } from './util.js'
 
 const values = benchArgs('bench:handshake', 'New mTLS connections per second (full handshakes) against the gate and a bare node:https server with the same TLS settings, in alternating rounds.', {
   duration: { type: 'number', default: 5, help: 'seconds of each round, per server' },
@@ -71,5 +71,6 @@ console.log(table([
 ]))
 console.log(`rounds, handshakes/s: baseline ${baseRuns.map((r) => Math.round(r.perSecond)).join(' ')}; gate ${gateRuns.map((r) => Math.round(r.perSecond)).join(' ')}`)
 if (failed > 0) console.log(`WARNING: ${failed} handshakes failed: the ratio below is not valid`)
-console.log(`gate vs baseline, median of the ${paired.length} per-round ratios: ${median(paired).toFixed(2)}x (no target; rounds ${paired.map((r) => r.toFixed(2)).join(' ')})`)
+const [lo, hi] = middleHalf(paired)
+console.log(`gate vs baseline, median of the ${paired.length} per-round ratios: ${median(paired).toFixed(2)}x (no target; rounds ${paired.map((r) => r.toFixed(2)).join(' ')}; middle half ${lo.toFixed(2)}-${hi.toFixed(2)}x)`)
 process.exit(failed > 0 ? 1 : 0)

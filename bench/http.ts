@@ -28,7 +28,7 @@ import { join } from 'node:path'
 import { createAgent, pass } from '../lib/client/agent.js'
 import { DEV, splitArgs, startBaseline, startGateProcess, type Child } from './servers.js'
 import { benchArgs } from './args.js'
-import { cpuMs, machine, median, table } from './util.js'
+import { cpuMs, machine, median, middleHalf, table } from './util.js'
 
 const values = benchArgs('bench:http', 'GET /challenge per second on the gate (memory store) against a bare node:https server with the same TLS settings, in alternating rounds; then whole passes per second.', {
   duration: { type: 'number', default: 6, help: 'seconds of each round, per server (and of the whole-pass run)' },
@@ -131,6 +131,9 @@ console.log(table([
 console.log(`rounds, req/s: baseline ${baseRuns.map((r) => Math.round(r.rps)).join(' ')}; gate ${gateRuns.map((r) => Math.round(r.rps)).join(' ')}; refused ${refusedRuns.map((r) => Math.round(r.rps)).join(' ')}`)
 if (failed > 0) console.log(`WARNING: ${failed} responses were errors or not 2xx: the ratio below compares other work than GET /challenge's and is not valid`)
 console.log(`GET /challenge vs baseline, median of the ${paired.length} per-round ratios: ${pairedMedian.toFixed(2)}x (target >= 0.85x; rounds ${paired.map((r) => r.toFixed(2)).join(' ')})`)
+const [lo, hi] = middleHalf(paired)
+const baseRps = baseRuns.map((r) => r.rps)
+console.log(`spread: the middle half of the per-round ratios is ${lo.toFixed(2)}-${hi.toFixed(2)}x; the baseline's own req/s ranged ${Math.round(Math.min(...baseRps)).toLocaleString('en')}-${Math.round(Math.max(...baseRps)).toLocaleString('en')} over the rounds`)
 console.log(`refused GET /challenge (429) vs baseline, median of the per-round ratios: ${pairedRefused.toFixed(2)}x (no target)`)
 if (base.serverUs !== undefined && challenge.serverUs !== undefined) {
   console.log(`server CPU per request: gate ${challenge.serverUs.toFixed(1)} us vs baseline ${base.serverUs.toFixed(1)} us (${(base.serverUs / challenge.serverUs).toFixed(2)}x the baseline's efficiency)`)

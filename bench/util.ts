@@ -37,3 +37,12 @@ export function cpuMs (pid: number | undefined): number | undefined {
 }
 
 export const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+
+/**
+ * The middle half of `xs` (first and third quartiles, nearest rank): how far a headline median
+ * can be trusted on a noisy machine.
+ */
+export function middleHalf (xs: number[]): [number, number] {
+  const s = [...xs].sort((a, b) => a - b)
+  return [s[Math.floor((s.length - 1) / 4)]!, s[Math.ceil((3 * (s.length - 1)) / 4)]!]
+}
