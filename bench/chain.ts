@@ -10,7 +10,7 @@ import { createHash, hash } from 'node:crypto'
 import { iterateTs } from '../lib/challenge/chain.js'
 import { loadNative } from '../lib/challenge/native.js'
 import { benchArgs } from './args.js'
-import { machine, medianNsPerUnit, table } from './util.js'
+import { machine, median, medianNsPerUnit, table } from './util.js'
 
 const values = benchArgs('bench:chain', 'Nanoseconds per chain link for each implementation, next to a crypto.hash loop and a C loop on OpenSSL measured in the same run.', {
   iterations: { type: 'number', default: 2_000_000, help: 'links per round and implementation' },
@@ -47,7 +47,6 @@ const ns: Record<string, number[]> = Object.fromEntries(Object.keys(impls).map((
 for (let r = 0; r < R; r++) {
   for (const [name, fn] of Object.entries(impls)) ns[name]!.push(medianNsPerUnit(1, N, fn))
 }
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 const base = median(ns['crypto.hash loop (baseline)']!)
 console.log(`bench:chain  ${machine()}  N=${N} per round, ${R} rounds, median`)
 const c = ns['C loop on OpenSSL (baseline)']

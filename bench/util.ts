@@ -10,8 +10,7 @@ export function medianNsPerUnit (rounds: number, units: number, fn: () => void):
     fn()
     samples.push(Number(process.hrtime.bigint() - t0) / units)
   }
-  samples.sort((a, b) => a - b)
-  return samples[Math.floor(samples.length / 2)]!
+  return median(samples)
 }
 
 export function machine (): string {
@@ -36,7 +35,12 @@ export function cpuMs (pid: number | undefined): number | undefined {
   }
 }
 
-export const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+/** The median: the middle value, or the mean of the two middle values of an even count. */
+export function median (xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2
+}
 
 /**
  * The middle half of `xs` (first and third quartiles, nearest rank): how far a headline median

@@ -15,7 +15,7 @@ import { planVerification, type Policy } from '../lib/challenge/policy.js'
 import { VerifyPool } from '../lib/verify/pool.js'
 import type { ChallengeRecord } from '../lib/stores/store.js'
 import { benchArgs } from './args.js'
-import { machine, table } from './util.js'
+import { machine, median, table } from './util.js'
 
 const values = benchArgs('bench:verify', "CPU per solve (the agent) against CPU per verification (the gate, workers included) in sampled, full and no-checkpoint modes at several chain sizes, m = 64.", {
   rounds: { type: 'number', default: 5, help: 'rounds per size (the median is shown)' },
@@ -28,7 +28,6 @@ const pool = new VerifyPool({ size: values.workers, maxQueue: 1024, taskTimeoutM
 await pool.ready()
 
 const cpuMs = (u: NodeJS.CpuUsage): number => (u.user + u.system) / 1000
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 const rows: Array<Record<string, string>> = []
 for (const N of [1 << 16, 1 << 18, 1 << 20]) {
   const k = N / 64

@@ -4,7 +4,8 @@ import { cpuMs, machine, median, medianNsPerUnit, middleHalf, table } from '../.
 
 t.test('median and the middle half (nearest rank)', async (t) => {
   t.equal(median([3, 1, 2]), 2)
-  t.equal(median([4, 1, 3, 2]), 3, 'an even count takes the upper middle')
+  t.equal(median([4, 1, 3, 2]), 2.5, 'an even count: the mean of the two middle values')
+  t.equal(median([1.27, 0.92]), 1.095)
   const xs = [0.84, 0.95, 1.00, 0.87, 0.87, 0.97, 0.95, 0.92, 0.86, 0.51, 0.81, 0.84, 0.72, 0.90, 0.81]
   t.same(middleHalf(xs), [0.81, 0.95])
   t.same(middleHalf([5]), [5, 5])
