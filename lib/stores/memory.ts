@@ -56,7 +56,7 @@ const SEED32 = new Int32Array(SEED.buffer, SEED.byteOffset, 8)
  */
 function seedBytes (s: string, random: RandomPool | undefined): boolean {
   if (s.length !== 64) return false
-  return random?.hexBytes(s, SEED) === true || SEED.write(s, 0, 32, 'hex') === 32
+  return random?.hexWords(s, SEED32) === true || SEED.write(s, 0, 32, 'hex') === 32
 }
 
 /**
@@ -65,7 +65,7 @@ function seedBytes (s: string, random: RandomPool | undefined): boolean {
  */
 function nonceKey (s: string, random?: RandomPool): boolean {
   if (s.length !== 22) return false
-  if (random?.nonceBytes(s, KEY) === true) return true
+  if (random?.nonceWords(s, KEY32) === true) return true
   let j = 0
   for (let i = 0; i < 20; i += 4) {
     const a = b64(s, i)
