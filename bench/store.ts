@@ -22,7 +22,7 @@ const values = benchArgs('bench:store', 'Issue and consume on the memory store, 
   concurrency: { type: 'number', default: 32, help: 'operations in flight' },
   redis: { type: 'string', default: 'redis://127.0.0.1:6379', help: 'the single Redis node', check: (v) => /^rediss?:\/\//.test(v) ? undefined : 'expected a redis:// or rediss:// URL' },
   'no-cluster': { type: 'boolean', default: false, help: 'skip the Redis Cluster rows' },
-  'steady-live': { type: 'number', default: 3_500_000, help: 'records the memory store holds for its steady-state row' },
+  'steady-live': { type: 'number', default: 3_500_000, min: 0, help: 'records the memory store holds for its steady-state row (0 skips the row)' },
 })
 const OPS = values.ops
 const C = values.concurrency
