@@ -30,6 +30,7 @@ import { createAttestationVerifier } from './attestation.js'
 import { chainKernel } from './challenge/native.js'
 import { getChallenge } from './handlers/challenge.js'
 import { postTask } from './handlers/task.js'
+import { keepTickShape } from './tick-shape.js'
 import type { GateParts, Handler, RequestContext } from './handlers/context.js'
 
 export interface GateDeps {
@@ -101,6 +102,9 @@ export function parseHostPort (s: string): { host: string, port: number } {
 /** Build the gate. Reads the TLS files named by config (bin/ resolves --dev paths first). */
 export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
   const { logger, metrics } = deps
+  // Keep nextTick's queue-entry maps alive: a gate that idled before its traffic (readiness probes,
+  // then load) otherwise spent 5-6% of its CPU defining them in V8's runtime (lib/tick-shape.ts).
+  void keepTickShape()
   const random = new RandomPool()
   const store = deps.store ?? createStore(config, logger, deps.now, random)
   const pool = new VerifyPool({

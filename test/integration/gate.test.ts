@@ -4,9 +4,12 @@ import { request } from 'undici'
 import { createHash } from 'node:crypto'
 import { anonymousAgent, refusedWith, startGate } from '../helpers/gate.js'
 import { getChallenge, pass, solve, submitTask, type GateError, type TaskBody } from '../../lib/client/agent.js'
+import { keptTickEntry } from '../../lib/tick-shape.js'
 
 t.test('an authorized agent passes with the agent library, and the response follows the protocol', async (t) => {
+  t.equal(keptTickEntry(), undefined, 'nothing in this process has kept a nextTick entry yet')
   const g = await startGate(t)
+  t.ok(keptTickEntry() !== undefined, 'creating the gate kept a nextTick entry (lib/tick-shape.ts)')
   const agent = g.agent()
   const r = await pass(agent)
   t.equal(r.status, 'accepted')
