@@ -20,7 +20,11 @@
  *
  * `--calibrate 5,10,20` then loads the baseline again spinning that many microseconds of CPU per
  * request: what a given amount of extra work per request costs in throughput on this machine.
- *   npm run bench:http [-- --duration 6 --rounds 3 --connections 16 --passes-concurrency 8 --calibrate 5,10,20 --gate-args='--workers 1']
+ *
+ * `--idle 15` lets every server sit idle that long after start before the first round: a gate that
+ * answered its readiness probes and then waited for traffic (lib/tick-shape.ts is why that once
+ * cost 10% of its throughput for good).
+ *   npm run bench:http [-- --duration 6 --rounds 3 --connections 16 --passes-concurrency 8 --calibrate 5,10,20 --idle 15 --gate-args='--workers 1']
  */
 import autocannon from 'autocannon'
 import { readFileSync } from 'node:fs'
@@ -37,6 +41,7 @@ const values = benchArgs('bench:http', 'GET /challenge per second on the gate (m
   'passes-concurrency': { type: 'number', default: 8, help: 'agents running whole passes at once' },
   calibrate: { type: 'string', default: '', help: 'microseconds of extra CPU per request to load the baseline with afterwards, e.g. 5,10,20', check: (v) => v.split(',').every((x) => Number(x) > 0) ? undefined : 'expected positive numbers separated by commas' },
   'gate-args': { type: 'string', default: '', help: "gate options added to the bench's, e.g. '--workers 1'" },
+  idle: { type: 'number', default: 0, min: 0, integer: false, help: 'seconds every server sits idle after start (past its readiness checks) before the first round, as a gate that waits for its traffic does' },
 })
 const tlsOptions = { cert: readFileSync(join(DEV, 'agent.pem')), key: readFileSync(join(DEV, 'agent-key.pem')), ca: readFileSync(join(DEV, 'ca.pem')) }
 
@@ -89,6 +94,7 @@ const limited = await startGateProcess([...gateArgs, '--rate-burst', '1', '--rat
 const baseRuns: Load[] = []
 const gateRuns: Load[] = []
 const refusedRuns: Load[] = []
+if (values.idle > 0) await new Promise((resolve) => setTimeout(resolve, values.idle * 1000))
 for (let i = 0; i < values.rounds; i++) {
   baseRuns.push(await load(baseline, '/'))
   gateRuns.push(await load(gate, '/challenge'))
@@ -122,7 +128,7 @@ await agent.close()
 gate.stop()
 
 const us = (x: number | undefined): string => x === undefined ? 'n/a' : x.toFixed(1)
-console.log(`bench:http  ${machine()}  ${values.connections} connections, keep-alive, mTLS; ${values.rounds} alternating rounds of ${values.duration} s each, medians`)
+console.log(`bench:http  ${machine()}  ${values.connections} connections, keep-alive, mTLS; ${values.rounds} alternating rounds of ${values.duration} s each, medians${values.idle > 0 ? `; servers idle ${values.idle} s before the first round` : ''}`)
 console.log(table([
   { target: 'bare node:https (baseline)', 'req/s': Math.round(base.rps).toLocaleString('en'), 'p50 ms': String(base.p50), 'p99 ms': String(base.p99), 'non-2xx': String(base.non2xx), 'server CPU us/req': us(base.serverUs), 'load gen CPU us/req': us(base.loaderUs), 'req/s ratio': '1.00x' },
   { target: 'gate GET /challenge', 'req/s': Math.round(challenge.rps).toLocaleString('en'), 'p50 ms': String(challenge.p50), 'p99 ms': String(challenge.p99), 'non-2xx': String(challenge.non2xx), 'server CPU us/req': us(challenge.serverUs), 'load gen CPU us/req': us(challenge.loaderUs), 'req/s ratio': `${(challenge.rps / base.rps).toFixed(2)}x` },
