@@ -23,7 +23,7 @@
  *
  * `--idle 15` lets every server sit idle that long after start before the first round: a gate that
  * answered its readiness probes and then waited for traffic (lib/tick-shape.ts is why that once
- * cost 10% of its throughput for good).
+ * cost 10-15% of its throughput for good).
  *   npm run bench:http [-- --duration 6 --rounds 3 --connections 16 --passes-concurrency 8 --calibrate 5,10,20 --idle 15 --gate-args='--workers 1']
  */
 import autocannon from 'autocannon'
