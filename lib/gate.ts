@@ -103,7 +103,7 @@ export function parseHostPort (s: string): { host: string, port: number } {
 export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
   const { logger, metrics } = deps
   // Keep nextTick's queue-entry maps alive: a gate that idled before its traffic (readiness probes,
-  // then load) otherwise spent 5-6% of its CPU defining them in V8's runtime (lib/tick-shape.ts).
+  // then load) otherwise spent 5-7% of its CPU defining them in V8's runtime (lib/tick-shape.ts).
   void keepTickShape()
   const random = new RandomPool()
   const store = deps.store ?? createStore(config, logger, deps.now, random)

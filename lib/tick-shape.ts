@@ -10,7 +10,7 @@
  * matches, and V8 turns the site megamorphic for good: from then on every nextTick defines its
  * two symbol keys in the runtime (map lookups and transitions in C++). Several ticks run per
  * request (the request stream's end, the socket's close), so a gate that idled after start
- * (readiness probes, then traffic) spent 5-6% of its CPU per GET /challenge there (`perf`, see
+ * (readiness probes, then traffic) spent 5-7% of its CPU per GET /challenge there (`perf`, see
  * docs/benchmarks.md). One entry kept alive keeps its map and the maps before it in the
  * transition chain alive, and the feedback stays monomorphic.
  *
