@@ -18,7 +18,8 @@ import type { Metrics } from './metrics.js'
 import type { Observer } from './histogram.js'
 import { AogError, PoolBusyError, StoreUnavailableError } from './errors.js'
 import { Router } from './http/router.js'
-import { sendProblem } from './http/reply.js'
+import { problemHeaders, problemJson } from './http/reply.js'
+import { ResponseBatch } from './http/batch.js'
 import { tlsIdentity, type Identity } from './identity/tls.js'
 import { forwardedIdentity, readCertificates } from './identity/forwarded.js'
 import { Revocation } from './identity/revocation.js'
@@ -81,16 +82,35 @@ class Context implements RequestContext {
   identity = undefined as unknown as Identity
   once: OnceKey | undefined = undefined
   outcome = 'unknown'
+  // The answer, kept here until the batch writes it (no object of its own per response).
+  status = 0
+  headers: string[] = EMPTY_LIST
+  body = ''
+  answered = false
+  /** done() has run: the request is counted, observed and logged (exactly once). */
+  booked = false
   #child: Logger | undefined
   readonly #logger: Logger
+  readonly #batch: ResponseBatch<Context>
 
-  constructor (readonly reqId: string, readonly req: IncomingMessage, readonly res: ServerResponse, logger: Logger) {
+  constructor (readonly reqId: string, readonly req: IncomingMessage, readonly res: ServerResponse, readonly start: number, logger: Logger, batch: ResponseBatch<Context>) {
     this.#logger = logger
+    this.#batch = batch
+  }
+
+  send (status: number, headers: string[], body: string): void {
+    this.status = status
+    this.headers = headers
+    this.body = body
+    this.answered = true
+    this.#batch.add(this)
   }
 
   /** A child logger with the request id, made only when a handler logs something of its own. */
   get log (): Logger { return (this.#child ??= this.#logger.child({ reqId: this.reqId })) }
 }
+
+const EMPTY_LIST: string[] = []
 
 /** Split "host:port" or "[v6]:port". */
 export function parseHostPort (s: string): { host: string, port: number } {
@@ -244,11 +264,17 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
   // (a fresh slice per request made the request line compare 16 characters each time).
   let lastFingerprint: string | undefined
   let lastFp: string | undefined
-  /** The end of every request: the in-flight count, the duration histogram and the log line. */
-  function done (ctx: Context, start: number): void {
+  /**
+   * The end of every request, once: the in-flight count, the duration histogram and the log line.
+   * For an answered request it runs when the batch has written the answer (so the duration is
+   * the time until the response went to the socket), or when the response closes first.
+   */
+  function done (ctx: Context): void {
+    if (ctx.booked) return
+    ctx.booked = true
     inflight--
     const { req, res } = ctx
-    const ms = performance.now() - start
+    const ms = performance.now() - ctx.start
     const method = req.method ?? ''
     const fingerprint = ctx.identity?.fingerprint
     if (fingerprint !== lastFingerprint) {
@@ -268,13 +294,19 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     if (inflight === 0) drained?.()
   }
 
+  // Every answer goes through one batch per gate: written at the end of the event-loop turn
+  // that finished it, then booked (lib/http/batch.ts).
+  const batch = new ResponseBatch<Context>((ctx, err) => {
+    if (err !== undefined) ctx.log.error({ err }, 'writing the response failed')
+    done(ctx)
+  })
+
   // Not async: a handler that finishes synchronously (GET /challenge on the memory store) costs
-  // no promise, and its request is booked at once (its response is already ended: no 'close'
-  // listener, no closure). One that returns a promise is booked when its response closes, and its
-  // rejection goes to fail() like a throw.
+  // no promise, and its request is booked by the batch that writes its answer (no 'close'
+  // listener, no closure). One that returns a promise is booked when its answer is written or
+  // its response closes, whichever comes first; its rejection goes to fail() like a throw.
   function handle (req: IncomingMessage, res: ServerResponse): void {
-    const start = performance.now()
-    const ctx = new Context(reqIds.next(), req, res, logger)
+    const ctx = new Context(reqIds.next(), req, res, performance.now(), logger, batch)
     inflight++
     if (closing) res.setHeader('connection', 'close')
     let pending: Promise<void> | void = undefined
@@ -284,15 +316,18 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     } catch (err) {
       fail(ctx, err)
     }
-    if (pending === undefined && res.writableEnded) {
-      done(ctx, start)
-      return
-    }
-    res.on('close', () => { done(ctx, start) })
+    if (pending === undefined && ctx.answered) return
+    res.on('close', () => { done(ctx) })
     if (pending !== undefined) pending.catch((err: unknown) => { fail(ctx, err) })
   }
 
   function fail (ctx: RequestContext, err: unknown): void {
+    // An error after the answer was given (or started): the connection is not left in doubt.
+    if (ctx.answered || ctx.res.headersSent) {
+      ctx.log.error({ err }, 'error after the response was sent')
+      ctx.res.destroy()
+      return
+    }
     let e: AogError
     if (err instanceof AogError) {
       e = err
@@ -319,7 +354,8 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     ctx.outcome = e.code
     // 413: the rest of the body was not read, so the connection cannot be reused.
     if (e.status === 413) ctx.res.shouldKeepAlive = false
-    sendProblem(ctx.res, e)
+    const text = problemJson(e)
+    ctx.send(e.status, problemHeaders(e, text), text)
   }
 
   const ops: HttpServer = createHttpServer(async (req, res) => {

@@ -1,6 +1,6 @@
 /** GET /challenge (PROTOCOL.md section 2): one store call that takes a token and creates the challenge. */
 import { AogError } from '../errors.js'
-import { sendJsonRated } from '../http/reply.js'
+import { jsonRatedHeaders } from '../http/reply.js'
 import { IssueStatus, type ChallengeRecord, type IssueResult } from '../stores/store.js'
 import { ALGORITHM } from '../challenge/chain.js'
 import { rateLimited, replayedIdentity, type GateParts, type Handler, type RequestContext } from './context.js'
@@ -33,7 +33,8 @@ function answer (ctx: RequestContext, { config, issued, refuse }: GateParts, r: 
   }
   issued.inc()
   ctx.outcome = 'ok'
-  sendJsonRated(ctx.res, challengeJson(r.challenge), r.rate, config.ratePerSecond)
+  const text = challengeJson(r.challenge)
+  ctx.send(200, jsonRatedHeaders(text, r.rate, config.ratePerSecond), text)
 }
 
 // The body's fixed middle (iterations, checkpoint interval and algorithm: the same for every

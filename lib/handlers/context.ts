@@ -39,6 +39,14 @@ export interface RequestContext {
   once?: OnceKey | undefined
   /** Set by the handler: the code or 'ok', for the log line and metrics. */
   outcome: string
+  /**
+   * Answer with `status`, a flat header list (writeHead's form) and `body`: written at the end of
+   * this turn of the event loop with the other responses finished in it (lib/http/batch.ts). A
+   * request is answered once: a handler calls this, or throws (the gate answers the error).
+   */
+  send: (status: number, headers: string[], body: string) => void
+  /** send() was called (the response may not be written yet). */
+  readonly answered: boolean
 }
 
 /** A route handler: finishes synchronously (GET /challenge on the memory store) or returns a promise. */

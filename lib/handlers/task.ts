@@ -11,7 +11,7 @@
  */
 import { AogError } from '../errors.js'
 import { readJsonBody } from '../http/body.js'
-import { rateHeaders, sendJson } from '../http/reply.js'
+import { jsonHeaders, rateHeaders } from '../http/reply.js'
 import { ConsumeStatus, TakeStatus, type BucketSpec, type RateState } from '../stores/store.js'
 import { checkPlausible, planVerification, sameHex } from '../challenge/policy.js'
 import { checkTaskBody, type TaskBody, type TaskResponse } from './schemas.js'
@@ -102,7 +102,8 @@ export const postTask: Handler = async (ctx, parts) => {
     const res: TaskResponse = { status: 'accepted', nonce: body.nonce, verification: plan.mode, elapsed_ms: c.now - record.issuedAt }
     ctx.outcome = 'ok'
     metrics.submissions.inc({ outcome: 'accepted', reason: 'ok' })
-    sendJson(ctx.res, 200, res, rateHeaders(c.rate, rate.perSecond))
+    const text = JSON.stringify(res)
+    ctx.send(200, jsonHeaders(text, rateHeaders(c.rate, rate.perSecond)), text)
   } finally {
     if (reserved) pool.release(tasks)
   }

@@ -7,13 +7,11 @@ import type { RateState } from '../stores/store.js'
 export const BASE_HEADERS = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' }
 const BASE_LIST = Object.entries(BASE_HEADERS).flat()
 
-/** Send a JSON body; the headers go to writeHead as one flat list. */
-export function sendJson (res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
-  const text = JSON.stringify(body)
+/** The flat header list of a JSON body `text` (writeHead's form), with `headers` added. */
+export function jsonHeaders (text: string, headers?: Record<string, string>): string[] {
   const list = [...BASE_LIST, 'content-type', 'application/json', 'content-length', String(Buffer.byteLength(text))]
   if (headers !== undefined) for (const k in headers) list.push(k, headers[k]!)
-  res.writeHead(status, list)
-  res.end(text)
+  return list
 }
 
 /**
@@ -23,11 +21,16 @@ export function sendJson (res: ServerResponse, status: number, body: unknown, he
  * of headers to walk, no list to copy (a test checks the fixed headers against BASE_HEADERS).
  */
 export function sendJsonRated (res: ServerResponse, text: string, rate: RateState, perSecond: number): void {
-  res.writeHead(200, [
+  res.writeHead(200, jsonRatedHeaders(text, rate, perSecond))
+  res.end(text)
+}
+
+/** sendJsonRated's header list, for a writer of its own (the gate's ResponseBatch). */
+export function jsonRatedHeaders (text: string, rate: RateState, perSecond: number): string[] {
+  return [
     'cache-control', 'no-store', 'x-content-type-options', 'nosniff', 'content-type', 'application/json',
     'content-length', String(text.length), 'ratelimit-policy', policyText(rate.limit, perSecond), 'ratelimit', rateText(rate),
-  ])
-  res.end(text)
+  ]
 }
 
 /** The fixed start of each code's problem body, up to `"detail":` (one per code, made on first use). */
@@ -48,20 +51,17 @@ export function problemJson (err: AogError, instance?: string): string {
 }
 
 /**
- * Send an AogError as application/problem+json, its headers as one flat list (refusals are as
- * frequent as the requests that earn them: a flood of 429s must cost no more than the answers).
- * `err.headers` adds to the fixed headers and must not repeat them.
+ * The flat header list of `err`'s problem body `text` (problemJson's): BASE_HEADERS, the error's
+ * own headers (which must not repeat them), Retry-After, the media type and the length. Refusals
+ * are as frequent as the requests that earn them: a flood of 429s must cost no more than the answers.
  */
-export function sendProblem (res: ServerResponse, err: AogError, instance?: string): void {
-  if (res.headersSent) { res.destroy(); return }
-  const text = problemJson(err, instance)
+export function problemHeaders (err: AogError, text: string): string[] {
   const list = [...BASE_LIST]
   const extra = err.headers
   for (const k in extra) list.push(k, extra[k]!)
   if (err.retryAfter !== undefined) list.push('retry-after', String(Math.max(1, Math.ceil(err.retryAfter))))
   list.push('content-type', 'application/problem+json', 'content-length', String(Buffer.byteLength(text)))
-  res.writeHead(err.status, list)
-  res.end(text)
+  return list
 }
 
 /** The last policy text rateHeaders made (a cache of a pure function of its two numbers). */

@@ -206,3 +206,30 @@ t.test('sampled mode with S = m always catches fabricated checkpoints', async (t
     t.equal(e.code, 'AOG_WRONG_RESULT')
   }
 })
+
+t.test('concurrent requests over many connections each get their own answer, booked once (responses written in batches)', async (t) => {
+  const g = await startGate(t)
+  // Requests arriving together are handled in the same turns of the event loop, and their answers
+  // written together at each turn's end (lib/http/batch.ts): answers and refusals mixed.
+  const kinds = Array.from({ length: 60 }, (_, i) => (i % 6 === 4 ? 'missing' : i % 6 === 5 ? 'method' : 'challenge'))
+  const results = await Promise.all(kinds.map(async (kind) => {
+    if (kind === 'missing') return { kind, ...(await g.raw('agent', '/nope')) }
+    if (kind === 'method') return { kind, ...(await g.raw('agent', '/challenge', { method: 'DELETE' })) }
+    return { kind, ...(await g.raw('agent', '/challenge')) }
+  }))
+  const wrong = results.filter((r) => r.status !== ({ challenge: 200, missing: 404, method: 405 } as Record<string, number>)[r.kind])
+  t.same(wrong, [], 'every request got the answer of its own kind')
+  const nonces = results.filter((r) => r.kind === 'challenge').map((r) => r.json.nonce as string)
+  t.equal(new Set(nonces).size, 40, '40 challenges, 40 distinct nonces')
+  t.ok(results.filter((r) => r.kind === 'method').every((r) => r.json.code === 'AOG_METHOD_NOT_ALLOWED' && r.headers.allow === 'GET'))
+  t.ok(results.filter((r) => r.kind === 'missing').every((r) => r.json.code === 'AOG_NOT_FOUND'))
+  const lines = g.logs.map((l) => JSON.parse(l)).filter((l) => l.msg === 'request')
+  t.equal(lines.length, 60, 'one request line per request')
+  t.equal(new Set(lines.map((l) => l.reqId)).size, 60, 'each with its own request id')
+  t.same(lines.map((l) => l.status).sort(), results.map((r) => r.status).sort(), 'the logged statuses are the statuses answered')
+  t.ok(lines.every((l) => typeof l.durationMs === 'number' && l.durationMs >= 0))
+  const counts = (await g.metrics.requestDuration.get()).values.filter((v) => v.metricName === 'aog_http_request_duration_seconds_count')
+  const total = (status: string): number => counts.filter((v) => v.labels.status === status).reduce((s, v) => s + v.value, 0)
+  t.same([total('200'), total('404'), total('405')], [40, 10, 10], 'the duration histogram counts each request once')
+  t.equal(g.gate.inflight, 0, 'nothing left in flight')
+})
