@@ -2,16 +2,24 @@
 import { AogError } from '../errors.js'
 
 export class Router<H> {
-  // Per path: the path as added (handed out as the route, the same string for every request, so
-  // that later comparisons of it are pointer comparisons) and its handlers by method.
-  readonly #routes = new Map<string, { path: string, byMethod: Map<string, H> }>()
+  // The routes as added, each path with its handlers by method, searched in order: a gate has a
+  // handful, and comparing the request's path with each costs less than hashing it (a new string
+  // per request) for a Map. The path handed out as the route is the one added (the same string
+  // for every request, so later comparisons of it are pointer comparisons).
+  readonly #routes: Array<{ path: string, methods: string[], handlers: H[] }> = []
 
   add (method: string, path: string, handler: H): this {
-    let route = this.#routes.get(path)
-    if (route === undefined) this.#routes.set(path, route = { path, byMethod: new Map() })
-    const byMethod = route.byMethod
+    let route = this.#routes.find((r) => r.path === path)
+    if (route === undefined) this.#routes.push(route = { path, methods: [], handlers: [] })
     // No implicit HEAD: GET /challenge has a side effect (it issues a challenge).
-    byMethod.set(method.toUpperCase(), handler)
+    const m = method.toUpperCase()
+    const at = route.methods.indexOf(m)
+    if (at === -1) {
+      route.methods.push(m)
+      route.handlers.push(handler)
+    } else {
+      route.handlers[at] = handler
+    }
     return this
   }
 
@@ -22,14 +30,17 @@ export class Router<H> {
   find (method: string, url: string, into?: { route: string }): H {
     const q = url.indexOf('?')
     const path = q === -1 ? url : url.slice(0, q)
-    const route = this.#routes.get(path)
-    if (route === undefined) throw new AogError('AOG_NOT_FOUND', 'no such route')
-    if (into !== undefined) into.route = route.path
-    const byMethod = route.byMethod
-    const handler = byMethod.get(method)
-    if (handler === undefined) {
-      throw new AogError('AOG_METHOD_NOT_ALLOWED', `${method} is not allowed here`, { headers: { allow: [...byMethod.keys()].join(', ') } })
+    const routes = this.#routes
+    for (let i = 0; i < routes.length; i++) {
+      const route = routes[i]!
+      if (route.path !== path) continue
+      if (into !== undefined) into.route = route.path
+      const at = route.methods.indexOf(method)
+      if (at === -1) {
+        throw new AogError('AOG_METHOD_NOT_ALLOWED', `${method} is not allowed here`, { headers: { allow: route.methods.join(', ') } })
+      }
+      return route.handlers[at]!
     }
-    return handler
+    throw new AogError('AOG_NOT_FOUND', 'no such route')
   }
 }

@@ -87,9 +87,11 @@ function nonceKey (s: string, random?: RandomPool): boolean {
 
 /**
  * The records issued in one slice of time, in columns indexed by slot (issue order), and a table
- * from nonce to slot + 1 (0: empty), open addressing with linear probing, at most half full. The
- * nonces are CSPRNG bytes, so their first word is the hash; a lookup's nonce may be anyone's
- * choice, but the table's layout is not, and a probe ends at the first empty place.
+ * from nonce to slot + 1 (0: empty), open addressing with linear probing, at most half full; each
+ * place holds the slot and the nonce's first word side by side, so that a probe reads one cache
+ * line per place and a record only for a nonce whose first word matches. The nonces are CSPRNG
+ * bytes, so their first word is the hash; a lookup's nonce may be anyone's choice, but the
+ * table's layout is not, and a probe ends at the first empty place.
  */
 class Generation {
   readonly start: number
@@ -118,7 +120,7 @@ class Generation {
       this.#flags = reuse.#flags.fill(0)
       return
     }
-    this.#table = new Int32Array(2 * capacity)
+    this.#table = new Int32Array(4 * capacity)
     this.#keys = new Int32Array(4 * capacity)
     this.#numbers = new Float64Array(NUMBERS * capacity)
     this.#seeds = new Int32Array(8 * capacity)
@@ -130,7 +132,7 @@ class Generation {
   /** The slot of the nonce in KEY, or -1. */
   find (): number {
     const i = this.#probe()
-    return i < 0 ? -1 : this.#table[i]! - 1
+    return i < 0 ? -1 : this.#table[2 * i]! - 1
   }
 
   /**
@@ -142,7 +144,8 @@ class Generation {
     if (slot === this.#flags.length) this.#grow()
     const place = this.#probe()
     if (place >= 0) return false
-    this.#table[-place - 1] = slot + 1
+    this.#table[2 * (-place - 1)] = slot + 1
+    this.#table[2 * (-place - 1) + 1] = KEY32[0]!
     const keys = this.#keys
     keys[4 * slot] = KEY32[0]!
     keys[4 * slot + 1] = KEY32[1]!
@@ -194,12 +197,15 @@ class Generation {
   #probeFor (k0: number, k1: number, k2: number, k3: number): number {
     const table = this.#table
     const keys = this.#keys
-    const mask = table.length - 1
+    const mask = (table.length >> 1) - 1
     for (let i = k0 & mask; ; i = (i + 1) & mask) {
-      const s = table[i]! - 1
+      const s = table[2 * i]! - 1
       if (s < 0) return -i - 1
+      // The first word beside the slot: a place of another nonce is passed over without reading
+      // its record (a cache miss of its own, at a random address).
+      if (table[2 * i + 1] !== k0) continue
       const at = 4 * s
-      if (keys[at] === k0 && keys[at + 1] === k1 && keys[at + 2] === k2 && keys[at + 3] === k3) return i
+      if (keys[at + 1] === k1 && keys[at + 2] === k2 && keys[at + 3] === k3) return i
     }
   }
 
@@ -215,9 +221,13 @@ class Generation {
     this.#numbers = widen(this.#numbers, (n) => new Float64Array(n), NUMBERS)
     this.#seeds = widen(this.#seeds, (n) => new Int32Array(n), 8)
     this.#flags = widen(this.#flags, (n) => new Uint8Array(n), 1)
-    this.#table = new Int32Array(2 * capacity)
+    this.#table = new Int32Array(4 * capacity)
     const keys = this.#keys
-    for (let s = 0; s < this.count; s++) this.#table[-this.#probeFor(keys[4 * s]!, keys[4 * s + 1]!, keys[4 * s + 2]!, keys[4 * s + 3]!) - 1] = s + 1
+    for (let s = 0; s < this.count; s++) {
+      const place = -this.#probeFor(keys[4 * s]!, keys[4 * s + 1]!, keys[4 * s + 2]!, keys[4 * s + 3]!) - 1
+      this.#table[2 * place] = s + 1
+      this.#table[2 * place + 1] = keys[4 * s]!
+    }
   }
 }
 

@@ -237,3 +237,40 @@ t.test('memory: a new generation that takes over a dropped one\'s columns starts
   t.equal(ok, 3000, 'every new record is found, unclaimed')
   t.equal(store.size, 3000)
 })
+
+t.test('memory: nonces that share their first word, or their place in the table, are told apart', async (t) => {
+  const now = 9_000_000
+  const store = new MemoryStore({ maxChallenges: 1_000_000, now: () => now, sweepIntervalMs: 0 })
+  t.teardown(() => store.close())
+  const rate = { burst: 1e9, perSecond: 1e9 }
+  const fingerprint = 'c'.repeat(64)
+  // 600 nonces in 20 groups of 30 with the same first four bytes (the word the table keeps beside
+  // each slot, and the probe's start), the groups' first words 1 apart: long probe runs, places
+  // whose word matches while the rest differs, and tables that double on the way.
+  const nonces: string[] = []
+  for (let g = 0; g < 20; g++) {
+    for (let i = 0; i < 30; i++) {
+      const b = randomBytes(16)
+      b.writeUInt32LE(0x5a5a0000 + g, 0)
+      nonces.push(b.toString('base64url'))
+    }
+  }
+  const seeds = nonces.map(() => randomBytes(32).toString('hex'))
+  for (const [i, nonce] of nonces.entries()) {
+    const r = store.issue({ fingerprint, rate, nonce, seed: seeds[i]!, iterations: 64, checkpointInterval: 64, deadlineMs: 1000, graceMs: 1000 })
+    if (r.status !== IssueStatus.OK) { t.fail(`issue ${i} refused`); return }
+  }
+  // A nonce of a group's first word that was never issued is unknown, and claims nothing.
+  const stranger = randomBytes(16)
+  stranger.writeUInt32LE(0x5a5a0000 + 3, 0)
+  t.equal((await store.consume({ fingerprint, nonce: stranger.toString('base64url'), rate })).status, ConsumeStatus.UNKNOWN)
+  let ok = 0
+  for (const [i, nonce] of nonces.entries()) {
+    const r = await store.consume({ fingerprint, nonce, rate })
+    if (r.status === ConsumeStatus.OK && r.challenge.seed === seeds[i]) ok++
+  }
+  t.equal(ok, 600, 'each nonce claims its own record (its own seed)')
+  let consumed = 0
+  for (const nonce of nonces) if ((await store.consume({ fingerprint, nonce, rate })).status === ConsumeStatus.CONSUMED) consumed++
+  t.equal(consumed, 600, 'and only once')
+})

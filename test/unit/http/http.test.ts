@@ -32,6 +32,10 @@ t.test('the router answers 404 for unknown paths and 405 with Allow for known on
     t.match(err, { code: 'AOG_METHOD_NOT_ALLOWED', status: 405, headers: { allow: 'POST' } })
   }
   t.equal(wrong.route, '/b', 'a 405 still names its route (logs and metric labels)')
+  r.add('get', '/a', 'a2').add('PUT', '/a', 'a3')
+  t.equal(r.find('GET', '/a'), 'a2', 'a method added again replaces its handler (methods are upper-cased)')
+  t.match(t.throws(() => r.find('DELETE', '/a')), { headers: { allow: 'GET, PUT' } }, 'Allow lists each method once, in the order added')
+  t.throws(() => r.find('GET', '/a/'), { code: 'AOG_NOT_FOUND' }, 'paths match exactly')
 })
 
 t.test('the token bucket arithmetic', async (t) => {
