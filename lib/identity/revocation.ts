@@ -29,11 +29,13 @@ export class Revocation {
   #serials = new Set<string>()
   #denied = new Set<string>()
   /**
-   * The last identity found neither revoked nor denied by the current lists: under load most
-   * requests come from it, and its check is then one comparison instead of two lookups. Forgotten
-   * whenever a list is replaced.
+   * The fingerprint and serial last found neither revoked nor denied by the current lists: under
+   * load most requests come from that certificate, and its check is then two string comparisons
+   * instead of two lookups. Compared by value: each connection of the same agent has an identity
+   * object of its own (tls.ts caches per socket), and an agent with many connections alternates
+   * between them. Forgotten whenever a list is replaced.
    */
-  #lastAllowed: Identity | undefined
+  #lastAllowed: { fingerprint: string, serial: string } | undefined
   #watched: string[] = []
 
   constructor (opts: RevocationOptions) {
@@ -94,11 +96,12 @@ export class Revocation {
 
   /** Throws 403 AOG_NOT_AUTHORIZED when the identity is revoked or denied. */
   check (id: Identity): void {
-    if (id === this.#lastAllowed) return
+    const last = this.#lastAllowed
+    if (last !== undefined && id.fingerprint === last.fingerprint && id.serial === last.serial) return
     if (this.#denied.has(id.fingerprint) || this.#serials.has(id.serial)) {
       throw new AogError('AOG_NOT_AUTHORIZED', 'this client certificate is revoked')
     }
-    this.#lastAllowed = id
+    this.#lastAllowed = { fingerprint: id.fingerprint, serial: id.serial }
   }
 
   close (): void {

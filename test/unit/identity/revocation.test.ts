@@ -28,3 +28,22 @@ t.test('an identity allowed before a reload is checked again against the new lis
   revocation.reload()
   t.doesNotThrow(() => { revocation.check(id) }, 'allowed again once the deny list drops it')
 })
+
+t.test('the identities of one certificate on several connections are one identity to the check', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aog-revocation-'))
+  const deny = join(dir, 'deny')
+  writeFileSync(deny, '')
+  const logger = createLogger({ level: 'silent', destination: { write: () => {} } })
+  const revocation = new Revocation({ denyFile: deny, cas: [], logger, pollMs: 0 })
+  t.teardown(() => revocation.close())
+  // Each connection's identity is an object of its own (tls.ts caches per socket), with strings of its own.
+  const on = (n: number): Identity => ({ fingerprint: ['ef'.repeat(31), 'ff'].join(''), serial: ['2', 'A'].join(''), subject: `agent ${n}`, uri: '', source: 'tls' })
+  const connections = [on(1), on(2), on(3)]
+  t.equal(new Set(connections.map((c) => c.fingerprint)).size, 1, 'one fingerprint')
+  for (let i = 0; i < 9; i++) t.doesNotThrow(() => { revocation.check(connections[i % 3]!) }, `request ${i} allowed`)
+  writeFileSync(deny, `${'ef'.repeat(31)}ff\n`)
+  revocation.reload()
+  for (const c of connections) t.throws(() => { revocation.check(c) }, { code: 'AOG_NOT_AUTHORIZED' }, 'every connection refused after the reload')
+  t.doesNotThrow(() => { revocation.check({ ...connections[0]!, fingerprint: '01'.repeat(32) }) }, 'another certificate is still allowed')
+  t.throws(() => { revocation.check(connections[1]!) }, { code: 'AOG_NOT_AUTHORIZED' }, 'and the denied one still refused after it')
+})
