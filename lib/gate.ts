@@ -269,12 +269,12 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
    * For an answered request it runs when the batch has written the answer (so the duration is
    * the time until the response went to the socket), or when the response closes first.
    */
-  function done (ctx: Context): void {
+  function done (ctx: Context, at: number = performance.now()): void {
     if (ctx.booked) return
     ctx.booked = true
     inflight--
     const { req, res } = ctx
-    const ms = performance.now() - ctx.start
+    const ms = at - ctx.start
     const method = req.method ?? ''
     const fingerprint = ctx.identity?.fingerprint
     if (fingerprint !== lastFingerprint) {
@@ -296,9 +296,9 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
 
   // Every answer goes through one batch per gate: written at the end of the event-loop turn
   // that finished it, then booked (lib/http/batch.ts).
-  const batch = new ResponseBatch<Context>((ctx, err) => {
+  const batch = new ResponseBatch<Context>((ctx, err, at) => {
     if (err !== undefined) ctx.log.error({ err }, 'writing the response failed')
-    done(ctx)
+    done(ctx, at)
   })
 
   // Not async: a handler that finishes synchronously (GET /challenge on the memory store) costs

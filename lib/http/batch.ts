@@ -17,12 +17,15 @@
  * turn. With one request in a turn, it is written in the same turn as before.
  *
  * The batch writes each entry's status, flat header list and body with writeHead and end (the
- * public API: Node's keep-alive, pipelining and `Connection: close` handling apply as usual), then
- * calls `written` for it, in the order the entries were added. A response whose socket was
+ * public API: Node's keep-alive, pipelining and `Connection: close` handling apply as usual), all
+ * of a run back to back, then calls `written` for each, in the order the entries were added (the
+ * books, the log line above all, between the writes would spread them out again). A response whose socket was
  * destroyed in the meantime is not written (it could not be delivered), but `written` is still
  * called: every entry is booked exactly once.
  */
 import type { ServerResponse } from 'node:http'
+// The module's binding, not the global (a lazy accessor: a getter call per use).
+import { performance } from 'node:perf_hooks'
 
 /** What one queued response carries (the gate's request context implements it). */
 export interface Pending {
@@ -36,12 +39,21 @@ export class ResponseBatch<T extends Pending> {
   #queue: T[] = []
   /** The array the next turn fills while this one is written (no array allocated per turn). */
   #spare: T[] = []
-  readonly #written: (entry: T, err: Error | undefined) => void
+  readonly #written: (entry: T, err: Error | undefined, at: number) => void
+  readonly #clock: () => number
   readonly #run = (): void => { this.flush() }
+  /** Per entry of a run: its write's failure and the clock when it was written. */
+  readonly #errors: Array<Error | undefined> = []
+  #times = new Float64Array(64)
 
-  /** `written(entry, err)`: after the entry's response was written (err: writeHead or end threw). */
-  constructor (written: (entry: T, err: Error | undefined) => void) {
+  /**
+   * `written(entry, err, at)`: for each entry, once the whole run is written (err: its writeHead or
+   * end threw; at: `clock()` right after its own write, so that a duration ends at the write and
+   * not at the booking).
+   */
+  constructor (written: (entry: T, err: Error | undefined, at: number) => void, clock: () => number = performance.now.bind(performance)) {
     this.#written = written
+    this.#clock = clock
   }
 
   /** Responses waiting for the end of this turn. */
@@ -61,8 +73,16 @@ export class ResponseBatch<T extends Pending> {
     const queue = this.#queue
     if (queue.length === 0) return
     this.#queue = this.#spare
-    let thrown: unknown
-    for (let i = 0; i < queue.length; i++) {
+    const n = queue.length
+    const errors = this.#errors
+    const times = this.#times
+    if (times.length < n) {
+      this.#times = new Float64Array(Math.max(n, 2 * times.length))
+      this.#times.set(times)
+    }
+    // Every write first, back to back (what the batch is for), each one's time and failure noted;
+    // then the books, in the same order.
+    for (let i = 0; i < n; i++) {
       const entry = queue[i]!
       const res = entry.res
       let err: Error | undefined
@@ -77,8 +97,14 @@ export class ResponseBatch<T extends Pending> {
       } else {
         res.statusCode = entry.status // what the books record for it
       }
-      // A throwing `written` must not cost the entries after it their answers.
-      try { this.#written(entry, err) } catch (e) { thrown ??= e }
+      errors[i] = err
+      this.#times[i] = this.#clock()
+    }
+    let thrown: unknown
+    for (let i = 0; i < n; i++) {
+      // A throwing `written` must not cost the entries after it their books.
+      try { this.#written(queue[i]!, errors[i], this.#times[i]!) } catch (e) { thrown ??= e }
+      errors[i] = undefined
     }
     queue.length = 0
     this.#spare = queue

@@ -39,7 +39,7 @@ t.test('the responses of one turn are written together at its end, in order, eac
   t.equal(batch.size, 2)
   t.same(log, [], 'nothing is written while the turn goes on')
   await turn()
-  t.same(log, ['write a', 'booked a', 'write b', 'booked b'])
+  t.same(log, ['write a', 'write b', 'booked a', 'booked b'], 'the writes back to back, then the books')
   t.equal(batch.size, 0)
   const res = b.res as unknown as FakeResponse
   t.same(res.head, { status: 429, headers: ['content-type', 'application/json'] })
@@ -81,7 +81,7 @@ t.test('a destroyed response is not written but still booked; a failing write de
   batch.add(bad)
   batch.add(entry(log, 'fine'))
   await turn()
-  t.same(log, ['booked gone', 'booked bad', 'write fine', 'booked fine'])
+  t.same(log, ['write fine', 'booked gone', 'booked bad', 'booked fine'])
   t.equal((gone.res as unknown as FakeResponse).statusCode, 503, 'the books record the status it was to have')
   t.ok((bad.res as unknown as FakeResponse).destroyed, 'the connection of a response that failed to be written is closed')
   t.same(errors, ['bad: invalid header value'])
@@ -96,8 +96,25 @@ t.test('a throwing booking costs the other entries nothing, and is rethrown afte
   batch.add(entry(log, 'a'))
   batch.add(entry(log, 'b'))
   t.throws(() => { batch.flush() }, { message: 'booking failed' })
-  t.same(log, ['write a', 'booked a', 'write b', 'booked b'])
+  t.same(log, ['write a', 'write b', 'booked a', 'booked b'])
   t.equal(batch.size, 0)
   await turn() // the scheduled run finds nothing left
   t.equal(log.length, 4)
+})
+
+t.test('each entry is booked with the time of its own write, not of its booking', async (t) => {
+  const log: string[] = []
+  let tick = 0
+  const clock = (): number => { log.push(`clock ${++tick}`); return tick }
+  const at: number[] = []
+  const batch = new ResponseBatch<Entry>((e, _err, time) => { at.push(time); log.push(`booked ${e.name}`) }, clock)
+  // More entries than the batch's first table of times holds.
+  for (let i = 0; i < 70; i++) batch.add(entry(log, `e${i}`))
+  await turn()
+  t.same(at, Array.from({ length: 70 }, (_, i) => i + 1), 'the clock read right after each write, in order')
+  t.same(log.slice(0, 4), ['write e0', 'clock 1', 'write e1', 'clock 2'])
+  t.equal(log.indexOf('booked e0'), 140, 'booked after all 70 writes')
+  batch.add(entry(log, 'again'))
+  await turn()
+  t.same(at.slice(70), [71], 'the next run starts its times afresh')
 })
