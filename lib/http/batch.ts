@@ -9,8 +9,9 @@
  * sleep, so every response costs a wake-up on both sides (in the writer's system call and in the
  * woken peer; `perf` showed 0.9 us per GET /challenge in the gate's write alone, against 0.25 us
  * for a bare node:https server whose peer was rarely asleep). Written back to back, a turn's
- * responses wake the peer once. In bench:http this took the gate from 18.6 to 17.6 us of CPU per
- * GET /challenge and its throughput from 0.78x to 0.86x the bare server's (docs/benchmarks.md).
+ * responses wake the peer once. In same-run alternations this took the gate from about 18 to
+ * 16.6 us of CPU per GET /challenge and from 0.78x to 0.83-0.84x the bare server's requests per
+ * second (docs/benchmarks.md, session 10).
  *
  * What it costs: a response waits for the other requests already read in the same turn to be
  * handled (each a few microseconds for GET /challenge), never for new I/O, a timer or another
