@@ -20,9 +20,9 @@
  * The batch writes each entry's status, flat header list and body with writeHead and end (the
  * public API: Node's keep-alive, pipelining and `Connection: close` handling apply as usual), all
  * of a run back to back, then calls `written` for each, in the order the entries were added (the
- * books, the log line above all, between the writes would spread them out again). A response whose socket was
- * destroyed in the meantime is not written (it could not be delivered), but `written` is still
- * called: every entry is booked exactly once.
+ * books, the log line above all, between the writes would spread them out again). A response
+ * whose socket was destroyed in the meantime is not written (it could not be delivered), but
+ * `written` is still called: every entry is booked exactly once.
  */
 import type { ServerResponse } from 'node:http'
 // The module's binding, not the global (a lazy accessor: a getter call per use).
@@ -76,11 +76,9 @@ export class ResponseBatch<T extends Pending> {
     this.#queue = this.#spare
     const n = queue.length
     const errors = this.#errors
+    // A run's times matter only within the run: a larger table replaces the old one, uncopied.
+    if (this.#times.length < n) this.#times = new Float64Array(2 * n)
     const times = this.#times
-    if (times.length < n) {
-      this.#times = new Float64Array(Math.max(n, 2 * times.length))
-      this.#times.set(times)
-    }
     // Every write first, back to back (what the batch is for), each one's time and failure noted;
     // then the books, in the same order.
     for (let i = 0; i < n; i++) {
@@ -99,12 +97,12 @@ export class ResponseBatch<T extends Pending> {
         res.statusCode = entry.status // what the books record for it
       }
       errors[i] = err
-      this.#times[i] = this.#clock()
+      times[i] = this.#clock()
     }
     let thrown: unknown
     for (let i = 0; i < n; i++) {
       // A throwing `written` must not cost the entries after it their books.
-      try { this.#written(queue[i]!, errors[i], this.#times[i]!) } catch (e) { thrown ??= e }
+      try { this.#written(queue[i]!, errors[i], times[i]!) } catch (e) { thrown ??= e }
       errors[i] = undefined
     }
     queue.length = 0

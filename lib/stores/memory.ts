@@ -144,8 +144,9 @@ class Generation {
     if (slot === this.#flags.length) this.#grow()
     const place = this.#probe()
     if (place >= 0) return false
-    this.#table[2 * (-place - 1)] = slot + 1
-    this.#table[2 * (-place - 1) + 1] = KEY32[0]!
+    const at = 2 * (-place - 1)
+    this.#table[at] = slot + 1
+    this.#table[at + 1] = KEY32[0]!
     const keys = this.#keys
     keys[4 * slot] = KEY32[0]!
     keys[4 * slot + 1] = KEY32[1]!
