@@ -23,7 +23,7 @@ export function serverOptions (dev: string): ServerOptions {
   }
 }
 
-export const BODY = JSON.stringify({ nonce: 'AAAAAAAAAAAAAAAAAAAAAA', seed: '0'.repeat(64), iterations: 1048576, checkpoint_interval: 16384, algorithm: 'sha256-chain-v1', issued_at: 1700000000000, deadline_ts: 1700000010000 })
+export const BODY = JSON.stringify({ nonce: 'AAAAAAAAAAAAAAAAAAAAAA', seed: '0'.repeat(64), iterations: 1048576, checkpoint_interval: 16384, algorithm: 'sha256-chain-v2', issued_at: 1700000000000, deadline_ts: 1700000010000 })
 
 export const HEADERS = [
   'cache-control', 'no-store', 'x-content-type-options', 'nosniff', 'content-type', 'application/json',

@@ -1,13 +1,13 @@
 /**
- * bench:chain — nanoseconds per chain link (one SHA-256 of 32 bytes) for each implementation,
- * next to two baselines measured in the same run: a `crypto.hash` loop (speed ratio > 1 = faster)
- * and, where the addon is built, a plain C loop calling OpenSSL's SHA256_Init/Update/Final (time
- * ratio: the native chain's cost relative to raw OpenSSL). The native chain is shown with the kernel
+ * bench:chain — nanoseconds per sha256-chain-v2 link (XOR with the key, one SHA-256 of 32 bytes) for
+ * each implementation, next to two baselines of the same keyed link measured in the same run: a
+ * `crypto.hash` loop (speed ratio > 1 = faster) and, where the addon is built, a plain C loop of
+ * XOR + OpenSSL's SHA256_Init/Update/Final (time ratio: the native chain's cost relative to raw OpenSSL). The native chain is shown with the kernel
  * it chose (sha-ni where the CPU has the SHA extensions) and, for comparison, with its OpenSSL kernel.
  *   npm run bench:chain [-- --iterations N --rounds R]
  */
 import { createHash, hash } from 'node:crypto'
-import { iterateTs } from '../lib/challenge/chain.js'
+import { chainKey, iterateTs } from '../lib/challenge/chain.js'
 import { loadNative } from '../lib/challenge/native.js'
 import { benchArgs } from './args.js'
 import { machine, median, medianNsPerUnit, table } from './util.js'
@@ -19,24 +19,32 @@ const values = benchArgs('bench:chain', 'Nanoseconds per chain link for each imp
 const N = values.iterations
 const R = values.rounds
 
+const KEY = chainKey(Buffer.alloc(32))
+/** One keyed link in plain JavaScript: the input block is digest XOR key. */
+function xorKey (d: Buffer, x: Buffer): Buffer {
+  for (let j = 0; j < 32; j++) x[j] = d[j]! ^ KEY[j]!
+  return x
+}
 const impls: Record<string, () => void> = {
   'crypto.hash loop (baseline)': () => {
     let d = Buffer.alloc(32)
-    for (let i = 0; i < N; i++) d = hash('sha256', d, 'buffer')
+    const x = Buffer.alloc(32)
+    for (let i = 0; i < N; i++) d = hash('sha256', xorKey(d, x), 'buffer')
   },
   'createHash loop': () => {
     let d = Buffer.alloc(32)
-    for (let i = 0; i < N; i++) d = createHash('sha256').update(d).digest()
+    const x = Buffer.alloc(32)
+    for (let i = 0; i < N; i++) d = createHash('sha256').update(xorKey(d, x)).digest()
   },
   'typescript (unrolled)': () => {
-    iterateTs(new Uint8Array(32), N)
+    iterateTs(new Uint8Array(32), KEY, N)
   },
 }
 const { addon, reason } = loadNative()
 if (addon !== undefined) {
-  impls['C loop on OpenSSL (baseline)'] = () => { addon.opensslLoop(N) }
-  impls[`native (kernel: ${addon.kernel})`] = () => { addon.iterate(new Uint8Array(32), N) }
-  if (addon.kernel !== 'openssl') impls['native (kernel: openssl)'] = () => { addon.opensslIterate(new Uint8Array(32), N) }
+  impls['C loop on OpenSSL (baseline)'] = () => { addon.opensslLoop(KEY, N) }
+  impls[`native (kernel: ${addon.kernel})`] = () => { addon.iterate(new Uint8Array(32), KEY, N) }
+  if (addon.kernel !== 'openssl') impls['native (kernel: openssl)'] = () => { addon.opensslIterate(new Uint8Array(32), KEY, N) }
 } else {
   console.log(`native chain unavailable (${reason}): run npm run build:native`)
 }

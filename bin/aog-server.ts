@@ -19,7 +19,7 @@ import { EXAMPLE, renderNginxConfig, type NginxOptions } from '../lib/nginx-conf
 
 function usage (): string {
   const rows = describeOptions().map((o) => {
-    const flag = o.type === 'boolean' ? o.flag : `${o.flag} <${o.type.includes('|') ? o.type.replace(/ \\\| /g, '|') : o.type}>`
+    const flag = o.type === 'boolean' ? `${o.flag}, --no-${o.flag.slice(2)}` : `${o.flag} <${o.type.includes('|') ? o.type.replace(/ \\\| /g, '|') : o.type}>`
     const def = o.default === undefined ? '' : ` (default: ${String(o.default)})`
     return `  ${flag.padEnd(34)} ${o.description}${def}\n  ${''.padEnd(34)} env ${o.env}`
   })
@@ -71,12 +71,16 @@ function parseArgv (argv: string[]): { raw: Record<string, unknown>, config?: st
     const name = flagName(o.key)
     keyOf.set(name, o.key)
     options[name] = { type: isBooleanOption(o.key) ? 'boolean' : 'string' }
+    // --no-FLAG turns a boolean off (util.parseArgs on Node 20 has no allowNegative).
+    if (isBooleanOption(o.key)) options[`no-${name}`] = { type: 'boolean' }
   }
   const { values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false })
   const raw: Record<string, unknown> = {}
   for (const [name, v] of Object.entries(values)) {
     const key = keyOf.get(name)
     if (key !== undefined) raw[key] = v
+    const negated = name.startsWith('no-') ? keyOf.get(name.slice(3)) : undefined
+    if (negated !== undefined && v === true) raw[negated] = false
   }
   return { raw, ...(typeof values.config === 'string' ? { config: values.config } : {}), help: values.help === true, version: values.version === true }
 }

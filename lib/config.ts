@@ -11,6 +11,7 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { Ajv, type ErrorObject } from 'ajv'
 import { readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
+import { largestTaskBody } from './handlers/schemas.js'
 
 const HostPort = Type.String({ pattern: '^(\\[[0-9a-fA-F:.]+\\]|[^\\s:\\[\\]]+):[0-9]{1,5}$' })
 
@@ -19,7 +20,8 @@ export const ConfigSchema = Type.Object({
   tlsCert: Type.Optional(Type.String({ minLength: 1, description: 'Server certificate (PEM). Required unless --dev.' })),
   tlsKey: Type.Optional(Type.String({ minLength: 1, description: 'Server private key (PEM). Required unless --dev.' })),
   clientCa: Type.Optional(Type.String({ minLength: 1, description: 'CA bundle (PEM) that agent certificates must chain to. Required unless --dev.' })),
-  crl: Type.Optional(Type.String({ minLength: 1, description: 'CRL (PEM or DER) of the agent CA: checked at the handshake and on every request; reloaded when it changes or on SIGHUP.' })),
+  crl: Type.Optional(Type.String({ minLength: 1, description: 'CRL file (PEM or DER; one CRL per agent CA) of the agent CAs: checked at the handshake and on every request; reloaded when it changes or on SIGHUP.' })),
+  crlGraceSeconds: Type.Integer({ minimum: 0, default: 3600, description: 'How long the CRL may be past its nextUpdate (still enforced on every request, no longer at the handshake) before /readyz answers 503.' }),
   denyFile: Type.Optional(Type.String({ minLength: 1, description: 'Fingerprints (64 hex, one per line) refused with 403 on every request; reloaded when it changes or on SIGHUP.' })),
   mode: Type.Union([Type.Literal('direct'), Type.Literal('forwarded')], { default: 'direct', description: 'direct: the gate terminates mTLS. forwarded: behind nginx, identity from signed X-AOG-* headers; --listen is then plain HTTP (bind it to loopback or a private address).' }),
   forwardSecretFile: Type.Optional(Type.String({ minLength: 1, description: 'Forwarded mode: HMAC secrets, one per line, every line accepted (rotation).' })),
@@ -42,7 +44,7 @@ export const ConfigSchema = Type.Object({
   graceMs: Type.Integer({ minimum: 0, default: 60000, description: 'How long a record outlives its deadline (late submissions get 410, replays 409).' }),
   verify: Type.Union([Type.Literal('full'), Type.Literal('sampled')], { default: 'sampled', description: 'With checkpoints: recompute every segment (full) or S random ones (sampled). Without checkpoints the whole chain is always recomputed.' }),
   samples: Type.Integer({ minimum: 1, maximum: 1024, default: 8, description: 'Segments S checked in sampled mode (capped at N/k).' }),
-  requireCheckpoints: Type.Boolean({ default: false, description: 'Refuse (400) submissions without checkpoints.' }),
+  requireCheckpoints: Type.Boolean({ default: true, description: 'Refuse (400) submissions without checkpoints. Turning it off lets an agent make the gate recompute the whole chain (N links of gate CPU per submission: 8x the S·k links of sampled verification at the defaults).' }),
   minNsPerIteration: Type.Number({ minimum: 0, default: 20, description: 'Plausibility floor: elapsed time since issue must be at least N x this (ns).' }),
   runtimeToleranceMs: Type.Integer({ minimum: 0, default: 1000, description: 'Plausibility: runtime_ms may exceed the observed elapsed time by this much.' }),
   rateBurst: Type.Integer({ minimum: 1, default: 20, description: 'Per-identity token bucket size (both endpoints share it).' }),
@@ -52,11 +54,12 @@ export const ConfigSchema = Type.Object({
   maxQueue: Type.Integer({ minimum: 0, default: 256, description: 'Verification tasks that may wait for a worker; beyond that 503 AOG_OVERLOADED.' }),
   taskTimeoutMs: Type.Integer({ minimum: 10, default: 30000, description: 'Per verification task timeout; the worker is replaced.' }),
   maxChallenges: Type.Integer({ minimum: 1, default: 1000000, description: 'Live challenge records held by the memory store; beyond that 503.' }),
-  maxBodyBytes: Type.Integer({ minimum: 1024, maximum: 16777216, default: 65536, description: 'Largest accepted POST body (413 beyond).' }),
+  maxBodyBytes: Type.Integer({ minimum: 1024, maximum: 16777216, default: 65536, description: 'Largest accepted POST body (413 beyond). When not set, raised to the largest honest body of the configured N/k (and attestation); when set below it, refused at start-up.' }),
   headersTimeoutMs: Type.Integer({ minimum: 100, default: 10000, description: 'Time allowed to receive the request headers.' }),
   requestTimeoutMs: Type.Integer({ minimum: 100, default: 30000, description: 'Time allowed to receive the whole request.' }),
   keepAliveTimeoutMs: Type.Integer({ minimum: 0, default: 5000, description: 'Idle keep-alive connection timeout.' }),
   handshakeTimeoutMs: Type.Integer({ minimum: 100, default: 5000, description: 'TLS handshake timeout.' }),
+  maxConnections: Type.Integer({ minimum: 0, default: 0, description: 'Connections the gate listener holds at once (TLS handshakes included); beyond that a new connection is closed at once. 0: the open-file limit less an eighth of it (at least 128 descriptors kept for the store, files and the ops listener).' }),
   shutdownTimeoutMs: Type.Integer({ minimum: 100, default: 30000, description: 'On SIGTERM/SIGINT, how long in-flight requests may take before exit.' }),
   attestationJwks: Type.Optional(Type.String({ minLength: 1, description: 'JWKS file (JSON) of keys that sign attestation JWTs.' })),
   attestationIssuer: Type.Optional(Type.String({ minLength: 1, description: 'Required `iss` of attestation JWTs.' })),
@@ -132,6 +135,12 @@ export function loadConfig (raw: Record<string, unknown>): Readonly<Config> {
   const problems: Array<{ field: string, message: string }> = []
   if (c.iterations % c.checkpointInterval !== 0) problems.push({ field: 'checkpointInterval', message: `must divide iterations (${c.iterations})` })
   else if (c.iterations / c.checkpointInterval > 1024) problems.push({ field: 'checkpointInterval', message: 'iterations / checkpointInterval must be at most 1024' })
+  else {
+    // Every honest submission must fit the body limit: derived when not set, refused when set too low.
+    const largest = largestTaskBody(c.iterations / c.checkpointInterval, c.requireAttestation || c.attestationJwks !== undefined)
+    if (raw.maxBodyBytes === undefined) c.maxBodyBytes = Math.max(c.maxBodyBytes, largest)
+    else if (c.maxBodyBytes < largest) problems.push({ field: 'maxBodyBytes', message: `${c.maxBodyBytes} is below the largest honest POST /task body (${largest} bytes for ${c.iterations / c.checkpointInterval} checkpoints${c.attestationJwks !== undefined ? ' and an attestation' : ''}): raise it, or lower iterations / checkpointInterval` })
+  }
   if (!c.dev) {
     const needed = c.mode === 'direct' || c.forwardProxyCa !== undefined ? ['tlsCert', 'tlsKey', 'clientCa'] as const : ['clientCa'] as const
     for (const k of needed) {

@@ -22,6 +22,7 @@ export const ERRORS = {
   AOG_RATE_LIMITED: { status: 429, title: 'Rate limited' },
   AOG_UNAVAILABLE: { status: 503, title: 'Service unavailable' },
   AOG_OVERLOADED: { status: 503, title: 'Overloaded' },
+  AOG_VERIFICATION_ABORTED: { status: 503, title: 'Verification did not complete' },
 } as const satisfies Record<string, { status: number, title: string }>
 
 export type ErrorCode = keyof typeof ERRORS

@@ -13,11 +13,13 @@ body=$(CHALLENGE="$challenge" F="$F" python3 -c '
 import base64, hashlib, json, os, time
 c, F = json.loads(os.environ["CHALLENGE"]), os.environ["F"]
 t0 = time.monotonic()
-h = hashlib.sha256(b"aog-sha256-chain-v1\x00" + bytes.fromhex(c["seed"])
+assert c["algorithm"] == "sha256-chain-v2", c["algorithm"]
+h = hashlib.sha256(b"aog-sha256-chain-v2\x00" + bytes.fromhex(c["seed"])
                    + base64.urlsafe_b64decode(c["nonce"] + "==") + bytes.fromhex(F)).digest()
+K = int.from_bytes(hashlib.sha256(b"aog-sha256-chain-v2/key\x00" + h).digest(), "big")
 k, cps = c["checkpoint_interval"], []
 for i in range(1, c["iterations"] + 1):
-    h = hashlib.sha256(h).digest()
+    h = hashlib.sha256((int.from_bytes(h, "big") ^ K).to_bytes(32, "big")).digest()
     if i % k == 0:
         cps.append(h)
 print(json.dumps({"nonce": c["nonce"], "result_hash": h.hex(), "client_fingerprint": F,

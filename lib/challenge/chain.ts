@@ -1,37 +1,43 @@
 /**
- * sha256-chain-v1 (PROTOCOL.md section 3), pure functions.
+ * sha256-chain-v2 (docs/protocol.md section 3), pure functions.
  *
- *   h0  = SHA-256("aog-sha256-chain-v1" || 0x00 || seed(32) || nonce(16) || F(32))
- *   h_i = SHA-256(h_(i-1))
+ *   h0  = SHA-256("aog-sha256-chain-v2" || 0x00 || seed(32) || nonce(16) || F(32))
+ *   K   = SHA-256("aog-sha256-chain-v2/key" || 0x00 || h0)
+ *   h_i = SHA-256(h_(i-1) XOR K)
  *
+ * Keying every link with K makes every segment depend on the challenge: a chain computed once
+ * cannot be reused for another challenge or identity (v1's unkeyed links could, under sampling).
  * Every link hashes exactly 32 bytes, so each is one SHA-256 block whose padding is constant
  * (0x80 at byte 32, bit length 256 in the last word). `iterateTs` exploits that: the state stays in
- * 32-bit locals (sha256-link.ts, generated and fully unrolled), with no allocation per link. That
- * is several times faster than calling node:crypto per link, whose cost is dominated by the
- * JS/C++ crossing and a Buffer allocation per call (see bench/chain.ts).
+ * 32-bit locals (sha256-link.ts, generated and fully unrolled), with no allocation per link, which
+ * is several times faster than node:crypto per link (bench/chain.ts).
  */
 import { createHash } from 'node:crypto'
 import { iterateWords } from './sha256-link.js'
 
-export const ALGORITHM = 'sha256-chain-v1'
-const DOMAIN = Buffer.from('aog-sha256-chain-v1\0', 'latin1')
+export const ALGORITHM = 'sha256-chain-v2'
+const DOMAIN = Buffer.from('aog-sha256-chain-v2\0', 'latin1')
+const KEY_DOMAIN = Buffer.from('aog-sha256-chain-v2/key\0', 'latin1')
 
-/** A chain implementation: advances a 32-byte digest `n` links, in place. */
+/** A chain implementation: advances a 32-byte digest `n` links keyed by `key` (32 bytes), in place. */
 export interface ChainImpl {
   readonly name: 'typescript' | 'native'
-  iterate (digest: Uint8Array, n: number): void
+  iterate (digest: Uint8Array, key: Uint8Array, n: number): void
 }
 
 /**
- * Advance `digest` (32 bytes) by `n` SHA-256 links, in place, in pure TypeScript (the unrolled
- * single-block compression of sha256-link.ts). Allocates one 8-word state per call, none per link.
+ * Advance `digest` (32 bytes) by `n` keyed SHA-256 links, in place, in pure TypeScript (the
+ * unrolled single-block compression of sha256-link.ts). Allocates two 8-word arrays per call,
+ * none per link.
  */
-export function iterateTs (digest: Uint8Array, n: number): void {
+export function iterateTs (digest: Uint8Array, key: Uint8Array, n: number): void {
   if (digest.length !== 32) throw new RangeError('digest must be 32 bytes')
+  if (key.length !== 32) throw new RangeError('key must be 32 bytes')
   if (!Number.isSafeInteger(n) || n < 0) throw new RangeError('n must be a non-negative integer')
   const s = new Int32Array(8)
-  for (let i = 0; i < 8; i++) s[i] = read32(digest, i * 4)
-  iterateWords(s, n)
+  const k = new Int32Array(8)
+  for (let i = 0; i < 8; i++) { s[i] = read32(digest, i * 4); k[i] = read32(key, i * 4) }
+  iterateWords(s, k, n)
   for (let i = 0; i < 8; i++) write32(digest, i * 4, s[i]!)
 }
 
@@ -71,6 +77,12 @@ export function initialDigest (seedHex: string, nonce: string, fingerprintHex: s
     .digest()
 }
 
+/** K of docs/protocol.md section 3: the key of every link, derived from h0. */
+export function chainKey (h0: Uint8Array): Buffer {
+  if (h0.length !== 32) throw new RangeError('h0 must be 32 bytes')
+  return createHash('sha256').update(KEY_DOMAIN).update(h0).digest()
+}
+
 /** trace_hash: SHA-256 over the raw checkpoint digests, concatenated. */
 export function traceHash (checkpoints: readonly Uint8Array[]): Buffer {
   const h = createHash('sha256')
@@ -106,10 +118,11 @@ export function checkShape (iterations: number, interval: number): void {
 export function solveChain (params: ChainParams, fingerprint: string, impl: ChainImpl = typescriptChain): Solution {
   checkShape(params.iterations, params.checkpoint_interval)
   const digest = initialDigest(params.seed, params.nonce, fingerprint)
+  const key = chainKey(digest)
   const m = params.iterations / params.checkpoint_interval
   const raw: Buffer[] = []
   for (let j = 0; j < m; j++) {
-    impl.iterate(digest, params.checkpoint_interval)
+    impl.iterate(digest, key, params.checkpoint_interval)
     raw.push(Buffer.from(digest))
   }
   return {

@@ -12,12 +12,13 @@ import type { ChainImpl } from './chain.js'
 export interface NativeAddon {
   /** The kernel the addon chose at load: SHA-NI intrinsics, or OpenSSL's SHA-256. */
   readonly kernel: 'sha-ni' | 'openssl'
-  iterate (digest: Uint8Array, n: number): void
+  iterate (digest: Uint8Array, key: Uint8Array, n: number): void
   /** iterate, always on OpenSSL (tests compare the kernels). */
-  opensslIterate (digest: Uint8Array, n: number): void
-  chain (start: Uint8Array, n: number, k: number): Buffer
-  chainAsync (start: Uint8Array, n: number, k: number): Promise<Buffer>
-  opensslLoop (n: number): Buffer
+  opensslIterate (digest: Uint8Array, key: Uint8Array, n: number): void
+  chain (start: Uint8Array, key: Uint8Array, n: number, k: number): Buffer
+  chainAsync (start: Uint8Array, key: Uint8Array, n: number, k: number): Promise<Buffer>
+  /** The bench baseline: n keyed links from a zero digest, a plain C loop on OpenSSL. */
+  opensslLoop (key: Uint8Array, n: number): Buffer
 }
 
 let cached: { addon: NativeAddon | undefined, reason: string } | undefined
@@ -29,11 +30,15 @@ export function loadNative (): { addon: NativeAddon | undefined, reason: string 
   try {
     const require = createRequire(import.meta.url)
     const addon = require(join(packageRoot(), 'lib', 'native', 'build', 'Release', 'aog_chain.node')) as NativeAddon
-    // Self-test: three links from zero against node:crypto.
+    // Self-test: three keyed links from zero against node:crypto.
     const d = new Uint8Array(32)
-    addon.iterate(d, 3)
+    const key = createHash('sha256').update('aog self-test').digest()
+    addon.iterate(d, key, 3)
     let ref = Buffer.alloc(32)
-    for (let i = 0; i < 3; i++) ref = createHash('sha256').update(ref).digest()
+    for (let i = 0; i < 3; i++) {
+      for (let j = 0; j < 32; j++) ref[j] = ref[j]! ^ key[j]!
+      ref = createHash('sha256').update(ref).digest()
+    }
     if (!ref.equals(d)) return (cached = { addon: undefined, reason: 'self-test failed' })
     return (cached = { addon, reason: 'loaded' })
   } catch (err) {
@@ -45,7 +50,7 @@ export function loadNative (): { addon: NativeAddon | undefined, reason: string 
 export function nativeChain (): ChainImpl | undefined {
   const { addon } = loadNative()
   if (addon === undefined) return undefined
-  return { name: 'native', iterate: (digest, n) => addon.iterate(digest, n) }
+  return { name: 'native', iterate: (digest, key, n) => { addon.iterate(digest, key, n) } }
 }
 
 /** The kernel behind an implementation name, for the start-up line and the metric label. */

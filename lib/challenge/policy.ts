@@ -6,7 +6,7 @@ import { randomInt, timingSafeEqual } from 'node:crypto'
 import { AogError } from '../errors.js'
 import type { ChallengeRecord } from '../stores/store.js'
 import type { Segment } from '../verify/messages.js'
-import { initialDigest, traceHash } from './chain.js'
+import { chainKey, initialDigest, traceHash } from './chain.js'
 
 export interface Policy {
   verify: 'full' | 'sampled'
@@ -73,12 +73,13 @@ export function sameHex (a: string, b: string): boolean {
  */
 export function planVerification (record: ChallengeRecord, sub: Submission, policy: Policy, parallelism: number): Plan {
   const h0 = initialDigest(record.seed, record.nonce, record.fingerprint)
+  const key = chainKey(h0)
   const result = Buffer.from(sub.result_hash, 'hex')
   const k = record.checkpointInterval
   const m = record.iterations / k
   if (sub.checkpoints === undefined) {
     // Without checkpoints the chain is sequential: one task recomputes it whole.
-    return { mode: 'full', batches: [[{ start: h0, n: record.iterations, expected: result }]], segments: 1 }
+    return { mode: 'full', batches: [[{ start: h0, key, n: record.iterations, expected: result }]], segments: 1 }
   }
   if (sub.checkpoints.length !== m) {
     throw new AogError('AOG_TRACE_MISMATCH', `expected ${m} checkpoints, got ${sub.checkpoints.length}`)
@@ -89,7 +90,7 @@ export function planVerification (record: ChallengeRecord, sub: Submission, poli
     throw new AogError('AOG_TRACE_MISMATCH', 'trace_hash does not match the checkpoints')
   }
   const indices = policy.verify === 'full' ? Array.from({ length: m }, (_, i) => i) : pickSamples(m, policy.samples)
-  const segs: Segment[] = indices.map((j) => ({ start: j === 0 ? h0 : cps[j - 1]!, n: k, expected: cps[j]! }))
+  const segs: Segment[] = indices.map((j) => ({ start: j === 0 ? h0 : cps[j - 1]!, key, n: k, expected: cps[j]! }))
   const nb = Math.max(1, Math.min(parallelism, segs.length))
   const batches: Segment[][] = []
   const per = Math.ceil(segs.length / nb)

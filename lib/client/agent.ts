@@ -11,7 +11,7 @@
 import { Agent, request } from 'undici'
 import { X509Certificate } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
-import { checkShape, initialDigest, traceHash, type ChainImpl } from '../challenge/chain.js'
+import { ALGORITHM, chainKey, checkShape, initialDigest, solveChain, traceHash, type ChainImpl } from '../challenge/chain.js'
 import { bestChain } from '../challenge/select.js'
 import { loadNative } from '../challenge/native.js'
 import { fingerprintOf } from '../identity/tls.js'
@@ -93,20 +93,12 @@ async function call (agent: AogAgent, method: 'GET' | 'POST', path: string, body
 export async function getChallenge (agent: AogAgent): Promise<ChallengeResponse> {
   const c = await call(agent, 'GET', '/challenge')
   if (!isChallengeResponse(c)) throw new GateError(200, 'AOG_CLIENT_BAD_CHALLENGE', 'the gate answered with a malformed challenge')
-  if (c.algorithm !== 'sha256-chain-v1') throw new GateError(200, 'AOG_CLIENT_BAD_CHALLENGE', `unsupported algorithm ${String(c.algorithm)}`)
+  if (c.algorithm !== ALGORITHM) throw new GateError(200, 'AOG_CLIENT_BAD_CHALLENGE', `unsupported algorithm ${String(c.algorithm)}`)
   return c
 }
 
-/** The POST /task body from the checkpoint digests (the last one is the result). */
-function bodyFrom (challenge: ChallengeResponse, fingerprint: string, raw: Buffer[], runtimeMs: number): TaskBody {
-  return {
-    nonce: challenge.nonce,
-    result_hash: raw[raw.length - 1]!.toString('hex'),
-    runtime_ms: Math.round(runtimeMs * 1000) / 1000,
-    client_fingerprint: fingerprint,
-    trace_hash: traceHash(raw).toString('hex'),
-    checkpoints: raw.map((c) => c.toString('hex')),
-  }
+function roundMs (ms: number): number {
+  return Math.round(ms * 1000) / 1000
 }
 
 /**
@@ -116,14 +108,8 @@ function bodyFrom (challenge: ChallengeResponse, fingerprint: string, raw: Buffe
  */
 export function solve (challenge: ChallengeResponse, fingerprint: string, impl: ChainImpl = bestChain()): TaskBody {
   const t0 = performance.now()
-  const digest = initialDigest(challenge.seed, challenge.nonce, fingerprint)
-  checkShape(challenge.iterations, challenge.checkpoint_interval)
-  const raw: Buffer[] = []
-  for (let j = 0; j < challenge.iterations / challenge.checkpoint_interval; j++) {
-    impl.iterate(digest, challenge.checkpoint_interval)
-    raw.push(Buffer.from(digest))
-  }
-  return bodyFrom(challenge, fingerprint, raw, performance.now() - t0)
+  const s = solveChain(challenge, fingerprint, impl)
+  return { nonce: challenge.nonce, ...s, runtime_ms: roundMs(performance.now() - t0), client_fingerprint: fingerprint }
 }
 
 /**
@@ -134,11 +120,19 @@ export async function solveAsync (challenge: ChallengeResponse, fingerprint: str
   const { addon } = loadNative()
   if (addon === undefined) return solve(challenge, fingerprint)
   const t0 = performance.now()
+  checkShape(challenge.iterations, challenge.checkpoint_interval)
   const h0 = initialDigest(challenge.seed, challenge.nonce, fingerprint)
-  const all = await addon.chainAsync(h0, challenge.iterations, challenge.checkpoint_interval)
+  const all = await addon.chainAsync(h0, chainKey(h0), challenge.iterations, challenge.checkpoint_interval)
   const raw: Buffer[] = []
   for (let i = 0; i < all.length; i += 32) raw.push(all.subarray(i, i + 32))
-  return bodyFrom(challenge, fingerprint, raw, performance.now() - t0)
+  return {
+    nonce: challenge.nonce,
+    result_hash: raw[raw.length - 1]!.toString('hex'),
+    runtime_ms: roundMs(performance.now() - t0),
+    client_fingerprint: fingerprint,
+    trace_hash: traceHash(raw).toString('hex'),
+    checkpoints: raw.map((c) => c.toString('hex')),
+  }
 }
 
 /** POST /task. */

@@ -5,9 +5,12 @@
  */
 import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
+import { ALGORITHM } from '../challenge/chain.js'
 
 const Hex64 = Type.String({ pattern: '^[0-9a-f]{64}$', description: '64 lowercase hex characters' })
 const Nonce = Type.String({ pattern: '^[A-Za-z0-9_-]{22}$', description: '22 base64url characters (16 bytes)' })
+
+const MAX_ATTESTATION = 16384
 
 export const TaskBody = Type.Object({
   nonce: Nonce,
@@ -16,17 +19,36 @@ export const TaskBody = Type.Object({
   client_fingerprint: Hex64,
   trace_hash: Type.Optional(Hex64),
   checkpoints: Type.Optional(Type.Array(Hex64, { minItems: 1, maxItems: 1024 })),
-  attestation: Type.Optional(Type.String({ minLength: 1, maxLength: 16384, pattern: '^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]*$' })),
+  attestation: Type.Optional(Type.String({ minLength: 1, maxLength: MAX_ATTESTATION, pattern: '^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]*$' })),
 }, { additionalProperties: false })
 
 export type TaskBody = Static<typeof TaskBody>
+
+/**
+ * Bytes of the largest honest POST /task body for m checkpoints: every field at its longest,
+ * written with the spaces of Python's default json.dumps (", " and ": "), which agents use.
+ */
+export function largestTaskBody (m: number, attestation: boolean): number {
+  const body = {
+    nonce: 'A'.repeat(22),
+    result_hash: 'a'.repeat(64),
+    runtime_ms: 86399999.999,
+    client_fingerprint: 'a'.repeat(64),
+    trace_hash: 'a'.repeat(64),
+    checkpoints: Array.from({ length: m }, () => 'a'.repeat(64)),
+    ...(attestation ? { attestation: 'a'.repeat(MAX_ATTESTATION) } : {}),
+  }
+  const compact = JSON.stringify(body)
+  // One space after every ':' and ',' outside the strings (none of them contains either).
+  return Buffer.byteLength(compact) + (compact.match(/[:,]/g)?.length ?? 0)
+}
 
 export const ChallengeResponse = Type.Object({
   nonce: Nonce,
   seed: Hex64,
   iterations: Type.Integer({ minimum: 1 }),
   checkpoint_interval: Type.Integer({ minimum: 1 }),
-  algorithm: Type.Literal('sha256-chain-v1'),
+  algorithm: Type.Literal(ALGORITHM),
   issued_at: Type.Integer(),
   deadline_ts: Type.Integer(),
 })

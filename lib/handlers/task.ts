@@ -9,7 +9,7 @@
  * With a store that can tell at once (memory: `Store.limited`), an identity with an empty bucket
  * is refused before its body is read, so a flood of submissions from it costs no parsing.
  */
-import { AogError } from '../errors.js'
+import { AogError, PoolBusyError } from '../errors.js'
 import { readJsonBody } from '../http/body.js'
 import { jsonHeaders, rateHeaders } from '../http/reply.js'
 import { ConsumeStatus, TakeStatus, type BucketSpec, type RateState } from '../stores/store.js'
@@ -93,7 +93,11 @@ export const postTask: Handler = async (ctx, parts) => {
     }
     reserved = false
     const t0 = process.hrtime.bigint()
-    const v = await pool.verify(plan.batches, true)
+    const v = await pool.verify(plan.batches, true).catch((err: unknown) => {
+      // After the claim the nonce is spent: unlike AOG_OVERLOADED, retrying this body cannot pass.
+      if (!(err instanceof PoolBusyError)) throw err
+      throw new AogError('AOG_VERIFICATION_ABORTED', `verification did not complete (${err.reason}); this nonce is spent: fetch a new challenge`, { retryAfter: 1, cause: err })
+    })
     metrics.verificationDuration.observe({ mode: plan.mode, result: v.ok ? 'ok' : 'wrong' }, Number(process.hrtime.bigint() - t0) / 1e9)
     if (!v.ok) throw new AogError('AOG_WRONG_RESULT', 'the chain does not verify')
     // Step 7.

@@ -1,27 +1,26 @@
 /*
- * aog_chain: sha256-chain-v1 links in one native call (N-API). Built by node-gyp against Node's own
+ * aog_chain: sha256-chain-v2 links in one native call (N-API). Built by node-gyp against Node's own
  * headers; optional (lib/challenge/native.ts falls back to the TypeScript chain when this does not
- * build or load).
+ * build or load). A link is h_i = SHA-256(h_(i-1) XOR K), K the 32-byte chain key.
  *
  * Two kernels, chosen once when the module loads:
  *   sha-ni   x86-64 CPUs with the SHA extensions: one SHA-256 block per link, straight from the
- *            previous state. Every link hashes exactly the 32-byte previous digest, so its block is
- *            that digest plus constant padding: no buffering, no padding, no byte order round trip,
- *            and the state never leaves the vector registers. The chain is a dependency chain of
- *            SHA256RNDS2 instructions, so a link costs about 32 of their latencies plus two more
- *            instructions (measured: 36.5 ns vs 50.2 ns for OpenSSL's SHA256_Init/Update/Final on
- *            this machine's 3.6 GHz EPYC). Checked against OpenSSL at load; if they ever disagree the
- *            module keeps to OpenSSL.
+ *            previous state. Every link hashes exactly 32 bytes (the previous digest XOR K), so its
+ *            block is those bytes plus constant padding: no buffering, no padding, no byte order
+ *            round trip, and the state and key never leave the vector registers. The chain is a
+ *            dependency chain of SHA256RNDS2 instructions. Checked against OpenSSL at load; if they
+ *            ever disagree the module keeps to OpenSSL.
  *   openssl  everywhere else, and with AOG_CHAIN_KERNEL=openssl: the SHA-256 of the OpenSSL that
  *            Node bundles and exports (whose block function also uses the SHA extensions).
  *
  *   kernel: 'sha-ni' | 'openssl'                                  the kernel in use
- *   iterate(digest: Uint8Array(32), n: number): void             advance n links in place
- *   opensslIterate(digest, n): void                              the same, always on OpenSSL (tests)
- *   chain(start: Uint8Array(32), n: number, k: number): Buffer    the n/k checkpoints, concatenated
- *   chainAsync(start, n, k): Promise<Buffer>                      the same on the libuv thread pool
- *   opensslLoop(n: number): Buffer                                baseline for bench:chain: a plain C
- *                                                                 loop of SHA256_Init/Update/Final
+ *   iterate(digest: Uint8Array(32), key: Uint8Array(32), n): void  advance n links in place
+ *   opensslIterate(digest, key, n): void                           the same, always on OpenSSL (tests)
+ *   chain(start, key, n, k): Buffer                                the n/k checkpoints, concatenated
+ *   chainAsync(start, key, n, k): Promise<Buffer>                  the same on the libuv thread pool
+ *   opensslLoop(key, n): Buffer                                    baseline for bench:chain: a plain C
+ *                                                                  loop of XOR + SHA256_Init/Update/Final
+ *                                                                  from a zero digest
  */
 #include <node_api.h>
 #include <openssl/sha.h>
@@ -31,11 +30,13 @@
 
 #define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "aog_chain: N-API call failed"); return NULL; } } while (0)
 
-static void links_openssl(unsigned char d[32], uint64_t n) {
+static void links_openssl(unsigned char d[32], const unsigned char key[32], uint64_t n) {
   SHA256_CTX c;
+  unsigned char x[32];
   for (uint64_t i = 0; i < n; i++) {
+    for (int j = 0; j < 32; j++) x[j] = d[j] ^ key[j];
     SHA256_Init(&c);
-    SHA256_Update(&c, d, 32);
+    SHA256_Update(&c, x, 32);
     SHA256_Final(d, &c);
   }
 }
@@ -75,7 +76,7 @@ static int cpu_has_shani(void) {
 #define SCHEDULE(A, C, D) do { (A) = _mm_sha256msg2_epu32(_mm_add_epi32((A), _mm_alignr_epi8((D), (C), 4)), (D)); } while (0)
 
 __attribute__((target("sha,ssse3,sse4.1")))
-static void links_shani(unsigned char d[32], uint64_t n) {
+static void links_shani(unsigned char d[32], const unsigned char key[32], uint64_t n) {
   const __m128i BSWAP = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
   /* The initial state in the instructions' layout: lanes 3..0 = A B E F and C D G H. */
   const __m128i IV0 = _mm_set_epi32(0x6a09e667, 0xbb67ae85, 0x510e527f, 0x9b05688c);
@@ -83,14 +84,20 @@ static void links_shani(unsigned char d[32], uint64_t n) {
   /* The same reversed to lanes 0..3 = A B E F / C D G H, and folded with the first four K. */
   const __m128i RIV0 = _mm_shuffle_epi32(IV0, 0x1B);
   const __m128i RIV1 = _mm_shuffle_epi32(IV1, 0x1B);
-  const __m128i FIRST0 = _mm_add_epi32(RIV0, _mm_set_epi32(0, 0, (int)K256[1], (int)K256[0]));
-  const __m128i FIRST1 = _mm_add_epi32(RIV1, _mm_set_epi32(0, 0, (int)K256[3], (int)K256[2]));
+  const __m128i KK01 = _mm_set_epi32(0, 0, (int)K256[1], (int)K256[0]);
+  const __m128i KK23 = _mm_set_epi32(0, 0, (int)K256[3], (int)K256[2]);
   /* Words 8..15 of every block: 0x80 after the 32 bytes, zeros, then the length, 256 bits. */
   const __m128i PAD2 = _mm_set_epi32(0, 0, 0, (int)0x80000000u);
   const __m128i PAD3 = _mm_set_epi32(256, 0, 0, 0);
-  /* w0 = W[0..3] = digest words A B C D, w1 = W[4..7] = E F G H (lane 0 first). */
-  __m128i w0 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)d), BSWAP);
-  __m128i w1 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(d + 16)), BSWAP);
+  /* The key's words: KA = k0..k3, KE = k4..k7 (lane 0 first), and the same in the A B E F / C D G H
+   * layout of the state after the rounds. */
+  const __m128i KA = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)key), BSWAP);
+  const __m128i KE = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(key + 16)), BSWAP);
+  const __m128i KY0 = _mm_unpacklo_epi64(KA, KE);
+  const __m128i KY1 = _mm_unpackhi_epi64(KA, KE);
+  /* w0 = W[0..3] = (digest XOR key) words A B C D, w1 = W[4..7] = E F G H (lane 0 first). */
+  __m128i w0 = _mm_xor_si128(_mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)d), BSWAP), KA);
+  __m128i w1 = _mm_xor_si128(_mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(d + 16)), BSWAP), KE);
   /* The first two round pairs' inputs (lanes 0 and 1 are what SHA256RNDS2 reads). */
   __m128i first0 = _mm_add_epi32(w0, K4(0));
   __m128i first1 = _mm_shuffle_epi32(first0, 0x0E);
@@ -108,23 +115,24 @@ static void links_shani(unsigned char d[32], uint64_t n) {
       ROUNDS4(t2, r + 8);  SCHEDULE(t3, t1, t2); t1 = _mm_sha256msg1_epu32(t1, t2);
       ROUNDS4(t3, r + 12); SCHEDULE(t0, t2, t3); t2 = _mm_sha256msg1_epu32(t2, t3);
     }
-    /* Lanes 0..3 = a b e f and c d g h, before the feed-forward. The next block's first rounds
-     * need only a+IV+K0, b+IV+K1 (then c, d): one shuffle and one add after the last round. */
+    /* Lanes 0..3 = a b e f and c d g h, before the feed-forward; then the new digest XOR the key
+     * (the next block's message), and its first rounds' inputs W0+K0, W1+K1 (then W2, W3). */
     __m128i x0 = _mm_shuffle_epi32(s0, 0x1B);
     __m128i x1 = _mm_shuffle_epi32(s1, 0x1B);
-    first0 = _mm_add_epi32(x0, FIRST0);
-    first1 = _mm_add_epi32(x1, FIRST1);
-    __m128i y0 = _mm_add_epi32(x0, RIV0); /* A B E F */
-    __m128i y1 = _mm_add_epi32(x1, RIV1); /* C D G H */
-    w0 = _mm_unpacklo_epi64(y0, y1);       /* A B C D */
-    w1 = _mm_unpackhi_epi64(y0, y1);       /* E F G H */
+    __m128i z0 = _mm_xor_si128(_mm_add_epi32(x0, RIV0), KY0); /* A B E F, keyed */
+    __m128i z1 = _mm_xor_si128(_mm_add_epi32(x1, RIV1), KY1); /* C D G H, keyed */
+    first0 = _mm_add_epi32(z0, KK01);
+    first1 = _mm_add_epi32(z1, KK23);
+    w0 = _mm_unpacklo_epi64(z0, z1);       /* A B C D */
+    w1 = _mm_unpackhi_epi64(z0, z1);       /* E F G H */
   }
-  _mm_storeu_si128((__m128i *)d, _mm_shuffle_epi8(w0, BSWAP));
-  _mm_storeu_si128((__m128i *)(d + 16), _mm_shuffle_epi8(w1, BSWAP));
+  /* The message words are the digest XOR the key: the key off again gives the digest. */
+  _mm_storeu_si128((__m128i *)d, _mm_shuffle_epi8(_mm_xor_si128(w0, KA), BSWAP));
+  _mm_storeu_si128((__m128i *)(d + 16), _mm_shuffle_epi8(_mm_xor_si128(w1, KE), BSWAP));
 }
 #endif
 
-typedef void (*links_fn)(unsigned char d[32], uint64_t n);
+typedef void (*links_fn)(unsigned char d[32], const unsigned char key[32], uint64_t n);
 /* Set once at load (select_kernel); every environment (main thread, workers) selects the same. */
 static links_fn links = links_openssl;
 static const char *kernel = "openssl";
@@ -137,10 +145,13 @@ static void select_kernel(void) {
   if (!cpu_has_shani()) return;
   static const uint64_t lengths[] = { 0, 1, 2, 3, 64, 1000 };
   for (size_t i = 0; i < sizeof lengths / sizeof lengths[0]; i++) {
-    unsigned char a[32], b[32];
-    for (int j = 0; j < 32; j++) a[j] = b[j] = (unsigned char)(j * 37 + i * 101 + 7);
-    links_shani(a, lengths[i]);
-    links_openssl(b, lengths[i]);
+    unsigned char a[32], b[32], key[32];
+    for (int j = 0; j < 32; j++) {
+      a[j] = b[j] = (unsigned char)(j * 37 + i * 101 + 7);
+      key[j] = (unsigned char)(j * 53 + i * 29 + 3);
+    }
+    links_shani(a, key, lengths[i]);
+    links_openssl(b, key, lengths[i]);
     if (memcmp(a, b, 32) != 0) return;
   }
   links = links_shani;
@@ -171,56 +182,60 @@ static int get_count(napi_env env, napi_value v, uint64_t *out) {
 }
 
 static napi_value iterate_with(napi_env env, napi_callback_info info, links_fn fn) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  unsigned char *d;
+  unsigned char *d, *key, k[32];
   uint64_t n;
-  if (argc < 2 || !get_digest(env, argv[0], &d) || !get_count(env, argv[1], &n)) {
-    napi_throw_range_error(env, NULL, "iterate(digest: Uint8Array(32), n: non-negative integer)");
+  if (argc < 3 || !get_digest(env, argv[0], &d) || !get_digest(env, argv[1], &key) || !get_count(env, argv[2], &n)) {
+    napi_throw_range_error(env, NULL, "iterate(digest: Uint8Array(32), key: Uint8Array(32), n: non-negative integer)");
     return NULL;
   }
-  fn(d, n);
+  memcpy(k, key, 32); /* the key may alias the digest */
+  fn(d, k, n);
   return NULL;
 }
 
 static napi_value iterate(napi_env env, napi_callback_info info) { return iterate_with(env, info, links); }
 static napi_value openssl_iterate(napi_env env, napi_callback_info info) { return iterate_with(env, info, links_openssl); }
 
-static int chain_args(napi_env env, napi_callback_info info, unsigned char start[32], uint64_t *n, uint64_t *k) {
-  size_t argc = 3;
-  napi_value argv[3];
-  unsigned char *s;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 || !get_digest(env, argv[0], &s) ||
-      !get_count(env, argv[1], n) || !get_count(env, argv[2], k) || *k == 0 || *n % *k != 0 || *n / *k > 1024) {
-    napi_throw_range_error(env, NULL, "chain(start: Uint8Array(32), n, k): k must divide n and n/k <= 1024");
+static int chain_args(napi_env env, napi_callback_info info, unsigned char start[32], unsigned char key[32], uint64_t *n, uint64_t *k) {
+  size_t argc = 4;
+  napi_value argv[4];
+  unsigned char *s, *kp;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 || !get_digest(env, argv[0], &s) ||
+      !get_digest(env, argv[1], &kp) || !get_count(env, argv[2], n) || !get_count(env, argv[3], k) || *k == 0 ||
+      *n % *k != 0 || *n / *k > 1024) {
+    napi_throw_range_error(env, NULL, "chain(start: Uint8Array(32), key: Uint8Array(32), n, k): k must divide n and n/k <= 1024");
     return 0;
   }
   memcpy(start, s, 32);
+  memcpy(key, kp, 32);
   return 1;
 }
 
-static void run_chain(unsigned char d[32], uint64_t n, uint64_t k, unsigned char *out) {
+static void run_chain(unsigned char d[32], const unsigned char key[32], uint64_t n, uint64_t k, unsigned char *out) {
   uint64_t m = n / k;
   for (uint64_t j = 0; j < m; j++) {
-    links(d, k);
+    links(d, key, k);
     memcpy(out + 32 * j, d, 32);
   }
 }
 
 static napi_value chain(napi_env env, napi_callback_info info) {
-  unsigned char d[32];
+  unsigned char d[32], key[32];
   uint64_t n, k;
-  if (!chain_args(env, info, d, &n, &k)) return NULL;
+  if (!chain_args(env, info, d, key, &n, &k)) return NULL;
   void *out;
   napi_value buf;
   CHECK(napi_create_buffer(env, (size_t)(n / k) * 32, &out, &buf));
-  run_chain(d, n, k, (unsigned char *)out);
+  run_chain(d, key, n, k, (unsigned char *)out);
   return buf;
 }
 
 typedef struct {
   unsigned char start[32];
+  unsigned char key[32];
   uint64_t n, k;
   unsigned char *out;
   napi_async_work work;
@@ -230,7 +245,7 @@ typedef struct {
 static void job_execute(napi_env env, void *data) {
   (void)env;
   job_t *j = (job_t *)data;
-  run_chain(j->start, j->n, j->k, j->out);
+  run_chain(j->start, j->key, j->n, j->k, j->out);
 }
 
 static void job_complete(napi_env env, napi_status status, void *data) {
@@ -252,7 +267,7 @@ static void job_complete(napi_env env, napi_status status, void *data) {
 static napi_value chain_async(napi_env env, napi_callback_info info) {
   job_t *j = (job_t *)calloc(1, sizeof(job_t));
   if (j == NULL) { napi_throw_error(env, NULL, "aog_chain: out of memory"); return NULL; }
-  if (!chain_args(env, info, j->start, &j->n, &j->k)) { free(j); return NULL; }
+  if (!chain_args(env, info, j->start, j->key, &j->n, &j->k)) { free(j); return NULL; }
   j->out = (unsigned char *)malloc((size_t)(j->n / j->k) * 32);
   napi_value promise, name;
   if (j->out == NULL || napi_create_promise(env, &j->deferred, &promise) != napi_ok ||
@@ -268,14 +283,22 @@ static napi_value chain_async(napi_env env, napi_callback_info info) {
 }
 
 static napi_value openssl_loop(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
+  size_t argc = 2;
+  napi_value argv[2];
   uint64_t n;
+  unsigned char *kp;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1 || !get_count(env, argv[0], &n)) { napi_throw_range_error(env, NULL, "opensslLoop(n)"); return NULL; }
-  unsigned char d[32] = {0};
+  if (argc < 2 || !get_digest(env, argv[0], &kp) || !get_count(env, argv[1], &n)) {
+    napi_throw_range_error(env, NULL, "opensslLoop(key: Uint8Array(32), n)");
+    return NULL;
+  }
+  unsigned char d[32] = {0}, key[32], x[32];
+  memcpy(key, kp, 32);
   SHA256_CTX c;
-  for (uint64_t i = 0; i < n; i++) { SHA256_Init(&c); SHA256_Update(&c, d, 32); SHA256_Final(d, &c); }
+  for (uint64_t i = 0; i < n; i++) {
+    for (int j = 0; j < 32; j++) x[j] = d[j] ^ key[j];
+    SHA256_Init(&c); SHA256_Update(&c, x, 32); SHA256_Final(d, &c);
+  }
   void *out;
   napi_value buf;
   CHECK(napi_create_buffer_copy(env, 32, d, &out, &buf));

@@ -1,8 +1,9 @@
 /** Messages between the verification pool and its workers (structured-cloned). */
 
-/** Recompute `n` links from `start` and compare with `expected` (32 bytes each). */
+/** Recompute `n` links keyed by `key` from `start` and compare with `expected` (32 bytes each). */
 export interface Segment {
   start: Uint8Array
+  key: Uint8Array
   n: number
   expected: Uint8Array
 }

@@ -14,7 +14,7 @@ port.on('message', (req: VerifyRequest) => {
   for (let i = 0; i < req.segments.length; i++) {
     const s = req.segments[i]!
     const d = new Uint8Array(s.start)
-    impl.iterate(d, s.n)
+    impl.iterate(d, s.key, s.n)
     if (s.expected.length !== 32 || !timingSafeEqual(d, s.expected)) {
       failed = i
       break

@@ -137,7 +137,7 @@ t.test('a limited identity\'s chunked or oversized submission goes the usual way
 
 t.test('a full verification queue answers 503 with Retry-After and does not burn the nonce', async (t) => {
   // One worker, no waiting room: while one whole-chain recomputation runs, others are refused.
-  const g = await startGate(t, { workers: 1, maxQueue: 0, iterations: 1 << 20, checkpointInterval: 1 << 10 })
+  const g = await startGate(t, { workers: 1, maxQueue: 0, iterations: 1 << 20, checkpointInterval: 1 << 10, requireCheckpoints: false })
   const agent = g.agent()
   const bodies: TaskBody[] = []
   for (let i = 0; i < 3; i++) {
@@ -155,6 +155,20 @@ t.test('a full verification queue answers 503 with Retry-After and does not burn
     t.ok(e.retryAfter! >= 1)
   }
   for (const [i] of refused) t.equal((await submitTask(agent, bodies[i]!)).status, 'accepted', 'the refused nonce is still good')
+})
+
+t.test('a verification that times out after the claim says the nonce is spent (not the retryable 503)', async (t) => {
+  // A whole-chain recomputation of 2^22 links takes far longer than a 10 ms task timeout.
+  const g = await startGate(t, { workers: 1, taskTimeoutMs: 10, iterations: 1 << 22, checkpointInterval: 1 << 12, requireCheckpoints: false })
+  const agent = g.agent()
+  const c = await getChallenge(agent)
+  const { checkpoints: _c, trace_hash: _t, ...bare } = solve(c, agent.fingerprint)
+  const e = await refusedWith(submitTask(agent, bare))
+  t.equal(e.status, 503)
+  t.equal(e.code, 'AOG_VERIFICATION_ABORTED')
+  t.ok(e.retryAfter! >= 1, 'with Retry-After')
+  t.match(e.message, /fetch a new challenge/)
+  t.equal((await refusedWith(submitTask(agent, bare))).code, 'AOG_NONCE_CONSUMED', 'the nonce is indeed spent')
 })
 
 t.test('the memory store is bounded: a full store answers 503 and keeps every live challenge', async (t) => {
@@ -217,7 +231,7 @@ t.test('oversized request headers get a problem+json 400, not a crash', async (t
 })
 
 t.test('graceful close finishes an in-flight verification', async (t) => {
-  const g = await startGate(t, { workers: 1, iterations: 1 << 20, checkpointInterval: 1 << 10 })
+  const g = await startGate(t, { workers: 1, iterations: 1 << 20, checkpointInterval: 1 << 10, requireCheckpoints: false })
   const agent = g.agent()
   const c = await getChallenge(agent)
   const { checkpoints: _c, trace_hash: _t, ...bare } = solve(c, agent.fingerprint)

@@ -35,8 +35,19 @@ t.test('full mode recomputes every segment and says so', async (t) => {
   t.equal(r.verification, 'full')
 })
 
-t.test('a submission without checkpoints is recomputed in full', async (t) => {
+t.test('a submission without checkpoints is refused by default, before its nonce is claimed', async (t) => {
   const g = await startGate(t)
+  const agent = g.agent()
+  const c = await getChallenge(agent)
+  const { checkpoints: _c, trace_hash: _t, ...bare } = solve(c, agent.fingerprint)
+  const e = await refusedWith(submitTask(agent, bare))
+  t.equal(e.status, 400)
+  t.match(e.message, /checkpoints are required/)
+  t.equal((await submitTask(agent, solve(c, agent.fingerprint))).status, 'accepted', 'the nonce was not burnt: the same challenge still passes with checkpoints')
+})
+
+t.test('with --require-checkpoints off, a submission without checkpoints is recomputed in full', async (t) => {
+  const g = await startGate(t, { requireCheckpoints: false })
   const agent = g.agent()
   const c = await getChallenge(agent)
   const { checkpoints: _c, trace_hash: _t, ...bare } = solve(c, agent.fingerprint)
@@ -143,7 +154,7 @@ t.test('a submission exactly at the deadline is accepted', async (t) => {
 })
 
 t.test('a wrong result is refused with 422', async (t) => {
-  const g = await startGate(t)
+  const g = await startGate(t, { requireCheckpoints: false })
   const agent = g.agent()
   const c = await getChallenge(agent)
   const { checkpoints: _c, trace_hash: _t, ...bare } = solve(c, agent.fingerprint)

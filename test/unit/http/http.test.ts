@@ -62,7 +62,7 @@ t.test('the GET /challenge body written by hand is JSON.stringify of the respons
       iterations: 2 ** (10 + (Math.floor(i / 4) % 14)), checkpointInterval: 2 ** (4 + (Math.floor(i / 5) % 6)), issuedAt, deadline: issuedAt + 1 + Math.floor(i / 2) * 13,
     }
     const text = challengeJson(c)
-    const object = { nonce: c.nonce, seed: c.seed, iterations: c.iterations, checkpoint_interval: c.checkpointInterval, algorithm: 'sha256-chain-v1', issued_at: c.issuedAt, deadline_ts: c.deadline }
+    const object = { nonce: c.nonce, seed: c.seed, iterations: c.iterations, checkpoint_interval: c.checkpointInterval, algorithm: 'sha256-chain-v2', issued_at: c.issuedAt, deadline_ts: c.deadline }
     if (text !== JSON.stringify(object)) { t.equal(text, JSON.stringify(object)); return }
     if (!check.Check(JSON.parse(text))) { t.fail(`not a ChallengeResponse: ${text}`); return }
   }

@@ -5,12 +5,14 @@ import { VerifyPool } from '../../../lib/verify/pool.js'
 import { PoolBusyError } from '../../../lib/errors.js'
 import type { Segment } from '../../../lib/verify/messages.js'
 
+/** A segment of n keyed links computed with node:crypto (docs/protocol.md section 3). */
 function segment (n: number, wrong = false): Segment {
   const start = randomBytes(32)
+  const key = randomBytes(32)
   let d: Buffer = start
-  for (let i = 0; i < n; i++) d = createHash('sha256').update(d).digest()
+  for (let i = 0; i < n; i++) d = createHash('sha256').update(Buffer.from(d.map((x, j) => x ^ key[j]!))).digest()
   if (wrong) d = Buffer.from(d.map((x) => x ^ 1))
-  return { start, n, expected: d }
+  return { start, key, n, expected: d }
 }
 
 t.test('the pool verifies batches in parallel and reports the first failing segment', async (t) => {
@@ -41,7 +43,7 @@ t.test('a task over its timeout is refused and its worker replaced', async (t) =
   const pool = new VerifyPool({ size: 1, maxQueue: 4, taskTimeoutMs: 50, onWorkerError: (e) => errors.push(e) })
   t.teardown(() => pool.close())
   await pool.ready()
-  const huge = { start: randomBytes(32), n: 1e9, expected: randomBytes(32) }
+  const huge = { start: randomBytes(32), key: randomBytes(32), n: 1e9, expected: randomBytes(32) }
   await t.rejects(pool.verify([[huge]], false), { name: 'PoolBusyError', reason: 'timeout' })
   t.equal(errors.length, 1)
   await pool.ready()
@@ -51,7 +53,7 @@ t.test('a task over its timeout is refused and its worker replaced', async (t) =
 t.test('closing the pool refuses queued and new work', async (t) => {
   const pool = new VerifyPool({ size: 1, maxQueue: 4, taskTimeoutMs: 10_000 })
   await pool.ready()
-  const long = pool.verify([[{ start: randomBytes(32), n: 5e7, expected: randomBytes(32) }]], false)
+  const long = pool.verify([[{ start: randomBytes(32), key: randomBytes(32), n: 5e7, expected: randomBytes(32) }]], false)
   const queued = pool.verify([[segment(1)]], false)
   const refused = [t.rejects(long, { name: 'PoolBusyError', reason: 'closed' }), t.rejects(queued, { name: 'PoolBusyError', reason: 'closed' })]
   await pool.close()
