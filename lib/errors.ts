@@ -71,6 +71,7 @@ export class AogError extends Error {
 
 /** Raised by a store that cannot be reached; the gate answers 503 AOG_UNAVAILABLE (fail closed). */
 export class StoreUnavailableError extends Error {
+  readonly code = 'AOG_STORE_UNAVAILABLE'
   constructor (message: string, cause?: unknown) {
     super(message, cause === undefined ? undefined : { cause })
     this.name = 'StoreUnavailableError'
@@ -79,6 +80,7 @@ export class StoreUnavailableError extends Error {
 
 /** Raised by the verification pool when its queue is full or a task timed out. */
 export class PoolBusyError extends Error {
+  readonly code = 'AOG_POOL_BUSY'
   readonly reason: 'queue-full' | 'timeout' | 'closed' | 'worker-error'
   constructor (reason: PoolBusyError['reason'], message: string) {
     super(message)
