@@ -73,6 +73,7 @@ export type Config = Static<typeof ConfigSchema>
 
 /** Raised when configuration is invalid; `fields` names every bad field. */
 export class ConfigError extends Error {
+  readonly code = 'AOG_CONFIG_INVALID'
   readonly fields: string[]
   constructor (problems: Array<{ field: string, message: string }>) {
     super('invalid configuration:\n' + problems.map((p) => `  ${p.field}: ${p.message}`).join('\n'))
