@@ -11,7 +11,8 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { Ajv, type ErrorObject } from 'ajv'
 import { readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
-import { largestTaskBody } from './handlers/schemas.js'
+import { largestTaskBody } from './protocol/schemas.js'
+import { MAX_CHECKPOINTS, shapeProblem } from './protocol/constants.js'
 
 const HostPort = Type.String({ pattern: '^(\\[[0-9a-fA-F:.]+\\]|[^\\s:\\[\\]]+):[0-9]{1,5}$' })
 
@@ -43,7 +44,7 @@ export const ConfigSchema = Type.Object({
   deadlineMs: Type.Integer({ minimum: 100, default: 10000, description: 'Time from issue to deadline (ms).' }),
   graceMs: Type.Integer({ minimum: 0, default: 60000, description: 'How long a record outlives its deadline (late submissions get 410, replays 409).' }),
   verify: Type.Union([Type.Literal('full'), Type.Literal('sampled')], { default: 'sampled', description: 'With checkpoints: recompute every segment (full) or S random ones (sampled). Without checkpoints the whole chain is always recomputed.' }),
-  samples: Type.Integer({ minimum: 1, maximum: 1024, default: 8, description: 'Segments S checked in sampled mode (capped at N/k).' }),
+  samples: Type.Integer({ minimum: 1, maximum: MAX_CHECKPOINTS, default: 8, description: 'Segments S checked in sampled mode (capped at N/k).' }),
   requireCheckpoints: Type.Boolean({ default: true, description: 'Refuse (400) submissions without checkpoints. Turning it off lets an agent make the gate recompute the whole chain (N links of gate CPU per submission: 8x the S·k links of sampled verification at the defaults).' }),
   minNsPerIteration: Type.Number({ minimum: 0, default: 20, description: 'Plausibility floor: elapsed time since issue must be at least N x this (ns).' }),
   runtimeToleranceMs: Type.Integer({ minimum: 0, default: 1000, description: 'Plausibility: runtime_ms may exceed the observed elapsed time by this much.' }),
@@ -134,8 +135,8 @@ export function loadConfig (raw: Record<string, unknown>): Readonly<Config> {
   if (!validate(input)) throw new ConfigError(describeErrors(validate.errors ?? []))
   const c = input as Config
   const problems: Array<{ field: string, message: string }> = []
-  if (c.iterations % c.checkpointInterval !== 0) problems.push({ field: 'checkpointInterval', message: `must divide iterations (${c.iterations})` })
-  else if (c.iterations / c.checkpointInterval > 1024) problems.push({ field: 'checkpointInterval', message: 'iterations / checkpointInterval must be at most 1024' })
+  const shape = shapeProblem(c.iterations, c.checkpointInterval)
+  if (shape !== undefined) problems.push(shape)
   else {
     // Every honest submission must fit the body limit: derived when not set, refused when set too low.
     const largest = largestTaskBody(c.iterations / c.checkpointInterval, c.requireAttestation || c.attestationJwks !== undefined)

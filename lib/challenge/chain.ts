@@ -14,8 +14,9 @@
  */
 import { createHash } from 'node:crypto'
 import { iterateWords } from './sha256-link.js'
+import { checkShape, isHex64, isNonce } from '../protocol/constants.js'
 
-export const ALGORITHM = 'sha256-chain-v2'
+export { ALGORITHM, checkShape, isHex64, isNonce } from '../protocol/constants.js'
 const DOMAIN = Buffer.from('aog-sha256-chain-v2\0', 'latin1')
 const KEY_DOMAIN = Buffer.from('aog-sha256-chain-v2/key\0', 'latin1')
 
@@ -51,20 +52,7 @@ function write32 (b: Uint8Array, o: number, v: number): void {
 
 export const typescriptChain: ChainImpl = { name: 'typescript', iterate: iterateTs }
 
-const HEX64 = /^[0-9a-f]{64}$/
-const NONCE = /^[A-Za-z0-9_-]{22}$/
-
-/** True for a 64-character lowercase hex string. */
-export function isHex64 (s: unknown): s is string {
-  return typeof s === 'string' && HEX64.test(s)
-}
-
-/** True for a 22-character base64url nonce that decodes to 16 bytes. */
-export function isNonce (s: unknown): s is string {
-  return typeof s === 'string' && NONCE.test(s) && Buffer.from(s, 'base64url').length === 16
-}
-
-/** h0 of PROTOCOL.md section 3. Throws RangeError on malformed inputs. */
+/** h0 of docs/protocol.md section 3. Throws RangeError on malformed inputs. */
 export function initialDigest (seedHex: string, nonce: string, fingerprintHex: string): Buffer {
   if (!isHex64(seedHex)) throw new RangeError('seed must be 64 lowercase hex characters')
   if (!isNonce(nonce)) throw new RangeError('nonce must be 22 base64url characters (16 bytes)')
@@ -101,14 +89,6 @@ export interface Solution {
   result_hash: string
   checkpoints: string[]
   trace_hash: string
-}
-
-/** Check that iterations and checkpoint interval satisfy PROTOCOL.md section 2. */
-export function checkShape (iterations: number, interval: number): void {
-  if (!Number.isSafeInteger(iterations) || iterations < 1) throw new RangeError('iterations must be a positive integer')
-  if (!Number.isSafeInteger(interval) || interval < 1) throw new RangeError('checkpoint_interval must be a positive integer')
-  if (iterations % interval !== 0) throw new RangeError('checkpoint_interval must divide iterations')
-  if (iterations / interval > 1024) throw new RangeError('iterations / checkpoint_interval must be at most 1024')
 }
 
 /**

@@ -14,7 +14,7 @@ import { readJsonBody } from '../http/body.js'
 import { jsonHeaders, rateHeaders } from '../http/reply.js'
 import { ConsumeStatus, TakeStatus, type BucketSpec, type RateState } from '../stores/store.js'
 import { checkPlausible, planVerification, sameHex } from '../challenge/policy.js'
-import { checkTaskBody, type TaskBody, type TaskResponse } from './schemas.js'
+import { checkTaskBody, type TaskBody, type TaskResponse } from '../protocol/schemas.js'
 import { rateLimited, replayedIdentity, type GateParts, type Handler, type RequestContext } from './context.js'
 
 /**

@@ -50,7 +50,7 @@ t.test('the token bucket arithmetic', async (t) => {
 
 t.test('the GET /challenge body written by hand is JSON.stringify of the response object', async (t) => {
   const { challengeJson } = await import('../../../lib/handlers/challenge.js')
-  const { ChallengeResponse } = await import('../../../lib/handlers/schemas.js')
+  const { ChallengeResponse } = await import('../../../lib/protocol/schemas.js')
   const { TypeCompiler } = await import('@sinclair/typebox/compiler')
   const { randomBytes } = await import('node:crypto')
   const check = TypeCompiler.Compile(ChallengeResponse)

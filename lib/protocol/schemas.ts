@@ -1,16 +1,15 @@
 /**
- * Request and response schemas (TypeBox). Request bodies are checked with TypeBox's own compiler:
+ * The wire schemas of docs/protocol.md sections 2 and 4 (TypeBox), shared by the gate's handlers and
+ * the agent library. Request bodies are checked with TypeBox's own compiler:
  * as fast as ajv on this shape and with no second schema language on the hot path (ajv is kept
  * for configuration, where defaults and coercion matter).
  */
 import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
-import { ALGORITHM } from '../challenge/chain.js'
+import { ALGORITHM, HEX64_SOURCE, MAX_ATTESTATION, MAX_CHECKPOINTS, NONCE_SOURCE } from './constants.js'
 
-const Hex64 = Type.String({ pattern: '^[0-9a-f]{64}$', description: '64 lowercase hex characters' })
-const Nonce = Type.String({ pattern: '^[A-Za-z0-9_-]{22}$', description: '22 base64url characters (16 bytes)' })
-
-const MAX_ATTESTATION = 16384
+const Hex64 = Type.String({ pattern: HEX64_SOURCE, description: '64 lowercase hex characters' })
+const Nonce = Type.String({ pattern: NONCE_SOURCE, description: '22 base64url characters (16 bytes)' })
 
 export const TaskBody = Type.Object({
   nonce: Nonce,
@@ -18,7 +17,7 @@ export const TaskBody = Type.Object({
   runtime_ms: Type.Number({ minimum: 0, maximum: 86_400_000 }),
   client_fingerprint: Hex64,
   trace_hash: Type.Optional(Hex64),
-  checkpoints: Type.Optional(Type.Array(Hex64, { minItems: 1, maxItems: 1024 })),
+  checkpoints: Type.Optional(Type.Array(Hex64, { minItems: 1, maxItems: MAX_CHECKPOINTS })),
   attestation: Type.Optional(Type.String({ minLength: 1, maxLength: MAX_ATTESTATION, pattern: '^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]*$' })),
 }, { additionalProperties: false })
 
