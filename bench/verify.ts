@@ -17,7 +17,7 @@ import type { ChallengeRecord } from '../lib/stores/store.js'
 import { benchArgs } from './args.js'
 import { machine, median, table } from './util.js'
 
-const values = benchArgs('bench:verify', "CPU per solve (the agent) against CPU per verification (the gate, workers included) in sampled, full and no-checkpoint modes at several chain sizes, m = 64.", {
+const values = benchArgs('bench:verify', 'CPU per solve (the agent) against CPU per verification (the gate, workers included) in sampled, full and no-checkpoint modes at several chain sizes, m = 64.', {
   rounds: { type: 'number', default: 5, help: 'rounds per size (the median is shown)' },
   warm: { type: 'number', default: 10, min: 0, help: 'untimed verifications per size and mode first, so that the timed ones run warm code, as in a gate that has been serving' },
   workers: { type: 'number', default: 2, help: 'verification worker threads' },

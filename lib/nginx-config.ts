@@ -81,7 +81,9 @@ server {
     ssl_client_certificate ${q(o.clientCa)};
     ssl_verify_client on;
     ssl_verify_depth 2;
-${o.crl === undefined ? '    # No CRL configured: the gate still checks --crl and --deny-file on every request.\n' : `    # Revoked certificates fail the handshake here; the gate checks the CRL again per request,
+${o.crl === undefined
+? '    # No CRL configured: the gate still checks --crl and --deny-file on every request.\n'
+: `    # Revoked certificates fail the handshake here; the gate checks the CRL again per request,
     # because a resumed TLS session is not verified again.
     ssl_crl ${q(o.crl)};
 `}

@@ -53,7 +53,7 @@ export type ApiShapes = [
   Assert<Extends<ReturnType<typeof api.solve>, api.TaskBody>>,
   Assert<Extends<Awaited<ReturnType<typeof api.pass>>, api.TaskResponse>>,
   Assert<Extends<ReturnType<typeof api.loadConfig>, Readonly<api.Config>>>,
-  Assert<Extends<api.ErrorCode, keyof typeof api.ERRORS>>,
+  Assert<Extends<api.ErrorCode, keyof typeof api.ERRORS>>
 ]
 export function internalsAreNotExported (): void {
   // @ts-expect-error the TypeScript chain is internal

@@ -9,9 +9,19 @@ const tls = { tlsCert: 'a.pem', tlsKey: 'k.pem', clientCa: 'ca.pem' }
 t.test('defaults follow the issue and the protocol', async (t) => {
   const c = loadConfig(tls)
   t.match(c, {
-    listen: '127.0.0.1:8443', opsListen: '127.0.0.1:9464', store: 'memory', iterations: 1048576,
-    checkpointInterval: 16384, deadlineMs: 10000, verify: 'sampled', samples: 8, requireCheckpoints: true,
-    maxBodyBytes: 65536, logLevel: 'info', logBufferBytes: 65536, dev: false,
+    listen: '127.0.0.1:8443',
+    opsListen: '127.0.0.1:9464',
+    store: 'memory',
+    iterations: 1048576,
+    checkpointInterval: 16384,
+    deadlineMs: 10000,
+    verify: 'sampled',
+    samples: 8,
+    requireCheckpoints: true,
+    maxBodyBytes: 65536,
+    logLevel: 'info',
+    logBufferBytes: 65536,
+    dev: false,
   })
   t.ok(Object.isFrozen(c), 'frozen')
 })

@@ -9,8 +9,16 @@ const fixtures = new URL('../../fixtures/vectors/', import.meta.url)
 const shared = new URL('../../../../shared/vectors/', import.meta.url)
 
 interface ChainVector {
-  seed: string, nonce: string, client_fingerprint: string, iterations: number, checkpoint_interval: number
-  h0: string, key: string, result_hash: string, checkpoints: string[], trace_hash: string
+  seed: string,
+  nonce: string,
+  client_fingerprint: string,
+  iterations: number,
+  checkpoint_interval: number
+  h0: string,
+  key: string,
+  result_hash: string,
+  checkpoints: string[],
+  trace_hash: string
 }
 const file = JSON.parse(readFileSync(new URL('sha256-chain-v2.json', fixtures), 'utf8')) as { algorithm: string, vectors: ChainVector[] }
 

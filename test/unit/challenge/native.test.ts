@@ -92,7 +92,7 @@ t.test('native: the SHA-NI kernel where the CPU has the SHA extensions, OpenSSL 
     "const { selectChain } = await import('./dist/lib/challenge/select.js')",
     "const x = JSON.parse((await import('node:fs')).readFileSync('test/fixtures/vectors/sha256-chain-v2.json', 'utf8')).vectors[0]",
     "const s = solveChain(x, x.client_fingerprint, await selectChain('native'))",
-    "console.log(JSON.stringify({ kernel: loadNative().addon.kernel, ok: s.result_hash === x.result_hash && s.trace_hash === x.trace_hash }))",
+    'console.log(JSON.stringify({ kernel: loadNative().addon.kernel, ok: s.result_hash === x.result_hash && s.trace_hash === x.trace_hash }))',
   ].join('\n')], { env: { ...process.env, AOG_CHAIN_KERNEL: 'openssl' }, encoding: 'utf8' })
   t.same(JSON.parse(r.stdout.trim() || '{}'), { kernel: 'openssl', ok: true }, `AOG_CHAIN_KERNEL=openssl: the OpenSSL kernel passes the vectors ${r.stderr}`)
 })

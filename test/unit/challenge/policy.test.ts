@@ -10,8 +10,13 @@ const policy: Policy = { verify: 'sampled', samples: 8, minNsPerIteration: 100, 
 
 function record (iterations: number, k: number): ChallengeRecord {
   return {
-    nonce: randomBytes(16).toString('base64url'), seed: randomBytes(32).toString('hex'), fingerprint: randomBytes(32).toString('hex'),
-    iterations, checkpointInterval: k, issuedAt: 1_000_000, deadline: 1_010_000,
+    nonce: randomBytes(16).toString('base64url'),
+    seed: randomBytes(32).toString('hex'),
+    fingerprint: randomBytes(32).toString('hex'),
+    iterations,
+    checkpointInterval: k,
+    issuedAt: 1_000_000,
+    deadline: 1_010_000,
   }
 }
 

@@ -58,8 +58,13 @@ t.test('the GET /challenge body written by hand is JSON.stringify of the respons
     // Runs of equal and of changing values (the writer keeps the text of the last numbers).
     const issuedAt = Date.now() + Math.floor(i / 3) * 7919
     const c = {
-      nonce: randomBytes(16).toString('base64url'), seed: randomBytes(32).toString('hex'), fingerprint: 'f'.repeat(64),
-      iterations: 2 ** (10 + (Math.floor(i / 4) % 14)), checkpointInterval: 2 ** (4 + (Math.floor(i / 5) % 6)), issuedAt, deadline: issuedAt + 1 + Math.floor(i / 2) * 13,
+      nonce: randomBytes(16).toString('base64url'),
+      seed: randomBytes(32).toString('hex'),
+      fingerprint: 'f'.repeat(64),
+      iterations: 2 ** (10 + (Math.floor(i / 4) % 14)),
+      checkpointInterval: 2 ** (4 + (Math.floor(i / 5) % 6)),
+      issuedAt,
+      deadline: issuedAt + 1 + Math.floor(i / 2) * 13,
     }
     const text = challengeJson(c)
     const object = { nonce: c.nonce, seed: c.seed, iterations: c.iterations, checkpoint_interval: c.checkpointInterval, algorithm: 'sha256-chain-v2', issued_at: c.issuedAt, deadline_ts: c.deadline }
