@@ -7,8 +7,8 @@
  *   npm run bench:chain [-- --iterations N --rounds R]
  */
 import { createHash, hash } from 'node:crypto'
-import { chainKey, iterateTs } from '../lib/challenge/chain.js'
-import { loadNative } from '../lib/challenge/native.js'
+import { chainKey, iterateTs } from '../lib/chain/chain.js'
+import { loadNative } from '../lib/chain/native.js'
 import { benchArgs } from './args.js'
 import { machine, median, medianNsPerUnit, table } from './util.js'
 

@@ -9,10 +9,10 @@
  *   npm run bench:verify [-- --rounds 5 --warm 10 --workers 2]
  */
 import { randomBytes } from 'node:crypto'
-import { solveChain } from '../lib/challenge/chain.js'
-import { selectChain } from '../lib/challenge/select.js'
-import { planVerification, type Policy } from '../lib/challenge/policy.js'
-import { VerifyPool } from '../lib/verify/pool.js'
+import { solveChain } from '../lib/chain/chain.js'
+import { selectChain } from '../lib/chain/select.js'
+import { planVerification, type Policy } from '../lib/verification/policy.js'
+import { VerifyPool } from '../lib/verification/pool.js'
 import type { ChallengeRecord } from '../lib/stores/store.js'
 import { benchArgs } from './args.js'
 import { machine, median, table } from './util.js'

@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import {
   ConfigError, describeOptions, flagName, fromEnv, isBooleanOption, loadConfig, readConfigFile, type Config,
 } from '../lib/config.js'
-import { chainKernel } from '../lib/challenge/native.js'
+import { chainKernel } from '../lib/chain/native.js'
 import { createGate } from '../lib/gate.js'
 import { createLogger } from '../lib/log.js'
 import { createMetrics } from '../lib/metrics.js'

@@ -27,8 +27,8 @@ export type {
 } from './stores/store.js'
 
 // The computation (docs/protocol.md section 3), for agents in this process.
-export { ALGORITHM, initialDigest, chainKey, solveChain, traceHash } from './challenge/chain.js'
-export type { Solution, ChainParams } from './challenge/chain.js'
+export { ALGORITHM, initialDigest, chainKey, solveChain, traceHash } from './chain/chain.js'
+export type { Solution, ChainParams } from './chain/chain.js'
 export { fingerprintOf } from './identity/tls.js'
 export type { Identity } from './identity/tls.js'
 

@@ -2,7 +2,7 @@
 import { AogError } from '../errors.js'
 import { jsonRatedHeaders } from '../http/reply.js'
 import { IssueStatus, type ChallengeRecord, type IssueResult } from '../stores/store.js'
-import { ALGORITHM } from '../challenge/chain.js'
+import { ALGORITHM } from '../chain/chain.js'
 import { rateLimited, replayedIdentity, type GateParts, type Handler, type RequestContext } from './context.js'
 
 export const getChallenge: Handler = (ctx, parts) => {

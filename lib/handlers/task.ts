@@ -13,7 +13,7 @@ import { AogError, PoolBusyError } from '../errors.js'
 import { readJsonBody } from '../http/body.js'
 import { jsonHeaders, rateHeaders } from '../http/reply.js'
 import { ConsumeStatus, TakeStatus, type BucketSpec, type RateState } from '../stores/store.js'
-import { checkPlausible, planVerification, sameHex } from '../challenge/policy.js'
+import { checkPlausible, planVerification, sameHex } from '../verification/policy.js'
 import { checkTaskBody, type TaskBody, type TaskResponse } from '../protocol/schemas.js'
 import { rateLimited, replayedIdentity, type GateParts, type Handler, type RequestContext } from './context.js'
 

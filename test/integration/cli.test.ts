@@ -1,6 +1,6 @@
 /** The two CLIs as an operator and an agent run them: real processes, real TLS. */
 import t from 'tap'
-import { selectChain } from '../../lib/challenge/select.js'
+import { selectChain } from '../../lib/chain/select.js'
 import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'

@@ -6,7 +6,7 @@ import { connect } from 'node:tls'
 import { agentFiles } from '../helpers/pki.js'
 import { refusedWith, startGate } from '../helpers/gate.js'
 import { getChallenge, solve, submitTask, type GateError, type TaskBody } from '../../lib/client/agent.js'
-import { solveChain } from '../../lib/challenge/chain.js'
+import { solveChain } from '../../lib/chain/chain.js'
 import type { MemoryStore } from '../../lib/stores/memory.js'
 
 t.test('malformed, oversized, wrong media type, unknown field and prototype pollution are refused', async (t) => {

@@ -1,7 +1,7 @@
 /** The operations listener: /metrics (Prometheus text that counts what happened), /healthz, /readyz. */
 import t from 'tap'
-import { selectChain } from '../../lib/challenge/select.js'
-import { chainKernel } from '../../lib/challenge/native.js'
+import { selectChain } from '../../lib/chain/select.js'
+import { chainKernel } from '../../lib/chain/native.js'
 import { request } from 'undici'
 import { execFileSync } from 'node:child_process'
 import parsePrometheus from 'parse-prometheus-text-format'

@@ -12,7 +12,7 @@ import { startGate } from '../helpers/gate.js'
 import { REDIS_URL, requireRedis } from '../helpers/redis.js'
 import { outcome } from '../helpers/outcome.js'
 import { getChallenge, solve, submitTask, type TaskBody } from '../../lib/client/agent.js'
-import { chainKey, traceHash } from '../../lib/challenge/chain.js'
+import { chainKey, traceHash } from '../../lib/chain/chain.js'
 import type { Config } from '../../lib/config.js'
 
 await requireRedis()

@@ -37,7 +37,7 @@ t.test('every error class of the library carries a stable code', async (t) => {
 t.test('the published package holds what users need and no bench, test or generator code', async (t) => {
   const out = execFileSync('npm', ['pack', '--dry-run', '--ignore-scripts', '--json'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
   const files = (JSON.parse(out) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((f) => f.path)
-  for (const needed of ['dist/lib/index.js', 'dist/lib/index.d.ts', 'dist/bin/aog-server.js', 'dist/bin/aog-agent.js', 'dist/lib/verify/worker.js', 'lua/issue.lua', 'nginx/aog.conf', 'certs/gen.sh', 'lib/native/aog_chain.c', 'README.md', 'LICENSE']) {
+  for (const needed of ['dist/lib/index.js', 'dist/lib/index.d.ts', 'dist/bin/aog-server.js', 'dist/bin/aog-agent.js', 'dist/lib/verification/worker.js', 'lua/issue.lua', 'nginx/aog.conf', 'certs/gen.sh', 'lib/native/aog_chain.c', 'README.md', 'LICENSE']) {
     t.ok(files.includes(needed), `ships ${needed}`)
   }
   const extra = files.filter((f) => /^dist\/(bench|test)\//.test(f) || /\.gen\.|docs-config|^test\/|^bench\/|^lib\/.*\.ts$/.test(f))

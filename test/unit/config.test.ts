@@ -1,5 +1,5 @@
 import t from 'tap'
-import { solveChain } from '../../lib/challenge/chain.js'
+import { solveChain } from '../../lib/chain/chain.js'
 import { readFileSync } from 'node:fs'
 import { ConfigError, describeOptions, envName, flagName, fromEnv, loadConfig } from '../../lib/config.js'
 import { configTable } from '../../lib/docs-config.js'

@@ -5,8 +5,8 @@
 import { randomInt, timingSafeEqual } from 'node:crypto'
 import { AogError } from '../errors.js'
 import type { ChallengeRecord } from '../stores/store.js'
-import type { Segment } from '../verify/messages.js'
-import { chainKey, initialDigest, traceHash } from './chain.js'
+import type { Segment } from './messages.js'
+import { chainKey, initialDigest, traceHash } from '../chain/chain.js'
 
 export interface Policy {
   verify: 'full' | 'sampled'

@@ -1,8 +1,8 @@
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
-import { checkPlausible, pickSamples, planVerification, type Policy } from '../../../lib/challenge/policy.js'
-import { solveChain, traceHash } from '../../../lib/challenge/chain.js'
-import { VerifyPool } from '../../../lib/verify/pool.js'
+import { checkPlausible, pickSamples, planVerification, type Policy } from '../../../lib/verification/policy.js'
+import { solveChain, traceHash } from '../../../lib/chain/chain.js'
+import { VerifyPool } from '../../../lib/verification/pool.js'
 import { AogError } from '../../../lib/errors.js'
 import type { ChallengeRecord } from '../../../lib/stores/store.js'
 

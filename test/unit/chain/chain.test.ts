@@ -2,8 +2,8 @@ import t from 'tap'
 import { existsSync, readFileSync } from 'node:fs'
 import { createHash, randomBytes } from 'node:crypto'
 import fc from 'fast-check'
-import { ALGORITHM, chainKey, checkShape, initialDigest, isNonce, iterateTs, solveChain, traceHash } from '../../../lib/challenge/chain.js'
-import { generate } from '../../../lib/challenge/sha256-link.gen.js'
+import { ALGORITHM, chainKey, checkShape, initialDigest, isNonce, iterateTs, solveChain, traceHash } from '../../../lib/chain/chain.js'
+import { generate } from '../../../lib/chain/sha256-link.gen.js'
 
 const fixtures = new URL('../../fixtures/vectors/', import.meta.url)
 const shared = new URL('../../../../shared/vectors/', import.meta.url)
@@ -82,7 +82,7 @@ t.test('every link depends on the key: the same start with another key gives ano
 })
 
 t.test('the committed unrolled link is exactly the generator\'s output', async (t) => {
-  t.equal(readFileSync(new URL('../../../lib/challenge/sha256-link.ts', import.meta.url), 'utf8'), generate())
+  t.equal(readFileSync(new URL('../../../lib/chain/sha256-link.ts', import.meta.url), 'utf8'), generate())
 })
 
 t.test('malformed chain inputs are refused', async (t) => {

@@ -3,9 +3,9 @@ import { readFileSync } from 'node:fs'
 import { createHash } from 'node:crypto'
 import { spawnSync } from 'node:child_process'
 import fc from 'fast-check'
-import { loadNative } from '../../../lib/challenge/native.js'
-import { selectChain } from '../../../lib/challenge/select.js'
-import { ALGORITHM, chainKey, initialDigest, iterateTs, solveChain, typescriptChain } from '../../../lib/challenge/chain.js'
+import { loadNative } from '../../../lib/chain/native.js'
+import { selectChain } from '../../../lib/chain/select.js'
+import { ALGORITHM, chainKey, initialDigest, iterateTs, solveChain, typescriptChain } from '../../../lib/chain/chain.js'
 import { solveAsync } from '../../../lib/client/agent.js'
 
 const disabled = process.env.AOG_NATIVE === '0'
@@ -87,9 +87,9 @@ t.test('native: the SHA-NI kernel where the CPU has the SHA extensions, OpenSSL 
   t.same(Buffer.from(a), ref, 'iterate: 100000 links equal node:crypto')
   t.same(Buffer.from(b), ref, 'opensslIterate: 100000 links equal node:crypto')
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', [
-    "const { loadNative } = await import('./dist/lib/challenge/native.js')",
-    "const { solveChain } = await import('./dist/lib/challenge/chain.js')",
-    "const { selectChain } = await import('./dist/lib/challenge/select.js')",
+    "const { loadNative } = await import('./dist/lib/chain/native.js')",
+    "const { solveChain } = await import('./dist/lib/chain/chain.js')",
+    "const { selectChain } = await import('./dist/lib/chain/select.js')",
     "const x = JSON.parse((await import('node:fs')).readFileSync('test/fixtures/vectors/sha256-chain-v2.json', 'utf8')).vectors[0]",
     "const s = solveChain(x, x.client_fingerprint, await selectChain('native'))",
     'console.log(JSON.stringify({ kernel: loadNative().addon.kernel, ok: s.result_hash === x.result_hash && s.trace_hash === x.trace_hash }))',
@@ -113,7 +113,7 @@ t.test('native: bad arguments are refused, not a crash', { skip: addon === undef
 
 t.test('with the addon disabled the gate still starts on the TypeScript chain', async (t) => {
   const r = spawnSync(process.execPath, ['--input-type=module', '-e',
-    "const { selectChain } = await import('./dist/lib/challenge/select.js'); console.log((await selectChain()).name)"],
+    "const { selectChain } = await import('./dist/lib/chain/select.js'); console.log((await selectChain()).name)"],
   { env: { ...process.env, AOG_NATIVE: '0' }, encoding: 'utf8' })
   t.equal(r.stdout.trim(), 'typescript', r.stderr)
 })

@@ -1,9 +1,9 @@
 import t from 'tap'
-import { selectChain } from '../../../lib/challenge/select.js'
+import { selectChain } from '../../../lib/chain/select.js'
 import { createHash, randomBytes } from 'node:crypto'
-import { VerifyPool } from '../../../lib/verify/pool.js'
+import { VerifyPool } from '../../../lib/verification/pool.js'
 import { PoolBusyError } from '../../../lib/errors.js'
-import type { Segment } from '../../../lib/verify/messages.js'
+import type { Segment } from '../../../lib/verification/messages.js'
 
 /** A segment of n keyed links computed with node:crypto (docs/protocol.md section 3). */
 function segment (n: number, wrong = false): Segment {

@@ -1,5 +1,5 @@
 /**
- * The verification pool: worker_threads running lib/verify/worker.ts.
+ * The verification pool: worker_threads running lib/verification/worker.ts.
  *
  * Hand-written rather than piscina: the gate needs admission *before* it burns a nonce (tryReserve,
  * so a full queue answers 503 and the agent can retry with the same nonce), a per-task timeout that

@@ -1,7 +1,7 @@
 /** Worker entry: verifies chain segments (recompute, then constant-time compare). */
 import { parentPort, workerData } from 'node:worker_threads'
 import { timingSafeEqual } from 'node:crypto'
-import { selectChain } from '../challenge/select.js'
+import { selectChain } from '../chain/select.js'
 import type { VerifyReply, VerifyRequest, WorkerInit, WorkerReady } from './messages.js'
 
 const port = parentPort
