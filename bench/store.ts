@@ -97,7 +97,7 @@ const used = async (): Promise<number> => Number(/used_memory:(\d+)/.exec(await 
 const before = await used()
 for (let i = 0; i < N; i += 500) await Promise.all(Array.from({ length: 500 }, async () => await issue1(randomBytes(16).toString('base64url'))))
 const perRecord = (await used() - before) / N
-for (const p of [`${prefix}*`, `${tag}*`]) await raw.eval(`for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end`, 0, p)
+for (const p of [`${prefix}*`, `${tag}*`]) await raw.eval('for _, k in ipairs(redis.call(\'KEYS\', ARGV[1])) do redis.call(\'DEL\', k) end', 0, p)
 await plain.close()
 await redis.close()
 raw.disconnect()
@@ -128,7 +128,7 @@ const live = values['steady-live']
 if (live > 0) {
   let now = 1.8e12
   const random = new RandomPool()
-  const store = new MemoryStore({ maxChallenges: 2 * live, now: () => Math.floor(now), sweepIntervalMs: 0, random })
+  const store = new MemoryStore({ maxChallenges: 2 * live, now: () => Math.floor(now), sweepIntervalMs: 0 })
   const step = 70_000 / live
   const fingerprint = randomBytes(32).toString('hex')
   let lastSweep = now

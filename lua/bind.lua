@@ -1,4 +1,5 @@
 -- bind: record a verified pass for the identity.
+--- @keys 2
 -- KEYS[1] challenge aog:{F}:c:<nonce>
 -- KEYS[2] passes    aog:{F}:p
 -- Reply: the identity's pass count while its record lives (an integer).

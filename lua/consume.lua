@@ -1,4 +1,6 @@
 -- consume: take a token, then claim the nonce, marking it consumed in the same step.
+--- @keys 3
+--- @include "includes/bucket"
 -- KEYS[1] bucket    aog:{F}:b
 -- KEYS[2] challenge aog:{F}:c:<nonce>  (another identity's nonce is another key: unknown, untouched)
 -- KEYS[3] once      aog:{F}:o:<id>     (ignored when ARGV[3] is 0)

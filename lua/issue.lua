@@ -1,4 +1,6 @@
 -- issue: take a token from the identity's bucket, then create the challenge.
+--- @keys 3
+--- @include "includes/bucket"
 -- KEYS[1] bucket    aog:{F}:b          ({F}: the fingerprint, base64url, as the Cluster hash tag)
 -- KEYS[2] challenge aog:{F}:c:<nonce>
 -- KEYS[3] once      aog:{F}:o:<id>     (ignored when ARGV[8] is 0)
@@ -8,8 +10,8 @@
 --   status 0 OK, 1 RATE_LIMITED, 3 REPLAYED (IssueStatus in lib/stores/store.ts)
 -- The challenge is one string "<state><issued at, 13 digits><deadline - issued at>:<iterations>:
 -- <checkpoints m = iterations / interval>:<seed, base64url>", state '0' live | '1' consumed | '2' passed (rewritten in place with
--- SETRANGE, which keeps the TTL); it lives until deadline + grace. At the default settings a live
--- challenge takes 200 bytes of MEMORY USAGE (a hash of hex fields took 280).
+-- SETRANGE, which keeps the TTL); it lives until deadline + grace. One string rather than a hash
+-- keeps a record small (docs/decisions/redis-record-format.md).
 local now = now_ms()
 local replay = seen_once(KEYS[3], tonumber(ARGV[8]))
 local ok, remaining, reset_ms, retry_ms = take_token(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), now)

@@ -1,4 +1,6 @@
 -- take: a bare token bucket (requests refused before a claim still cost a token).
+--- @keys 2
+--- @include "includes/bucket"
 -- KEYS[1] bucket aog:{F}:b
 -- KEYS[2] once   aog:{F}:o:<id>  (ignored when ARGV[3] is 0)
 -- ARGV[1] burst  ARGV[2] tokens per second  ARGV[3] once ttl ms

@@ -1,7 +1,6 @@
 /** Build the configured Store. */
 import type { Config } from '../config.js'
 import type { Logger } from '../log.js'
-import type { RandomPool } from '../random.js'
 import { MemoryStore } from './memory.js'
 import { RedisStore, type HostPort } from './redis.js'
 import type { Store } from './store.js'
@@ -15,10 +14,9 @@ function hostPorts (list: string): HostPort[] {
 
 /**
  * The store named by config.store; connection errors are logged (rate-limited by ioredis's backoff).
- * `random`: the pool the caller draws nonces and seeds from (the memory store copies their bytes from it).
  */
-export function createStore (config: Readonly<Config>, logger: Logger, now?: () => number, random?: RandomPool): Store {
-  if (config.store === 'memory') return new MemoryStore({ maxChallenges: config.maxChallenges, ...(now === undefined ? {} : { now }), ...(random === undefined ? {} : { random }) })
+export function createStore (config: Readonly<Config>, logger: Logger, now?: () => number): Store {
+  if (config.store === 'memory') return new MemoryStore({ maxChallenges: config.maxChallenges, ...(now === undefined ? {} : { now }) })
   let last = 0
   return new RedisStore({
     url: config.redisUrl,

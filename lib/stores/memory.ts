@@ -10,20 +10,18 @@
  * at most about seventeen generations, newest first.
  *
  * A generation keeps its records in columns of typed arrays, keyed by the nonce's 16 bytes in an
- * open-addressing table: no JavaScript object per record, so the garbage collector has nothing
- * to copy, promote or mark for them. With a Map of one record object per nonce, a gate holding
- * its steady state of records (70 s of challenges at the defaults: millions at tens of thousands
- * a second) spent more on issuing them than on everything else it does for a GET /challenge
- * (docs/benchmarks.md, session 7). Nonces are therefore 16 bytes in canonical base64url and seeds
- * 32 bytes in hex (given back in lower case), as the gate makes them (PROTOCOL.md section 2); issue
- * refuses others with a TypeError, and a lookup of a nonce in any other form finds nothing.
+ * open-addressing table: no JavaScript object per record, so a gate holding millions of live
+ * records gives the garbage collector nothing to copy, promote or mark for them
+ * (docs/decisions/memory-store-columns.md). Nonces are therefore 16 bytes in canonical base64url
+ * and seeds 32 bytes in hex (given back in lower case), as the gate makes them (docs/protocol.md
+ * section 2); issue refuses others with a TypeError, and a lookup of a nonce in any other form
+ * finds nothing.
  */
 import type {
   BindRequest, BindResult, BucketSpec, ChallengeRecord, ConsumeRequest, ConsumeResult, IssueRequest,
   IssueResult, OnceKey, RateState, Store, TakeRequest, TakeResult,
 } from './store.js'
 import { ConsumeStatus, IssueStatus, TakeStatus, takeToken } from './store.js'
-import type { RandomPool } from '../random.js'
 
 interface Bucket { tokens: number, last: number, idleAt: number }
 
@@ -32,57 +30,69 @@ const PASSED = 2
 /** Per record in Generation.numbers: issuedAt, deadline, expiresAt, iterations, checkpointInterval. */
 const NUMBERS = 5
 
-/** base64url digit values by character code (-1: not a digit). */
-const B64 = new Int8Array(128).fill(-1)
-for (const [i, c] of [...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'].entries()) B64[c.charCodeAt(0)] = i
+/** Digit values by character code, -1 for a character that is not a digit. */
+function digits (alphabet: string): Int8Array {
+  const t = new Int8Array(128).fill(-1)
+  for (let i = 0; i < alphabet.length; i++) t[alphabet.charCodeAt(i)] = i
+  return t
+}
+const B64 = digits('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_')
+const HEX = digits('0123456789abcdef')
+for (let i = 10; i < 16; i++) HEX['ABCDEF'.charCodeAt(i - 10)] = i
 
-function b64 (s: string, i: number): number {
+function digit (table: Int8Array, s: string, i: number): number {
   const c = s.charCodeAt(i)
-  return c < 128 ? B64[c]! : -1
+  return c < 128 ? table[c]! : -1
 }
 
-/** The nonce being looked up or inserted, as bytes and as four 32-bit words (one buffer). */
-const KEY = new Uint8Array(16)
-const KEY32 = new Int32Array(KEY.buffer)
-
-/** The seed being inserted, as bytes and as eight 32-bit words (one buffer). */
-const SEED = Buffer.alloc(32)
-const SEED32 = new Int32Array(SEED.buffer, SEED.byteOffset, 8)
-
-/**
- * Put a seed's bytes into SEED: true for 64 hex digits, false for anything else. The seed the
- * gate has just drawn is copied from its pool; any other is decoded by Buffer#write, which stops
- * at the first character that is not a hex digit.
- */
-function seedBytes (s: string, random: RandomPool | undefined): boolean {
-  if (s.length !== 64) return false
-  return random?.hexWords(s, SEED32) === true || SEED.write(s, 0, 32, 'hex') === 32
+/** Four base64url characters as 24 bits; negative when one is not a digit. */
+function quad (s: string, i: number): number {
+  return (digit(B64, s, i) << 18) | (digit(B64, s, i + 1) << 12) | (digit(B64, s, i + 2) << 6) | digit(B64, s, i + 3)
 }
 
 /**
- * Decode a nonce into KEY: true for 22 base64url characters in canonical form (the last one's
- * four unused bits zero, as a 16-byte encoding has them), false for anything else.
+ * Decode a nonce into `key`, its 16 bytes as four little-endian 32-bit words: true for 22
+ * base64url characters in canonical form (the last one's four unused bits zero, as a 16-byte
+ * encoding has them), false (`key` untouched) for anything else.
  */
-function nonceKey (s: string, random?: RandomPool): boolean {
+function decodeNonce (s: string, key: Int32Array): boolean {
   if (s.length !== 22) return false
-  if (random?.nonceWords(s, KEY32) === true) return true
-  let j = 0
-  for (let i = 0; i < 20; i += 4) {
-    const a = b64(s, i)
-    const b = b64(s, i + 1)
-    const c = b64(s, i + 2)
-    const d = b64(s, i + 3)
-    if ((a | b | c | d) < 0) return false
-    const n = (a << 18) | (b << 12) | (c << 6) | d
-    KEY[j++] = n >> 16
-    KEY[j++] = n >> 8
-    KEY[j++] = n
-  }
-  const a = b64(s, 20)
-  const b = b64(s, 21)
-  if ((a | b) < 0 || (b & 15) !== 0) return false
-  KEY[15] = (a << 2) | (b >> 4)
+  // Five groups of three bytes, then the 16th byte from the last two characters.
+  const g0 = quad(s, 0)
+  const g1 = quad(s, 4)
+  const g2 = quad(s, 8)
+  const g3 = quad(s, 12)
+  const g4 = quad(s, 16)
+  const a = digit(B64, s, 20)
+  const b = digit(B64, s, 21)
+  if ((g0 | g1 | g2 | g3 | g4 | a | b) < 0 || (b & 15) !== 0) return false
+  key[0] = (g0 >> 16) | (g0 & 0xff00) | ((g0 & 255) << 16) | ((g1 >> 16) << 24)
+  key[1] = ((g1 >> 8) & 255) | ((g1 & 255) << 8) | ((g2 >> 16) << 16) | (((g2 >> 8) & 255) << 24)
+  key[2] = (g2 & 255) | ((g3 >> 16) << 8) | (((g3 >> 8) & 255) << 16) | ((g3 & 255) << 24)
+  key[3] = (g4 >> 16) | (g4 & 0xff00) | ((g4 & 255) << 16) | (((a << 2) | (b >> 4)) << 24)
   return true
+}
+
+/**
+ * Decode a seed into `seed`, its 32 bytes as eight little-endian 32-bit words: true for 64 hex
+ * digits (either case), false for anything else.
+ */
+function decodeSeed (s: string, seed: Int32Array): boolean {
+  if (s.length !== 64) return false
+  let bad = 0
+  for (let w = 0, i = 0; w < 8; w++, i += 8) {
+    const d0 = digit(HEX, s, i)
+    const d1 = digit(HEX, s, i + 1)
+    const d2 = digit(HEX, s, i + 2)
+    const d3 = digit(HEX, s, i + 3)
+    const d4 = digit(HEX, s, i + 4)
+    const d5 = digit(HEX, s, i + 5)
+    const d6 = digit(HEX, s, i + 6)
+    const d7 = digit(HEX, s, i + 7)
+    bad |= d0 | d1 | d2 | d3 | d4 | d5 | d6 | d7
+    seed[w] = (d0 << 4) | d1 | (d2 << 12) | (d3 << 8) | (d4 << 20) | (d5 << 16) | (d6 << 28) | (d7 << 24)
+  }
+  return bad >= 0
 }
 
 /**
@@ -129,31 +139,28 @@ class Generation {
 
   get capacity (): number { return this.#flags.length }
 
-  /** The slot of the nonce in KEY, or -1. */
-  find (): number {
-    const i = this.#probe()
+  /** The slot of the nonce whose words are `key` (decodeNonce), or -1. */
+  find (key: Int32Array): number {
+    const i = this.#probe(key[0]!, key[1]!, key[2]!, key[3]!)
     return i < 0 ? -1 : this.#table[2 * i]! - 1
   }
 
   /**
-   * Add the record of the nonce in KEY and the seed in SEED, in one probe of the table: false,
-   * and nothing written, when the nonce is already there.
+   * Add the record of the nonce `key` and the seed `seed` (as decodeNonce and decodeSeed give
+   * them), in one probe of the table: false, and nothing written, when the nonce is already there.
    */
-  add (fingerprint: string, iterations: number, checkpointInterval: number, issuedAt: number, deadline: number, expiresAt: number): boolean {
+  add (key: Int32Array, seed: Int32Array, fingerprint: string, iterations: number, checkpointInterval: number, issuedAt: number, deadline: number, expiresAt: number): boolean {
     const slot = this.count
     if (slot === this.#flags.length) this.#grow()
-    const place = this.#probe()
+    const place = this.#probe(key[0]!, key[1]!, key[2]!, key[3]!)
     if (place >= 0) return false
     const at = 2 * (-place - 1)
     this.#table[at] = slot + 1
-    this.#table[at + 1] = KEY32[0]!
+    this.#table[at + 1] = key[0]!
     const keys = this.#keys
-    keys[4 * slot] = KEY32[0]!
-    keys[4 * slot + 1] = KEY32[1]!
-    keys[4 * slot + 2] = KEY32[2]!
-    keys[4 * slot + 3] = KEY32[3]!
+    for (let i = 0; i < 4; i++) keys[4 * slot + i] = key[i]!
     const seeds = this.#seeds
-    for (let i = 0; i < 8; i++) seeds[8 * slot + i] = SEED32[i]!
+    for (let i = 0; i < 8; i++) seeds[8 * slot + i] = seed[i]!
     const n = this.#numbers
     n[NUMBERS * slot] = issuedAt
     n[NUMBERS * slot + 1] = deadline
@@ -176,9 +183,11 @@ class Generation {
   record (slot: number, nonce: string): ChallengeRecord {
     const n = this.#numbers
     const at = NUMBERS * slot
+    const seed = Buffer.allocUnsafe(32)
+    for (let i = 0; i < 8; i++) seed.writeInt32LE(this.#seeds[8 * slot + i]!, 4 * i)
     return {
       nonce,
-      seed: Buffer.from(this.#seeds.buffer, this.#seeds.byteOffset + 32 * slot, 32).toString('hex'),
+      seed: seed.toString('hex'),
       fingerprint: this.#fingerprints[slot]!,
       iterations: n[at + 3]!,
       checkpointInterval: n[at + 4]!,
@@ -188,14 +197,10 @@ class Generation {
   }
 
   /**
-   * Where the nonce in KEY is in the table (>= 0), or -(the empty place where it would go) - 1.
-   * The table is never more than half full, so a probe ends.
+   * Where the nonce of words k0..k3 is in the table (>= 0), or -(the empty place where it would
+   * go) - 1. The table is never more than half full, so a probe ends.
    */
-  #probe (): number {
-    return this.#probeFor(KEY32[0]!, KEY32[1]!, KEY32[2]!, KEY32[3]!)
-  }
-
-  #probeFor (k0: number, k1: number, k2: number, k3: number): number {
+  #probe (k0: number, k1: number, k2: number, k3: number): number {
     const table = this.#table
     const keys = this.#keys
     const mask = (table.length >> 1) - 1
@@ -225,7 +230,7 @@ class Generation {
     this.#table = new Int32Array(4 * capacity)
     const keys = this.#keys
     for (let s = 0; s < this.count; s++) {
-      const place = -this.#probeFor(keys[4 * s]!, keys[4 * s + 1]!, keys[4 * s + 2]!, keys[4 * s + 3]!) - 1
+      const place = -this.#probe(keys[4 * s]!, keys[4 * s + 1]!, keys[4 * s + 2]!, keys[4 * s + 3]!) - 1
       this.#table[2 * place] = s + 1
       this.#table[2 * place + 1] = keys[4 * s]!
     }
@@ -239,12 +244,10 @@ export interface MemoryStoreOptions {
   now?: () => number
   /** Sweep period for expired records and idle buckets (ms); 0 disables the timer. */
   sweepIntervalMs?: number
-  /**
-   * The pool the caller draws nonces and seeds from: the bytes of the ones it has just drawn are
-   * copied from it instead of decoded (the gate's GET /challenge). Any other nonce or seed is decoded.
-   */
-  random?: RandomPool
 }
+
+/** Where a live record is: its generation and its slot there. */
+interface Found { g: Generation, slot: number }
 
 export class MemoryStore implements Store {
   readonly kind = 'memory'
@@ -259,16 +262,16 @@ export class MemoryStore implements Store {
   readonly #passes = new Map<string, { count: number, expiresAt: number }>()
   #timer: NodeJS.Timeout | undefined
   #closed = false
-  /** The slot #live found. */
-  #slot = -1
-  readonly #random: RandomPool | undefined
   /** The largest dropped generation, whose columns the next new one may take over. */
   #spare: Generation | undefined
+  // Decoded nonce and seed words, filled and read within one synchronous call that runs no code
+  // from outside the store in between (the clock is read before), and passed on as arguments.
+  readonly #key = new Int32Array(4)
+  readonly #seed = new Int32Array(8)
 
   constructor (opts: MemoryStoreOptions) {
     this.#max = opts.maxChallenges
     this.#now = opts.now ?? Date.now
-    this.#random = opts.random
     const every = opts.sweepIntervalMs ?? 1000
     if (every > 0) {
       this.#timer = setInterval(() => this.sweep(), every)
@@ -280,13 +283,16 @@ export class MemoryStore implements Store {
   get size (): number { return this.#size }
 
   issue (req: IssueRequest): IssueResult {
-    if (!nonceKey(req.nonce, this.#random)) throw new TypeError('the memory store takes 16-byte nonces in canonical base64url')
-    if (!seedBytes(req.seed, this.#random)) throw new TypeError('the memory store takes 32-byte seeds in hex')
-    const { now, rate, replay, admitted } = this.#admit(req)
+    const now = this.#clock()
+    const key = this.#key
+    const seed = this.#seed
+    if (!decodeNonce(req.nonce, key)) throw new TypeError('the memory store takes 16-byte nonces in canonical base64url')
+    if (!decodeSeed(req.seed, seed)) throw new TypeError('the memory store takes 32-byte seeds in hex')
+    const { rate, replay, admitted } = this.#admit(req, now)
     if (replay) return { status: IssueStatus.REPLAYED, rate }
     if (!admitted) return { status: IssueStatus.RATE_LIMITED, rate }
     if (this.#size >= this.#max) {
-      this.sweep()
+      this.#sweep(now)
       if (this.#size >= this.#max) return { status: IssueStatus.FULL, rate }
     }
     const deadline = now + req.deadlineMs
@@ -295,7 +301,7 @@ export class MemoryStore implements Store {
     // 128-bit CSPRNG nonces never collide; this guards the generation a repeating generator would
     // hit first, and never lets a record be overwritten. (An older record under the same nonce
     // would only be shadowed: lookups go newest first, and each record is still claimed at most once.)
-    if (!g.add(req.fingerprint, req.iterations, req.checkpointInterval, now, deadline, expiresAt)) throw new Error('nonce collision')
+    if (!g.add(key, seed, req.fingerprint, req.iterations, req.checkpointInterval, now, deadline, expiresAt)) throw new Error('nonce collision')
     this.#size++
     return {
       status: IssueStatus.OK,
@@ -305,13 +311,14 @@ export class MemoryStore implements Store {
   }
 
   async consume (req: ConsumeRequest): Promise<ConsumeResult> {
-    const { now, rate, replay, admitted } = this.#admit(req)
+    const now = this.#clock()
+    const { rate, replay, admitted } = this.#admit(req, now)
     if (replay) return { status: ConsumeStatus.REPLAYED, rate }
     if (!admitted) return { status: ConsumeStatus.RATE_LIMITED, rate }
-    const g = this.#live(req.nonce, now)
-    const slot = this.#slot
+    const found = this.#live(req.nonce, now)
     // A nonce issued to another identity is unknown to this one, and left untouched.
-    if (g === undefined || g.fingerprint(slot) !== req.fingerprint) return { status: ConsumeStatus.UNKNOWN, rate }
+    if (found === undefined || found.g.fingerprint(found.slot) !== req.fingerprint) return { status: ConsumeStatus.UNKNOWN, rate }
+    const { g, slot } = found
     if (g.has(slot, CONSUMED)) return { status: ConsumeStatus.CONSUMED, rate }
     g.mark(slot, CONSUMED)
     const status = now > g.deadline(slot) ? ConsumeStatus.EXPIRED : ConsumeStatus.OK
@@ -319,14 +326,12 @@ export class MemoryStore implements Store {
   }
 
   async bind (req: BindRequest): Promise<BindResult> {
-    this.#check()
-    const now = this.#now()
-    const g = this.#live(req.nonce, now)
-    const slot = this.#slot
+    const now = this.#clock()
+    const found = this.#live(req.nonce, now)
     let expiresAt = now
-    if (g !== undefined && g.fingerprint(slot) === req.fingerprint) {
-      g.mark(slot, PASSED)
-      expiresAt = g.expiresAt(slot)
+    if (found !== undefined && found.g.fingerprint(found.slot) === req.fingerprint) {
+      found.g.mark(found.slot, PASSED)
+      expiresAt = found.g.expiresAt(found.slot)
     }
     const p = this.#passes.get(req.fingerprint)
     const count = (p !== undefined && p.expiresAt > now ? p.count : 0) + 1
@@ -335,7 +340,7 @@ export class MemoryStore implements Store {
   }
 
   async take (req: TakeRequest): Promise<TakeResult> {
-    const { rate, replay, admitted } = this.#admit(req)
+    const { rate, replay, admitted } = this.#admit(req, this.#clock())
     if (replay) return { status: TakeStatus.REPLAYED, rate }
     return { status: admitted ? TakeStatus.OK : TakeStatus.RATE_LIMITED, rate }
   }
@@ -356,8 +361,25 @@ export class MemoryStore implements Store {
   }
 
   /** Drop expired records, idle (full) buckets and expired once-keys. */
-  sweep (): void {
-    const now = this.#now()
+  sweep (): void { this.#sweep(this.#now()) }
+
+  /** Inspect a record (tests and diagnostics only). */
+  peek (nonce: string): { consumed: boolean, passed: boolean } | undefined {
+    const found = this.#live(nonce, this.#now())
+    return found === undefined ? undefined : { consumed: found.g.has(found.slot, CONSUMED), passed: found.g.has(found.slot, PASSED) }
+  }
+
+  #check (): void {
+    if (this.#closed) throw new Error('store closed')
+  }
+
+  /** The store's time for an operation; throws once the store is closed. */
+  #clock (): number {
+    this.#check()
+    return this.#now()
+  }
+
+  #sweep (now: number): void {
     const kept: Generation[] = []
     for (const g of this.#gens) {
       if (g.maxExpiry > now) {
@@ -373,23 +395,11 @@ export class MemoryStore implements Store {
     for (const [k, p] of this.#passes) if (p.expiresAt <= now) this.#passes.delete(k)
   }
 
-  /** Inspect a record (tests and diagnostics only). */
-  peek (nonce: string): { consumed: boolean, passed: boolean } | undefined {
-    const g = this.#live(nonce, this.#now())
-    return g === undefined ? undefined : { consumed: g.has(this.#slot, CONSUMED), passed: g.has(this.#slot, PASSED) }
-  }
-
-  #check (): void {
-    if (this.#closed) throw new Error('store closed')
-  }
-
   /** The step every operation starts with: the once-key (marked seen), then a token. */
-  #admit (req: { fingerprint: string, rate: BucketSpec, once?: OnceKey | undefined }): { now: number, rate: RateState, replay: boolean, admitted: boolean } {
-    this.#check()
-    const now = this.#now()
+  #admit (req: { fingerprint: string, rate: BucketSpec, once?: OnceKey | undefined }, now: number): { rate: RateState, replay: boolean, admitted: boolean } {
     const replay = this.#seen(req.once, now)
     const { rate, admitted } = this.#take(req.fingerprint, req.rate, now)
-    return { now, rate, replay, admitted }
+    return { rate, replay, admitted }
   }
 
   /** The generation a new record issued now goes to (a new one when the newest is past its span). */
@@ -398,8 +408,9 @@ export class MemoryStore implements Store {
     if (last !== undefined && now >= last.start && now - last.start < last.span) return last
     // As much room as the generation before needed: its successor, issued at the same rate, then
     // grows no more (each doubling copies every column and rebuilds the table).
+    const needed = last?.count ?? 0
     let capacity = 1024
-    while (last !== undefined && capacity < last.count) capacity *= 2
+    while (capacity < needed) capacity *= 2
     const reuse = this.#spare !== undefined && this.#spare.capacity >= capacity ? this.#spare : undefined
     if (reuse !== undefined) this.#spare = undefined
     const g = new Generation(now, Math.max(1000, Math.ceil(lifetimeMs / 16)), capacity, reuse)
@@ -408,19 +419,18 @@ export class MemoryStore implements Store {
   }
 
   /**
-   * The generation holding the record of `nonce`, newest first, its slot left in #slot; undefined
-   * when there is none or it has expired (an expired record stays in its generation, counted in
-   * the size, until the whole generation is dropped).
+   * The live record of `nonce`, newest generation first; undefined when there is none or it has
+   * expired (an expired record stays in its generation, counted in the size, until the whole
+   * generation is dropped).
    */
-  #live (nonce: string, now: number): Generation | undefined {
-    if (!nonceKey(nonce)) return undefined
+  #live (nonce: string, now: number): Found | undefined {
+    const key = this.#key
+    if (!decodeNonce(nonce, key)) return undefined
     for (let i = this.#gens.length - 1; i >= 0; i--) {
       const g = this.#gens[i]!
-      const slot = g.find()
+      const slot = g.find(key)
       if (slot < 0) continue
-      if (g.expiresAt(slot) <= now) return undefined
-      this.#slot = slot
-      return g
+      return g.expiresAt(slot) <= now ? undefined : { g, slot }
     }
     return undefined
   }

@@ -42,11 +42,12 @@ export interface RedisStoreOptions {
   onError?: (err: Error) => void
 }
 
+/** The commands the store calls, and the script in lua/ that each one runs. */
 const SCRIPTS = {
-  aogIssue: { file: 'issue.lua', keys: 3 },
-  aogConsume: { file: 'consume.lua', keys: 3 },
-  aogBind: { file: 'bind.lua', keys: 2 },
-  aogTake: { file: 'take.lua', keys: 2 },
+  aogIssue: 'issue.lua',
+  aogConsume: 'consume.lua',
+  aogBind: 'bind.lua',
+  aogTake: 'take.lua',
 } as const
 
 type ScriptName = keyof typeof SCRIPTS
@@ -54,15 +55,62 @@ type Arg = string | number | Buffer
 type Reply = Array<string | number | Buffer | null>
 type Client = (Redis | Cluster) & Record<ScriptName, (...args: Arg[]) => Promise<Reply | number>>
 
-/** The Lua sources, read once (the shared bucket prelude prepended where used). */
-export function loadScripts (): Record<ScriptName, string> {
-  const dir = join(packageRoot(), 'lua')
-  const prelude = readFileSync(join(dir, 'bucket.lua'), 'utf8')
-  const out = {} as Record<ScriptName, string>
-  for (const [name, s] of Object.entries(SCRIPTS) as Array<[ScriptName, { file: string }]>) {
-    const body = readFileSync(join(dir, s.file), 'utf8')
-    out[name] = name === 'aogBind' ? body : `${prelude}\n${body}`
+/** A script ready for defineCommand: its source with its includes, and the number of keys it takes. */
+export interface Script { lua: string, numberOfKeys: number }
+
+/**
+ * Read one script and the header it opens with (its leading comment lines), BullMQ style:
+ *   --- @keys N                    required once: the number of KEYS the script takes
+ *   --- @include "includes/name"   optional: lua/includes/name.lua, prepended in order
+ * Anything else that looks like a directive, a directive after the header, a key count that
+ * differs from the highest KEYS[i] the script reads, or an include that is missing or has
+ * directives of its own, throws: a broken script fails at load, not at its first request.
+ */
+export function readScript (dir: string, file: string): Script {
+  const bad = (why: string): Error => new Error(`lua/${file}: ${why}`)
+  const source = readFileSync(join(dir, file), 'utf8')
+  const lines = source.split('\n')
+  const header = lines.findIndex((l) => !l.startsWith('--') && l.trim() !== '')
+  const includes: string[] = []
+  let keys: number | undefined
+  for (const [i, line] of lines.entries()) {
+    if (!/^\s*---?\s*@/.test(line)) continue
+    if (header >= 0 && i > header) throw bad(`line ${i + 1}: a directive after the header`)
+    const m = /^--- @(keys|include) (.*)$/.exec(line)
+    if (m === null) throw bad(`line ${i + 1}: not a directive this loader knows: ${line}`)
+    const value = m[2]!
+    if (m[1] === 'keys') {
+      if (keys !== undefined) throw bad('@keys declared twice')
+      if (!/^\d{1,2}$/.test(value)) throw bad(`@keys takes a number: ${value}`)
+      keys = Number(value)
+    } else {
+      const name = /^"(includes\/[a-z0-9_-]+)"$/.exec(value)?.[1]
+      if (name === undefined) throw bad(`@include takes "includes/<name>": ${value}`)
+      if (includes.includes(name)) throw bad(`${name} included twice`)
+      includes.push(name)
+    }
   }
+  if (keys === undefined) throw bad('no @keys in the header')
+  const used = Math.max(0, ...[...source.matchAll(/KEYS\[(\d+)\]/g)].map((k) => Number(k[1])))
+  if (used !== keys) throw bad(`@keys ${keys}, but the script reads KEYS[${used}]`)
+  const parts = includes.map((name) => {
+    let text: string
+    try {
+      text = readFileSync(join(dir, `${name}.lua`), 'utf8')
+    } catch {
+      throw bad(`${name}.lua cannot be read`)
+    }
+    if (/^\s*---?\s*@/m.test(text)) throw bad(`${name}.lua: an include takes no directives`)
+    if (text.includes('KEYS[')) throw bad(`${name}.lua: an include reads no KEYS (its script passes them)`)
+    return text
+  })
+  return { lua: [...parts, source].join('\n'), numberOfKeys: keys }
+}
+
+/** Every script the store calls, read once from `dir` (the package's lua/). */
+export function loadScripts (dir = join(packageRoot(), 'lua')): Record<ScriptName, Script> {
+  const out = {} as Record<ScriptName, Script>
+  for (const [name, file] of Object.entries(SCRIPTS) as Array<[ScriptName, string]>) out[name] = readScript(dir, file)
   return out
 }
 
@@ -76,7 +124,7 @@ export class RedisStore implements Store {
   readonly #prefix: string
   readonly #waitReplicas: number
   readonly #waitTimeoutMs: number
-  readonly #scripts: Record<ScriptName, string>
+  readonly #scripts: Record<ScriptName, Script>
   readonly #owned: boolean
 
   constructor (opts: RedisStoreOptions) {
@@ -122,9 +170,7 @@ export class RedisStore implements Store {
       this.kind = 'redis'
     }
     this.#owned = opts.client === undefined
-    for (const [name, s] of Object.entries(SCRIPTS) as Array<[ScriptName, { keys: number }]>) {
-      client.defineCommand(name, { numberOfKeys: s.keys, lua: this.#scripts[name] })
-    }
+    for (const [name, script] of Object.entries(this.#scripts)) client.defineCommand(name, script)
     client.on('error', (err: Error) => opts.onError?.(err))
     // Load the scripts eagerly on every (re)connection, so the first request after a Redis restart
     // is already an EVALSHA hit; NOSCRIPT is still handled by defineCommand if they vanish later.
@@ -145,7 +191,7 @@ export class RedisStore implements Store {
   async #preload (): Promise<void> {
     const nodes = this.#client instanceof Cluster ? this.#client.nodes('master') : [this.#client as Redis]
     try {
-      await Promise.all(nodes.flatMap((n) => Object.values(this.#scripts).map(async (lua) => await n.script('LOAD', lua))))
+      await Promise.all(nodes.flatMap((n) => Object.values(this.#scripts).map(async (s) => await n.script('LOAD', s.lua))))
     } catch {
       // Not fatal: EVALSHA falls back to EVAL on NOSCRIPT.
     }
@@ -181,7 +227,7 @@ export class RedisStore implements Store {
     const [onceKey, onceTtl] = this.#onceArgs(req.fingerprint, req.once)
     const r = await this.#call('issue', async () => await this.#client.aogIssue(
       this.#key(req.fingerprint, 'b'), this.#challengeKey(req.fingerprint, req.nonce), onceKey,
-      req.rate.burst, req.rate.perSecond, Buffer.from(req.seed, 'hex').toString('base64url'), req.iterations, req.checkpointInterval, req.deadlineMs, req.graceMs, onceTtl,
+      req.rate.burst, req.rate.perSecond, Buffer.from(req.seed, 'hex').toString('base64url'), req.iterations, req.checkpointInterval, req.deadlineMs, req.graceMs, onceTtl
     ) as Reply)
     const status = Number(r[0]) as IssueStatus
     const rate = rateOf(r, req.rate.burst)
@@ -207,7 +253,7 @@ export class RedisStore implements Store {
     const r = await this.#call('consume', async () => {
       if (this.#waitReplicas === 0) return await this.#client.aogConsume(...args) as Reply
       // The claim and WAIT in one pipeline: same connection (and node), one round trip.
-      const p = (this.#client.pipeline() as ChainableCommander & Record<ScriptName, (...a: Arg[]) => ChainableCommander>)
+      const p = this.#client.pipeline() as ChainableCommander & Record<ScriptName, (...a: Arg[]) => ChainableCommander>
       const res = await p.aogConsume(...args).wait(this.#waitReplicas, this.#waitTimeoutMs).exec()
       if (res === null) throw new Error('pipeline aborted')
       const [[e1, claim], [e2, acks]] = res as Array<[Error | null, unknown]> as [[Error | null, Reply], [Error | null, number]]

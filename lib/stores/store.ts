@@ -1,5 +1,5 @@
 /**
- * The Store contract. Every handler makes one atomic store call per request (ARCHITECTURE.md):
+ * The Store contract. Every handler makes one atomic store call per request (docs/architecture.md):
  * issue (rate-limit + create challenge), consume (rate-limit + claim nonce), bind (record a pass),
  * take (a bare token bucket). Time comes from the store's clock so that several gate instances
  * agree. Implementations: memory.ts (embedded default), redis.ts (several instances).

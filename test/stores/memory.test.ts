@@ -13,8 +13,14 @@ t.test('memory: a full store refuses new challenges and never evicts a live one'
   t.teardown(() => store.close())
   const rate = { burst: 100, perSecond: 100 }
   const mk = (): Parameters<MemoryStore['issue']>[0] => ({
-    fingerprint: 'f'.repeat(64), rate, nonce: randomBytes(16).toString('base64url'), seed: '0'.repeat(64),
-    iterations: 16, checkpointInterval: 4, deadlineMs: 1000, graceMs: 1000,
+    fingerprint: 'f'.repeat(64),
+    rate,
+    nonce: randomBytes(16).toString('base64url'),
+    seed: '0'.repeat(64),
+    iterations: 16,
+    checkpointInterval: 4,
+    deadlineMs: 1000,
+    graceMs: 1000,
   })
   const a = mk()
   t.equal((await store.issue(a)).status, IssueStatus.OK)
@@ -188,10 +194,10 @@ t.test('memory: nonces and seeds in another form are refused at issue, and found
   t.equal(c.status === ConsumeStatus.OK && c.challenge.seed, upper.seed.toLowerCase())
 })
 
-t.test('memory: a nonce and seed copied from the pool are the bytes their text decodes to', async (t) => {
+t.test('memory: nonces and seeds drawn from the gate\'s pool are kept as the bytes their text decodes to', async (t) => {
   const random = new RandomPool(256)
   const now = 7_000_000
-  const store = new MemoryStore({ maxChallenges: 100_000, now: () => now, sweepIntervalMs: 0, random })
+  const store = new MemoryStore({ maxChallenges: 100_000, now: () => now, sweepIntervalMs: 0 })
   t.teardown(() => store.close())
   const rate = { burst: 1e9, perSecond: 1e9 }
   const fingerprint = 'd'.repeat(64)
@@ -204,7 +210,7 @@ t.test('memory: a nonce and seed copied from the pool are the bytes their text d
   }
   let same = 0
   for (const { nonce, seed } of issued) {
-    // Looked up from a fresh copy of the text (decoded, not copied from the pool).
+    // Looked up from a fresh copy of the text.
     const r = await store.consume({ fingerprint, nonce: Buffer.from(nonce, 'base64url').toString('base64url'), rate })
     if (r.status === ConsumeStatus.OK && r.challenge.seed === seed && r.challenge.nonce === nonce) same++
   }
@@ -273,4 +279,49 @@ t.test('memory: nonces that share their first word, or their place in the table,
   let consumed = 0
   for (const nonce of nonces) if ((await store.consume({ fingerprint, nonce, rate })).status === ConsumeStatus.CONSUMED) consumed++
   t.equal(consumed, 600, 'and only once')
+})
+
+t.test('memory: two stores in one process keep their own lookups apart (no shared scratch state)', async (t) => {
+  // Store A's clock looks a nonce up in store B (a host app's clock or metrics hook may touch
+  // another store). A's issue must still file its record under its own nonce and seed.
+  const rate = { burst: 1e9, perSecond: 1e9 }
+  const fingerprint = 'f'.repeat(64)
+  let now = 9_000_000
+  const b = new MemoryStore({ maxChallenges: 100, now: () => now, sweepIntervalMs: 0 })
+  const other = randomBytes(16).toString('base64url')
+  b.issue({ fingerprint, rate, nonce: other, seed: 'ab'.repeat(32), iterations: 16, checkpointInterval: 4, deadlineMs: 1000, graceMs: 1000 })
+  const a = new MemoryStore({ maxChallenges: 100, now: () => { b.peek(other); return now }, sweepIntervalMs: 0 })
+  t.teardown(async () => { await a.close(); await b.close() })
+  const nonce = randomBytes(16).toString('base64url')
+  const seed = randomBytes(32).toString('hex')
+  t.equal(a.issue({ fingerprint, rate, nonce, seed, iterations: 16, checkpointInterval: 4, deadlineMs: 1000, graceMs: 1000 }).status, IssueStatus.OK)
+  now += 1
+  const r = await a.consume({ fingerprint, nonce, rate })
+  t.equal(r.status, ConsumeStatus.OK, 'the record is found under its own nonce')
+  t.equal(r.status === ConsumeStatus.OK && r.challenge.seed, seed, 'with its own seed')
+  t.equal((await a.consume({ fingerprint, nonce: other, rate })).status, ConsumeStatus.UNKNOWN, 'and not under the nonce B looked up')
+})
+
+t.test('memory: nonces one bit apart, for each of the 128 bits, are distinct records', async (t) => {
+  const now = 9_000_000
+  const store = new MemoryStore({ maxChallenges: 1000, now: () => now, sweepIntervalMs: 0 })
+  t.teardown(() => store.close())
+  const rate = { burst: 1e9, perSecond: 1e9 }
+  const fingerprint = 'a'.repeat(64)
+  const base = randomBytes(16)
+  const nonces = [base.toString('base64url')]
+  for (let bit = 0; bit < 128; bit++) {
+    const b = Buffer.from(base)
+    b[bit >> 3]! ^= 1 << (bit & 7)
+    nonces.push(b.toString('base64url'))
+  }
+  const seeds = nonces.map(() => randomBytes(32).toString('hex'))
+  // A decoding that lost or merged a bit would make two of these one key: 'nonce collision'.
+  for (const [i, nonce] of nonces.entries()) t.equal(store.issue({ fingerprint, rate, nonce, seed: seeds[i]!, iterations: 16, checkpointInterval: 4, deadlineMs: 1000, graceMs: 1000 }).status, IssueStatus.OK, `bit ${i - 1}`)
+  let same = 0
+  for (const [i, nonce] of nonces.entries()) {
+    const r = await store.consume({ fingerprint, nonce, rate })
+    if (r.status === ConsumeStatus.OK && r.challenge.seed === seeds[i]) same++
+  }
+  t.equal(same, 129, 'each claims its own record')
 })

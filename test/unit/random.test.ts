@@ -40,33 +40,3 @@ t.test('a request larger than the pool is refused', async (t) => {
   t.throws(() => new RandomPool(16).hex(17), RangeError)
   t.equal(new RandomPool(16).hex(16).length, 32, 'exactly the pool size is fine')
 })
-
-t.test('nonceWords and hexWords copy the words of the last nonce and hex string only', async (t) => {
-  const pool = new RandomPool(64)
-  const into = new Int32Array(8)
-  const bytes = (n: number): Buffer => Buffer.from(into.buffer, 0, n)
-  t.notOk(pool.nonceWords('', into), 'nothing drawn yet: not even the empty string')
-  t.notOk(pool.hexWords('', into))
-  for (let i = 0; i < 600; i++) { // across refills of both pools
-    const nonce = pool.nonce()
-    const seed = pool.hex(32)
-    if (!pool.nonceWords(nonce, into) || !bytes(16).equals(Buffer.from(nonce, 'base64url'))) { t.fail(`nonce ${i}`); return }
-    if (!pool.hexWords(seed, into) || bytes(32).toString('hex') !== seed) { t.fail(`seed ${i}`); return }
-    if (i % 7 === 0) pool.hex(3) // an odd draw between: the next one still starts on a word
-  }
-  const nonce = pool.nonce()
-  const seed = pool.hex(32)
-  t.ok(pool.nonceWords(nonce.slice(0, 11) + nonce.slice(11), into), 'an equal string is the same nonce')
-  t.notOk(pool.nonceWords(seed.slice(0, 22), into), 'a string that is not the last nonce')
-  t.notOk(pool.hexWords(nonce, into), 'a nonce is not the last hex string')
-  t.notOk(pool.hexWords(seed, new Int32Array(7)), 'nor is anything copied past the end of the target')
-  const odd = pool.hex(3)
-  t.notOk(pool.hexWords(odd, into), 'a hex string that is not whole words is not copied')
-  pool.nonce()
-  t.notOk(pool.nonceWords(nonce, into), 'an earlier nonce is not the last one')
-})
-
-t.test('a pool size that is not whole words is refused', async (t) => {
-  t.throws(() => new RandomPool(30), RangeError)
-  t.doesNotThrow(() => new RandomPool(32))
-})

@@ -1,5 +1,5 @@
--- Shared token-bucket step, prepended by lib/stores/redis.ts to issue.lua, consume.lua and take.lua
--- (not a script of its own). Time comes from the server: redis.call('TIME').
+-- Shared token-bucket step and single-use keys, for the scripts that include it with
+-- `--- @include "includes/bucket"` (not a script of its own). Time comes from the server: redis.call('TIME').
 --
 -- take_token(bucket_key, burst, per_second, now_ms) -> admitted (bool), remaining, reset_ms, retry_ms
 -- The bucket is a hash {t = tokens, ts = last update ms}; it expires when it would be full again,
