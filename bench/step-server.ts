@@ -7,7 +7,7 @@
  *   2  + a nonce and a seed from the RandomPool
  *   3  + the memory store's issue (token bucket, record kept for deadline + grace, 70 s)
  *   4  + the real body and RateLimit headers (challengeJson, sendJsonRated)
- *   5  + the request log line (RequestIds, requestLogger through LineBatch and SonicBoom, to /dev/null)
+ *   5  + the request log line (RequestIds, logger.info through a buffered pino.destination, to /dev/null)
  * The last step does what the gate does for GET /challenge except routing, the request context,
  * the duration histogram and the revocation check. Prints its port on stdout.
  *   node dist/bench/step-server.js <dev-cert-dir> --step N
@@ -23,7 +23,7 @@ import { IssueStatus } from '../lib/stores/store.js'
 import { challengeJson } from '../lib/handlers/challenge.js'
 import { sendJsonRated } from '../lib/http/reply.js'
 import { RequestIds } from '../lib/request-id.js'
-import { createLogger, LineBatch, requestLogger, type LineSink } from '../lib/log.js'
+import { createLogger } from '../lib/log.js'
 import { BODY, HEADERS, serverOptions } from './baseline-shape.js'
 
 const dev = process.argv[2] ?? 'certs/dev'
@@ -31,9 +31,8 @@ const stepAt = process.argv.indexOf('--step')
 const step = stepAt === -1 ? 0 : Number(process.argv[stepAt + 1])
 const rate = { burst: 1e9, perSecond: 1e9 }
 const random = new RandomPool()
-const store = new MemoryStore({ maxChallenges: 10_000_000, random })
-const sonic = pino.destination({ dest: '/dev/null', sync: false, minLength: 0, contentMode: 'buffer' }) as unknown as LineSink
-const logRequest = requestLogger(createLogger({ level: 'info', destination: new LineBatch(sonic, 65536) }))
+const store = new MemoryStore({ maxChallenges: 10_000_000 })
+const logger = createLogger({ level: 'info', destination: pino.destination({ dest: '/dev/null', sync: false, minLength: 65536, maxWrite: 131072 }) })
 const reqIds = new RequestIds('abcdef')
 
 const server = createServer(serverOptions(dev), (req, res) => {
@@ -54,7 +53,7 @@ const server = createServer(serverOptions(dev), (req, res) => {
   }
   if (step >= 5) {
     const ms = performance.now() - start
-    logRequest({ reqId, fp: fingerprint.slice(0, 16), method: req.method ?? '', route: '/challenge', status: res.statusCode, durationMs: Math.round(ms * 100) / 100, outcome: 'ok' })
+    logger.info({ reqId, fp: fingerprint.slice(0, 16), method: req.method ?? '', route: '/challenge', status: res.statusCode, durationMs: Math.round(ms * 100) / 100, outcome: 'ok' }, 'request')
   }
 })
 server.listen(0, '127.0.0.1', () => { process.stdout.write(`${(server.address() as AddressInfo).port}\n`) })

@@ -1,7 +1,6 @@
 /** JSON and problem+json (RFC 9457) writers. Every gate response is `Cache-Control: no-store`. */
-import type { ServerResponse } from 'node:http'
-import type { AogError, ErrorCode } from '../errors.js'
-import { jsonString } from '../log.js'
+import { STATUS_CODES, type ServerResponse } from 'node:http'
+import type { AogError } from '../errors.js'
 import type { RateState } from '../stores/store.js'
 
 export const BASE_HEADERS = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' }
@@ -33,21 +32,26 @@ export function jsonRatedHeaders (text: string, rate: RateState, perSecond: numb
   ]
 }
 
-/** The fixed start of each code's problem body, up to `"detail":` (one per code, made on first use). */
-const prefixes = new Map<ErrorCode, string>()
+/**
+ * An AogError's problem+json body (RFC 9457): type, title, status, detail, code (and instance).
+ * Never a private cause. `status` other than the code's own is for the answers that HTTP fixes
+ * (408, 417) under a code of the table.
+ */
+export function problemJson (err: AogError, instance?: string, status: number = err.status): string {
+  const type = `urn:aog:problem:${err.code.toLowerCase().replace(/_/g, '-')}`
+  return JSON.stringify({ type, title: err.title, status, detail: err.detail, code: err.code, ...(instance === undefined ? {} : { instance }) })
+}
 
 /**
- * An AogError's problem+json body (RFC 9457): the bytes JSON.stringify gives for
- * { type, title, status, detail, code, instance? } (a test compares them), without building the
- * object. Never a private cause.
+ * A whole HTTP/1.1 problem response with `Connection: close`, as text, for a socket that has no
+ * ServerResponse (the listener's clientError): problemJson's body and problemHeaders' headers.
  */
-export function problemJson (err: AogError, instance?: string): string {
-  let prefix = prefixes.get(err.code)
-  if (prefix === undefined) {
-    prefix = `{"type":"urn:aog:problem:${err.code.toLowerCase().replace(/_/g, '-')}","title":${JSON.stringify(err.title)},"status":${err.status},"detail":`
-    prefixes.set(err.code, prefix)
-  }
-  return `${prefix}${jsonString(err.detail)},"code":"${err.code}"${instance === undefined ? '' : `,"instance":${jsonString(instance)}`}}`
+export function rawProblemResponse (err: AogError, status: number = err.status): string {
+  const text = problemJson(err, undefined, status)
+  const list = problemHeaders(err, text)
+  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n`
+  for (let i = 0; i < list.length; i += 2) head += `${list[i]!}: ${list[i + 1]!}\r\n`
+  return `${head}connection: close\r\n\r\n${text}`
 }
 
 /**
@@ -64,24 +68,17 @@ export function problemHeaders (err: AogError, text: string): string[] {
   return list
 }
 
-/** The last policy text rateHeaders made (a cache of a pure function of its two numbers). */
-let policy = { limit: Number.NaN, perSecond: Number.NaN, text: '' }
-
 /**
  * RateLimit headers, draft-ietf-httpapi-ratelimit-headers (structured fields): the policy
  * (`q` tokens, refilled over `w` seconds) and the current state (`r` remaining, `t` seconds
- * until the bucket is full). The policy is the same for every request of a configuration, so its
- * text is kept from the last call.
+ * until the bucket is full).
  */
 export function rateHeaders (rate: RateState, perSecond: number): Record<string, string> {
   return { 'ratelimit-policy': policyText(rate.limit, perSecond), ratelimit: rateText(rate) }
 }
 
 function policyText (limit: number, perSecond: number): string {
-  if (limit !== policy.limit || perSecond !== policy.perSecond) {
-    policy = { limit, perSecond, text: `"identity";q=${limit};w=${Math.max(1, Math.ceil(limit / perSecond))}` }
-  }
-  return policy.text
+  return `"identity";q=${limit};w=${Math.max(1, Math.ceil(limit / perSecond))}`
 }
 
 function rateText (rate: RateState): string {
