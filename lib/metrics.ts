@@ -25,6 +25,11 @@ export interface Metrics {
   identityFailures: Counter<'reason'>
   storeErrors: Counter<'op'>
   chainImplementation: Gauge<'implementation' | 'kernel'>
+  /** Earliest nextUpdate of the CRLs in force (Unix seconds). */
+  crlNextUpdate: Gauge
+  /** 1 while the CRL in force is past its nextUpdate. */
+  crlStale: Gauge
+  crlReloads: Counter<'result'>
 }
 
 /** Create the registry and every metric. `defaults` adds process metrics (off in unit tests). */
@@ -77,5 +82,8 @@ export function createMetrics (opts: { defaults?: boolean } = {}): Metrics {
     identityFailures: new Counter({ name: 'aog_identity_failures_total', help: 'Requests refused at the identity step, by reason.', labelNames: ['reason'], registers }),
     storeErrors: new Counter({ name: 'aog_store_errors_total', help: 'Store operations that failed (the request got 503).', labelNames: ['op'], registers }),
     chainImplementation: new Gauge({ name: 'aog_chain_implementation_info', help: 'The chain implementation in use and its kernel (sha-ni, openssl or typescript; value 1).', labelNames: ['implementation', 'kernel'], registers }),
+    crlNextUpdate: new Gauge({ name: 'aog_crl_next_update_timestamp_seconds', help: 'Earliest nextUpdate of the CRLs in force (Unix time).', registers }),
+    crlStale: new Gauge({ name: 'aog_crl_stale', help: '1 while the CRL in force is past its nextUpdate (still enforced per request, not at the handshake).', registers }),
+    crlReloads: new Counter({ name: 'aog_crl_reloads_total', help: 'CRL loads by result (ok, or refused: the previous CRL stays in force).', labelNames: ['result'], registers }),
   }
 }

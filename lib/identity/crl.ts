@@ -1,53 +1,19 @@
 /**
  * Just enough of RFC 5280 CRLs: the revoked serial numbers, the update times, and the signature
  * checked against the agent CA with node:crypto. Hand-written rather than pkijs: a CRL needs a DER
- * walk of a dozen lines and node:crypto already verifies the signature; pkijs 4 (a fresh major)
+ * walk of a few dozen lines and node:crypto already verifies the signature; pkijs 4 (a fresh major)
  * would add a dependency tree for that.
+ *
+ * One loader (loadCrls) serves both uses: the per-request list and the TLS context (which takes
+ * PEM only, so DER input is re-encoded). A file may hold several CRLs (one per agent CA), PEM
+ * blocks or DER back to back. Only complete CRLs are taken (RFC 5280 5.2): a delta CRL, an unknown
+ * critical extension (CRL or entry) or an issuing distribution point that narrows the scope is
+ * refused, and the caller keeps the previous list.
  */
 import { verify, type X509Certificate } from 'node:crypto'
+import { children, derSerial, extensions, time, tlv } from './der.js'
 
-interface Tlv { tag: number, start: number, end: number, next: number }
-
-function tlv (b: Buffer, at: number): Tlv {
-  if (at + 2 > b.length) throw new Error('truncated DER')
-  const tag = b[at]!
-  let len = b[at + 1]!
-  let start = at + 2
-  if (len & 0x80) {
-    const n = len & 0x7f
-    if (n === 0 || n > 4 || start + n > b.length) throw new Error('bad DER length')
-    len = 0
-    for (let i = 0; i < n; i++) len = len * 256 + b[start + i]!
-    start += n
-  }
-  const end = start + len
-  if (end > b.length) throw new Error('truncated DER')
-  return { tag, start, end, next: end }
-}
-
-function children (b: Buffer, parent: Tlv): Tlv[] {
-  const out: Tlv[] = []
-  for (let at = parent.start; at < parent.end;) {
-    const c = tlv(b, at)
-    out.push(c)
-    at = c.next
-  }
-  return out
-}
-
-function time (b: Buffer, t: Tlv): number {
-  const s = b.subarray(t.start, t.end).toString('latin1')
-  const m = t.tag === 0x17 ? /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(s) : /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(s)
-  if (m === null) throw new Error('bad time in CRL')
-  let year = Number(m[1])
-  if (t.tag === 0x17) year += year < 50 ? 2000 : 1900
-  return Date.UTC(year, Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6]))
-}
-
-/** Normalised serial: uppercase hex without leading zeros (as X509Certificate.serialNumber, normalised). */
-export function normalSerial (hex: string): string {
-  return hex.toUpperCase().replace(/^0+(?=.)/, '')
-}
+export { derSerial } from './der.js'
 
 // DER-encoded OIDs of the signature algorithms we accept → hash for crypto.verify (null: Ed25519).
 const SIG_ALGS: Record<string, string | null> = {
@@ -60,24 +26,66 @@ const SIG_ALGS: Record<string, string | null> = {
   '2b6570': null, // Ed25519
 }
 
+// CRL extensions (OID DER content hex) understood here; any other one marked critical refuses the CRL.
+const AUTHORITY_KEY_ID = '551d23'
+const ISSUER_ALT_NAME = '551d12'
+const CRL_NUMBER = '551d14'
+const DELTA_CRL_INDICATOR = '551d1b'
+const ISSUING_DISTRIBUTION_POINT = '551d1c'
+const FRESHEST_CRL = '551d2e'
+const AUTHORITY_INFO_ACCESS = '2b06010505070101'
+const KNOWN_CRL_EXTENSIONS = new Set([AUTHORITY_KEY_ID, ISSUER_ALT_NAME, CRL_NUMBER, ISSUING_DISTRIBUTION_POINT, FRESHEST_CRL, AUTHORITY_INFO_ACCESS])
+// Entry extensions: reasonCode, invalidityDate. certificateIssuer (indirect CRL) is not supported.
+const KNOWN_ENTRY_EXTENSIONS = new Set(['551d15', '551d18'])
+
 export interface Crl {
-  /** Revoked serials, normalised. */
+  /** Revoked serials, as derSerial gives them. */
   serials: Set<string>
   thisUpdate: number
   nextUpdate: number | undefined
   /** The CA whose key verified the signature. */
   issuer: X509Certificate
+  /** The CRL's own DER bytes. */
+  der: Buffer
+}
+
+/** The CRLs of a file: every PEM "X509 CRL" block, or DER structures back to back. */
+export function splitCrls (data: Buffer): Buffer[] {
+  const text = data.toString('latin1')
+  const blocks = [...text.matchAll(/-----BEGIN X509 CRL-----([\s\S]+?)-----END X509 CRL-----/g)]
+  if (blocks.length > 0) return blocks.map((m) => Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64'))
+  if (text.includes('-----BEGIN')) throw new Error('no X509 CRL block in the PEM file')
+  const out: Buffer[] = []
+  for (let at = 0; at < data.length;) {
+    const t = tlv(data, at)
+    if (t.tag !== 0x30) throw new Error('not a CRL')
+    out.push(data.subarray(at, t.end))
+    at = t.next
+  }
+  if (out.length === 0) throw new Error('empty CRL file')
+  return out
+}
+
+/** PEM text of a DER CRL (what the TLS context takes). */
+export function crlPem (der: Buffer): string {
+  return `-----BEGIN X509 CRL-----\n${der.toString('base64').replace(/.{1,64}/g, '$&\n')}-----END X509 CRL-----\n`
+}
+
+/** The issuing distribution point is acceptable when it only says "user certificates only". */
+function fullScope (value: Buffer): boolean {
+  const seq = tlv(value, 0)
+  if (seq.tag !== 0x30) return false
+  return children(value, seq).every((f) => f.tag === 0x81) // [1] onlyContainsUserCerts
 }
 
 /**
- * Parse a CRL (PEM or DER) and verify its signature with one of `cas`. Throws when the CRL is
- * malformed or signed by none of them.
+ * Parse one CRL (PEM or DER; the first of a file) and verify its signature with one of `cas`.
+ * Throws when it is malformed, signed by none of them, or not a complete CRL.
  */
 export function parseCrl (data: Buffer, cas: X509Certificate[]): Crl {
-  const text = data.toString('latin1')
-  const pem = /-----BEGIN X509 CRL-----([\s\S]+?)-----END X509 CRL-----/.exec(text)
-  const der = pem === null ? data : Buffer.from(pem[1]!.replace(/\s+/g, ''), 'base64')
+  const der = splitCrls(data)[0]!
   const outer = tlv(der, 0)
+  if (outer.end !== der.length) throw new Error('trailing bytes after the CRL')
   const [tbs, alg, sig] = children(der, outer)
   if (tbs === undefined || alg === undefined || sig === undefined || tbs.tag !== 0x30 || sig.tag !== 0x03) throw new Error('not a CRL')
   const oid = children(der, alg)[0]
@@ -105,14 +113,63 @@ export function parseCrl (data: Buffer, cas: X509Certificate[]): Crl {
   let remaining = rest
   if (maybeNext !== undefined && (maybeNext.tag === 0x17 || maybeNext.tag === 0x18)) nextUpdate = time(der, maybeNext)
   else if (maybeNext !== undefined) remaining = [maybeNext, ...rest]
+
+  const crlExts = remaining.find((f) => f.tag === 0xa0) // [0] crlExtensions
+  const list = crlExts === undefined ? undefined : children(der, crlExts)[0]
+  if (list !== undefined) {
+    for (const [key, ext] of extensions(der, list)) {
+      if (key === DELTA_CRL_INDICATOR) throw new Error('a delta CRL is not a complete list')
+      if (key === ISSUING_DISTRIBUTION_POINT && !fullScope(ext.value)) throw new Error('a CRL of partial scope (issuing distribution point) is not a complete list')
+      if (ext.critical && !KNOWN_CRL_EXTENSIONS.has(key)) throw new Error(`the CRL has an unknown critical extension (${key})`)
+    }
+  }
+
   const serials = new Set<string>()
   const revoked = remaining.find((f) => f.tag === 0x30)
   if (revoked !== undefined) {
     for (const entry of children(der, revoked)) {
-      const serial = children(der, entry)[0]
+      const [serial, , entryExts] = children(der, entry)
       if (serial === undefined || serial.tag !== 0x02) throw new Error('bad CRL entry')
-      serials.add(normalSerial(der.subarray(serial.start, serial.end).toString('hex')))
+      if (entryExts !== undefined) {
+        for (const [key, ext] of extensions(der, entryExts)) {
+          if (ext.critical && !KNOWN_ENTRY_EXTENSIONS.has(key)) throw new Error(`a CRL entry has an unknown critical extension (${key})`)
+        }
+      }
+      serials.add(derSerial(der.subarray(serial.start, serial.end)))
     }
   }
-  return { serials, thisUpdate: time(der, thisU), nextUpdate, issuer }
+  return { serials, thisUpdate: time(der, thisU), nextUpdate, issuer, der: Buffer.from(der) }
+}
+
+export interface CrlSet {
+  crls: Crl[]
+  /** Every revoked serial of every CRL of the file. */
+  serials: Set<string>
+  /** The PEM of each CRL, for the TLS context. */
+  pems: string[]
+  /** The earliest nextUpdate of the set (undefined: none has one). */
+  nextUpdate: number | undefined
+  /** The latest thisUpdate of the set. */
+  thisUpdate: number
+}
+
+/** Load a CRL file (PEM or DER, one or several CRLs): each must parse and verify, or it throws. */
+export function loadCrls (data: Buffer, cas: X509Certificate[]): CrlSet {
+  const crls = splitCrls(data).map((der, i) => {
+    try {
+      return parseCrl(der, cas)
+    } catch (err) {
+      throw new Error(`CRL #${i + 1}: ${(err as Error).message}`)
+    }
+  })
+  const serials = new Set<string>()
+  for (const c of crls) for (const s of c.serials) serials.add(s)
+  const nexts = crls.map((c) => c.nextUpdate).filter((n): n is number => n !== undefined)
+  return {
+    crls,
+    serials,
+    pems: crls.map((c) => crlPem(c.der)),
+    nextUpdate: nexts.length === 0 ? undefined : Math.min(...nexts),
+    thisUpdate: Math.max(...crls.map((c) => c.thisUpdate)),
+  }
 }

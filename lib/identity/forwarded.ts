@@ -2,14 +2,15 @@
  * Identity from signed forwarded headers (scheme aog-forward-v1, PROTOCOL.md section 1.1). The gate
  * trusts a forwarded certificate only when an HMAC made with one of its secrets covers it, the
  * verdict, the method, the exact request target, a fresh timestamp and a request id; then it checks
- * the certificate itself (issued and signed by an agent CA, within its validity dates). Revocation
+ * the certificate itself (issued and signed by an agent CA, within its validity dates, usable for
+ * TLS client authentication as OpenSSL's checks in direct mode require). Revocation
  * and the request id's single use are checked by the caller (the latter in the store call).
  */
 import { createHmac, timingSafeEqual, X509Certificate } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
 import { AogError } from '../errors.js'
 import { firstUri, fingerprintOf, type Identity } from './tls.js'
-import { normalSerial } from './crl.js'
+import { certFacts, checkValidity, clientAuthAllowed, type CertFacts } from './der.js'
 
 export const SCHEME = 'aog-forward-v1'
 export const HEADERS = { cert: 'x-aog-client-cert', verify: 'x-aog-client-verify', signature: 'x-aog-signature' } as const
@@ -89,16 +90,23 @@ export function forwardedIdentity (method: string, target: string, headers: Inco
   } catch {
     fail('forwarded certificate unreadable')
   }
-  const nowMs = now * 1000
-  if (Date.parse(x509.validFrom) > nowMs || Date.parse(x509.validTo) < nowMs) fail('forwarded certificate outside its validity dates')
+  let facts: CertFacts
+  try {
+    facts = certFacts(x509.raw)
+  } catch {
+    fail('forwarded certificate unreadable')
+  }
+  // The same date check as direct mode (der.ts), on the signature's clock.
+  checkValidity(facts.notBefore, facts.notAfter, now * 1000)
   if (x509.ca) fail('forwarded certificate is a CA')
+  if (!clientAuthAllowed(facts.extensions)) fail('forwarded certificate is not for TLS client authentication (extendedKeyUsage/keyUsage)')
   const issuer = opts.cas.find((ca) => x509.checkIssued(ca) && x509.verify(ca.publicKey))
   if (issuer === undefined) fail('forwarded certificate not issued by an agent CA')
   return {
     rid,
     identity: {
       fingerprint: fingerprintOf(x509.raw),
-      serial: normalSerial(x509.serialNumber),
+      serial: facts.serial,
       subject: /(?:^|\n)CN=([^\n]*)/.exec(x509.subject)?.[1] ?? '',
       uri: firstUri(x509.subjectAltName),
       source: 'forwarded',

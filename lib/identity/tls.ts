@@ -2,17 +2,18 @@
  * Identity from the TLS peer (direct mode, PROTOCOL.md section 1). The listener already requires
  * and verifies a client certificate (requestCert, rejectUnauthorized); this checks again per
  * request that the socket is authorized and that a real certificate (with DER bytes) is present,
- * never trusting a truthy `{}` from getPeerCertificate().
+ * never trusting a truthy `{}` from getPeerCertificate(). The validity dates are checked on every
+ * request: a kept-alive connection or a resumed TLS session outlives the handshake's check.
  */
 import { createHash } from 'node:crypto'
 import type { TLSSocket } from 'node:tls'
 import { AogError } from '../errors.js'
-import { normalSerial } from './crl.js'
+import { certFacts, checkValidity } from './der.js'
 
 export interface Identity {
   /** F: lowercase hex SHA-256 of the leaf certificate's DER. */
   fingerprint: string
-  /** Certificate serial number, uppercase hex without leading zeros (as normalSerial gives). */
+  /** Certificate serial number: uppercase hex of its DER two's complement bytes (derSerial). */
   serial: string
   /** Subject CN, or '' */
   subject: string
@@ -21,7 +22,9 @@ export interface Identity {
   source: 'tls' | 'forwarded'
 }
 
-const cache = new WeakMap<TLSSocket, Identity>()
+/** Per connection: the identity and the certificate's dates (the dates, not a verdict, are kept). */
+interface Peer { id: Identity, notBefore: number, notAfter: number }
+const cache = new WeakMap<TLSSocket, Peer>()
 
 /** F of a DER certificate. */
 export function fingerprintOf (der: Uint8Array): string {
@@ -38,22 +41,38 @@ export function firstUri (san: string | undefined): string {
   return ''
 }
 
-/** The identity of an authorized TLS peer, or AOG_IDENTITY_REQUIRED. Cached per connection. */
-export function tlsIdentity (socket: TLSSocket): Identity {
+/**
+ * The identity of an authorized TLS peer within its validity dates, or AOG_IDENTITY_REQUIRED.
+ * The identity and the dates are cached per connection; the dates are compared with `nowMs` on
+ * every call.
+ */
+export function tlsIdentity (socket: TLSSocket, nowMs: number = Date.now()): Identity {
   if (socket.authorized !== true) throw new AogError('AOG_IDENTITY_REQUIRED', 'a client certificate signed by the agent CA is required')
-  const hit = cache.get(socket)
-  if (hit !== undefined) return hit
-  const cert = socket.getPeerCertificate(false)
-  if (cert === null || typeof cert !== 'object' || !Buffer.isBuffer(cert.raw) || cert.raw.length === 0) {
-    throw new AogError('AOG_IDENTITY_REQUIRED', 'a client certificate signed by the agent CA is required')
+  let peer = cache.get(socket)
+  if (peer === undefined) {
+    const cert = socket.getPeerCertificate(false)
+    if (cert === null || typeof cert !== 'object' || !Buffer.isBuffer(cert.raw) || cert.raw.length === 0) {
+      throw new AogError('AOG_IDENTITY_REQUIRED', 'a client certificate signed by the agent CA is required')
+    }
+    let facts
+    try {
+      facts = certFacts(cert.raw)
+    } catch {
+      throw new AogError('AOG_IDENTITY_REQUIRED', 'the client certificate is unreadable')
+    }
+    peer = {
+      id: {
+        fingerprint: fingerprintOf(cert.raw),
+        serial: facts.serial,
+        subject: typeof cert.subject?.CN === 'string' ? cert.subject.CN : '',
+        uri: firstUri(cert.subjectaltname),
+        source: 'tls',
+      },
+      notBefore: facts.notBefore,
+      notAfter: facts.notAfter,
+    }
+    cache.set(socket, peer)
   }
-  const id: Identity = {
-    fingerprint: fingerprintOf(cert.raw),
-    serial: normalSerial(String(cert.serialNumber ?? '')),
-    subject: typeof cert.subject?.CN === 'string' ? cert.subject.CN : '',
-    uri: firstUri(cert.subjectaltname),
-    source: 'tls',
-  }
-  cache.set(socket, id)
-  return id
+  checkValidity(peer.notBefore, peer.notAfter, nowMs)
+  return peer.id
 }

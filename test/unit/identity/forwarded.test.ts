@@ -4,7 +4,7 @@ import { X509Certificate } from 'node:crypto'
 import fc from 'fast-check'
 import { forwardedIdentity, readCertificates, signatureHeader } from '../../../lib/identity/forwarded.js'
 import { AogError } from '../../../lib/errors.js'
-import { pem } from '../../helpers/pki.js'
+import { mintCert, pem } from '../../helpers/pki.js'
 
 interface SigVector { t: number, request_id: string, method: string, request_uri: string, client_verify: string, signature_header: string }
 const v = JSON.parse(readFileSync(new URL('../../fixtures/vectors/forward-signature-v1.json', import.meta.url), 'utf8')) as {
@@ -122,4 +122,39 @@ t.test('property: thousands of forged header sets, none accepted, none throws an
     }
   }), { numRuns: 3000 })
   t.equal(runs, 3000, '3000 forged header sets refused with 401')
+})
+
+t.test('the forwarded certificate must be usable for TLS client authentication, as direct mode requires', async (t) => {
+  const ku = mintCert({ name: 'encipher-only', profile: 'agent-no-ku' })
+  const noEku = mintCert({ name: 'no-eku', profile: 'agent-no-eku' })
+  const serverOnly = mintCert({ name: 'server-only', profile: 'server' })
+  const refused: Array<[string, Buffer]> = [
+    ["the gate's own server certificate (serverAuth only, signed by the agent CA)", pem('server.pem')],
+    ['a minted serverAuth-only certificate', serverOnly.cert],
+    ['keyUsage without digitalSignature or keyAgreement', ku.cert],
+  ]
+  for (const [name, cert] of refused) {
+    t.throws(() => forwardedIdentity('GET', '/challenge', headersFor({ cert: encodeURIComponent(cert.toString()) }), opts),
+      { code: 'AOG_IDENTITY_REQUIRED', detail: /TLS client authentication/ }, name)
+  }
+  t.equal(forwardedIdentity('GET', '/challenge', headersFor({ cert: encodeURIComponent(noEku.cert.toString()) }), opts).identity.subject, 'no-eku',
+    'without extendedKeyUsage (any use allowed, as OpenSSL) and with digitalSignature: accepted')
+})
+
+t.test('forwarded and direct mode judge the dates with one check, both ends inclusive', async (t) => {
+  const nb = new Date(Math.floor(NOW / 1000) * 1000 - 10_000)
+  const na = new Date(Math.floor(NOW / 1000) * 1000 + 10_000)
+  const c = mintCert({ name: 'dated', notBefore: nb, notAfter: na })
+  const escapedC = encodeURIComponent(c.cert.toString())
+  const at = (ms: number): unknown => {
+    try {
+      return forwardedIdentity('GET', '/challenge', headersFor({ cert: escapedC, t: Math.floor(ms / 1000) }), { ...opts, now: () => ms }).identity.subject
+    } catch (err) {
+      return (err as AogError).detail
+    }
+  }
+  t.equal(at(nb.getTime()), 'dated', 'at notBefore')
+  t.equal(at(na.getTime()), 'dated', 'at notAfter')
+  t.equal(at(na.getTime() + 1000), 'the client certificate is outside its validity dates', 'a second after notAfter')
+  t.equal(at(nb.getTime() - 1000), 'the client certificate is outside its validity dates', 'a second before notBefore')
 })
