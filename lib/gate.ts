@@ -13,12 +13,12 @@ import { RandomPool } from './random.js'
 import { RequestIds } from './request-id.js'
 import { readFileSync, unwatchFile, watchFile } from 'node:fs'
 import type { Config } from './config.js'
-import { requestLogger, type Logger } from './log.js'
+import type { Logger } from './log.js'
 import type { Metrics } from './metrics.js'
 import type { Observer } from './histogram.js'
 import { AogError, PoolBusyError, StoreUnavailableError } from './errors.js'
 import { Router } from './http/router.js'
-import { problemHeaders, problemJson } from './http/reply.js'
+import { problemHeaders, problemJson, rawProblemResponse } from './http/reply.js'
 import { ResponseBatch } from './http/batch.js'
 import { tlsIdentity, type Identity } from './identity/tls.js'
 import { forwardedIdentity, readCertificates } from './identity/forwarded.js'
@@ -26,9 +26,9 @@ import { Revocation } from './identity/revocation.js'
 import type { OnceKey } from './stores/store.js'
 import { createStore } from './stores/index.js'
 import type { Store } from './stores/store.js'
-import { VerifyPool } from './verify/pool.js'
+import { VerifyPool } from './verification/pool.js'
 import { createAttestationVerifier } from './attestation.js'
-import { chainKernel } from './challenge/native.js'
+import { chainKernel } from './chain/native.js'
 import { getChallenge } from './handlers/challenge.js'
 import { postTask } from './handlers/task.js'
 import { keepTickShape } from './tick-shape.js'
@@ -112,12 +112,51 @@ class Context implements RequestContext {
 
 const EMPTY_LIST: string[] = []
 
+/** The request declares a body: chunked, or a Content-Length other than 0. */
+function declaresBody (req: IncomingMessage): boolean {
+  const length = req.headers['content-length']
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
+}
+
+/** The request's body is chunked or declared longer than `max` (draining it has no bound). */
+function unboundedBody (req: IncomingMessage, max: number): boolean {
+  const length = req.headers['content-length']
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && Number(length) > max)
+}
+
 /** Split "host:port" or "[v6]:port". */
 export function parseHostPort (s: string): { host: string, port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(s)
   if (m === null) throw new Error(`not HOST:PORT: ${s}`)
   return { host: m[1] ?? m[2]!, port: Number(m[3]) }
 }
+
+/** The soft open-file limit (RLIMIT_NOFILE) from /proc/self/limits; undefined where unreadable. */
+export function openFileLimit (): number | undefined {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))
+    return m === null ? undefined : Number(m[1])
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * The gate listener's bound on open connections: `configured`, or (0) the open-file limit less an
+ * eighth of it, at least 128 descriptors kept for the store, the files and the ops listener, so that
+ * stalled handshakes cannot take every descriptor. An unknown limit counts as 1024.
+ */
+export function connectionBound (configured: number, limit: number = openFileLimit() ?? 1024): number {
+  if (configured > 0) return configured
+  return Math.max(16, limit - Math.max(128, Math.floor(limit / 8)))
+}
+
+/** Cipher suites: AEAD with forward secrecy only (no CBC, no SHA-1 MAC, no static RSA). */
+export const TLS_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384', 'ECDHE-ECDSA-CHACHA20-POLY1305', 'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':')
 
 /** Build the gate. Reads the TLS files named by config (bin/ resolves --dev paths first). */
 export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
@@ -126,7 +165,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
   // then load) otherwise spent 5-7% of its CPU defining them in V8's runtime (lib/tick-shape.ts).
   void keepTickShape()
   const random = new RandomPool()
-  const store = deps.store ?? createStore(config, logger, deps.now, random)
+  const store = deps.store ?? createStore(config, logger, deps.now)
   const pool = new VerifyPool({
     size: config.workers,
     maxQueue: config.maxQueue,
@@ -158,6 +197,9 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     headersTimeout: config.headersTimeoutMs,
     requestTimeout: config.requestTimeoutMs,
     keepAliveTimeout: config.keepAliveTimeoutMs,
+    // Node checks the headers and request timeouts on this period (30 s by default, which let a
+    // 10 s headers timeout run to 40 s): a tenth of the shorter one, within 100 ms and 1 s.
+    connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(Math.min(config.headersTimeoutMs, config.requestTimeoutMs) / 10))),
   }
   const tlsFiles = (): Pick<HttpsOptions, 'cert' | 'key'> => {
     if (config.tlsCert === undefined || config.tlsKey === undefined) throw new Error('tlsCert and tlsKey are required')
@@ -165,14 +207,16 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
   }
   // Direct mode: agents' mTLS. Forwarded mode: plain HTTP from the proxy, or HTTPS requiring the
   // proxy's own certificate (--forward-proxy-ca).
+  // Both: TLS 1.2 and up, AEAD suites only, the server's order (renegotiation is refused per connection below).
+  const tlsPolicy = { minVersion: 'TLSv1.2', ciphers: TLS_CIPHERS, honorCipherOrder: true, handshakeTimeout: config.handshakeTimeoutMs } as const
   const tlsBase: HttpsOptions | undefined = !forwarded
-    ? { ...tlsFiles(), ca: clientCa, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2', handshakeTimeout: config.handshakeTimeoutMs }
+    ? { ...tlsFiles(), ca: clientCa, requestCert: true, rejectUnauthorized: true, ...tlsPolicy }
     : config.forwardProxyCa !== undefined
-      ? { ...tlsFiles(), ca: readFileSync(config.forwardProxyCa), requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2', handshakeTimeout: config.handshakeTimeoutMs }
+      ? { ...tlsFiles(), ca: readFileSync(config.forwardProxyCa), requestCert: true, rejectUnauthorized: true, ...tlsPolicy }
       : undefined
   const server: HttpServer | HttpsServer = tlsBase === undefined
     ? createHttpServer(common)
-    : createHttpsServer({ ...tlsBase, ...(config.crl === undefined || forwarded ? {} : { crl: readFileSync(config.crl) }), ...common })
+    : createHttpsServer({ ...tlsBase, ...common }) // the CRL comes from the Revocation's first load (onCrl below)
 
   const revocation = new Revocation({
     crlFile: config.crl,
@@ -180,13 +224,21 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     cas,
     logger,
     pollMs: deps.watchMs ?? 1000,
-    // New handshakes use the new CRL too; the ticket keys are kept so that resumed sessions still
-    // resume (and then meet the per-request check).
-    onCrl: (crl) => {
-      if (!forwarded && tlsBase !== undefined && 'setSecureContext' in server) {
-        server.setSecureContext({ ...tlsBase, crl, ticketKeys: server.getTicketKeys() })
-      }
-    },
+    graceSeconds: config.crlGraceSeconds,
+    metrics,
+    // One loader for both uses: the TLS context gets the CRLs (PEM) the per-request list comes from,
+    // or none while they are outside their update times; a throw here refuses the whole reload. The
+    // ticket keys are kept so that resumed sessions still resume (and then meet the per-request check).
+    // Forwarded mode has no agent handshake here (the proxy checks its own CRL).
+    ...(forwarded
+      ? {}
+      : {
+          onCrl: (pems: string[] | undefined) => {
+            if (tlsBase !== undefined && 'setSecureContext' in server) {
+              server.setSecureContext({ ...tlsBase, ...(pems === undefined ? {} : { crl: pems }), ticketKeys: server.getTicketKeys() })
+            }
+          },
+        }),
   })
   let secrets = forwarded && config.forwardSecretFile !== undefined ? readSecrets(config.forwardSecretFile) : []
   const reloadSecrets = (): void => {
@@ -234,20 +286,57 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     metrics.identityFailures.inc({ reason: 'tls_handshake' })
     logger.debug({ code: err.code }, 'TLS handshake refused')
   })
+  // An error before a request could be read (TLS handshake or its timeout, reset, renegotiation):
+  // the socket is destroyed, nothing is written into a connection that may be half a handshake.
+  // A malformed request or a headers/request timeout gets a problem+json answer first, unless a
+  // response has started on the connection.
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    if (err.code === 'ECONNRESET' || !socket.writable) { socket.destroy(); return }
-    const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'ERR_HTTP_HEADERS_TIMEOUT'
-    const detail = err.code === 'HPE_HEADER_OVERFLOW' ? 'request headers exceed 8 KiB' : timeout ? 'request timed out' : 'malformed HTTP request'
-    const status = timeout ? 408 : 400
-    const body = JSON.stringify({ type: 'urn:aog:problem:aog-bad-request', title: 'Bad request', status, detail, code: 'AOG_BAD_REQUEST' })
-    socket.end(`HTTP/1.1 ${status} ${timeout ? 'Request Timeout' : 'Bad Request'}\r\ncontent-type: application/problem+json\r\ncache-control: no-store\r\nconnection: close\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+    const code = err.code ?? ''
+    const timeout = code === 'ERR_HTTP_REQUEST_TIMEOUT' || code === 'ERR_HTTP_HEADERS_TIMEOUT'
+    const started = (socket as { _httpMessage?: { headersSent?: boolean } | null })._httpMessage?.headersSent === true
+    if ((!timeout && !code.startsWith('HPE_')) || !socket.writable || started) { socket.destroy(); return }
+    const detail = code === 'HPE_HEADER_OVERFLOW' ? 'request headers exceed 8 KiB' : timeout ? 'request timed out' : 'malformed HTTP request'
+    socket.end(rawProblemResponse(new AogError('AOG_BAD_REQUEST', detail), timeout ? 408 : 400))
+    // A peer that reads nothing or never closes its side does not keep the socket past a second.
+    setTimeout(() => socket.destroy(), 1000).unref()
+  })
+  // Client-initiated renegotiation (TLS 1.2) is refused: the attempt is an error that closes the connection.
+  server.on('secureConnection', (socket: TLSSocket) => { socket.disableRenegotiation() })
+  // Every open connection, handshakes included, bounded (stalled ones cannot take every descriptor)
+  // and known to close(), which must not wait for a handshake that will never finish.
+  const sockets = new Set<Socket>()
+  server.maxConnections = connectionBound(config.maxConnections)
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket)
+    socket.once('close', () => sockets.delete(socket))
+  })
+  let dropped = 0
+  let droppedLogged = 0
+  server.on('drop', () => {
+    dropped++
+    const now = Date.now()
+    if (now - droppedLogged < 10_000) return
+    logger.warn({ maxConnections: server.maxConnections, dropped }, 'connection bound reached: new connections closed')
+    droppedLogged = now
+    dropped = 0
   })
 
   server.on('request', handle)
+  // An Expect other than 100-continue: node would write a bare 417; the gate answers it as
+  // problem+json like any refusal, and closes the connection (a body, if any, is not read).
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    const ctx = new Context(reqIds.next(), req, res, performance.now(), logger, batch)
+    inflight++
+    res.shouldKeepAlive = false
+    const e = new AogError('AOG_BAD_REQUEST', 'only Expect: 100-continue is supported')
+    ctx.outcome = e.code
+    const text = problemJson(e, undefined, 417)
+    ctx.send(417, problemHeaders(e, text), text)
+  })
 
   // Request ids: a random per-process prefix and a counter (16 hex digits).
   const reqIds = new RequestIds(random.hex(3))
-  const logRequest = requestLogger(logger)
+  const logRequest = (line: Record<string, unknown>): void => { logger.info(line, 'request') }
   // The FastHistogram series of the last (route, method, status) is kept aside: under load most
   // requests repeat it, and then no label object is built or looked up.
   let last = { route: '', method: '', status: 0, series: undefined as Observer | undefined }
@@ -309,7 +398,10 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     const ctx = new Context(reqIds.next(), req, res, performance.now(), logger, batch)
     inflight++
     if (closing) res.setHeader('connection', 'close')
-    let pending: Promise<void> | void = undefined
+    // Only POST reads a body: any other request that declares one is answered and its connection
+    // closed, so the body is not read (node would drain it, whatever its length, to keep the connection).
+    if (req.method !== 'POST' && declaresBody(req)) res.shouldKeepAlive = false
+    let pending: Promise<void> | void | undefined
     try {
       identify(ctx)
       pending = router.find(req.method ?? '', req.url ?? '/', ctx)(ctx, parts)
@@ -352,8 +444,9 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     if (e.code === 'AOG_RATE_LIMITED') metrics.rateLimited.inc({ route: ctx.route })
     if (ctx.route === '/task') metrics.submissions.inc({ outcome: 'rejected', reason: e.code })
     ctx.outcome = e.code
-    // 413: the rest of the body was not read, so the connection cannot be reused.
-    if (e.status === 413) ctx.res.shouldKeepAlive = false
+    // 413, or an unread body that is chunked or longer than the limit: the rest of the body is not
+    // drained, so the connection cannot be reused.
+    if (e.status === 413 || (!ctx.req.complete && unboundedBody(ctx.req, config.maxBodyBytes))) ctx.res.shouldKeepAlive = false
     const text = problemJson(e)
     ctx.send(e.status, problemHeaders(e, text), text)
   }
@@ -373,8 +466,12 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
         try { await store.ping() } catch { problems.push('store unreachable') }
         if (!pool.up) problems.push('verification pool down')
         if (closing) problems.push('shutting down')
+        // With --crl: its state, and not ready once it is past nextUpdate for longer than the grace.
+        const c = revocation.crlStatus()
+        if (c !== undefined && !c.ready) problems.push(`CRL past its nextUpdate for more than ${config.crlGraceSeconds} s`)
+        const crl = c === undefined ? {} : { crl: { nextUpdate: c.nextUpdate === undefined ? null : new Date(c.nextUpdate).toISOString(), stale: c.stale, handshake: c.handshake } }
         res.writeHead(problems.length === 0 ? 200 : 503, { 'content-type': 'application/json' })
-          .end(JSON.stringify(problems.length === 0 ? { status: 'ready' } : { status: 'unready', problems }) + '\n')
+          .end(JSON.stringify(problems.length === 0 ? { status: 'ready', ...crl } : { status: 'unready', problems, ...crl }) + '\n')
       } else {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n')
       }
@@ -383,6 +480,9 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
       if (!res.headersSent) res.writeHead(503).end()
     }
   })
+
+  // The ops listener's connections come out of the headroom connectionBound keeps.
+  ops.maxConnections = 64
 
   function listenOn (s: HttpServer | HttpsServer, hostPort: string): Promise<AddressInfo> {
     const { host, port } = parseHostPort(hostPort)
@@ -424,6 +524,8 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
         clearTimeout(timer)
       }
       server.closeAllConnections()
+      // What node does not count as an HTTP connection: handshakes that have not finished.
+      for (const socket of sockets) socket.destroy()
       await stopped
       await new Promise<void>((resolve) => ops.close(() => resolve()))
       ops.closeAllConnections()
