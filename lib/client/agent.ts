@@ -11,10 +11,10 @@
 import { Agent, request } from 'undici'
 import { X509Certificate } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
-import { chainKey, initialDigest, solveChain, traceHash, type ChainImpl } from '../challenge/chain.js'
+import { chainKey, initialDigest, solveChain, traceHash, type ChainImpl } from '../chain/chain.js'
 import { ALGORITHM, checkShape } from '../protocol/constants.js'
-import { bestChain } from '../challenge/select.js'
-import { loadNative } from '../challenge/native.js'
+import { bestChain } from '../chain/select.js'
+import { loadNative } from '../chain/native.js'
 import { fingerprintOf } from '../identity/tls.js'
 import { isChallengeResponse, type ChallengeResponse, type TaskBody, type TaskResponse } from '../protocol/schemas.js'
 
