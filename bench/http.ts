@@ -22,8 +22,7 @@
  * request: what a given amount of extra work per request costs in throughput on this machine.
  *
  * `--idle 15` lets every server sit idle that long after start before the first round: a gate that
- * answered its readiness probes and then waited for traffic (lib/tick-shape.ts is why that once
- * cost 10-15% of its throughput for good).
+ * answered its readiness probes and then waited for traffic (docs/decisions/next-tick-shape.md).
  *   npm run bench:http [-- --duration 6 --rounds 3 --connections 16 --passes-concurrency 8 --calibrate 5,10,20 --idle 15 --gate-args='--workers 1']
  */
 import autocannon from 'autocannon'

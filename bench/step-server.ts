@@ -6,8 +6,8 @@
  *   1  + the caller's identity (tlsIdentity: authorized socket, cached fingerprint)
  *   2  + a nonce and a seed from the RandomPool
  *   3  + the memory store's issue (token bucket, record kept for deadline + grace, 70 s)
- *   4  + the real body and RateLimit headers (challengeJson, sendJsonRated)
- *   5  + the request log line (RequestIds, logger.info through a buffered pino.destination, to /dev/null)
+ *   4  + the real body and RateLimit headers (challengeJson, jsonHeaders, rateHeaders)
+ *   5  + the request log line (a request id, logger.info through a buffered pino.destination, to /dev/null)
  * The last step does what the gate does for GET /challenge except routing, the request context,
  * the duration histogram and the revocation check. Prints its port on stdout.
  *   node dist/bench/step-server.js <dev-cert-dir> --step N
@@ -21,8 +21,7 @@ import { RandomPool } from '../lib/random.js'
 import { MemoryStore } from '../lib/stores/memory.js'
 import { IssueStatus } from '../lib/stores/store.js'
 import { challengeJson } from '../lib/handlers/challenge.js'
-import { sendJsonRated } from '../lib/http/reply.js'
-import { RequestIds } from '../lib/request-id.js'
+import { jsonHeaders, rateHeaders } from '../lib/http/reply.js'
 import { createLogger } from '../lib/log.js'
 import { BODY, HEADERS, serverOptions } from './baseline-shape.js'
 
@@ -33,11 +32,11 @@ const rate = { burst: 1e9, perSecond: 1e9 }
 const random = new RandomPool()
 const store = new MemoryStore({ maxChallenges: 10_000_000 })
 const logger = createLogger({ level: 'info', destination: pino.destination({ dest: '/dev/null', sync: false, minLength: 65536, maxWrite: 131072 }) })
-const reqIds = new RequestIds('abcdef')
+let seq = 0
 
 const server = createServer(serverOptions(dev), (req, res) => {
   const start = performance.now()
-  const reqId = reqIds.next()
+  const reqId = `abcdef${(++seq).toString(16).padStart(10, '0')}`
   let fingerprint = ''
   if (step >= 1) fingerprint = tlsIdentity(req.socket as TLSSocket).fingerprint
   const nonce = step >= 2 ? random.nonce() : ''
@@ -45,7 +44,10 @@ const server = createServer(serverOptions(dev), (req, res) => {
   if (step >= 3) {
     const r = store.issue({ fingerprint, rate, nonce, seed, iterations: 1 << 20, checkpointInterval: 1 << 14, deadlineMs: 10_000, graceMs: 60_000 })
     if (r instanceof Promise || r.status !== IssueStatus.OK) throw new Error('the memory store refused')
-    if (step >= 4) sendJsonRated(res, challengeJson(r.challenge), r.rate, rate.perSecond)
+    if (step >= 4) {
+      const text = challengeJson(r.challenge)
+      res.writeHead(200, jsonHeaders(text, rateHeaders(r.rate, rate.perSecond))).end(text)
+    }
   }
   if (step < 4) {
     res.writeHead(200, HEADERS)

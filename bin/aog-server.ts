@@ -11,7 +11,7 @@ import {
   ConfigError, describeOptions, flagName, fromEnv, isBooleanOption, loadConfig, readConfigFile, type Config,
 } from '../lib/config.js'
 import { chainKernel } from '../lib/chain/native.js'
-import { createGate } from '../lib/gate.js'
+import { createGate } from '../lib/gate/index.js'
 import { createLogger } from '../lib/log.js'
 import { createMetrics } from '../lib/metrics.js'
 import { packageRoot } from '../lib/paths.js'

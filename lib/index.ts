@@ -4,8 +4,8 @@
  */
 
 // Embedding the gate.
-export { createGate } from './gate.js'
-export type { Gate, GateDeps, GateAddresses } from './gate.js'
+export { createGate } from './gate/index.js'
+export type { Gate, GateDeps, GateAddresses } from './gate/index.js'
 export { loadConfig, readConfigFile, fromEnv, ConfigError } from './config.js'
 export type { Config } from './config.js'
 export { createLogger } from './log.js'

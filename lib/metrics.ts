@@ -8,12 +8,6 @@ import { FastHistogram } from './histogram.js'
 export interface Metrics {
   registry: Registry
   challengesIssued: Counter<'store'>
-  /**
-   * The request path's way to count an issued challenge: a plain number, added to
-   * challengesIssued when it is collected (every scrape), not a prom-client inc() (which hashes
-   * its labels on every call).
-   */
-  issuedCount: (store: string) => { inc: () => void }
   submissions: Counter<'outcome' | 'reason'>
   verificationDuration: Histogram<'mode' | 'result'>
   /** On every request's path: the FastHistogram (lib/histogram.ts), same exposition. */
@@ -30,6 +24,8 @@ export interface Metrics {
   /** 1 while the CRL in force is past its nextUpdate. */
   crlStale: Gauge
   crlReloads: Counter<'result'>
+  /** Connections closed at once because the listener held --max-connections. */
+  connectionsDropped: Counter
 }
 
 /** Create the registry and every metric. `defaults` adds process metrics (off in unit tests). */
@@ -37,29 +33,9 @@ export function createMetrics (opts: { defaults?: boolean } = {}): Metrics {
   const registry = new Registry()
   if (opts.defaults !== false) collectDefaultMetrics({ register: registry, prefix: 'aog_' })
   const registers = [registry]
-  const issued = new Map<string, { n: number, inc: () => void }>()
   return {
     registry,
-    challengesIssued: new Counter({
-      name: 'aog_challenges_issued_total',
-      help: 'Challenges issued.',
-      labelNames: ['store'],
-      registers,
-      collect () {
-        for (const [store, c] of issued) {
-          if (c.n > 0) this.inc({ store }, c.n)
-          c.n = 0
-        }
-      },
-    }),
-    issuedCount: (store) => {
-      let c = issued.get(store)
-      if (c === undefined) {
-        const count = { n: 0, inc: () => { count.n++ } }
-        issued.set(store, c = count)
-      }
-      return c
-    },
+    challengesIssued: new Counter({ name: 'aog_challenges_issued_total', help: 'Challenges issued.', labelNames: ['store'], registers }),
     submissions: new Counter({ name: 'aog_submissions_total', help: 'POST /task submissions by outcome (accepted|rejected) and reason (error code, or ok).', labelNames: ['outcome', 'reason'], registers }),
     verificationDuration: new Histogram({
       name: 'aog_verification_duration_seconds',
@@ -84,6 +60,7 @@ export function createMetrics (opts: { defaults?: boolean } = {}): Metrics {
     chainImplementation: new Gauge({ name: 'aog_chain_implementation_info', help: 'The chain implementation in use and its kernel (sha-ni, openssl or typescript; value 1).', labelNames: ['implementation', 'kernel'], registers }),
     crlNextUpdate: new Gauge({ name: 'aog_crl_next_update_timestamp_seconds', help: 'Earliest nextUpdate of the CRLs in force (Unix time).', registers }),
     crlStale: new Gauge({ name: 'aog_crl_stale', help: '1 while the CRL in force is past its nextUpdate (still enforced per request, not at the handshake).', registers }),
+    connectionsDropped: new Counter({ name: 'aog_connections_dropped_total', help: 'New connections closed at once because the gate listener held --max-connections.', registers }),
     crlReloads: new Counter({ name: 'aog_crl_reloads_total', help: 'CRL loads by result (ok, or refused: the previous CRL stays in force).', labelNames: ['result'], registers }),
   }
 }

@@ -18,14 +18,6 @@ export interface GateParts {
   metrics: Metrics
   attest: AttestationVerifier
   random: RandomPool
-  /** aog_challenges_issued_total for this gate's store: a plain count, added at each scrape (Metrics.issuedCount). */
-  issued: { inc: () => void }
-  /**
-   * Answer `err` now, exactly as a thrown AogError is answered (metrics, outcome, problem+json).
-   * For refusals on the synchronous GET /challenge path: a throw through the handler cost ~6 us
-   * per refused request (`npm run profile` on the 429 path), as much as the rest of the refusal.
-   */
-  refuse: (ctx: RequestContext, err: AogError) => void
 }
 
 export interface RequestContext {
@@ -40,16 +32,15 @@ export interface RequestContext {
   /** Set by the handler: the code or 'ok', for the log line and metrics. */
   outcome: string
   /**
-   * Answer with `status`, a flat header list (writeHead's form) and `body`: written at the end of
-   * this turn of the event loop with the other responses finished in it (lib/http/batch.ts). A
-   * request is answered once: a handler calls this, or throws (the gate answers the error).
+   * Answer with `status`, a flat header list (writeHead's form) and `body`. A request is answered
+   * once: a handler calls this, or throws (the gate answers the error).
    */
   send: (status: number, headers: string[], body: string) => void
   /** send() was called (the response may not be written yet). */
   readonly answered: boolean
 }
 
-/** A route handler: finishes synchronously (GET /challenge on the memory store) or returns a promise. */
+/** A route handler: answers with ctx.send, or throws (rejects with) the refusal. */
 export type Handler = (ctx: RequestContext, parts: GateParts) => void | Promise<void>
 
 /** The 429 for an empty bucket, with Retry-After and RateLimit headers. */

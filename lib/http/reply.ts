@@ -1,5 +1,5 @@
 /** JSON and problem+json (RFC 9457) writers. Every gate response is `Cache-Control: no-store`. */
-import { STATUS_CODES, type ServerResponse } from 'node:http'
+import { STATUS_CODES } from 'node:http'
 import type { AogError } from '../errors.js'
 import type { RateState } from '../stores/store.js'
 
@@ -11,25 +11,6 @@ export function jsonHeaders (text: string, headers?: Record<string, string>): st
   const list = [...BASE_LIST, 'content-type', 'application/json', 'content-length', String(Buffer.byteLength(text))]
   if (headers !== undefined) for (const k in headers) list.push(k, headers[k]!)
   return list
-}
-
-/**
- * A 200 with the RateLimit headers and a JSON body the caller built from ASCII alone (the GET
- * /challenge answer: its length is its byte count, and Buffer.byteLength of a concatenated string
- * takes V8's slow path). The header list is BASE_HEADERS and the rest written out whole: no object
- * of headers to walk, no list to copy (a test checks the fixed headers against BASE_HEADERS).
- */
-export function sendJsonRated (res: ServerResponse, text: string, rate: RateState, perSecond: number): void {
-  res.writeHead(200, jsonRatedHeaders(text, rate, perSecond))
-  res.end(text)
-}
-
-/** sendJsonRated's header list, for a writer of its own (the gate's ResponseBatch). */
-export function jsonRatedHeaders (text: string, rate: RateState, perSecond: number): string[] {
-  return [
-    'cache-control', 'no-store', 'x-content-type-options', 'nosniff', 'content-type', 'application/json',
-    'content-length', String(text.length), 'ratelimit-policy', policyText(rate.limit, perSecond), 'ratelimit', rateText(rate),
-  ]
 }
 
 /**

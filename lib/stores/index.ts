@@ -4,12 +4,10 @@ import type { Logger } from '../log.js'
 import { MemoryStore } from './memory.js'
 import { RedisStore, type HostPort } from './redis.js'
 import type { Store } from './store.js'
+import { parseHostPort } from '../host-port.js'
 
 function hostPorts (list: string): HostPort[] {
-  return list.split(',').map((hp) => {
-    const i = hp.lastIndexOf(':')
-    return { host: hp.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(hp.slice(i + 1)) }
-  })
+  return list.split(',').map(parseHostPort)
 }
 
 /**

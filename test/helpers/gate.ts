@@ -2,7 +2,7 @@
 import type { Test } from 'tap'
 import { Writable } from 'node:stream'
 import { Agent, request, type Dispatcher } from 'undici'
-import { createGate, type Gate } from '../../lib/gate.js'
+import { createGate, type Gate } from '../../lib/gate/index.js'
 import { loadConfig, type Config } from '../../lib/config.js'
 import { createLogger } from '../../lib/log.js'
 import { createMetrics, type Metrics } from '../../lib/metrics.js'

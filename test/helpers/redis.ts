@@ -86,7 +86,7 @@ export async function startRedis (args: string[] = []): Promise<RedisProcess> {
   }
   await waitPing(port)
   const stop = p.stop
-  p.stop = async () => { await stop(); }
+  p.stop = async () => { await stop() }
   process.once('exit', () => { try { p.child.kill('SIGKILL') } catch {} ; rmSync(dir, { recursive: true, force: true }) })
   return p
 }

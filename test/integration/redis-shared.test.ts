@@ -13,7 +13,6 @@ const prefix = (): string => `aogit:${randomBytes(4).toString('hex')}:`
 const TLS = ['--tls-cert', join(DEV, 'server.pem'), '--tls-key', join(DEV, 'server-key.pem'), '--client-ca', join(DEV, 'ca.pem')]
 const SMALL = ['--iterations', '4096', '--checkpoint-interval', '256', '--min-ns-per-iteration', '0', '--workers', '1']
 
-
 async function twoProcesses (t: Test, store: string[]): Promise<[AogAgent, AogAgent]> {
   const a = await startServer([...TLS, ...SMALL, '--rate-burst', '1000', '--rate-per-second', '1000', ...store])
   const b = await startServer([...TLS, ...SMALL, '--rate-burst', '1000', '--rate-per-second', '1000', ...store])

@@ -13,7 +13,7 @@ import { startGate } from '../helpers/gate.js'
 import { DEV, agentFiles } from '../helpers/pki.js'
 import { startServer } from '../helpers/spawn.js'
 import { pass } from '../../lib/client/agent.js'
-import { connectionBound } from '../../lib/gate.js'
+import { connectionBound } from '../../lib/gate/listener.js'
 
 const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
 

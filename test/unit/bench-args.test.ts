@@ -118,7 +118,7 @@ t.test('every bench script: --help lists its options; a bad option exits 2 befor
     t.match(help.stdout, new RegExp(`^Usage: npm run ${command} \\[-- options\\]\n`), `${command} usage line`)
     for (const f of [...flags, '--help']) t.match(help.stdout, new RegExp(`\\n  ${f}[ ,]`), `${command} lists ${f}`)
     t.equal(bad.code, 2, `${command} with a bad option exits 2`)
-    t.match(bad.stderr, new RegExp(`^${command}: Unknown option '--bogus'\nRun \`npm run ${command} -- --help\` for the options\.\n$`), `${command}: one clear line`)
+    t.match(bad.stderr, new RegExp(`^${command}: Unknown option '--bogus'\nRun \`npm run ${command} -- --help\` for the options[.]\n$`), `${command}: one clear line`)
     t.equal(bad.stdout, '', `${command}: no run started`)
   }))
 })

@@ -91,7 +91,7 @@ t.test('property: thousands of forged header sets, none accepted, none throws an
     fc.record({ kind: fc.constant('replace' as const), field, value: fc.string({ maxLength: 200 }) }),
     fc.record({ kind: fc.constant('flip' as const), field, at: fc.nat(), bit: fc.integer({ min: 0, max: 6 }) }),
     fc.record({ kind: fc.constant('drop' as const), field }),
-    fc.record({ kind: fc.constant('target' as const), value: fc.string({ maxLength: 40 }) }),
+    fc.record({ kind: fc.constant('target' as const), value: fc.string({ maxLength: 40 }) })
   )
   let runs = 0
   fc.assert(fc.property(fc.array(mutation, { minLength: 1, maxLength: 3 }), (ms) => {

@@ -1,0 +1,151 @@
+/**
+ * createGate: the gate listener (node:https, hand-routed), the operations listener and their
+ * lifecycle, wired from a frozen config and injected parts. No module-level mutable state: tests
+ * build as many gates as they like, each with its own store, pool, logger and registry.
+ *   listener.ts  the listener, its TLS material and hardening
+ *   identity.ts  the identity step and the files it reloads
+ *   pipeline.ts  context, routing, the one error path, booking
+ *   ops.ts       /metrics, /healthz, /readyz
+ */
+import type { AddressInfo } from 'node:net'
+import type { Server } from 'node:http'
+import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import type { Config } from '../config.js'
+import type { Logger } from '../log.js'
+import type { Metrics } from '../metrics.js'
+import { parseHostPort } from '../host-port.js'
+import { Router } from '../http/router.js'
+import { readCertificates } from '../identity/forwarded.js'
+import { RandomPool } from '../random.js'
+import { createStore } from '../stores/index.js'
+import type { Store } from '../stores/store.js'
+import { VerifyPool } from '../verification/pool.js'
+import { createAttestationVerifier } from '../attestation.js'
+import { chainKernel } from '../chain/native.js'
+import { getChallenge } from '../handlers/challenge.js'
+import { postTask } from '../handlers/task.js'
+import type { GateParts, Handler } from '../handlers/context.js'
+import { createListener } from './listener.js'
+import { createIdentityStep } from './identity.js'
+import { createPipeline } from './pipeline.js'
+import { createOpsServer } from './ops.js'
+
+export interface GateDeps {
+  logger: Logger
+  metrics: Metrics
+  /** Defaults to the store named by config.store (createStore). */
+  store?: Store
+  /** Clock for the default memory store and the forwarded signature check (tests pass a fake one). */
+  now?: () => number
+  /** Poll interval for CRL, deny-list and secret file changes (ms; default 1000). */
+  watchMs?: number
+}
+
+export interface GateAddresses {
+  gate: AddressInfo
+  ops: AddressInfo
+}
+
+export interface Gate {
+  readonly store: Store
+  readonly pool: VerifyPool
+  /** Start both listeners; resolves with their bound addresses (port 0 picks a free port). */
+  listen (): Promise<GateAddresses>
+  /** Stop accepting, finish in-flight requests (up to shutdownTimeoutMs), then release everything. */
+  close (): Promise<void>
+  /** Requests being handled right now. */
+  readonly inflight: number
+  /** Re-read the CRL, the deny list and the forward secrets (SIGHUP). */
+  reload (): void
+}
+
+/** Build the gate. Reads the TLS files named by config (bin/ resolves --dev paths first). */
+export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
+  const { logger, metrics } = deps
+  if (config.clientCa === undefined) throw new Error('clientCa is required')
+  const clientCa = readFileSync(config.clientCa)
+  const cas = readCertificates(clientCa)
+  if (cas.length === 0) throw new Error(`no certificate in ${config.clientCa}`)
+
+  const store = deps.store ?? createStore(config, logger, deps.now)
+  const pool = new VerifyPool({
+    size: config.workers,
+    maxQueue: config.maxQueue,
+    taskTimeoutMs: config.taskTimeoutMs,
+    implementation: config.chain,
+    onStats: (s) => {
+      metrics.poolQueueDepth.set(s.queued)
+      metrics.poolUtilization.set(s.size === 0 ? 0 : s.busy / s.size)
+      metrics.poolWorkers.set(s.size)
+    },
+    onWorkerError: (err) => logger.error({ err }, 'verification worker replaced'),
+  })
+  const attest = createAttestationVerifier({
+    jwksFile: config.attestationJwks,
+    issuer: config.attestationIssuer,
+    audience: config.attestationAudience,
+    required: config.requireAttestation,
+  })
+  const parts: GateParts = { config, store, pool, metrics, attest, random: new RandomPool() }
+  const router = new Router<Handler>().add('GET', '/challenge', getChallenge).add('POST', '/task', postTask)
+
+  const listener = createListener(config, clientCa, logger, metrics)
+  // Created after the listener: its first CRL load goes to the TLS context before listen().
+  const identity = createIdentityStep({
+    config,
+    cas,
+    logger,
+    metrics,
+    watchMs: deps.watchMs ?? 1000,
+    now: deps.now,
+    onCrl: (pems) => { listener.setCrls(pems) },
+  })
+  const pipeline = createPipeline({ config, logger, metrics, parts, router, identify: identity.identify, idPrefix: randomBytes(3).toString('hex') })
+  listener.server.on('request', pipeline.handle)
+  listener.server.on('checkExpectation', pipeline.expectationFailed)
+  let closing = false
+  const ops = createOpsServer({ logger, metrics, store, pool, crlStatus: identity.crlStatus, crlGraceSeconds: config.crlGraceSeconds, closing: () => closing })
+
+  return {
+    store,
+    pool,
+    get inflight () { return pipeline.inflight },
+    reload: identity.reload,
+    async listen () {
+      const implementation = await pool.ready()
+      metrics.chainImplementation.set({ implementation, kernel: chainKernel(implementation) }, 1)
+      const gate = await listenOn(listener.server, config.listen)
+      return { gate, ops: await listenOn(ops, config.opsListen) }
+    },
+    async close () {
+      if (closing) return
+      closing = true
+      pipeline.startClosing()
+      const stopped = new Promise<void>((resolve) => listener.server.close(() => resolve()))
+      listener.server.closeIdleConnections()
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([pipeline.drained(), new Promise<void>((resolve) => { timer = setTimeout(resolve, config.shutdownTimeoutMs) })])
+      clearTimeout(timer)
+      listener.server.closeAllConnections()
+      listener.destroyAll()
+      await stopped
+      await new Promise<void>((resolve) => ops.close(() => resolve()))
+      ops.closeAllConnections()
+      identity.close()
+      await pool.close()
+      await store.close()
+    },
+  }
+}
+
+function listenOn (s: Server, hostPort: string): Promise<AddressInfo> {
+  const { host, port } = parseHostPort(hostPort)
+  return new Promise((resolve, reject) => {
+    s.once('error', reject)
+    s.listen(port, host, () => {
+      s.off('error', reject)
+      resolve(s.address() as AddressInfo)
+    })
+  })
+}

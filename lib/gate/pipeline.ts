@@ -1,0 +1,166 @@
+/**
+ * The request pipeline: a context per request, the identity step, routing, the handler, and one
+ * error path (fail) that maps every refusal and failure to its problem+json answer. Each request
+ * is booked once, when its response closes: the in-flight count, the duration histogram and the
+ * request's log line.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Config } from '../config.js'
+import type { Logger } from '../log.js'
+import type { Metrics } from '../metrics.js'
+import { AogError, PoolBusyError, StoreUnavailableError } from '../errors.js'
+import { problemHeaders, problemJson } from '../http/reply.js'
+import type { Router } from '../http/router.js'
+import type { Identity } from '../identity/tls.js'
+import type { OnceKey } from '../stores/store.js'
+import type { GateParts, Handler, RequestContext } from '../handlers/context.js'
+
+class Context implements RequestContext {
+  route = 'unmatched'
+  identity = undefined as unknown as Identity
+  once: OnceKey | undefined = undefined
+  outcome = 'unknown'
+  answered = false
+  #child: Logger | undefined
+
+  constructor (readonly reqId: string, readonly req: IncomingMessage, readonly res: ServerResponse, readonly start: number, private readonly logger: Logger) {}
+
+  send (status: number, headers: string[], body: string): void {
+    this.answered = true
+    this.res.writeHead(status, headers).end(body)
+  }
+
+  /** A child logger with the request id, made only when a handler logs something of its own. */
+  get log (): Logger { return (this.#child ??= this.logger.child({ reqId: this.reqId })) }
+}
+
+export interface PipelineOptions {
+  config: Readonly<Config>
+  logger: Logger
+  metrics: Metrics
+  parts: GateParts
+  router: Router<Handler>
+  identify: (ctx: RequestContext) => void
+  /** Request ids are this prefix and a counter. */
+  idPrefix: string
+}
+
+export interface Pipeline {
+  /** The listener's 'request' handler. */
+  handle (req: IncomingMessage, res: ServerResponse): void
+  /** The listener's 'checkExpectation' handler: an Expect other than 100-continue. */
+  expectationFailed (req: IncomingMessage, res: ServerResponse): void
+  readonly inflight: number
+  /** From now on every response asks its client to close the connection. */
+  startClosing (): void
+  /** Resolves when no request is in flight. */
+  drained (): Promise<void>
+}
+
+export function createPipeline (o: PipelineOptions): Pipeline {
+  const { config, logger, metrics, parts, router } = o
+  let seq = 0
+  let inflight = 0
+  let closing = false
+  const idle: Array<() => void> = []
+
+  function start (req: IncomingMessage, res: ServerResponse): Context {
+    const ctx = new Context(`${o.idPrefix}${(++seq).toString(16).padStart(10, '0')}`, req, res, performance.now(), logger)
+    inflight++
+    res.once('close', () => { book(ctx) })
+    if (closing) res.setHeader('connection', 'close')
+    return ctx
+  }
+
+  function book (ctx: Context): void {
+    inflight--
+    const ms = performance.now() - ctx.start
+    const method = ctx.req.method ?? ''
+    const status = ctx.res.statusCode
+    metrics.requestDuration.observe({ route: ctx.route, method, status: String(status) }, ms / 1000)
+    logger.info({ reqId: ctx.reqId, fp: ctx.identity?.fingerprint.slice(0, 16), method, route: ctx.route, status, durationMs: Math.round(ms * 100) / 100, outcome: ctx.outcome }, 'request')
+    if (inflight === 0) for (const resolve of idle.splice(0)) resolve()
+  }
+
+  async function run (ctx: Context): Promise<void> {
+    o.identify(ctx)
+    await router.find(ctx.req.method ?? '', ctx.req.url ?? '/', ctx)(ctx, parts)
+  }
+
+  function fail (ctx: Context, err: unknown): void {
+    // An error after the answer was given (or started): the connection is not left in doubt.
+    if (ctx.answered || ctx.res.headersSent) {
+      ctx.log.error({ err }, 'error after the response was sent')
+      ctx.res.destroy()
+      return
+    }
+    const e = toAogError(ctx, err)
+    if (e.code === 'AOG_IDENTITY_REQUIRED' || e.code === 'AOG_NOT_AUTHORIZED') {
+      metrics.identityFailures.inc({ reason: e.code })
+      ctx.log.info({ reason: e.detail }, 'identity refused')
+    }
+    if (e.code === 'AOG_RATE_LIMITED') metrics.rateLimited.inc({ route: ctx.route })
+    if (ctx.route === '/task') metrics.submissions.inc({ outcome: 'rejected', reason: e.code })
+    ctx.outcome = e.code
+    // 413, or an unread body that is chunked or longer than the limit: the rest of the body is not
+    // drained, so the connection cannot be reused.
+    if (e.status === 413 || (!ctx.req.complete && unboundedBody(ctx.req, config.maxBodyBytes))) ctx.res.shouldKeepAlive = false
+    const text = problemJson(e)
+    ctx.send(e.status, problemHeaders(e, text), text)
+  }
+
+  function toAogError (ctx: Context, err: unknown): AogError {
+    if (err instanceof AogError) return err
+    if (err instanceof StoreUnavailableError) {
+      metrics.storeErrors.inc({ op: ctx.route })
+      ctx.log.warn({ err: err.message }, 'store unavailable')
+      return new AogError('AOG_UNAVAILABLE', 'the challenge store is unavailable; try again shortly', { retryAfter: 1 })
+    }
+    if (err instanceof PoolBusyError) {
+      ctx.log.warn({ reason: err.reason }, 'verification pool refused the task')
+      return err.reason === 'closed'
+        ? new AogError('AOG_UNAVAILABLE', 'the gate is shutting down', { retryAfter: 1 })
+        : new AogError('AOG_OVERLOADED', 'verification is overloaded; try again shortly', { retryAfter: 1 })
+    }
+    // A bug, not bad input: fail closed with 503, keep the cause in the log only.
+    ctx.log.error({ err }, 'unexpected error')
+    return new AogError('AOG_UNAVAILABLE', 'internal error; try again shortly', { retryAfter: 1 })
+  }
+
+  return {
+    handle (req, res) {
+      const ctx = start(req, res)
+      // Only POST reads a body: any other request that declares one is answered and its connection
+      // closed, so the body is not read (node would drain it, whatever its length, to keep the connection).
+      if (req.method !== 'POST' && declaresBody(req)) res.shouldKeepAlive = false
+      run(ctx).catch((err: unknown) => { fail(ctx, err) })
+    },
+    expectationFailed (req, res) {
+      // Node would write a bare 417; the gate answers it as problem+json like any refusal, and
+      // closes the connection (a body, if any, is not read).
+      const ctx = start(req, res)
+      res.shouldKeepAlive = false
+      const e = new AogError('AOG_BAD_REQUEST', 'only Expect: 100-continue is supported')
+      ctx.outcome = e.code
+      const text = problemJson(e, undefined, 417)
+      ctx.send(417, problemHeaders(e, text), text)
+    },
+    get inflight () { return inflight },
+    startClosing () { closing = true },
+    drained () {
+      return inflight === 0 ? Promise.resolve() : new Promise<void>((resolve) => { idle.push(resolve) })
+    },
+  }
+}
+
+/** The request declares a body: chunked, or a Content-Length other than 0. */
+function declaresBody (req: IncomingMessage): boolean {
+  const length = req.headers['content-length']
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
+}
+
+/** The request's body is chunked or declared longer than `max` (draining it has no bound). */
+function unboundedBody (req: IncomingMessage, max: number): boolean {
+  const length = req.headers['content-length']
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && Number(length) > max)
+}
