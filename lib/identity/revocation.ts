@@ -68,14 +68,6 @@ export class Revocation {
   #inTls = false
   #staleLogged = false
   #timer: NodeJS.Timeout | undefined
-  /**
-   * The fingerprint and serial last found neither revoked nor denied by the current lists: under
-   * load most requests come from that certificate, and its check is then two string comparisons
-   * instead of two lookups. Compared by value: each connection of the same agent has an identity
-   * object of its own (tls.ts caches per socket), and an agent with many connections alternates
-   * between them. Forgotten whenever a list is replaced.
-   */
-  #lastAllowed: { fingerprint: string, serial: string } | undefined
   #watched: string[] = []
 
   constructor (opts: RevocationOptions) {
@@ -171,7 +163,6 @@ export class Revocation {
         this.#inTls = eligible
         this.#staleLogged = false
         this.#serials = set.serials
-        this.#lastAllowed = undefined
         metrics?.crlReloads.inc({ result: 'ok' })
         if (set.nextUpdate !== undefined) metrics?.crlNextUpdate.set(set.nextUpdate / 1000)
         else metrics?.crlNextUpdate.reset()
@@ -197,7 +188,6 @@ export class Revocation {
           set.add(line)
         }
         this.#denied = set
-        this.#lastAllowed = undefined
         if (!strict) logger.info({ denyFile, denied: set.size }, 'deny list reloaded')
       } catch (err) {
         if (strict) throw new Error(`cannot load the deny list ${denyFile}: ${(err as Error).message}`)
@@ -208,12 +198,9 @@ export class Revocation {
 
   /** Throws 403 AOG_NOT_AUTHORIZED when the identity is revoked or denied. */
   check (id: Identity): void {
-    const last = this.#lastAllowed
-    if (last !== undefined && id.fingerprint === last.fingerprint && id.serial === last.serial) return
     if (this.#denied.has(id.fingerprint) || this.#serials.has(id.serial)) {
       throw new AogError('AOG_NOT_AUTHORIZED', 'this client certificate is revoked')
     }
-    this.#lastAllowed = { fingerprint: id.fingerprint, serial: id.serial }
   }
 
   close (): void {
