@@ -1,5 +1,5 @@
 /**
- * Optional attestation (PROTOCOL.md section 4, step 7): a compact JWS signed by a key of the
+ * Optional attestation (docs/protocol.md section 4, step 7): a compact JWS signed by a key of the
  * configured JWKS, whose `sub` is the caller's fingerprint F and whose `nonce` is the challenge's
  * nonce (so it cannot be replayed for another challenge or identity). Verified with jose (an
  * algorithm allow-list; `none` and HMAC algorithms are never accepted).

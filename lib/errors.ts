@@ -1,5 +1,5 @@
 /**
- * The one table of public errors (PROTOCOL.md section 5). Code and tests match on `code`, never on
+ * The one table of public errors (docs/protocol.md section 5). Code and tests match on `code`, never on
  * message text. The public body carries the code, the title and a safe detail; a private cause, if
  * any, goes to the log only.
  */

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Pass the gate with curl, openssl and python3 only: PROTOCOL.md is all an agent needs.
+# Pass the gate with curl, openssl and python3 only: docs/protocol.md is all an agent needs.
 set -euo pipefail
 GATE=${GATE:-https://localhost:8443}
 CERTS=${CERTS:-certs/dev}

@@ -93,7 +93,7 @@ export interface Solution {
 
 /**
  * Compute the whole chain for a challenge and identity: result hash, checkpoints and trace hash.
- * This is what an agent submits (PROTOCOL.md section 4).
+ * This is what an agent submits (docs/protocol.md section 4).
  */
 export function solveChain (params: ChainParams, fingerprint: string, impl: ChainImpl = typescriptChain): Solution {
   checkShape(params.iterations, params.checkpoint_interval)

@@ -53,7 +53,7 @@ export class GateError extends Error {
   }
 }
 
-/** Fingerprint F of a PEM certificate (PROTOCOL.md section 1). */
+/** Fingerprint F of a PEM certificate (docs/protocol.md section 1). */
 export function certificateFingerprint (pem: string | Buffer): string {
   return fingerprintOf(new X509Certificate(pem).raw)
 }

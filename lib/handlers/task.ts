@@ -1,5 +1,5 @@
 /**
- * POST /task (PROTOCOL.md section 4), checks in the documented order:
+ * POST /task (docs/protocol.md section 4), checks in the documented order:
  *   1. identity (resolved before the handler) and the rate limit (429)
  *   2. body well formed (400/413/415), fingerprint is the caller's (403)
  *   3. atomic claim (404/409)  4. deadline (410)  5. plausibility (422)

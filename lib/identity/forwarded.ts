@@ -1,5 +1,5 @@
 /**
- * Identity from signed forwarded headers (scheme aog-forward-v1, PROTOCOL.md section 1.1). The gate
+ * Identity from signed forwarded headers (scheme aog-forward-v1, docs/protocol.md section 1.1). The gate
  * trusts a forwarded certificate only when an HMAC made with one of its secrets covers it, the
  * verdict, the method, the exact request target, a fresh timestamp and a request id; then it checks
  * the certificate itself (issued and signed by an agent CA, within its validity dates, usable for

@@ -1,5 +1,5 @@
 /**
- * Revocation checked on every request, in both modes (PROTOCOL.md section 1): by serial (the CRL of
+ * Revocation checked on every request, in both modes (docs/protocol.md section 1): by serial (the CRL of
  * `--crl`) and by fingerprint (the deny list of `--deny-file`, one 64-hex fingerprint per line, `#`
  * comments). Both files are reloaded when they change (polled, so an atomic rename is seen too) or on
  * reload() (SIGHUP), without a restart. A file that fails to parse keeps the previous list and is

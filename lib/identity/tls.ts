@@ -1,5 +1,5 @@
 /**
- * Identity from the TLS peer (direct mode, PROTOCOL.md section 1). The listener already requires
+ * Identity from the TLS peer (direct mode, docs/protocol.md section 1). The listener already requires
  * and verifies a client certificate (requestCert, rejectUnauthorized); this checks again per
  * request that the socket is authorized and that a real certificate (with DER bytes) is present,
  * never trusting a truthy `{}` from getPeerCertificate(). The validity dates are checked on every

@@ -1,5 +1,5 @@
 /**
- * Difficulty, plausibility and verification planning (PROTOCOL.md section 4, steps 5 and 6).
+ * Difficulty, plausibility and verification planning (docs/protocol.md section 4, steps 5 and 6).
  * Pure functions: the handler applies them to a claimed challenge record.
  */
 import { randomInt, timingSafeEqual } from 'node:crypto'

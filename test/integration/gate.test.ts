@@ -1,4 +1,4 @@
-/** The gate over real TLS with real certificates: the checks of PROTOCOL.md section 4, in order (input limits, rate, capacity and failures are in gate-limits.test.ts). */
+/** The gate over real TLS with real certificates: the checks of docs/protocol.md section 4, in order (input limits, rate, capacity and failures are in gate-limits.test.ts). */
 import t from 'tap'
 import { request } from 'undici'
 import { createHash } from 'node:crypto'

@@ -1,5 +1,5 @@
 /**
- * One conformance suite for every Store backend (ARCHITECTURE.md): each backend's test file runs
+ * One conformance suite for every Store backend (docs/architecture.md): each backend's test file runs
  * it in one line. It uses the store's own clock (Redis TIME for Redis), so expiry is tested by
  * waiting out short deadlines rather than by faking time.
  */
