@@ -3,15 +3,13 @@
  * bin/ (or per test) and passed down.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import { FastHistogram } from './histogram.js'
 
 export interface Metrics {
   registry: Registry
   challengesIssued: Counter<'store'>
   submissions: Counter<'outcome' | 'reason'>
   verificationDuration: Histogram<'mode' | 'result'>
-  /** On every request's path: the FastHistogram (lib/histogram.ts), same exposition. */
-  requestDuration: FastHistogram<'route' | 'method' | 'status'>
+  requestDuration: Histogram<'route' | 'method' | 'status'>
   rateLimited: Counter<'route'>
   poolQueueDepth: Gauge
   poolUtilization: Gauge
@@ -44,7 +42,7 @@ export function createMetrics (opts: { defaults?: boolean } = {}): Metrics {
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
     }),
-    requestDuration: new FastHistogram({
+    requestDuration: new Histogram({
       name: 'aog_http_request_duration_seconds',
       help: 'Gate request duration by route, method and status.',
       labelNames: ['route', 'method', 'status'],
