@@ -4,7 +4,7 @@ import { Writable } from 'node:stream'
 import { Agent, request, type Dispatcher } from 'undici'
 import { createGate, type Gate } from '../../lib/gate/index.js'
 import { loadConfig, type Config } from '../../lib/config.js'
-import { createLogger } from '../../lib/log.js'
+import { createLogger, type Logger } from '../../lib/log.js'
 import { createMetrics, type Metrics } from '../../lib/metrics.js'
 import type { Store } from '../../lib/stores/store.js'
 import { createAgent, GateError, type AogAgent } from '../../lib/client/agent.js'
@@ -34,7 +34,7 @@ export const SMALL = {
   workers: 2,
 }
 
-export async function startGate (t: Test, overrides: Partial<Config> = {}, deps: { store?: Store, now?: () => number, watchMs?: number } = {}): Promise<TestGate> {
+export async function startGate (t: Test, overrides: Partial<Config> = {}, deps: { store?: Store, now?: () => number, watchMs?: number, logger?: Logger } = {}): Promise<TestGate> {
   const config = loadConfig({
     listen: '127.0.0.1:0',
     opsListen: '127.0.0.1:0',
@@ -47,7 +47,7 @@ export async function startGate (t: Test, overrides: Partial<Config> = {}, deps:
   })
   const logs: string[] = []
   const destination = new Writable({ write (chunk, _enc, cb) { logs.push(String(chunk)); cb() } })
-  const logger = createLogger({ level: config.logLevel, destination })
+  const logger = deps.logger ?? createLogger({ level: config.logLevel, destination })
   const metrics = createMetrics()
   const gate = createGate(config, { logger, metrics, ...deps })
   const addr = await gate.listen()

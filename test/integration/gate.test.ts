@@ -1,5 +1,6 @@
 /** The gate over real TLS with real certificates: the checks of docs/protocol.md section 4, in order (input limits, rate, capacity and failures are in gate-limits.test.ts). */
 import t from 'tap'
+import { pino } from 'pino'
 import { request } from 'undici'
 import { createHash } from 'node:crypto'
 import { anonymousAgent, refusedWith, startGate } from '../helpers/gate.js'
@@ -24,6 +25,21 @@ t.test('an authorized agent passes with the agent library, and the response foll
   t.same(Object.keys(c.json).sort(), ['algorithm', 'checkpoint_interval', 'deadline_ts', 'issued_at', 'iterations', 'nonce', 'seed'])
   t.equal(c.json.deadline_ts - c.json.issued_at, g.config.deadlineMs)
   t.match(c.json.seed, /^[0-9a-f]{64}$/)
+})
+
+t.test('an embedding program\'s own pino logger shapes and redacts the request lines', async (t) => {
+  const lines: string[] = []
+  const host = pino({ messageKey: 'message', formatters: { level: (label) => ({ severity: label.toUpperCase() }) }, redact: ['fp'] }, { write: (s: string) => { lines.push(s) } })
+  const g = await startGate(t, {}, { logger: host })
+  await pass(g.agent())
+  const requests = lines.map((l) => JSON.parse(l)).filter((l) => l.message === 'request')
+  t.equal(requests.length, 2, 'GET /challenge and POST /task')
+  for (const r of requests) {
+    t.equal(r.severity, 'INFO', 'the host\'s level formatter')
+    t.equal(r.fp, '[Redacted]', 'the host\'s redaction')
+    t.equal(r.level, undefined)
+    t.equal(r.msg, undefined)
+  }
 })
 
 t.test('full mode recomputes every segment and says so', async (t) => {
