@@ -39,12 +39,25 @@ export function createLogger (opts: LogOptions = {}): Logger {
     level: opts.level ?? 'info',
     base: { service: 'aog' },
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
-    timestamp: pino.stdTimeFunctions.isoTime,
   }
   if (opts.destination !== undefined) return pino(options, opts.destination)
   const buffer = opts.bufferBytes ?? 0
   if (buffer === 0) return pino(options, pino.destination({ dest: 1, sync: true }))
   // pino.destination flushes what is buffered at exit; periodicFlush bounds how long a line waits.
   // SonicBoom requires minLength below maxWrite (16 KiB by default).
-  return pino(options, pino.destination({ dest: 1, sync: false, minLength: buffer, maxWrite: Math.max(16384, 2 * buffer), periodicFlush: LOG_FLUSH_MS }))
+  const sonic = pino.destination({ dest: 1, sync: false, minLength: buffer, maxWrite: Math.max(16384, 2 * buffer), periodicFlush: LOG_FLUSH_MS, contentMode: 'buffer' })
+  return pino(options, bytesTo(sonic))
+}
+
+/**
+ * SonicBoom in its string mode measures the UTF-8 length of its whole pending buffer on every line
+ * (quadratic in the buffer: a sixth of a GET /challenge's CPU at 64 KiB, docs/decisions/request-log-line.md);
+ * in buffer mode it only adds lengths. This hands it each line as bytes.
+ */
+function bytesTo (sonic: DestinationStream & { flush: (cb?: (err?: Error) => void) => void, flushSync: () => void }): DestinationStream {
+  return {
+    write: (line: string) => sonic.write(Buffer.from(line, 'utf8') as unknown as string),
+    flush: (cb?: (err?: Error) => void) => { sonic.flush(cb) },
+    flushSync: () => { sonic.flushSync() },
+  } as DestinationStream
 }

@@ -25,6 +25,7 @@ class Context implements RequestContext {
 
   constructor (readonly reqId: string, readonly req: IncomingMessage, readonly res: ServerResponse, readonly start: number, private readonly logger: Logger) {}
 
+  /** The one way out for an answer. */
   send (status: number, headers: string[], body: string): void {
     this.answered = true
     this.res.writeHead(status, headers).end(body)
@@ -82,11 +83,6 @@ export function createPipeline (o: PipelineOptions): Pipeline {
     if (inflight === 0) for (const resolve of idle.splice(0)) resolve()
   }
 
-  async function run (ctx: Context): Promise<void> {
-    o.identify(ctx)
-    await router.find(ctx.req.method ?? '', ctx.req.url ?? '/', ctx)(ctx, parts)
-  }
-
   function fail (ctx: Context, err: unknown): void {
     // An error after the answer was given (or started): the connection is not left in doubt.
     if (ctx.answered || ctx.res.headersSent) {
@@ -133,7 +129,14 @@ export function createPipeline (o: PipelineOptions): Pipeline {
       // Only POST reads a body: any other request that declares one is answered and its connection
       // closed, so the body is not read (node would drain it, whatever its length, to keep the connection).
       if (req.method !== 'POST' && declaresBody(req)) res.shouldKeepAlive = false
-      run(ctx).catch((err: unknown) => { fail(ctx, err) })
+      // A handler that finishes synchronously costs no promise; a rejection goes where a throw goes.
+      try {
+        o.identify(ctx)
+        const pending = router.find(req.method ?? '', req.url ?? '/', ctx)(ctx, parts)
+        if (pending !== undefined) pending.catch((err: unknown) => { fail(ctx, err) })
+      } catch (err) {
+        fail(ctx, err)
+      }
     },
     expectationFailed (req, res) {
       // Node would write a bare 417; the gate answers it as problem+json like any refusal, and

@@ -40,7 +40,10 @@ export interface RequestContext {
   readonly answered: boolean
 }
 
-/** A route handler: answers with ctx.send, or throws (rejects with) the refusal. */
+/**
+ * A route handler: answers with ctx.send, or throws (rejects with) the refusal. It may finish
+ * synchronously (GET /challenge on the memory store) or return a promise.
+ */
 export type Handler = (ctx: RequestContext, parts: GateParts) => void | Promise<void>
 
 /** The 429 for an empty bucket, with Retry-After and RateLimit headers. */
