@@ -19,6 +19,7 @@ import type {
   Store, TakeRequest, TakeResult,
 } from './store.js'
 import { ConsumeStatus, IssueStatus, TakeStatus } from './store.js'
+import { HEX64_SOURCE, NONCE_SOURCE } from '../protocol/constants.js'
 
 export interface HostPort { host: string, port: number }
 
@@ -114,8 +115,8 @@ export function loadScripts (dir = join(packageRoot(), 'lua')): Record<ScriptNam
   return out
 }
 
-const HEX64 = /^[0-9a-f]{64}$/
-const NONCE = /^[A-Za-z0-9_-]{22}$/
+const HEX64 = new RegExp(HEX64_SOURCE)
+const NONCE = new RegExp(NONCE_SOURCE)
 const ONCE = /^[0-9A-Za-z_-]{1,64}$/
 
 export class RedisStore implements Store {
