@@ -4,6 +4,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import fc from 'fast-check'
 import { ALGORITHM, chainKey, checkShape, initialDigest, isNonce, iterateTs, solveChain, traceHash } from '../../../lib/chain/chain.js'
 import { generate } from '../../../lib/chain/sha256-link.gen.js'
+import { reference } from '../../helpers/chain-reference.js'
 
 const fixtures = new URL('../../fixtures/vectors/', import.meta.url)
 const shared = new URL('../../../../shared/vectors/', import.meta.url)
@@ -48,17 +49,6 @@ t.test('every chain vector is reproduced: h0, key, result, checkpoints and trace
     t.equal(s.trace_hash, v.trace_hash, `${name} trace`)
   }
 })
-
-/** The keyed link of docs/protocol.md section 3, with node:crypto, one link at a time. */
-function reference (start: Uint8Array, key: Uint8Array, n: number): Buffer {
-  let ref = Buffer.from(start)
-  for (let i = 0; i < n; i++) {
-    const x = Buffer.alloc(32)
-    for (let j = 0; j < 32; j++) x[j] = ref[j]! ^ key[j]!
-    ref = createHash('sha256').update(x).digest()
-  }
-  return ref
-}
 
 t.test('the TypeScript link agrees with node:crypto on random digests, keys and lengths', async (t) => {
   fc.assert(fc.property(fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.integer({ min: 0, max: 300 }), (start, key, n) => {

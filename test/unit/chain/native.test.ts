@@ -7,19 +7,10 @@ import { loadNative } from '../../../lib/chain/native.js'
 import { selectChain } from '../../../lib/chain/select.js'
 import { ALGORITHM, chainKey, initialDigest, iterateTs, solveChain, typescriptChain } from '../../../lib/chain/chain.js'
 import { solveAsync } from '../../../lib/client/agent.js'
+import { reference } from '../../helpers/chain-reference.js'
 
 const disabled = process.env.AOG_NATIVE === '0'
 
-/** The keyed link of docs/protocol.md section 3, with node:crypto, one link at a time. */
-function reference (start: Uint8Array, key: Uint8Array, n: number): Buffer {
-  let ref = Buffer.from(start)
-  for (let i = 0; i < n; i++) {
-    const x = Buffer.alloc(32)
-    for (let j = 0; j < 32; j++) x[j] = ref[j]! ^ key[j]!
-    ref = createHash('sha256').update(x).digest()
-  }
-  return ref
-}
 const { addon, reason } = loadNative()
 
 t.test('the native chain is built and loaded (npm install builds it; AOG_NATIVE=0 disables it)', async (t) => {
