@@ -54,6 +54,8 @@ export function createListener (config: Readonly<Config>, clientCa: Buffer, logg
   const forwarded = config.mode === 'forwarded'
   const common = {
     maxHeaderSize: 8192,
+    // A request without Host is answered by the gate (problem+json), not by node's bare 400.
+    requireHostHeader: false,
     headersTimeout: config.headersTimeoutMs,
     requestTimeout: config.requestTimeoutMs,
     keepAliveTimeout: config.keepAliveTimeoutMs,

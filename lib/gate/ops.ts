@@ -21,7 +21,8 @@ export interface OpsOptions {
 }
 
 export function createOpsServer (o: OpsOptions): Server {
-  const server = createServer(async (req, res) => {
+  // Short timeouts: a handful of idle or slow sockets must not keep probes and scrapes out for long.
+  const server = createServer({ headersTimeout: 5000, requestTimeout: 10_000, keepAliveTimeout: 5000, connectionsCheckingInterval: 500 }, async (req, res) => {
     const path = (req.url ?? '/').split('?')[0]
     try {
       if (req.method !== 'GET' && req.method !== 'HEAD') {

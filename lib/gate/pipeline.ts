@@ -21,6 +21,7 @@ class Context implements RequestContext {
   once: OnceKey | undefined = undefined
   outcome = 'unknown'
   answered = false
+  booked = false
   #child: Logger | undefined
 
   constructor (readonly reqId: string, readonly req: IncomingMessage, readonly res: ServerResponse, readonly start: number, private readonly logger: Logger) {}
@@ -65,16 +66,36 @@ export function createPipeline (o: PipelineOptions): Pipeline {
   let closing = false
   const idle: Array<() => void> = []
 
+  // The requests of each connection not booked yet: a response queued behind a pipelined one emits
+  // no 'close' when node destroys the socket, so the socket's own close books what is left.
+  const unbooked = new WeakMap<object, Set<Context>>()
+
   function start (req: IncomingMessage, res: ServerResponse): Context {
     const ctx = new Context(`${o.idPrefix}${(++seq).toString(16).padStart(10, '0')}`, req, res, performance.now(), logger)
     inflight++
+    const socket = req.socket
+    let open = unbooked.get(socket)
+    if (open === undefined) {
+      const set = open = new Set()
+      unbooked.set(socket, set)
+      socket.once('close', () => { for (const c of set) book(c) })
+    }
+    open.add(ctx)
     res.once('close', () => { book(ctx) })
     if (closing) res.setHeader('connection', 'close')
     return ctx
   }
 
   function book (ctx: Context): void {
+    if (ctx.booked) return
+    ctx.booked = true
+    unbooked.get(ctx.req.socket)?.delete(ctx)
     inflight--
+    // A request whose client left before any answer: logged as 499 (nginx's "client closed request").
+    if (!ctx.answered && !ctx.res.headersSent) {
+      ctx.res.statusCode = 499
+      ctx.outcome = 'client_closed'
+    }
     const ms = performance.now() - ctx.start
     const method = ctx.req.method ?? ''
     const status = ctx.res.statusCode
@@ -88,6 +109,11 @@ export function createPipeline (o: PipelineOptions): Pipeline {
     if (ctx.answered || ctx.res.headersSent) {
       ctx.log.error({ err }, 'error after the response was sent')
       ctx.res.destroy()
+      return
+    }
+    // The client went away (an aborted body, a reset): nobody to answer, nothing unexpected.
+    if (ctx.req.destroyed && !(err instanceof AogError)) {
+      ctx.outcome = 'client_closed'
       return
     }
     const e = toAogError(ctx, err)

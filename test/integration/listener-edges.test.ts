@@ -1,0 +1,100 @@
+/**
+ * What a red team found at the edges of the listener: a pipelined flood whose socket is destroyed
+ * is still booked (log line, in-flight count, prompt shutdown); a client that leaves mid-body is
+ * no "unexpected error"; a request without Host gets the gate's own answer; idle sockets cannot
+ * keep the operations listener out of reach for long.
+ */
+import t from 'tap'
+import { connect as tcpConnect, type Socket } from 'node:net'
+import { connect as tlsConnect, type TLSSocket } from 'node:tls'
+import { request } from 'undici'
+import { startGate } from '../helpers/gate.js'
+import { agentFiles } from '../helpers/pki.js'
+
+const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
+
+async function agentSocket (port: number): Promise<TLSSocket> {
+  const socket = tlsConnect({ host: '127.0.0.1', port, servername: 'localhost', ...agentFiles('agent') })
+  socket.on('error', () => {})
+  await new Promise<void>((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject))
+  return socket
+}
+
+async function until (what: () => boolean, ms: number): Promise<boolean> {
+  const end = Date.now() + ms
+  while (!what()) {
+    if (Date.now() > end) return false
+    await sleep(20)
+  }
+  return true
+}
+
+t.test('a pipelined flood on a connection that is then destroyed: every request booked, shutdown prompt', async (t) => {
+  const g = await startGate(t)
+  const port = Number(new URL(g.url).port)
+  const socket = await agentSocket(port)
+  // Write without reading answers for up to 2 s: node gives up on the connection with many
+  // responses still queued behind the one being written.
+  let closed = false
+  socket.on('close', () => { closed = true })
+  const batch = 'GET /challenge HTTP/1.1\r\nHost: localhost\r\n\r\n'.repeat(500)
+  const until2s = Date.now() + 2000
+  while (Date.now() < until2s && !closed) {
+    if (!socket.write(batch)) await new Promise((resolve) => { socket.once('drain', resolve); setTimeout(resolve, 100) })
+  }
+  socket.destroy()
+  t.ok(await until(() => g.gate.inflight === 0, 5000), `every request left the in-flight count (${g.gate.inflight} left)`)
+  const issued = (await g.metrics.challengesIssued.get()).values.reduce((n, v) => n + v.value, 0)
+  const lines = g.logs.map((l) => JSON.parse(l)).filter((l) => l.msg === 'request')
+  t.ok(issued >= 1, `${issued} challenges issued`)
+  t.ok(lines.length >= issued, `one request line per handled request (${lines.length} lines, ${issued} issued)`)
+  const started = Date.now()
+  await g.gate.close()
+  t.ok(Date.now() - started < 5000, `close() returned in ${Date.now() - started} ms (not the 30 s shutdown timeout)`)
+})
+
+t.test('a client that leaves in the middle of its body: logged as 499, no unexpected error, no 503 counted', async (t) => {
+  const g = await startGate(t)
+  const socket = await agentSocket(Number(new URL(g.url).port))
+  socket.write('POST /task HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{"nonce":')
+  await sleep(200)
+  socket.destroy()
+  const lines = (): any[] => g.logs.map((l) => JSON.parse(l))
+  t.ok(await until(() => lines().some((l) => l.msg === 'request' && l.route === '/task'), 5000), 'the request is booked')
+  const line = lines().find((l) => l.msg === 'request' && l.route === '/task')
+  t.match(line, { status: 499, outcome: 'client_closed' })
+  t.notOk(lines().some((l) => l.msg === 'unexpected error'), 'no "unexpected error" line')
+  const unavailable = (await g.metrics.submissions.get()).values.filter((v) => v.labels.reason === 'AOG_UNAVAILABLE')
+  t.same(unavailable, [], 'no AOG_UNAVAILABLE submission counted')
+})
+
+t.test('a request without Host gets the gate\'s problem+json, not node\'s bare 400', async (t) => {
+  const g = await startGate(t)
+  const socket = await agentSocket(Number(new URL(g.url).port))
+  let text = ''
+  socket.on('data', (d: Buffer) => { text += d.toString('latin1') })
+  socket.write('GET /nope HTTP/1.1\r\n\r\n')
+  t.ok(await until(() => text.includes('\r\n\r\n') && text.includes('}'), 3000), 'an answer came')
+  socket.destroy()
+  t.match(text, /^HTTP\/1\.1 404 /)
+  t.match(text, /content-type: application\/problem\+json/i)
+  t.match(text, /"code":"AOG_NOT_FOUND"/)
+})
+
+t.test('idle sockets cannot keep the operations listener out of reach for long', async (t) => {
+  const g = await startGate(t)
+  const ops = new URL(g.opsUrl)
+  const idle: Socket[] = []
+  t.teardown(() => { for (const s of idle) s.destroy() })
+  for (let i = 0; i < 80; i++) {
+    const s = tcpConnect({ host: ops.hostname, port: Number(ops.port) })
+    s.on('error', () => {})
+    idle.push(s)
+  }
+  await sleep(500)
+  // The listener holds 64 connections; the idle ones are closed at its 5 s headers timeout.
+  await sleep(6500)
+  const res = await request(g.opsUrl + '/healthz')
+  t.equal(res.statusCode, 200, '/healthz answers within seconds, not after node\'s default 60 s')
+  await res.body.text()
+})
