@@ -35,11 +35,11 @@ t.test('a pipelined flood on a connection that is then destroyed: every request 
   const socket = await agentSocket(port)
   // Write without reading answers for up to 2 s: node gives up on the connection with many
   // responses still queued behind the one being written.
-  let closed = false
-  socket.on('close', () => { closed = true })
+  const state = { closed: false }
+  socket.on('close', () => { state.closed = true })
   const batch = 'GET /challenge HTTP/1.1\r\nHost: localhost\r\n\r\n'.repeat(500)
   const until2s = Date.now() + 2000
-  while (Date.now() < until2s && !closed) {
+  while (Date.now() < until2s && !state.closed) {
     if (!socket.write(batch)) await new Promise((resolve) => { socket.once('drain', resolve); setTimeout(resolve, 100) })
   }
   socket.destroy()
