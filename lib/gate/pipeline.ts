@@ -111,8 +111,9 @@ export function createPipeline (o: PipelineOptions): Pipeline {
       ctx.res.destroy()
       return
     }
-    // The client went away (an aborted body, a reset): nobody to answer, nothing unexpected.
-    if (ctx.req.destroyed && !(err instanceof AogError)) {
+    // The client went away (a body cut short, a reset): nobody to answer, nothing unexpected. A
+    // request whose body was read whole is destroyed too (autoDestroy), hence `complete`.
+    if (!(err instanceof AogError) && (ctx.req.socket.destroyed || (ctx.req.destroyed && !ctx.req.complete))) {
       ctx.outcome = 'client_closed'
       return
     }
