@@ -1,8 +1,8 @@
 /**
  * The request pipeline: a context per request, the identity step, routing, the handler, and one
  * error path (fail) that maps every refusal and failure to its problem+json answer. Each request
- * is booked once, when its response closes: the in-flight count, the duration histogram and the
- * request's log line.
+ * is booked once, when its response or its connection closes, whichever is first: the in-flight
+ * count, the duration histogram and the request's log line.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Config } from '../config.js'
@@ -111,9 +111,10 @@ export function createPipeline (o: PipelineOptions): Pipeline {
       ctx.res.destroy()
       return
     }
-    // The client went away (a body cut short, a reset): nobody to answer, nothing unexpected. A
-    // request whose body was read whole is destroyed too (autoDestroy), hence `complete`.
-    if (!(err instanceof AogError) && (ctx.req.socket.destroyed || (ctx.req.destroyed && !ctx.req.complete))) {
+    // The client went away while its body was read (node's 'aborted', ECONNRESET): nobody to
+    // answer, nothing unexpected. Any other failure goes the usual way, so store errors and bugs
+    // are still counted and logged.
+    if ((err as NodeJS.ErrnoException | undefined)?.code === 'ECONNRESET' && !ctx.req.complete) {
       ctx.outcome = 'client_closed'
       return
     }
