@@ -9,6 +9,8 @@
 #   revoked.pem revoked-key.pem       an agent listed in crl.pem
 #   crl.pem                           CRL of the dev CA listing revoked.pem
 #   forward-secret                    a random HMAC secret for forwarded mode
+#   assertion-key.pem                 Ed25519 key (PKCS#8) that signs X-AOG-Agent
+#   assertion-key-2.pem               P-256 key (PKCS#8), a second assertion key for rotation tests
 # Idempotent: does nothing when every file exists. --force regenerates everything.
 # Usage: certs/gen.sh [--force] [OUT_DIR]
 set -euo pipefail
@@ -17,7 +19,8 @@ if [ "${1:-}" = "--force" ]; then force=1; shift; fi
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-"$here/dev"}
 files=(ca.pem ca-key.pem server.pem server-key.pem agent.pem agent-key.pem agent2.pem agent2-key.pem
-  rogue.pem rogue-key.pem expired.pem expired-key.pem revoked.pem revoked-key.pem crl.pem forward-secret)
+  rogue.pem rogue-key.pem expired.pem expired-key.pem revoked.pem revoked-key.pem crl.pem forward-secret
+  assertion-key.pem assertion-key-2.pem)
 if [ $force -eq 0 ]; then
   missing=0
   for f in "${files[@]}"; do [ -s "$out/$f" ] || missing=1; done
@@ -97,6 +100,8 @@ cp "$work/ca/ca.pem" "$work/ca/ca-key.pem" "$work/crl.pem" "$out/"
 cp "$work/rogue-ca/ca.pem" "$out/rogue-ca.pem"
 for n in server agent agent2 rogue expired revoked; do cp "$work/$n.pem" "$work/$n-key.pem" "$out/"; done
 openssl rand -hex 32 > "$out/forward-secret"
-chmod 600 "$out"/*-key.pem "$out/forward-secret"
+openssl genpkey -algorithm ED25519 -out "$out/assertion-key.pem" 2>/dev/null
+key "$out/assertion-key-2.pem"
+chmod 600 "$out"/*-key.pem "$out"/assertion-key*.pem "$out/forward-secret"
 chmod 644 "$out"/ca.pem "$out"/rogue-ca.pem "$out"/crl.pem "$out"/{server,agent,agent2,rogue,expired,revoked}.pem
 echo "certs/gen.sh: wrote dev PKI to $out" >&2

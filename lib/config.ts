@@ -69,6 +69,19 @@ export const ConfigSchema = Type.Object({
   attestationIssuer: Type.Optional(Type.String({ minLength: 1, description: 'Required `iss` of attestation JWTs.' })),
   attestationAudience: Type.Optional(Type.String({ minLength: 1, description: 'Required `aud` of attestation JWTs.' })),
   requireAttestation: Type.Boolean({ default: false, description: 'Refuse (403) submissions without a valid attestation.' }),
+  grantTtlSeconds: Type.Integer({ minimum: 1, maximum: 604800, default: 300, description: 'A pass grants its identity access to protected requests for this long (docs/protocol.md section 7); a new pass extends it.' }),
+  grantMaxRequests: Type.Integer({ minimum: 0, default: 0, description: 'Protected requests a pass allows (a new pass refills them); 0: unlimited while the grant lasts.' }),
+  upstream: Type.Optional(Type.String({ pattern: '^https?://[^\\s/?#]+(/[^\\s?#]*)?$', description: 'Direct mode: the protected upstream (http:// or https://). Every path not the gate\'s own is then a protected request, proxied here once allowed.' })),
+  upstreamCa: Type.Optional(Type.String({ minLength: 1, description: 'CA bundle (PEM) that an https upstream\'s certificate must chain to (default: the system CAs).' })),
+  upstreamRateBurst: Type.Integer({ minimum: 1, default: 100, description: 'Per-identity token bucket of protected requests (separate from the challenge bucket): size.' }),
+  upstreamRatePerSecond: Type.Number({ exclusiveMinimum: 0, default: 50, description: 'Per-identity token bucket of protected requests: refill rate (tokens/s).' }),
+  upstreamMaxBodyBytes: Type.Integer({ minimum: 0, default: 104857600, description: 'Largest request body proxied to the upstream (413 beyond).' }),
+  upstreamTimeoutMs: Type.Integer({ minimum: 100, default: 30000, description: 'Time the upstream may take to send its response headers, and any pause within its body, before 504 (or, once its answer has started, the connection is cut).' }),
+  upstreamConnections: Type.Integer({ minimum: 1, maximum: 4096, default: 64, description: 'Kept-alive connections to the upstream at most.' }),
+  assertionKey: Type.Optional(Type.String({ minLength: 1, description: 'Private key file(s) (PEM or JWK; Ed25519 or P-256) that sign X-AOG-Agent, comma-separated: the first signs, all are published at /.well-known/jwks.json (rotation). Required with --upstream; without it GET /auth is not served.' })),
+  assertionIssuer: Type.String({ minLength: 1, default: 'aog', description: 'The `iss` claim of X-AOG-Agent.' }),
+  assertionAudience: Type.Optional(Type.String({ minLength: 1, description: 'The `aud` claim of X-AOG-Agent (default: the --upstream origin, else "aog-upstream").' })),
+  assertionTtlSeconds: Type.Integer({ minimum: 1, maximum: 60, default: 30, description: 'Lifetime of an X-AOG-Agent assertion (`exp` - `iat`).' }),
   logLevel: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'pino log level.' }),
   logBufferBytes: Type.Integer({ minimum: 0, maximum: 1048576, default: 65536, description: 'Log lines are buffered up to this many bytes (at most 1 MiB) and flushed at least every 200 ms and at exit (0: one write per line, synchronous).' }),
 }, { additionalProperties: false })
@@ -156,6 +169,9 @@ export function loadConfig (raw: Record<string, unknown>): Readonly<Config> {
   if (c.redisCluster !== undefined && c.redisSentinels !== undefined) problems.push({ field: 'redisSentinels', message: 'cannot be combined with redisCluster' })
   if (c.redisWaitReplicas > 0 && c.store !== 'redis') problems.push({ field: 'redisWaitReplicas', message: 'requires store redis' })
   if (c.requireAttestation && c.attestationJwks === undefined) problems.push({ field: 'attestationJwks', message: 'is required when requireAttestation is set' })
+  if (c.upstream !== undefined && c.mode !== 'direct') problems.push({ field: 'upstream', message: 'is for direct mode; in forwarded mode the proxy in front asks GET /auth (docs/operations.md)' })
+  if (c.upstream !== undefined && c.assertionKey === undefined) problems.push({ field: 'assertionKey', message: 'is required with upstream (it signs X-AOG-Agent)' })
+  if (c.upstreamCa !== undefined && c.upstream === undefined) problems.push({ field: 'upstreamCa', message: 'requires upstream' })
   if (problems.length > 0) throw new ConfigError(problems)
   return Object.freeze(c)
 }

@@ -6,6 +6,7 @@
 export const ERRORS = {
   AOG_BAD_REQUEST: { status: 400, title: 'Bad request' },
   AOG_IDENTITY_REQUIRED: { status: 401, title: 'Client identity required' },
+  AOG_GRANT_REQUIRED: { status: 401, title: 'Grant required' },
   AOG_FINGERPRINT_MISMATCH: { status: 403, title: 'Fingerprint does not match the client certificate' },
   AOG_ATTESTATION_INVALID: { status: 403, title: 'Attestation invalid' },
   AOG_NOT_AUTHORIZED: { status: 403, title: 'Not authorized' },
@@ -20,9 +21,11 @@ export const ERRORS = {
   AOG_TRACE_MISMATCH: { status: 422, title: 'Trace mismatch' },
   AOG_RUNTIME_IMPLAUSIBLE: { status: 422, title: 'Runtime implausible' },
   AOG_RATE_LIMITED: { status: 429, title: 'Rate limited' },
+  AOG_UPSTREAM_UNAVAILABLE: { status: 502, title: 'Upstream unavailable' },
   AOG_UNAVAILABLE: { status: 503, title: 'Service unavailable' },
   AOG_OVERLOADED: { status: 503, title: 'Overloaded' },
   AOG_VERIFICATION_ABORTED: { status: 503, title: 'Verification did not complete' },
+  AOG_UPSTREAM_TIMEOUT: { status: 504, title: 'Upstream timeout' },
 } as const satisfies Record<string, { status: number, title: string }>
 
 export type ErrorCode = keyof typeof ERRORS

@@ -24,6 +24,11 @@ export interface Metrics {
   crlReloads: Counter<'result'>
   /** Connections closed at once because the listener held --max-connections. */
   connectionsDropped: Counter
+  authDecisions: Counter<'result' | 'code'>
+  grantsIssued: Counter
+  upstreamRequests: Counter<'status_class'>
+  upstreamDuration: Histogram
+  upstreamPool: Gauge<'state'>
 }
 
 /** Create the registry and every metric. `defaults` adds process metrics (off in unit tests). */
@@ -59,6 +64,16 @@ export function createMetrics (opts: { defaults?: boolean } = {}): Metrics {
     crlNextUpdate: new Gauge({ name: 'aog_crl_next_update_timestamp_seconds', help: 'Earliest nextUpdate of the CRLs in force (Unix time).', registers }),
     crlStale: new Gauge({ name: 'aog_crl_stale', help: '1 while the CRL in force is past its nextUpdate (still enforced per request, not at the handshake).', registers }),
     connectionsDropped: new Counter({ name: 'aog_connections_dropped_total', help: 'New connections closed at once because the gate listener held --max-connections.', registers }),
+    authDecisions: new Counter({ name: 'aog_auth_decisions_total', help: 'Protected requests and GET /auth decisions by result (allowed|refused) and code (ok, or the refusal code).', labelNames: ['result', 'code'], registers }),
+    grantsIssued: new Counter({ name: 'aog_grants_issued_total', help: 'Grants issued or extended by a pass.', registers }),
+    upstreamRequests: new Counter({ name: 'aog_upstream_requests_total', help: 'Requests proxied to the upstream by status class (2xx…5xx, or error when it did not answer).', labelNames: ['status_class'], registers }),
+    upstreamDuration: new Histogram({
+      name: 'aog_upstream_request_duration_seconds',
+      help: 'Time from sending a request to the upstream until its whole response was passed on.',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    }),
+    upstreamPool: new Gauge({ name: 'aog_upstream_pool_connections', help: 'Connections and requests of the upstream pool by state (connected, free, pending, running).', labelNames: ['state'], registers }),
     crlReloads: new Counter({ name: 'aog_crl_reloads_total', help: 'CRL loads by result (ok, or refused: the previous CRL stays in force).', labelNames: ['result'], registers }),
   }
 }

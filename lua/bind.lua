@@ -1,11 +1,23 @@
--- bind: record a verified pass for the identity.
---- @keys 2
+-- bind: record a verified pass for the identity and grant it access (docs/protocol.md section 7).
+--- @keys 3
+--- @include "includes/bucket"
 -- KEYS[1] challenge aog:{F}:c:<nonce>
 -- KEYS[2] passes    aog:{F}:p
--- Reply: the identity's pass count while its record lives (an integer).
--- The pass counter lives as long as the longest-lived record it counted.
+-- KEYS[3] grant     aog:{F}:g   hash {e = expiry ms, n = requests left, -1 unlimited}
+-- ARGV[1] grant ttl ms  ARGV[2] grant max requests (0: unlimited)
+-- Reply: { passes, grant expiry ms (decimal string), requests left (-1: unlimited) }
+-- The pass counter lives as long as the longest-lived record it counted; the grant until it expires.
+local now = now_ms()
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then redis.call('SETRANGE', KEYS[1], 0, '2') else ttl = 1000 end
 local passes = redis.call('INCR', KEYS[2])
 if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
-return passes
+-- The later of the current expiry and now + ttl; a pass refills the request budget.
+local expiry = now + tonumber(ARGV[1])
+local current = tonumber(redis.call('HGET', KEYS[3], 'e'))
+if current ~= nil and current > expiry then expiry = current end
+local left = tonumber(ARGV[2])
+if left <= 0 then left = -1 end
+redis.call('HSET', KEYS[3], 'e', ms(expiry), 'n', left)
+redis.call('PEXPIRE', KEYS[3], ms(math.max(1, expiry - now)))
+return { passes, ms(expiry), left }

@@ -14,6 +14,8 @@ import type { RequestContext } from '../handlers/context.js'
 import { tlsIdentity } from '../identity/tls.js'
 import { forwardedIdentity } from '../identity/forwarded.js'
 import { Revocation, type CrlStatus } from '../identity/revocation.js'
+import { AUTH_PATH, originalRequest } from '../handlers/access.js'
+import { AogError } from '../errors.js'
 
 /** One secret per line (blank lines and # comments ignored); every line is accepted. */
 export function readSecrets (file: string): Buffer[] {
@@ -84,7 +86,17 @@ export function createIdentityStep (opts: IdentityOptions): IdentityStep {
       ctx.identity = identity
       return
     }
-    const r = forwardedIdentity(req.method ?? '', req.url ?? '', req.headers, {
+    // An authorization subrequest is signed for the request it authorizes (docs/protocol.md
+    // section 7): its original method and target, so a signature for /a cannot authorize /b.
+    let method = req.method ?? ''
+    let target = req.url ?? ''
+    if (ctx.route === AUTH_PATH) {
+      const original = originalRequest(req)
+      if (original === undefined) throw new AogError('AOG_BAD_REQUEST', 'X-Original-Method and X-Original-URI are required on /auth')
+      method = original.method
+      target = original.target
+    }
+    const r = forwardedIdentity(method, target, req.headers, {
       secrets,
       skewSeconds: config.forwardSkewSeconds,
       cas,

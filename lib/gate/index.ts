@@ -30,6 +30,9 @@ import { createListener } from './listener.js'
 import { createIdentityStep } from './identity.js'
 import { createPipeline } from './pipeline.js'
 import { createOpsServer } from './ops.js'
+import { createAssertionSigner, loadAssertionKeys } from '../assertion.js'
+import { Upstream } from '../upstream.js'
+import { AUTH_PATH, UPSTREAM_ROUTE, getAuth, proxyRequest } from '../handlers/access.js'
 
 export interface GateDeps {
   logger: Logger
@@ -87,8 +90,34 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     audience: config.attestationAudience,
     required: config.requireAttestation,
   })
-  const parts: GateParts = { config, store, pool, metrics, attest, random: new RandomPool() }
+  const assertion = config.assertionKey === undefined
+    ? undefined
+    : createAssertionSigner({
+      keys: loadAssertionKeys(config.assertionKey.split(',').map((f) => f.trim()).filter((f) => f !== '')),
+      issuer: config.assertionIssuer,
+      audience: config.assertionAudience ?? (config.upstream === undefined ? 'aog-upstream' : new URL(config.upstream).origin),
+      ttlSeconds: config.assertionTtlSeconds,
+      ...(deps.now === undefined ? {} : { now: deps.now }),
+    })
+  const upstream = config.upstream === undefined
+    ? undefined
+    : new Upstream({
+      url: config.upstream,
+      ca: config.upstreamCa === undefined ? undefined : readFileSync(config.upstreamCa),
+      maxBodyBytes: config.upstreamMaxBodyBytes,
+      timeoutMs: config.upstreamTimeoutMs,
+      connections: config.upstreamConnections,
+    })
+  const parts: GateParts = { config, store, pool, metrics, attest, random: new RandomPool(), assertion, upstream }
   const router = new Router<Handler>().add('GET', '/challenge', getChallenge).add('POST', '/task', postTask)
+  // GET /auth needs a key to sign X-AOG-Agent with; the proxy, an upstream (docs/protocol.md section 7).
+  if (assertion !== undefined) router.add('GET', AUTH_PATH, getAuth)
+  if (upstream !== undefined) router.otherwise(UPSTREAM_ROUTE, proxyRequest)
+  const poolTimer = upstream === undefined
+    ? undefined
+    : setInterval(() => {
+      for (const [state, n] of Object.entries(upstream.stats())) metrics.upstreamPool.set({ state }, n)
+    }, 1000).unref()
 
   const listener = createListener(config, clientCa, logger, metrics)
   // Created after the listener: its first CRL load goes to the TLS context before listen().
@@ -105,7 +134,16 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
   listener.server.on('request', pipeline.handle)
   listener.server.on('checkExpectation', pipeline.expectationFailed)
   let closing = false
-  const ops = createOpsServer({ logger, metrics, store, pool, crlStatus: identity.crlStatus, crlGraceSeconds: config.crlGraceSeconds, closing: () => closing })
+  const ops = createOpsServer({
+    logger,
+    metrics,
+    store,
+    pool,
+    crlStatus: identity.crlStatus,
+    crlGraceSeconds: config.crlGraceSeconds,
+    closing: () => closing,
+    ...(assertion === undefined ? {} : { jwks: assertion.jwks }),
+  })
 
   return {
     store,
@@ -133,6 +171,8 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
       await new Promise<void>((resolve) => ops.close(() => resolve()))
       ops.closeAllConnections()
       identity.close()
+      clearInterval(poolTimer)
+      await upstream?.close()
       await pool.close()
       await store.close()
     },

@@ -1,7 +1,8 @@
 /**
  * The operations listener (docs/protocol.md section 6): plain HTTP, no client certificate, meant
  * for loopback or a private interface. /metrics, /healthz (the process is alive), /readyz (store
- * reachable, verification pool up, CRL usable, not shutting down).
+ * reachable, verification pool up, CRL usable, not shutting down), /.well-known/jwks.json (the
+ * public keys of X-AOG-Agent, section 7, when the gate signs assertions).
  */
 import { createServer, type Server } from 'node:http'
 import type { Logger } from '../log.js'
@@ -18,6 +19,8 @@ export interface OpsOptions {
   crlStatus: () => CrlStatus | undefined
   crlGraceSeconds: number
   closing: () => boolean
+  /** The JWKS of the X-AOG-Agent signer; without it /.well-known/jwks.json is 404. */
+  jwks?: (() => object) | undefined
 }
 
 export function createOpsServer (o: OpsOptions): Server {
@@ -35,6 +38,9 @@ export function createOpsServer (o: OpsOptions): Server {
       } else if (path === '/readyz') {
         const { ready, body } = await readiness(o)
         res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(body) + '\n')
+      } else if (path === '/.well-known/jwks.json' && o.jwks !== undefined) {
+        // Verifiers may cache it this long: a rotation lists the new key second for that long before it signs.
+        res.writeHead(200, { 'content-type': 'application/jwk-set+json', 'cache-control': 'public, max-age=300' }).end(JSON.stringify(o.jwks()) + '\n')
       } else {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n')
       }

@@ -14,12 +14,14 @@ import type { Router } from '../http/router.js'
 import type { Identity } from '../identity/tls.js'
 import type { OnceKey } from '../stores/store.js'
 import type { GateParts, Handler, RequestContext } from '../handlers/context.js'
+import { AUTH_PATH, UPSTREAM_ROUTE, authRefusal } from '../handlers/access.js'
 
 class Context implements RequestContext {
   route = 'unmatched'
   identity = undefined as unknown as Identity
   once: OnceKey | undefined = undefined
   outcome = 'unknown'
+  upstream: { status: number, ms: number } | undefined = undefined
   answered = false
   booked = false
   #child: Logger | undefined
@@ -100,7 +102,9 @@ export function createPipeline (o: PipelineOptions): Pipeline {
     const method = ctx.req.method ?? ''
     const status = ctx.res.statusCode
     metrics.requestDuration.observe({ route: ctx.route, method, status: String(status) }, ms / 1000)
-    logger.info({ reqId: ctx.reqId, fp: ctx.identity?.fingerprint.slice(0, 16), method, route: ctx.route, status, durationMs: Math.round(ms * 100) / 100, outcome: ctx.outcome }, 'request')
+    const line = { reqId: ctx.reqId, fp: ctx.identity?.fingerprint.slice(0, 16), method, route: ctx.route, status, durationMs: Math.round(ms * 100) / 100, outcome: ctx.outcome }
+    if (ctx.upstream === undefined) logger.info(line, 'request')
+    else logger.info({ ...line, upstreamStatus: ctx.upstream.status, upstreamMs: ctx.upstream.ms }, 'request')
     if (inflight === 0) for (const resolve of idle.splice(0)) resolve()
   }
 
@@ -125,10 +129,18 @@ export function createPipeline (o: PipelineOptions): Pipeline {
     }
     if (e.code === 'AOG_RATE_LIMITED') metrics.rateLimited.inc({ route: ctx.route })
     if (ctx.route === '/task') metrics.submissions.inc({ outcome: 'rejected', reason: e.code })
+    // A refusal of a protected request or /auth (not a failure of the upstream after it was allowed).
+    if ((ctx.route === AUTH_PATH || ctx.route === UPSTREAM_ROUTE) && ctx.upstream === undefined) metrics.authDecisions.inc({ result: 'refused', code: e.code })
     ctx.outcome = e.code
-    // 413, or an unread body that is chunked or longer than the limit: the rest of the body is not
-    // drained, so the connection cannot be reused.
-    if (e.status === 413 || (!ctx.req.complete && unboundedBody(ctx.req, config.maxBodyBytes))) ctx.res.shouldKeepAlive = false
+    // 413, or an unread body that is chunked or longer than the limit (a protected request's, of
+    // any length): the rest of the body is not drained, so the connection cannot be reused.
+    if (e.status === 413 || (!ctx.req.complete && (ctx.route === UPSTREAM_ROUTE || unboundedBody(ctx.req, config.maxBodyBytes)))) ctx.res.shouldKeepAlive = false
+    if (ctx.route === AUTH_PATH) {
+      const r = authRefusal(e)
+      const text = problemJson(e, undefined, r.status)
+      ctx.send(r.status, problemHeaders(new AogError(e.code, e.detail, { headers: r.headers, ...(e.retryAfter === undefined ? {} : { retryAfter: e.retryAfter }) }), text), text)
+      return
+    }
     const text = problemJson(e)
     ctx.send(e.status, problemHeaders(e, text), text)
   }
@@ -154,13 +166,20 @@ export function createPipeline (o: PipelineOptions): Pipeline {
   return {
     handle (req, res) {
       const ctx = start(req, res)
-      // Only POST reads a body: any other request that declares one is answered and its connection
-      // closed, so the body is not read (node would drain it, whatever its length, to keep the connection).
-      if (req.method !== 'POST' && declaresBody(req)) res.shouldKeepAlive = false
       // A handler that finishes synchronously costs no promise; a rejection goes where a throw goes.
       try {
+        // The route is known before the identity step (which refuses first) so that a refusal is
+        // answered as its route answers (/auth reshapes them) and booked under it.
+        let handler: Handler | undefined
+        let notFound: unknown
+        try { handler = router.find(req.method ?? '', req.url ?? '/', ctx) } catch (err) { notFound = err }
+        // Of the gate's own routes only POST reads a body: any other request that declares one is
+        // answered and its connection closed, so the body is not read (node would drain it,
+        // whatever its length, to keep the connection). Protected requests stream theirs upstream.
+        if (req.method !== 'POST' && ctx.route !== UPSTREAM_ROUTE && declaresBody(req)) res.shouldKeepAlive = false
         o.identify(ctx)
-        const pending = router.find(req.method ?? '', req.url ?? '/', ctx)(ctx, parts)
+        if (handler === undefined) throw notFound
+        const pending = handler(ctx, parts)
         if (pending !== undefined) pending.catch((err: unknown) => { fail(ctx, err) })
       } catch (err) {
         fail(ctx, err)

@@ -8,6 +8,8 @@ import type { OnceKey, RateState, Store } from '../stores/store.js'
 import type { VerifyPool } from '../verification/pool.js'
 import type { AttestationVerifier } from '../attestation.js'
 import type { RandomPool } from '../random.js'
+import type { AssertionSigner } from '../assertion.js'
+import type { Upstream } from '../upstream.js'
 import { AogError } from '../errors.js'
 import { rateHeaders } from '../http/reply.js'
 
@@ -18,6 +20,10 @@ export interface GateParts {
   metrics: Metrics
   attest: AttestationVerifier
   random: RandomPool
+  /** Signs X-AOG-Agent (with --assertion-key; /auth and the proxy need it). */
+  assertion?: AssertionSigner | undefined
+  /** The protected upstream (direct mode with --upstream). */
+  upstream?: Upstream | undefined
 }
 
 export interface RequestContext {
@@ -31,6 +37,8 @@ export interface RequestContext {
   once?: OnceKey | undefined
   /** Set by the handler: the code or 'ok', for the log line and metrics. */
   outcome: string
+  /** A proxied request's upstream status and time (ms), for the log line. */
+  upstream?: { status: number, ms: number } | undefined
   /**
    * Answer with `status`, a flat header list (writeHead's form) and `body`. A request is answered
    * once: a handler calls this, or throws (the gate answers the error).

@@ -4,6 +4,7 @@
  *   2. body well formed (400/413/415), fingerprint is the caller's (403)
  *   3. atomic claim (404/409)  4. deadline (410)  5. plausibility (422)
  *   6. result: checkpoints shape, then recomputation in the pool (422)  7. attestation (403)
+ * A pass is recorded with its grant (section 7) in one store call.
  * The rate limit is taken by the same store call as the claim; a request that fails at step 2
  * never reaches the claim, so it takes its token with a bare `take` first, and a 429 still wins.
  * With a store that can tell at once (memory: `Store.limited`), an identity with an empty bucket
@@ -102,8 +103,15 @@ export const postTask: Handler = async (ctx, parts) => {
     if (!v.ok) throw new AogError('AOG_WRONG_RESULT', 'the chain does not verify')
     // Step 7.
     await parts.attest(body.attestation, F, body.nonce)
-    await store.bind({ fingerprint: F, nonce: body.nonce })
-    const res: TaskResponse = { status: 'accepted', nonce: body.nonce, verification: plan.mode, elapsed_ms: c.now - record.issuedAt }
+    const { grant } = await store.bind({ fingerprint: F, nonce: body.nonce, grant: { ttlMs: config.grantTtlSeconds * 1000, maxRequests: config.grantMaxRequests } })
+    metrics.grantsIssued.inc()
+    const res: TaskResponse = {
+      status: 'accepted',
+      nonce: body.nonce,
+      verification: plan.mode,
+      elapsed_ms: c.now - record.issuedAt,
+      grant: { expires_at: grant.expiresAt, requests: grant.requests },
+    }
     ctx.outcome = 'ok'
     metrics.submissions.inc({ outcome: 'accepted', reason: 'ok' })
     const text = JSON.stringify(res)

@@ -1,4 +1,7 @@
-/** A table of method + path to handler; unknown paths answer 404, known paths with another method 405. */
+/**
+ * A table of method + path to handler; unknown paths answer 404 (or go to the fallback), known paths
+ * with another method 405.
+ */
 import { AogError } from '../errors.js'
 
 export class Router<H> {
@@ -7,6 +10,13 @@ export class Router<H> {
   // per request) for a Map. The path handed out as the route is the one added (the same string
   // for every request, so later comparisons of it are pointer comparisons).
   readonly #routes: Array<{ path: string, methods: string[], handlers: H[] }> = []
+  #fallback: { route: string, handler: H } | undefined
+
+  /** The handler of every path not added (any method), reported as `route`; without one such paths are 404. */
+  otherwise (route: string, handler: H): this {
+    this.#fallback = { route, handler }
+    return this
+  }
 
   add (method: string, path: string, handler: H): this {
     let route = this.#routes.find((r) => r.path === path)
@@ -40,6 +50,10 @@ export class Router<H> {
         throw new AogError('AOG_METHOD_NOT_ALLOWED', `${method} is not allowed here`, { headers: { allow: route.methods.join(', ') } })
       }
       return route.handlers[at]!
+    }
+    if (this.#fallback !== undefined) {
+      if (into !== undefined) into.route = this.#fallback.route
+      return this.#fallback.handler
     }
     throw new AogError('AOG_NOT_FOUND', 'no such route')
   }

@@ -59,6 +59,11 @@ export const TaskResponse = Type.Object({
   nonce: Nonce,
   verification: Type.Union([Type.Literal('full'), Type.Literal('sampled')]),
   elapsed_ms: Type.Number(),
+  /** docs/protocol.md section 7: what the pass grants. */
+  grant: Type.Object({
+    expires_at: Type.Integer({ description: 'Grant expiry, epoch ms (store time).' }),
+    requests: Type.Union([Type.Integer({ minimum: 0 }), Type.Null()], { description: 'Protected requests left; null when unlimited.' }),
+  }),
 })
 
 export type TaskResponse = Static<typeof TaskResponse>

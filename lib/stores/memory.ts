@@ -18,13 +18,15 @@
  * finds nothing.
  */
 import type {
-  BindRequest, BindResult, BucketSpec, ChallengeRecord, ConsumeRequest, ConsumeResult, IssueRequest,
+  AuthorizeRequest, AuthorizeResult, BindRequest, BindResult, BucketSpec, ChallengeRecord, ConsumeRequest, ConsumeResult, IssueRequest,
   IssueResult, OnceKey, RateState, Store, TakeRequest, TakeResult,
 } from './store.js'
-import { ConsumeStatus, IssueStatus, TakeStatus, takeToken } from './store.js'
+import { AuthorizeStatus, ConsumeStatus, IssueStatus, TakeStatus, takeToken } from './store.js'
 
 interface Bucket { tokens: number, last: number, idleAt: number }
 
+/** The upstream bucket's key: the fingerprint with this prefix (the challenge bucket's is the bare fingerprint). */
+const UPSTREAM = 'u:'
 const CONSUMED = 1
 const PASSED = 2
 /** Per record in Generation.numbers: issuedAt, deadline, expiresAt, iterations, checkpointInterval. */
@@ -260,6 +262,8 @@ export class MemoryStore implements Store {
   readonly #buckets = new Map<string, Bucket>()
   readonly #once = new Map<string, number>()
   readonly #passes = new Map<string, { count: number, expiresAt: number }>()
+  /** Grants by fingerprint; requests -1: unlimited. */
+  readonly #grants = new Map<string, { expiresAt: number, requests: number }>()
   #timer: NodeJS.Timeout | undefined
   #closed = false
   /** The largest dropped generation, whose columns the next new one may take over. */
@@ -336,7 +340,26 @@ export class MemoryStore implements Store {
     const p = this.#passes.get(req.fingerprint)
     const count = (p !== undefined && p.expiresAt > now ? p.count : 0) + 1
     this.#passes.set(req.fingerprint, { count, expiresAt: Math.max(expiresAt, p?.expiresAt ?? 0) })
-    return { passes: count }
+    // The later of the current expiry and now + ttl; a pass refills the request budget.
+    const g = this.#grants.get(req.fingerprint)
+    const grant = {
+      expiresAt: Math.max(now + req.grant.ttlMs, g !== undefined && g.expiresAt > now ? g.expiresAt : 0),
+      requests: req.grant.maxRequests > 0 ? req.grant.maxRequests : -1,
+    }
+    this.#grants.set(req.fingerprint, grant)
+    return { passes: count, grant: { expiresAt: grant.expiresAt, requests: grant.requests < 0 ? null : grant.requests } }
+  }
+
+  async authorize (req: AuthorizeRequest): Promise<AuthorizeResult> {
+    const now = this.#clock()
+    const replay = this.#seen(req.once, now)
+    const { rate, admitted } = this.#take(UPSTREAM + req.fingerprint, req.rate, now)
+    if (replay) return { status: AuthorizeStatus.REPLAYED, rate }
+    if (!admitted) return { status: AuthorizeStatus.RATE_LIMITED, rate }
+    const g = this.#grants.get(req.fingerprint)
+    if (g === undefined || g.expiresAt <= now || g.requests === 0) return { status: AuthorizeStatus.NO_GRANT, rate }
+    if (g.requests > 0) g.requests--
+    return { status: AuthorizeStatus.OK, rate, grant: { expiresAt: g.expiresAt, requests: g.requests < 0 ? null : g.requests } }
   }
 
   async take (req: TakeRequest): Promise<TakeResult> {
@@ -393,6 +416,7 @@ export class MemoryStore implements Store {
     for (const [k, b] of this.#buckets) if (b.idleAt <= now) this.#buckets.delete(k)
     for (const [k, exp] of this.#once) if (exp <= now) this.#once.delete(k)
     for (const [k, p] of this.#passes) if (p.expiresAt <= now) this.#passes.delete(k)
+    for (const [k, g] of this.#grants) if (g.expiresAt <= now) this.#grants.delete(k)
   }
 
   /** The step every operation starts with: the once-key (marked seen), then a token. */

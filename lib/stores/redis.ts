@@ -15,10 +15,10 @@ import { Cluster, Redis, type ChainableCommander, type RedisOptions } from 'iore
 import { StoreUnavailableError } from '../errors.js'
 import { packageRoot } from '../paths.js'
 import type {
-  BindRequest, BindResult, ChallengeRecord, ConsumeRequest, ConsumeResult, IssueRequest, IssueResult, OnceKey, RateState,
+  AuthorizeRequest, AuthorizeResult, BindRequest, BindResult, ChallengeRecord, ConsumeRequest, ConsumeResult, IssueRequest, IssueResult, OnceKey, RateState,
   Store, TakeRequest, TakeResult,
 } from './store.js'
-import { ConsumeStatus, IssueStatus, TakeStatus } from './store.js'
+import { AuthorizeStatus, ConsumeStatus, IssueStatus, TakeStatus, type Grant } from './store.js'
 import { HEX64_SOURCE, NONCE_SOURCE } from '../protocol/constants.js'
 
 export interface HostPort { host: string, port: number }
@@ -49,6 +49,7 @@ const SCRIPTS = {
   aogConsume: 'consume.lua',
   aogBind: 'bind.lua',
   aogTake: 'take.lua',
+  aogAuthorize: 'authorize.lua',
 } as const
 
 type ScriptName = keyof typeof SCRIPTS
@@ -274,8 +275,22 @@ export class RedisStore implements Store {
   }
 
   async bind (req: BindRequest): Promise<BindResult> {
-    const passes = await this.#call('bind', async () => await this.#client.aogBind(this.#challengeKey(req.fingerprint, req.nonce), this.#key(req.fingerprint, 'p')))
-    return { passes: Number(passes) }
+    const r = await this.#call('bind', async () => await this.#client.aogBind(
+      this.#challengeKey(req.fingerprint, req.nonce), this.#key(req.fingerprint, 'p'), this.#key(req.fingerprint, 'g'),
+      Math.max(1, Math.ceil(req.grant.ttlMs)), req.grant.maxRequests
+    ) as Reply)
+    return { passes: Number(r[0]), grant: grantOf(r[1], r[2]) }
+  }
+
+  async authorize (req: AuthorizeRequest): Promise<AuthorizeResult> {
+    const [onceKey, onceTtl] = this.#onceArgs(req.fingerprint, req.once)
+    const r = await this.#call('authorize', async () => await this.#client.aogAuthorize(
+      this.#key(req.fingerprint, 'u'), this.#key(req.fingerprint, 'g'), onceKey, req.rate.burst, req.rate.perSecond, onceTtl
+    ) as Reply)
+    const status = Number(r[0]) as AuthorizeStatus
+    const rate = rateOf(r, req.rate.burst)
+    if (status !== AuthorizeStatus.OK) return { status: status as AuthorizeStatus.NO_GRANT, rate }
+    return { status, rate, grant: grantOf(r[4], r[5]) }
   }
 
   async take (req: TakeRequest): Promise<TakeResult> {
@@ -303,6 +318,12 @@ export class RedisStore implements Store {
     } catch { /* already closed or unreachable */ }
     this.#client.disconnect()
   }
+}
+
+/** The grant fields of a bind or authorize reply: expiry ms, requests left (-1: unlimited). */
+function grantOf (expiry: unknown, left: unknown): Grant {
+  const n = Number(left)
+  return { expiresAt: Number(expiry), requests: n < 0 ? null : n }
 }
 
 function rateOf (r: Reply, burst: number): RateState {

@@ -1,6 +1,7 @@
 /**
  * The Store contract. Every handler makes one atomic store call per request (docs/architecture.md):
- * issue (rate-limit + create challenge), consume (rate-limit + claim nonce), bind (record a pass),
+ * issue (rate-limit + create challenge), consume (rate-limit + claim nonce), bind (record a pass and
+ * grant access), authorize (rate-limit + check and count a protected request against the grant),
  * take (a bare token bucket). Time comes from the store's clock so that several gate instances
  * agree. Implementations: memory.ts (embedded default), redis.ts (several instances).
  *
@@ -11,6 +12,7 @@
 export enum IssueStatus { OK = 0, RATE_LIMITED = 1, FULL = 2, REPLAYED = 3 }
 export enum ConsumeStatus { OK = 0, RATE_LIMITED = 1, UNKNOWN = 2, CONSUMED = 3, EXPIRED = 4, REPLAYED = 5 }
 export enum TakeStatus { OK = 0, RATE_LIMITED = 1, REPLAYED = 2 }
+export enum AuthorizeStatus { OK = 0, RATE_LIMITED = 1, NO_GRANT = 2, REPLAYED = 3 }
 
 /** A token bucket: `burst` tokens, refilled at `perSecond`; each call takes one token. */
 export interface BucketSpec {
@@ -81,15 +83,45 @@ export type ConsumeResult =
   | { status: ConsumeStatus.OK | ConsumeStatus.EXPIRED, rate: RateState, challenge: ChallengeRecord, now: number }
   | { status: ConsumeStatus.RATE_LIMITED | ConsumeStatus.UNKNOWN | ConsumeStatus.CONSUMED | ConsumeStatus.REPLAYED, rate: RateState }
 
+/** What a pass grants (docs/protocol.md section 7). */
+export interface GrantSpec {
+  /** The grant lasts until the later of its current expiry and now + ttlMs. */
+  ttlMs: number
+  /** Protected requests allowed (a pass refills them); 0: unlimited. */
+  maxRequests: number
+}
+
+/** An identity's grant. */
+export interface Grant {
+  /** Store time, epoch ms. */
+  expiresAt: number
+  /** Protected requests left; null when unlimited. */
+  requests: number | null
+}
+
 export interface BindRequest {
   fingerprint: string
   nonce: string
+  grant: GrantSpec
 }
 
 export interface BindResult {
   /** Number of passes recorded for this identity while its record lives. */
   passes: number
+  /** The identity's grant after this pass. */
+  grant: Grant
 }
+
+export interface AuthorizeRequest {
+  fingerprint: string
+  /** The upstream bucket (separate from the challenge bucket: its own key). */
+  rate: BucketSpec
+  once?: OnceKey
+}
+
+export type AuthorizeResult =
+  | { status: AuthorizeStatus.OK, rate: RateState, grant: Grant }
+  | { status: AuthorizeStatus.RATE_LIMITED | AuthorizeStatus.NO_GRANT | AuthorizeStatus.REPLAYED, rate: RateState }
 
 export interface TakeRequest {
   fingerprint: string
@@ -116,8 +148,13 @@ export interface Store {
    * (the nonce is consumed all the same), OK otherwise. The claim marks it consumed in the same step.
    */
   consume (req: ConsumeRequest): Promise<ConsumeResult>
-  /** Record a verified pass for the identity. */
+  /** Record a verified pass for the identity and grant it access (one atomic step). */
   bind (req: BindRequest): Promise<BindResult>
+  /**
+   * A protected request: take a token from the identity's upstream bucket, then check its grant
+   * (NO_GRANT when missing, expired or used up) and count the request against it, atomically.
+   */
+  authorize (req: AuthorizeRequest): Promise<AuthorizeResult>
   /** A bare token bucket take (requests that fail before a claim still cost a token). */
   take (req: TakeRequest): Promise<TakeResult>
   /**

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 export const DEV = join(ROOT, 'certs', 'dev')
 
-if (!existsSync(join(DEV, 'crl.pem'))) execFileSync('bash', [join(ROOT, 'certs', 'gen.sh')], { stdio: 'ignore' })
+if (!existsSync(join(DEV, 'crl.pem')) || !existsSync(join(DEV, 'assertion-key.pem'))) execFileSync('bash', [join(ROOT, 'certs', 'gen.sh')], { stdio: 'ignore' })
 
 export type AgentName = 'agent' | 'agent2' | 'rogue' | 'expired' | 'revoked'
 

@@ -186,7 +186,7 @@ t.test('the memory store is bounded: a full store answers 503 and keeps every li
 t.test('a store that cannot be reached fails closed with 503 and Retry-After', async (t) => {
   const { StoreUnavailableError } = await import('../../lib/errors.js')
   const down = async (): Promise<never> => { throw new StoreUnavailableError('down') }
-  const store = { kind: 'broken', issue: down, consume: down, bind: down, take: down, ping: down, close: async () => {} }
+  const store = { kind: 'broken', issue: down, consume: down, bind: down, take: down, authorize: down, ping: down, close: async () => {} }
   const g = await startGate(t, {}, { store })
   const r = await g.raw('agent', '/challenge')
   t.equal(r.status, 503)

@@ -5,11 +5,12 @@
  */
 import type { Test } from 'tap'
 import { randomBytes } from 'node:crypto'
-import { ConsumeStatus, IssueStatus, TakeStatus, type IssueRequest, type Store } from '../../lib/stores/store.js'
+import { AuthorizeStatus, ConsumeStatus, IssueStatus, TakeStatus, type IssueRequest, type Store } from '../../lib/stores/store.js'
 
 const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
 const fp = (): string => randomBytes(32).toString('hex')
 const LOOSE = { burst: 10_000, perSecond: 10_000 }
+const GRANT = { ttlMs: 60_000, maxRequests: 0 }
 
 function issueReq (fingerprint: string, over: Partial<IssueRequest> = {}): IssueRequest {
   return {
@@ -116,8 +117,103 @@ export function storeConformance (t: Test, name: string, make: () => Promise<Sto
       await store.issue(b)
       await store.consume({ fingerprint: f, nonce: a.nonce, rate: LOOSE })
       await store.consume({ fingerprint: f, nonce: b.nonce, rate: LOOSE })
-      t.equal((await store.bind({ fingerprint: f, nonce: a.nonce })).passes, 1)
-      t.equal((await store.bind({ fingerprint: f, nonce: b.nonce })).passes, 2)
+      t.equal((await store.bind({ fingerprint: f, nonce: a.nonce, grant: GRANT })).passes, 1)
+      t.equal((await store.bind({ fingerprint: f, nonce: b.nonce, grant: GRANT })).passes, 2)
+    })
+
+    /** Issue, claim and bind one challenge for `f`: a pass. */
+    const passFor = async (f: string, grant = GRANT): Promise<Awaited<ReturnType<Store['bind']>>> => {
+      const req = issueReq(f)
+      await store.issue(req)
+      await store.consume({ fingerprint: f, nonce: req.nonce, rate: LOOSE })
+      return await store.bind({ fingerprint: f, nonce: req.nonce, grant })
+    }
+
+    t.test('no grant before a pass: NO_GRANT (and the upstream token is taken all the same)', async (t) => {
+      const f = fp()
+      const r = await store.authorize({ fingerprint: f, rate: { burst: 5, perSecond: 0.001 } })
+      t.equal(r.status, AuthorizeStatus.NO_GRANT)
+      t.equal(r.rate.remaining, 4)
+    })
+
+    t.test('a pass grants until now + ttl, unlimited by default; authorize reports it', async (t) => {
+      const f = fp()
+      const before = Date.now()
+      const b = await passFor(f)
+      t.equal(b.grant.requests, null)
+      t.ok(Math.abs(b.grant.expiresAt - (before + GRANT.ttlMs)) < 2000, 'expiry is now + ttl on the store clock')
+      for (let i = 0; i < 5; i++) {
+        const a = await store.authorize({ fingerprint: f, rate: LOOSE })
+        t.equal(a.status, AuthorizeStatus.OK)
+        if (a.status === AuthorizeStatus.OK) t.same(a.grant, b.grant)
+      }
+    })
+
+    t.test('a request budget: exactly N allowed, then NO_GRANT; a new pass refills it', async (t) => {
+      const f = fp()
+      const grant = { ttlMs: 60_000, maxRequests: 3 }
+      t.equal((await passFor(f, grant)).grant.requests, 3)
+      const seen: number[] = []
+      for (let i = 0; i < 3; i++) {
+        const a = await store.authorize({ fingerprint: f, rate: LOOSE })
+        t.equal(a.status, AuthorizeStatus.OK)
+        if (a.status === AuthorizeStatus.OK) seen.push(a.grant.requests ?? -1)
+      }
+      t.same(seen, [2, 1, 0])
+      t.equal((await store.authorize({ fingerprint: f, rate: LOOSE })).status, AuthorizeStatus.NO_GRANT)
+      t.equal((await passFor(f, grant)).grant.requests, 3, 'refilled')
+      t.equal((await store.authorize({ fingerprint: f, rate: LOOSE })).status, AuthorizeStatus.OK)
+    })
+
+    t.test('a concurrent burst against a budget of 10 allows exactly 10', async (t) => {
+      const f = fp()
+      await passFor(f, { ttlMs: 60_000, maxRequests: 10 })
+      const all = await Promise.all(Array.from({ length: 40 }, async () => await store.authorize({ fingerprint: f, rate: LOOSE })))
+      t.equal(all.filter((r) => r.status === AuthorizeStatus.OK).length, 10)
+      t.equal(all.filter((r) => r.status === AuthorizeStatus.NO_GRANT).length, 30)
+    })
+
+    t.test('a grant expires; a new pass keeps the later expiry', { skip: clockSkip }, async (t) => {
+      const f = fp()
+      const short = await passFor(f, { ttlMs: 300, maxRequests: 0 })
+      t.equal((await store.authorize({ fingerprint: f, rate: LOOSE })).status, AuthorizeStatus.OK)
+      const long = await passFor(f, { ttlMs: 60_000, maxRequests: 0 })
+      t.ok(long.grant.expiresAt > short.grant.expiresAt + 50_000)
+      const again = await passFor(f, { ttlMs: 300, maxRequests: 0 })
+      t.equal(again.grant.expiresAt, long.grant.expiresAt, 'a shorter ttl does not cut a longer grant')
+      const g = fp()
+      await passFor(g, { ttlMs: 300, maxRequests: 0 })
+      await sleep(450)
+      t.equal((await store.authorize({ fingerprint: g, rate: LOOSE })).status, AuthorizeStatus.NO_GRANT, 'expired')
+      t.equal((await store.authorize({ fingerprint: f, rate: LOOSE })).status, AuthorizeStatus.OK, 'the longer one lives')
+    })
+
+    t.test('a grant belongs to its identity only', async (t) => {
+      const f = fp()
+      await passFor(f)
+      t.equal((await store.authorize({ fingerprint: fp(), rate: LOOSE })).status, AuthorizeStatus.NO_GRANT)
+    })
+
+    t.test('the upstream bucket: burst then RATE_LIMITED, separate from the challenge bucket', async (t) => {
+      const f = fp()
+      await passFor(f)
+      const rate = { burst: 3, perSecond: 0.001 }
+      const all = []
+      for (let i = 0; i < 5; i++) all.push(await store.authorize({ fingerprint: f, rate }))
+      t.same(all.map((r) => r.status), [0, 0, 0, AuthorizeStatus.RATE_LIMITED, AuthorizeStatus.RATE_LIMITED])
+      t.ok(all[3]!.rate.retryAfterMs > 0)
+      t.equal((await store.take({ fingerprint: f, rate })).status, TakeStatus.OK, 'the challenge bucket is untouched')
+    })
+
+    t.test('a once-key is REPLAYED on authorize and allows nothing', async (t) => {
+      const f = fp()
+      await passFor(f, { ttlMs: 60_000, maxRequests: 5 })
+      const once = { id: randomBytes(16).toString('hex'), ttlMs: 60_000 }
+      const a = await store.authorize({ fingerprint: f, rate: LOOSE, once })
+      t.equal(a.status, AuthorizeStatus.OK)
+      t.equal((await store.authorize({ fingerprint: f, rate: LOOSE, once })).status, AuthorizeStatus.REPLAYED)
+      const b = await store.authorize({ fingerprint: f, rate: LOOSE })
+      t.equal(b.status === AuthorizeStatus.OK ? b.grant.requests : -1, 3, 'the replay counted nothing')
     })
 
     t.test('the token bucket: burst, then RATE_LIMITED with a retry time, then refill', async (t) => {

@@ -57,7 +57,7 @@ t.test('an include with directives or keys of its own is refused', async (t) => 
 t.test('every script in lua/ loads, and defineCommand gets the key count its header declares', async (t) => {
   const scripts = loadScripts()
   const files = readdirSync(LUA).filter((f) => f.endsWith('.lua')).sort()
-  t.same(files, ['bind.lua', 'consume.lua', 'issue.lua', 'take.lua'], 'the scripts the store calls are the ones in lua/ (includes in lua/includes/)')
+  t.same(files, ['authorize.lua', 'bind.lua', 'consume.lua', 'issue.lua', 'take.lua'], 'the scripts the store calls are the ones in lua/ (includes in lua/includes/)')
   // The header, read here independently of the loader.
   const declared = (file: string): number => Number(/^--- @keys (\d+)$/m.exec(readFileSync(join(LUA, file), 'utf8'))![1])
   const client = new RedisMock() as unknown as Redis
@@ -66,10 +66,10 @@ t.test('every script in lua/ loads, and defineCommand gets the key count its hea
   client.defineCommand = (name, def) => { defined[name] = def; define(name, def) }
   const store = new RedisStore({ client })
   t.teardown(() => store.close())
-  t.same(Object.keys(defined).sort(), ['aogBind', 'aogConsume', 'aogIssue', 'aogTake'])
-  for (const [name, file] of [['aogIssue', 'issue.lua'], ['aogConsume', 'consume.lua'], ['aogBind', 'bind.lua'], ['aogTake', 'take.lua']] as const) {
+  t.same(Object.keys(defined).sort(), ['aogAuthorize', 'aogBind', 'aogConsume', 'aogIssue', 'aogTake'])
+  for (const [name, file] of [['aogIssue', 'issue.lua'], ['aogConsume', 'consume.lua'], ['aogBind', 'bind.lua'], ['aogTake', 'take.lua'], ['aogAuthorize', 'authorize.lua']] as const) {
     t.equal(defined[name]!.numberOfKeys, declared(file), `${name}: ${declared(file)} keys`)
     t.equal(defined[name]!.lua, scripts[name].lua, `${name}: the loaded source`)
-    t.equal(defined[name]!.lua.includes('local function take_token('), file !== 'bind.lua', `${name}: the bucket include exactly where declared`)
+    t.equal(defined[name]!.lua.includes('local function take_token('), /^--- @include "includes\/bucket"$/m.test(readFileSync(join(LUA, file), 'utf8')), `${name}: the bucket include exactly where declared`)
   }
 })

@@ -36,6 +36,11 @@ t.test('the router answers 404 for unknown paths and 405 with Allow for known on
   t.equal(r.find('GET', '/a'), 'a2', 'a method added again replaces its handler (methods are upper-cased)')
   t.match(t.throws(() => r.find('DELETE', '/a')), { headers: { allow: 'GET, PUT' } }, 'Allow lists each method once, in the order added')
   t.throws(() => r.find('GET', '/a/'), { code: 'AOG_NOT_FOUND' }, 'paths match exactly')
+  const routed = { route: '' }
+  r.otherwise('upstream', 'fallback')
+  t.equal(r.find('PATCH', '/anything/else?q', routed), 'fallback', 'with a fallback, unknown paths go to it, any method')
+  t.equal(routed.route, 'upstream')
+  t.match(t.throws(() => r.find('DELETE', '/a')), { code: 'AOG_METHOD_NOT_ALLOWED' }, 'a known path keeps its 405')
 })
 
 t.test('the token bucket arithmetic', async (t) => {

@@ -1,0 +1,126 @@
+/**
+ * After the pass (docs/protocol.md section 7): the protected request, proxied to --upstream in
+ * direct mode, and GET /auth, the authorization subrequest of a reverse proxy. Both make the same
+ * checks: identity and revocation (the pipeline's identity step), then one atomic store call that
+ * takes a token from the identity's upstream bucket, checks its grant and counts the request.
+ * An allowed request carries X-AOG-Agent, the gate's signed assertion of who called.
+ */
+import type { IncomingMessage } from 'node:http'
+import { AogError } from '../errors.js'
+import { BASE_HEADERS } from '../http/reply.js'
+import { cnfOf } from '../assertion.js'
+import { AuthorizeStatus, type Grant } from '../stores/store.js'
+import { rateLimited, replayedIdentity, type Handler, type RequestContext, type GateParts } from './context.js'
+
+/** The gate's own paths: never proxied (docs/protocol.md section 7). */
+export const AUTH_PATH = '/auth'
+const RESERVED_PREFIX = '/.well-known/aog/'
+
+/** The route label of a proxied request (metrics and logs: one label, not the path). */
+export const UPSTREAM_ROUTE = 'upstream'
+
+const GRANT_HEADERS = {
+  'www-authenticate': 'AOG challenge="/challenge"',
+  link: '</challenge>; rel="https://aog.dev/rel/challenge"',
+}
+
+/** The 401 of an identity without a live grant, saying how to get one. */
+export function grantRequired (): AogError {
+  return new AogError('AOG_GRANT_REQUIRED', 'no live grant for this identity: pass a challenge first (GET /challenge, then POST /task)', { headers: GRANT_HEADERS })
+}
+
+/** Take an upstream token, check and count the grant (one store call); throws the refusal. */
+async function authorize (ctx: RequestContext, parts: GateParts): Promise<Grant> {
+  const { config, store } = parts
+  const rate = { burst: config.upstreamRateBurst, perSecond: config.upstreamRatePerSecond }
+  const a = await store.authorize({ fingerprint: ctx.identity.fingerprint, rate, once: ctx.once })
+  switch (a.status) {
+    case AuthorizeStatus.OK: return a.grant
+    case AuthorizeStatus.REPLAYED: throw replayedIdentity()
+    case AuthorizeStatus.RATE_LIMITED: throw rateLimited(a.rate, rate.perSecond)
+    case AuthorizeStatus.NO_GRANT: throw grantRequired()
+  }
+}
+
+async function assertion (ctx: RequestContext, parts: GateParts, grant: Grant, method: string, target: string): Promise<string> {
+  if (parts.assertion === undefined) throw new Error('no assertion signer')
+  const { fingerprint } = ctx.identity
+  return await parts.assertion.sign({ sub: fingerprint, htm: method, htu: target, cnf: cnfOf({ fingerprint }), grant_exp: grant.expiresAt })
+}
+
+function single (v: string | string[] | undefined): string | undefined {
+  return typeof v === 'string' && v !== '' ? v : undefined
+}
+
+/**
+ * The original method and request target of an authorization subrequest: X-Original-Method and
+ * X-Original-URI (nginx), or X-Forwarded-Method and X-Forwarded-Uri (Traefik). Undefined when
+ * either is missing or repeated, or the target is not an origin-form path.
+ */
+export function originalRequest (req: IncomingMessage): { method: string, target: string } | undefined {
+  const h = req.headers
+  const method = single(h['x-original-method']) ?? single(h['x-forwarded-method'])
+  const target = single(h['x-original-uri']) ?? single(h['x-forwarded-uri'])
+  if (method === undefined || target === undefined || !/^[A-Z]{1,16}$/.test(method) || !target.startsWith('/')) return undefined
+  return { method, target }
+}
+
+/** The path of a request target (no query). */
+export function pathOf (url: string): string {
+  const q = url.indexOf('?')
+  return q === -1 ? url : url.slice(0, q)
+}
+
+const NO_CONTENT = Object.entries(BASE_HEADERS).flat()
+
+/** GET /auth: 204 with X-AOG-Agent when allowed; a refusal is reshaped by authRefusal. */
+export const getAuth: Handler = async (ctx, parts) => {
+  const original = originalRequest(ctx.req)
+  if (original === undefined) throw new AogError('AOG_BAD_REQUEST', 'X-Original-Method and X-Original-URI (or X-Forwarded-Method and X-Forwarded-Uri) are required')
+  const grant = await authorize(ctx, parts)
+  const jws = await assertion(ctx, parts, grant, original.method, original.target)
+  parts.metrics.authDecisions.inc({ result: 'allowed', code: 'ok' })
+  ctx.outcome = 'ok'
+  ctx.send(204, [...NO_CONTENT, 'x-aog-agent', jws], '')
+}
+
+/**
+ * A refusal of /auth as a reverse proxy can pass it on: auth_request and friends take only 2xx,
+ * 401 and 403, so the real status and code travel in X-AOG-Status and X-AOG-Code (the proxy's
+ * configuration turns them back into the real answer; see nginx/aog.conf).
+ */
+export function authRefusal (e: AogError): { status: number, headers: Record<string, string> } {
+  return {
+    status: e.status === 401 ? 401 : 403,
+    headers: { ...e.headers, 'x-aog-code': e.code, 'x-aog-status': String(e.status) },
+  }
+}
+
+/** Every path not the gate's own, with --upstream: checked, then proxied. */
+export const proxyRequest: Handler = async (ctx, parts) => {
+  const { req, res } = ctx
+  if (parts.upstream === undefined) throw new AogError('AOG_NOT_FOUND', 'no such route')
+  const target = req.url ?? '/'
+  if (pathOf(target).startsWith(RESERVED_PREFIX)) throw new AogError('AOG_NOT_FOUND', 'no such route')
+  const grant = await authorize(ctx, parts)
+  const jws = await assertion(ctx, parts, grant, req.method ?? 'GET', target)
+  parts.metrics.authDecisions.inc({ result: 'allowed', code: 'ok' })
+  const t0 = performance.now()
+  ctx.outcome = 'ok'
+  let status = 0
+  try {
+    const r = await parts.upstream.forward(req, res, { clientIp: req.socket.remoteAddress ?? '', proto: 'https', host: req.headers.host ?? '', assertion: jws })
+    status = r.status
+    // Cut after the answer started: the connection was destroyed; the log line says why.
+    if (r.cut !== undefined) {
+      ctx.outcome = r.cut.reason
+      if (r.cut.reason !== 'client_closed') ctx.log.warn({ reason: r.cut.reason, err: (r.cut.cause as Error | undefined)?.message }, 'upstream exchange cut')
+    }
+  } finally {
+    // A failure before the upstream answered is booked as status 0 (the client gets 413/502/504).
+    const seconds = (performance.now() - t0) / 1000
+    ctx.upstream = { status, ms: Math.round(seconds * 100_000) / 100 }
+    parts.metrics.upstreamRequests.inc({ status_class: status === 0 ? 'error' : `${Math.floor(status / 100)}xx` })
+    parts.metrics.upstreamDuration.observe(seconds)
+  }
+}

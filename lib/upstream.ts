@@ -1,0 +1,272 @@
+/**
+ * The reverse proxy of direct mode (docs/protocol.md section 7): an allowed protected request is
+ * forwarded to the upstream over a pool of kept-alive undici connections, its body streamed both
+ * ways, and the upstream's answer, errors included, passed back unchanged but for hop-by-hop headers.
+ *
+ * Header rules toward the upstream:
+ * - `Host` is the upstream URL's host (nginx `proxy_pass`'s default): the upstream is addressed by
+ *   its own name, and the Host the client sent goes in `X-Forwarded-Host`.
+ * - `X-Forwarded-For` is SET to the client's address, not appended to: in direct mode the gate is
+ *   the edge, so any value a client sent is its own claim and is dropped, as are `Forwarded`,
+ *   `X-Forwarded-Proto` and `X-Forwarded-Host` (the gate sets the last two).
+ * - Every client-sent `X-AOG-*` header is removed, then `X-AOG-Agent` is set from the assertion.
+ * - Hop-by-hop headers (Connection and the headers it names, Keep-Alive, Proxy-Connection, TE,
+ *   Trailer, Transfer-Encoding, Upgrade, Proxy-Authorization, Proxy-Authenticate) are dropped both ways.
+ *
+ * Errors: before anything was written to the client, `forward` rejects with an AogError (400, 413,
+ * 502, 504) for the caller to answer as problem+json. Once the upstream's headers were written, a
+ * failure destroys the client's response (the only honest signal left) and `forward` resolves with
+ * the upstream status and `cut` saying why; it never rejects then.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { pipeline, Transform } from 'node:stream'
+import { Pool } from 'undici'
+import { AogError } from './errors.js'
+
+export interface UpstreamOptions {
+  /** http:// or https:// origin, optionally with a path prefix (no query). */
+  url: string
+  /** CA bundle an https upstream's certificate must chain to (default: the system CAs). */
+  ca?: Buffer | undefined
+  /** Largest request body forwarded; beyond it 413 (or the exchange is cut once answered). */
+  maxBodyBytes: number
+  /** Upstream silence allowed before its response headers (504), and within its body (cut). */
+  timeoutMs: number
+  /** Kept-alive connections to the upstream at most. */
+  connections: number
+}
+
+export interface ForwardInfo {
+  clientIp: string
+  proto: 'https' | 'http'
+  /** The Host the client sent. */
+  host: string
+  /** The X-AOG-Agent value (the gate's signed assertion). */
+  assertion?: string
+}
+
+/** Why an exchange did not complete after `forward` stopped being able to answer with an error. */
+export type CutReason = 'client_closed' | 'upstream_failed' | 'upstream_timeout' | 'body_too_large'
+
+export interface ForwardResult {
+  /** The upstream's status; 499 when the client left before the upstream answered. */
+  status: number
+  /** Absent when the response was written in full. Otherwise the response was destroyed (or never written: 499). */
+  cut?: { reason: CutReason, cause: unknown }
+}
+
+export interface UpstreamStats { connected: number, free: number, pending: number, running: number, size: number }
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding',
+  'upgrade', 'proxy-authorization', 'proxy-authenticate'])
+
+// Client request headers never forwarded as sent: hop-by-hop, the ones the gate sets itself, Expect
+// (node has answered 100-continue already) and Content-Length (re-added only with a body).
+const REQUEST_DROPPED = new Set([...HOP_BY_HOP, 'host', 'expect', 'content-length', 'forwarded',
+  'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host'])
+
+// A reason phrase node accepts as it is (anything else gets the standard phrase).
+const REASON_PHRASE = /^[\t\x20-\x7e]*$/
+
+/** The client left: the abort reason of its upstream request. */
+class ClientClosed extends Error {
+  constructor () {
+    super('the client closed the connection')
+    this.name = 'ClientClosed'
+  }
+}
+
+export class Upstream {
+  readonly #pool: Pool
+  readonly #prefix: string
+  readonly #host: string
+  readonly #maxBodyBytes: number
+  readonly #timeoutMs: number
+
+  constructor (opts: UpstreamOptions) {
+    const url = new URL(opts.url)
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`upstream must be http:// or https://, not ${url.protocol}`)
+    this.#prefix = url.pathname.replace(/\/+$/, '')
+    this.#host = url.host
+    this.#maxBodyBytes = opts.maxBodyBytes
+    this.#timeoutMs = opts.timeoutMs
+    this.#pool = new Pool(url.origin, {
+      connections: opts.connections,
+      // The wait for the response headers is timed by forward() (time spent waiting on the
+      // client's upload does not count against the upstream); undici times the body's pauses.
+      headersTimeout: 0,
+      bodyTimeout: opts.timeoutMs,
+      connect: { ca: opts.ca, timeout: opts.timeoutMs },
+    })
+  }
+
+  /**
+   * Proxy `req` to the upstream and write its answer to `res`. Resolves once the response was
+   * written in full, or was cut (see ForwardResult). Rejects with an AogError only while nothing
+   * was written to `res`: 400 (Upgrade, CONNECT, a target that is not a path), 413, 502, 504.
+   */
+  async forward (req: IncomingMessage, res: ServerResponse, info: ForwardInfo): Promise<ForwardResult> {
+    // Upgrade (WebSocket, h2c) and CONNECT turn the connection into a tunnel the pool cannot carry.
+    if (req.method === 'CONNECT' || req.headers.upgrade !== undefined) {
+      throw new AogError('AOG_BAD_REQUEST', 'Upgrade and CONNECT requests are not supported by the upstream proxy')
+    }
+    const target = req.url ?? ''
+    if (!target.startsWith('/')) throw new AogError('AOG_BAD_REQUEST', 'the request target must be a path')
+    const length = req.headers['content-length']
+    const chunked = req.headers['transfer-encoding'] !== undefined
+    if (length !== undefined && Number(length) > this.#maxBodyBytes) {
+      res.shouldKeepAlive = false
+      throw new AogError('AOG_BODY_TOO_LARGE', `the request body exceeds ${this.#maxBodyBytes} bytes`)
+    }
+    const headers = requestHeaders(req.rawHeaders, this.#host, info)
+    const body = chunked || (length !== undefined && length !== '0') ? this.#limited(req) : undefined
+    if (body !== undefined && length !== undefined) headers.push('content-length', length)
+
+    const ac = new AbortController()
+    const onClose = (): void => { if (!res.writableFinished) ac.abort(new ClientClosed()) }
+    res.once('close', onClose)
+
+    // The wait for the upstream's headers, paused while the upload waits on the client: armed
+    // from the start, off while undici reads the body, on again when the upstream stops reading
+    // it (undici pauses the body) and once the whole body was handed over.
+    let timer: NodeJS.Timeout | undefined
+    let answered = false
+    const arm = (): void => {
+      if (answered) return
+      clearTimeout(timer)
+      timer = setTimeout(() => { ac.abort(new AogError('AOG_UPSTREAM_TIMEOUT', 'the upstream did not answer in time')) }, this.#timeoutMs)
+    }
+    arm()
+    if (body !== undefined) {
+      body.on('pause', arm)
+      body.on('end', arm)
+      body.on('resume', () => { if (body.readableFlowing === true) clearTimeout(timer) })
+    }
+
+    let data: Awaited<ReturnType<Pool['request']>>
+    try {
+      data = await this.#pool.request({
+        path: this.#prefix + target,
+        method: req.method ?? 'GET',
+        headers,
+        body,
+        signal: ac.signal,
+        responseHeaders: 'raw',
+      })
+    } catch (err) {
+      clearTimeout(timer)
+      if (body !== undefined) req.unpipe(body)
+      if (err instanceof ClientClosed || req.socket.destroyed) return { status: 499, cut: { reason: 'client_closed', cause: err } }
+      // The client's body was not read to its end: the connection cannot carry another request.
+      if (!req.complete) res.shouldKeepAlive = false
+      throw toAogError(err)
+    } finally {
+      answered = true
+    }
+    clearTimeout(timer)
+
+    const status = data.statusCode
+    // The upstream answered while the client was still uploading: close the connection after this answer.
+    if (!req.complete) res.shouldKeepAlive = false
+    try {
+      const out = responseHeaders(data.headers as unknown as string[])
+      if (REASON_PHRASE.test(data.statusText)) res.writeHead(status, data.statusText, out)
+      else res.writeHead(status, out)
+    } catch (err) {
+      // Headers node refuses to send: nothing was written, the answer is still ours to give.
+      data.body.destroy()
+      if (!req.complete) res.shouldKeepAlive = false
+      throw new AogError('AOG_UPSTREAM_UNAVAILABLE', 'the upstream sent a response that cannot be relayed', { cause: err })
+    }
+
+    const failure = await new Promise<unknown>((resolve) => { pipeline(data.body, res, resolve) })
+    if (failure === undefined || failure === null) return { status }
+    if (body !== undefined) req.unpipe(body)
+    res.destroy()
+    return { status, cut: { reason: cutReason(failure), cause: failure } }
+  }
+
+  /** Pool gauges for metrics (undici Pool stats). */
+  stats (): UpstreamStats {
+    const s = this.#pool.stats
+    return { connected: s.connected, free: s.free, pending: s.pending, running: s.running, size: s.size }
+  }
+
+  /** Closes the pool once its requests are done; later forwards fail (502). */
+  async close (): Promise<void> {
+    await this.#pool.close()
+  }
+
+  /** The request body as a stream that fails with 413 once it grows past the limit. */
+  #limited (req: IncomingMessage): Transform {
+    const max = this.#maxBodyBytes
+    let seen = 0
+    const body = new Transform({
+      transform (chunk: Buffer, _enc, cb) {
+        seen += chunk.length
+        if (seen > max) cb(new AogError('AOG_BODY_TOO_LARGE', `the request body exceeds ${max} bytes`))
+        else cb(null, chunk)
+      },
+    })
+    // A client that leaves mid-upload fails the body, so undici aborts the upstream request.
+    req.once('error', (err) => { body.destroy(err) })
+    req.pipe(body)
+    return body
+  }
+}
+
+/** The header names a Connection header lists (lower case). */
+function connectionTokens (raw: string[]): Set<string> {
+  const named = new Set<string>()
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.toLowerCase() !== 'connection') continue
+    for (const token of raw[i + 1]!.split(',')) named.add(token.trim().toLowerCase())
+  }
+  return named
+}
+
+/** The client's headers as the upstream gets them (flat name/value list, client order and case). */
+function requestHeaders (raw: string[], upstreamHost: string, info: ForwardInfo): string[] {
+  const named = connectionTokens(raw)
+  const out: string[] = ['host', upstreamHost]
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!
+    const lower = name.toLowerCase()
+    if (REQUEST_DROPPED.has(lower) || named.has(lower) || lower.startsWith('x-aog-')) continue
+    out.push(name, raw[i + 1]!)
+  }
+  out.push('x-forwarded-for', info.clientIp, 'x-forwarded-proto', info.proto, 'x-forwarded-host', info.host)
+  if (info.assertion !== undefined) out.push('x-aog-agent', info.assertion)
+  return out
+}
+
+/** The upstream's headers as the client gets them: all but the hop-by-hop ones, duplicates kept. */
+function responseHeaders (raw: string[]): string[] {
+  const named = connectionTokens(raw)
+  const out: string[] = []
+  for (let i = 0; i < raw.length; i += 2) {
+    const lower = raw[i]!.toLowerCase()
+    if (HOP_BY_HOP.has(lower) || named.has(lower)) continue
+    out.push(raw[i]!, raw[i + 1]!)
+  }
+  return out
+}
+
+/** A failure before the upstream's headers, as the gate answers it. */
+function toAogError (err: unknown): AogError {
+  if (err instanceof AogError) return err
+  const code = (err as { code?: unknown } | null)?.code
+  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT') {
+    return new AogError('AOG_UPSTREAM_TIMEOUT', 'the upstream did not answer in time', { cause: err })
+  }
+  // Refused, reset, DNS, TLS, a malformed response, a closed pool: the upstream cannot be used.
+  return new AogError('AOG_UPSTREAM_UNAVAILABLE', 'the upstream could not be reached', { cause: err })
+}
+
+/** Why a response already started was cut. */
+function cutReason (err: unknown): CutReason {
+  if (err instanceof ClientClosed || (err as { code?: unknown }).code === 'ERR_STREAM_PREMATURE_CLOSE') return 'client_closed'
+  if (err instanceof AogError) return err.code === 'AOG_BODY_TOO_LARGE' ? 'body_too_large' : 'upstream_timeout'
+  if ((err as { code?: unknown }).code === 'UND_ERR_BODY_TIMEOUT') return 'upstream_timeout'
+  return 'upstream_failed'
+}
