@@ -83,3 +83,10 @@ export async function startGateProcess (args: string[] = []): Promise<Child> {
   }
   return { child, port, stop: () => child.kill('SIGTERM') }
 }
+
+/** bench/access-server.ts in `role` (upstream, auth, or proxy in front of `target`). */
+export async function startAccessServer (role: 'upstream' | 'auth' | 'proxy', target = ''): Promise<Child> {
+  const child = tracked(spawn(process.execPath, [join(ROOT, 'dist', 'bench', 'access-server.js'), role, DEV, target], { stdio: ['ignore', 'pipe', 'inherit'] }))
+  const port = await firstLine(child, (l) => Number(l) || undefined)
+  return { child, port, stop: () => child.kill('SIGTERM') }
+}

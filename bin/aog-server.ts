@@ -37,21 +37,40 @@ function usage (): string {
     'Quick start with generated dev certificates:  aog-server --dev',
     '',
     'aog-server nginx-config [--listen 443] [--server-name NAME] [--server-cert FILE] [--server-key FILE]',
-    '    [--client-ca FILE] [--crl FILE] [--secret-file FILE] [--upstream HOST:PORT] [--js-path DIR]',
-    '    [--max-body SIZE]   prints an nginx configuration for forwarded mode (see docs/operations.md)',
+    '    [--client-ca FILE] [--crl FILE] [--secret-file FILE] [--js-path DIR] [--max-body SIZE]',
+    '    [--upstream HOST:PORT[,HOST:PORT…]]… [--max-fails 3] [--fail-timeout 10s]',
+    '    [--protect http://HOST:PORT[/PREFIX]] [--protect-max-body 100m]',
+    '    prints an nginx configuration for forwarded mode (see docs/operations.md). --upstream, repeated',
+    '    or comma-separated: the gate instances. --protect: nginx also fronts the protected application,',
+    '    each request authorized by the gate\'s GET /auth (needs --assertion-key on the gate).',
   ].join('\n')
 }
 
 /** `aog-server nginx-config …`: print the reference nginx configuration for the given paths. */
 function nginxConfig (argv: string[]): void {
   const names: Array<[keyof NginxOptions, string]> = [['listen', 'listen'], ['serverName', 'server-name'], ['serverCert', 'server-cert'],
-    ['serverKey', 'server-key'], ['clientCa', 'client-ca'], ['crl', 'crl'], ['secretFile', 'secret-file'], ['upstream', 'upstream'],
-    ['jsPath', 'js-path'], ['maxBody', 'max-body']]
-  const { values } = parseArgs({ args: argv, options: Object.fromEntries(names.map(([, f]) => [f, { type: 'string' as const }])), strict: true })
-  const opts: NginxOptions = { ...EXAMPLE }
+    ['serverKey', 'server-key'], ['clientCa', 'client-ca'], ['crl', 'crl'], ['secretFile', 'secret-file'], ['jsPath', 'js-path'],
+    ['maxBody', 'max-body'], ['failTimeout', 'fail-timeout'], ['protect', 'protect'], ['protectMaxBody', 'protect-max-body']]
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      ...Object.fromEntries(names.map(([, f]) => [f, { type: 'string' as const }])),
+      upstream: { type: 'string', multiple: true },
+      'max-fails': { type: 'string' },
+    },
+    strict: true,
+  })
+  // The example's paths are the defaults; the protected application is only there when asked for.
+  const opts: NginxOptions = { ...EXAMPLE, protect: undefined }
   for (const [k, f] of names) {
-    const v = values[f]
+    const v = (values as Record<string, unknown>)[f]
     if (typeof v === 'string') (opts as unknown as Record<string, string>)[k] = v
+  }
+  if (values.upstream !== undefined) opts.upstream = values.upstream
+  const maxFails = values['max-fails']
+  if (maxFails !== undefined) {
+    if (!/^[0-9]+$/.test(maxFails)) throw new Error(`--max-fails must be an integer >= 0: ${maxFails}`)
+    opts.maxFails = Number(maxFails)
   }
   process.stdout.write(renderNginxConfig(opts))
 }
@@ -89,7 +108,7 @@ function parseArgv (argv: string[]): { raw: Record<string, unknown>, config?: st
 function devPaths (raw: Record<string, unknown>): Record<string, unknown> {
   const root = packageRoot()
   const dir = join(root, 'certs', 'dev')
-  if (!existsSync(join(dir, 'server.pem')) || !existsSync(join(dir, 'crl.pem'))) {
+  if (!['server.pem', 'crl.pem', 'assertion-key.pem'].every((f) => existsSync(join(dir, f)))) {
     execFileSync('bash', [join(root, 'certs', 'gen.sh'), dir], { stdio: ['ignore', 'ignore', 'inherit'] })
   }
   return {
@@ -98,6 +117,7 @@ function devPaths (raw: Record<string, unknown>): Record<string, unknown> {
     tlsKey: join(dir, 'server-key.pem'),
     clientCa: join(dir, 'ca.pem'),
     crl: join(dir, 'crl.pem'),
+    assertionKey: join(dir, 'assertion-key.pem'),
     ...raw,
   }
 }

@@ -2,7 +2,12 @@
  * The reference nginx configuration for forwarded mode (`aog-server nginx-config`, and
  * nginx/aog.conf, which is this rendered with the example paths; a test keeps them equal and runs
  * a real nginx with it). It is a fragment for the `http {}` context (e.g. /etc/nginx/conf.d/).
+ *
+ * With `protect`, nginx also fronts the protected application (docs/protocol.md section 7): the
+ * gate's own paths go to the gate, every other request is authorized by the gate's `GET /auth`
+ * (`auth_request`) and then proxied to the application with `X-AOG-Agent`.
  */
+import { ERRORS, type ErrorCode } from './errors.js'
 
 export interface NginxOptions {
   /** nginx `listen` for agents, e.g. 443 or 0.0.0.0:8443 */
@@ -16,12 +21,20 @@ export interface NginxOptions {
   crl?: string | undefined
   /** File whose first line is the HMAC secret (readable by the nginx worker user). */
   secretFile: string
-  /** The gate's forwarded listener, host:port. */
-  upstream: string
+  /** The gate instances' forwarded listeners, host:port each (an array, or comma-separated). */
+  upstream: string | string[]
+  /** A gate instance failing this many times within failTimeout is left out for failTimeout (default 3). */
+  maxFails?: number | undefined
+  /** nginx time, e.g. 10s (the default). */
+  failTimeout?: string | undefined
   /** Directory holding aog-sign.js. */
   jsPath: string
-  /** Largest request body (keep equal to the gate's --max-body-bytes). */
-  maxBody?: string
+  /** Largest request body to the gate (keep equal to the gate's --max-body-bytes). */
+  maxBody?: string | undefined
+  /** The protected application, http://host:port[/prefix]; without it nginx fronts the gate only. */
+  protect?: string | undefined
+  /** Largest request body to the protected application (default 100m, the gate's --upstream-max-body-bytes). */
+  protectMaxBody?: string | undefined
 }
 
 export const EXAMPLE: NginxOptions = {
@@ -35,23 +48,230 @@ export const EXAMPLE: NginxOptions = {
   upstream: '127.0.0.1:8081',
   jsPath: '/etc/nginx/aog',
   maxBody: '64k',
+  protect: 'http://127.0.0.1:8080',
 }
 
-const PROBLEM_401 = JSON.stringify({
-  type: 'urn:aog:problem:aog-identity-required',
-  title: 'Client identity required',
-  status: 401,
-  detail: 'a client certificate signed by the agent CA is required',
-  code: 'AOG_IDENTITY_REQUIRED',
-})
+/** The problem+json body the gate sends for `code` (lib/http/reply.ts), for a literal nginx `return`. */
+function problem (code: ErrorCode, detail: string): string {
+  const { status, title } = ERRORS[code]
+  const body = JSON.stringify({ type: `urn:aog:problem:${code.toLowerCase().replaceAll('_', '-')}`, title, status, detail, code })
+  // Inside '…' nginx would end the string at a quote and expand $variables.
+  if (/['$\\]/.test(body)) throw new Error(`a problem body nginx cannot return literally: ${body}`)
+  return `'${body}'`
+}
+
+const IDENTITY_DETAIL = 'a client certificate signed by the agent CA is required'
 
 function q (s: string): string {
   if (/["\\\n;{}]/.test(s)) throw new Error(`unsafe value for nginx: ${s}`)
   return `"${s}"`
 }
 
+/** A value written unquoted (listen, server_name): words without quotes, braces, `;`, `$` or `#`. */
+function bare (what: string, s: string): string {
+  if (!/^[^\s"'\\;{}$#]+( [^\s"'\\;{}$#]+)*$/.test(s)) throw new Error(`unsafe ${what} for nginx: ${s}`)
+  return s
+}
+
+/** host:port, [v6]:port or unix:/path, safe to write unquoted in an `upstream` block. */
+function serverAddress (s: string): string {
+  if (/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}$/.test(s) && Number(s.slice(s.lastIndexOf(':') + 1)) <= 65535) return s
+  if (/^unix:\/[A-Za-z0-9._/-]+$/.test(s)) return s
+  throw new Error(`not HOST:PORT (or unix:/path): ${s}`)
+}
+
+/** The gate instances, from an array and/or comma-separated lists. */
+function upstreamList (u: string | string[]): string[] {
+  const list = (Array.isArray(u) ? u : [u]).flatMap((s) => s.split(',')).map((s) => s.trim()).filter((s) => s !== '')
+  if (list.length === 0) throw new Error('no upstream (the gate\'s forwarded listener, host:port)')
+  return list.map(serverAddress)
+}
+
+/** http://host[:port][/prefix] → its upstream `server`, its Host header and the URI part of proxy_pass. */
+function protectTarget (url: string): { server: string, host: string, uri: string } {
+  const m = /^http:\/\/(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::([0-9]{1,5}))?(\/[A-Za-z0-9._~%/-]*)?$/.exec(url)
+  if (m === null) throw new Error(`--protect must be http://host:port[/prefix] (letters, digits and ._~%/- in the prefix): ${url}`)
+  const server = serverAddress(`${m[1]!}:${m[2] ?? '80'}`)
+  const host = m[2] === undefined || m[2] === '80' ? m[1]! : `${m[1]!}:${m[2]}`
+  const prefix = (m[3] ?? '').replace(/\/+$/, '')
+  // A prefix ends in / so that /x becomes /prefix/x; without one nginx passes $request_uri untouched.
+  return { server, host, uri: prefix === '' ? '' : `${prefix}/` }
+}
+
+function time (what: string, s: string): string {
+  if (!/^[0-9]+(ms|s|m|h|d)?$/.test(s)) throw new Error(`${what} must be an nginx time such as 10s: ${s}`)
+  return s
+}
+
+function size (what: string, s: string): string {
+  if (!/^[0-9]+[kKmMgG]?$/.test(s)) throw new Error(`${what} must be an nginx size such as 64k: ${s}`)
+  return s
+}
+
+/** The lines that proxy one request to the gate (location / without protect; the gate's own paths with it). */
+function gateProxy (o: NginxOptions, again = false): string {
+  return `        client_max_body_size ${size('max-body', o.maxBody ?? '64k')};
+        proxy_pass http://aog_gate;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $host;
+${again
+? '        # The three forwarded headers, as above.\n'
+: `        # The three forwarded headers are set here, on every request, so whatever a client sends
+        # under these names is replaced. Careful: a location that sets any proxy_set_header of its
+        # own inherits none of these; the signature, not this block, is what the gate trusts.
+`}        proxy_set_header X-AOG-Client-Cert $ssl_client_escaped_cert;
+        proxy_set_header X-AOG-Client-Verify $ssl_client_verify;
+        proxy_set_header X-AOG-Signature $aog_signature;`
+}
+
+/** The protected application's locations: auth_request to the gate, refusals as problem+json. */
+function protectedLocations (o: NginxOptions, app: { host: string, uri: string }): string {
+  const retry = '            add_header Cache-Control no-store always;\n            add_header Retry-After $aog_retry_after always;\n'
+  return `    # The gate's own endpoints go to the gate; every other path is the protected application.
+    location = /challenge {
+${gateProxy(o)}
+    }
+    location = /task {
+${gateProxy(o, true)}
+    }
+    location ^~ /.well-known/aog/ {
+${gateProxy(o, true)}
+    }
+
+    # The protected application: each request is first authorized by the gate's GET /auth (an
+    # auth_request subrequest), then proxied with the gate's X-AOG-Agent assertion.
+    location / {
+        auth_request /_aog/auth;
+        auth_request_set $aog_agent $upstream_http_x_aog_agent;
+        auth_request_set $aog_code $upstream_http_x_aog_code;
+        # The gate's real status, for a log_format.
+        auth_request_set $aog_status $upstream_http_x_aog_status;
+        auth_request_set $aog_retry_after $upstream_http_retry_after;
+        auth_request_set $aog_ratelimit $upstream_http_ratelimit;
+        auth_request_set $aog_ratelimit_policy $upstream_http_ratelimit_policy;
+        auth_request_set $aog_link $upstream_http_link;
+        # auth_request passes on 2xx, 401 and 403 only (any other answer, or no answer, becomes 500):
+        # the gate's real refusal is in X-AOG-Code, answered below as the gate answers in direct mode.
+        # These error_page lines replace the server's for this location; 495-497 happen before any
+        # location is chosen, so they still answer @aog_identity_required.
+        error_page 401 = @aog_401;
+        error_page 403 = @aog_403;
+        error_page 500 = @aog_unavailable;
+        # The application's own answers pass unchanged; these are nginx's when it cannot reach it.
+        error_page 413 = @aog_body_too_large;
+        error_page 502 = @aog_upstream_unavailable;
+        error_page 504 = @aog_upstream_timeout;
+
+        client_max_body_size ${size('protect-max-body', o.protectMaxBody ?? '100m')};
+        proxy_pass http://aog_app${app.uri};
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        # As the gate's direct mode does: the application is addressed by its own name, the client's
+        # Host goes in X-Forwarded-Host, and nginx, the edge (it terminates the agents' TLS), replaces
+        # whatever a client sent in the X-Forwarded-* and Forwarded headers.
+        proxy_set_header Host ${q(app.host)};
+        proxy_set_header X-Forwarded-For $remote_addr;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header X-Forwarded-Host $http_host;
+        proxy_set_header Forwarded "";
+        # The application trusts X-AOG-Agent only, a JWS it verifies against the gate's JWKS. Every
+        # X-AOG-* name the gate uses is set here (to the gate's value or to "", which drops it), so no
+        # client can send its own; nginx cannot drop a header family by prefix, so any other
+        # client-sent X-AOG-* name (unlike in the gate's direct mode) reaches the application as sent.
+        proxy_set_header X-AOG-Agent $aog_agent;
+        proxy_set_header X-AOG-Client-Cert "";
+        proxy_set_header X-AOG-Client-Verify "";
+        proxy_set_header X-AOG-Signature "";
+        proxy_set_header X-AOG-Code "";
+        proxy_set_header X-AOG-Status "";
+        proxy_set_header X-Original-Method "";
+        proxy_set_header X-Original-URI "";
+    }
+
+    # The authorization subrequest: the gate's GET /auth, without the body, with the original method
+    # and request target, and the identity headers signed over them (aog-sign.js signs $request_method
+    # and $request_uri, the main request's, so this decision cannot be replayed for another path).
+    location = /_aog/auth {
+        internal;
+        proxy_pass http://aog_gate/auth;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $host;
+        proxy_pass_request_body off;
+        proxy_set_header Content-Length "";
+        proxy_set_header X-Original-Method $request_method;
+        proxy_set_header X-Original-URI $request_uri;
+        proxy_set_header X-AOG-Client-Cert $ssl_client_escaped_cert;
+        proxy_set_header X-AOG-Client-Verify $ssl_client_verify;
+        proxy_set_header X-AOG-Signature $aog_signature;
+    }
+
+    # The gate's refusals, as the gate answers them in direct mode. nginx's return takes a literal
+    # status, hence one branch per code (an if holding only add_header and return is safe; an
+    # add_header inside it hides the location's, hence Cache-Control again). On a 401 auth_request
+    # itself copies the gate's WWW-Authenticate to the answer (adding it here would send it twice).
+    location @aog_401 {
+        default_type application/problem+json;
+        add_header Cache-Control no-store always;
+        if ($aog_code = AOG_GRANT_REQUIRED) {
+            add_header Cache-Control no-store always;
+            add_header Link $aog_link always;
+            return 401 ${problem('AOG_GRANT_REQUIRED', 'no live grant for this identity: pass a challenge first (GET /challenge, then POST /task)')};
+        }
+        return 401 ${problem('AOG_IDENTITY_REQUIRED', IDENTITY_DETAIL)};
+    }
+    location @aog_403 {
+        default_type application/problem+json;
+        add_header Cache-Control no-store always;
+        if ($aog_code = AOG_RATE_LIMITED) {
+${retry}            add_header RateLimit $aog_ratelimit always;
+            add_header RateLimit-Policy $aog_ratelimit_policy always;
+            return 429 ${problem('AOG_RATE_LIMITED', 'too many requests for this identity')};
+        }
+        if ($aog_code = AOG_UNAVAILABLE) {
+${retry}            return 503 ${problem('AOG_UNAVAILABLE', 'the gate cannot decide now; try again shortly')};
+        }
+        if ($aog_code = AOG_OVERLOADED) {
+${retry}            return 503 ${problem('AOG_OVERLOADED', 'the gate is overloaded; try again shortly')};
+        }
+        if ($aog_code = AOG_BAD_REQUEST) {
+            return 400 ${problem('AOG_BAD_REQUEST', 'the request cannot be authorized as sent')};
+        }
+        return 403 ${problem('AOG_NOT_AUTHORIZED', 'this client certificate is revoked')};
+    }
+    # No answer from any gate instance (or one auth_request cannot pass on): fail closed.
+    location @aog_unavailable {
+        default_type application/problem+json;
+        add_header Cache-Control no-store always;
+        add_header Retry-After 1 always;
+        return 503 ${problem('AOG_UNAVAILABLE', 'the gate is unavailable; try again shortly')};
+    }
+    location @aog_body_too_large {
+        default_type application/problem+json;
+        add_header Cache-Control no-store always;
+        return 413 ${problem('AOG_BODY_TOO_LARGE', 'the request body is larger than the protected application accepts')};
+    }
+    location @aog_upstream_unavailable {
+        default_type application/problem+json;
+        add_header Cache-Control no-store always;
+        return 502 ${problem('AOG_UPSTREAM_UNAVAILABLE', 'the protected application cannot be reached')};
+    }
+    location @aog_upstream_timeout {
+        default_type application/problem+json;
+        add_header Cache-Control no-store always;
+        return 504 ${problem('AOG_UPSTREAM_TIMEOUT', 'the protected application did not answer in time')};
+    }
+`
+}
+
 /** Render the configuration fragment. */
 export function renderNginxConfig (o: NginxOptions): string {
+  const maxFails = o.maxFails ?? 3
+  if (!Number.isInteger(maxFails) || maxFails < 0) throw new Error(`max-fails must be an integer >= 0: ${maxFails}`)
+  const servers = upstreamList(o.upstream)
+    .map((s) => `    server ${s} max_fails=${maxFails} fail_timeout=${time('fail-timeout', o.failTimeout ?? '10s')};\n`).join('')
+  const app = o.protect === undefined ? undefined : protectTarget(o.protect)
   return `# AOG — nginx in front of the gate's forwarded listener (scheme aog-forward-v1).
 # Generated by \`aog-server nginx-config\`. Include it in the http {} context; it needs the njs module
 # (Debian: libnginx-mod-http-js, loaded by /etc/nginx/modules-enabled/).
@@ -62,14 +282,23 @@ js_path ${q(o.jsPath)};
 js_import aog from aog-sign.js;
 js_set $aog_signature aog.sign;
 
+# The gate instances (they share one Redis). One that fails max_fails times within fail_timeout is
+# left out for fail_timeout; a request it could not take is tried on the next.
 upstream aog_gate {
-    server ${o.upstream};
-    keepalive 32;
+${servers}    keepalive 32;
 }
-
+${app === undefined
+? ''
+: `
+# The protected application (docs/protocol.md section 7): reached only once the gate allows.
+upstream aog_app {
+    server ${app.server};
+    keepalive 16;
+}
+`}
 server {
-    listen ${o.listen} ssl;
-    server_name ${o.serverName};
+    listen ${bare('listen', o.listen)} ssl;
+    server_name ${bare('server name', o.serverName)};
 
     ssl_certificate ${q(o.serverCert)};
     ssl_certificate_key ${q(o.serverKey)};
@@ -96,22 +325,14 @@ ${o.crl === undefined
     location @aog_identity_required {
         default_type application/problem+json;
         add_header Cache-Control no-store always;
-        return 401 '${PROBLEM_401}';
+        return 401 ${problem('AOG_IDENTITY_REQUIRED', IDENTITY_DETAIL)};
     }
 
-    location / {
-        client_max_body_size ${o.maxBody ?? '64k'};
-        proxy_pass http://aog_gate;
-        proxy_http_version 1.1;
-        proxy_set_header Connection "";
-        proxy_set_header Host $host;
-        # The three forwarded headers are set here, on every request, so whatever a client sends
-        # under these names is replaced. Careful: a location that sets any proxy_set_header of its
-        # own inherits none of these; the signature, not this block, is what the gate trusts.
-        proxy_set_header X-AOG-Client-Cert $ssl_client_escaped_cert;
-        proxy_set_header X-AOG-Client-Verify $ssl_client_verify;
-        proxy_set_header X-AOG-Signature $aog_signature;
+${app === undefined
+? `    location / {
+${gateProxy(o)}
     }
-}
+`
+: protectedLocations(o, app)}}
 `
 }

@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { renderNginxConfig } from '../../lib/nginx-config.js'
+import { renderNginxConfig, type NginxOptions } from '../../lib/nginx-config.js'
 import { freePort } from './redis.js'
 import { DEV, ROOT } from './pki.js'
 
@@ -49,7 +49,20 @@ export async function nginxTest (dir: string, conf: string): Promise<string> {
   return stderr
 }
 
-export async function startNginx (opts: { upstreamPort: number, secretFile: string, crl?: string }): Promise<Nginx> {
+export interface StartNginxOptions {
+  /** The gate's forwarded listener port (one instance). */
+  upstreamPort: number
+  /** More gate instances' ports, after upstreamPort. */
+  morePorts?: number[]
+  secretFile: string
+  crl?: string
+  /** The protected application (--protect), e.g. http://127.0.0.1:PORT. */
+  protect?: string
+  /** Anything else of the rendered fragment. */
+  options?: Partial<NginxOptions>
+}
+
+export async function startNginx (opts: StartNginxOptions): Promise<Nginx> {
   const port = await freePort()
   const dir = mkdtempSync(join(tmpdir(), 'aog-nginx-'))
   writeFileSync(join(dir, 'aog.conf'), renderNginxConfig({
@@ -60,8 +73,10 @@ export async function startNginx (opts: { upstreamPort: number, secretFile: stri
     clientCa: join(DEV, 'ca.pem'),
     crl: opts.crl ?? join(DEV, 'crl.pem'),
     secretFile: opts.secretFile,
-    upstream: `127.0.0.1:${opts.upstreamPort}`,
+    upstream: [opts.upstreamPort, ...opts.morePorts ?? []].map((p) => `127.0.0.1:${p}`),
     jsPath: join(ROOT, 'nginx'),
+    protect: opts.protect,
+    ...opts.options,
   }))
   writeFileSync(join(dir, 'nginx.conf'), mainConfig(dir, join(dir, 'aog.conf')))
   await nginxTest(dir, join(dir, 'nginx.conf'))

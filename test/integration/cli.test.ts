@@ -105,7 +105,7 @@ t.test('aog-server nginx-config prints the reference configuration for the given
   const { renderNginxConfig, EXAMPLE } = await import('../../lib/nginx-config.js')
   const r = await run(SERVER, ['nginx-config', '--upstream', '10.0.0.2:8081', '--client-ca', '/srv/ca.pem', '--server-name', 'gate.test'])
   t.equal(r.code, 0)
-  t.equal(r.stdout, renderNginxConfig({ ...EXAMPLE, upstream: '10.0.0.2:8081', clientCa: '/srv/ca.pem', serverName: 'gate.test' }))
+  t.equal(r.stdout, renderNginxConfig({ ...EXAMPLE, upstream: '10.0.0.2:8081', clientCa: '/srv/ca.pem', serverName: 'gate.test', protect: undefined }))
   t.match(r.stdout, /ssl_verify_client on;/)
   const bad = await run(SERVER, ['nginx-config', '--client-ca', '/srv/ca.pem"; evil'])
   t.equal(bad.code, 2, 'a value that would break out of the quoted string is refused')

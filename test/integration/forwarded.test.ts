@@ -39,20 +39,24 @@ async function forwardedGate (t: Test, over: Record<string, unknown> = {}): Prom
   return Object.assign(g, { secrets })
 }
 
-t.test('the shipped nginx/aog.conf is the rendered reference and passes nginx -t', async (t) => {
-  t.equal(readFileSync(join(ROOT, 'nginx/aog.conf'), 'utf8'), renderNginxConfig(EXAMPLE), 'nginx/aog.conf = aog-server nginx-config with the example paths')
-  const dir = mkdtempSync(join(tmpdir(), 'aog-nginx-t-'))
-  // The shipped file, its /etc paths pointed at the dev PKI (the only change), then nginx -t.
-  const secret = join(dir, 'secret')
-  writeFileSync(secret, SECRET)
-  const shipped = readFileSync(join(ROOT, 'nginx/aog.conf'), 'utf8')
-    .replaceAll(EXAMPLE.serverCert, join(DEV, 'server.pem')).replaceAll(EXAMPLE.serverKey, join(DEV, 'server-key.pem'))
-    .replaceAll(EXAMPLE.clientCa, join(DEV, 'ca.pem')).replaceAll(EXAMPLE.crl!, join(DEV, 'crl.pem'))
-    .replaceAll(EXAMPLE.secretFile, secret).replaceAll(EXAMPLE.jsPath, join(ROOT, 'nginx'))
-    .replace('listen 443 ssl', 'listen 127.0.0.1:18443 ssl')
-  writeFileSync(join(dir, 'aog.conf'), shipped)
-  writeFileSync(join(dir, 'nginx.conf'), mainConfig(dir, join(dir, 'aog.conf')))
-  t.match(await nginxTest(dir, join(dir, 'nginx.conf')), /syntax is ok[\s\S]*test is successful/)
+t.test('the shipped nginx/aog.conf is the rendered reference and passes nginx -t, with and without --protect', async (t) => {
+  const file = readFileSync(join(ROOT, 'nginx/aog.conf'), 'utf8')
+  t.equal(file, renderNginxConfig(EXAMPLE), 'nginx/aog.conf = aog-server nginx-config with the example paths')
+  t.match(file, /auth_request \/_aog\/auth;/, 'the shipped file fronts the protected application (EXAMPLE.protect)')
+  // The shipped file, and the gate-only rendering, their /etc paths pointed at the dev PKI (the only change), then nginx -t.
+  for (const [name, text] of [['shipped', file], ['gate only', renderNginxConfig({ ...EXAMPLE, protect: undefined })]] as const) {
+    const dir = mkdtempSync(join(tmpdir(), 'aog-nginx-t-'))
+    const secret = join(dir, 'secret')
+    writeFileSync(secret, SECRET)
+    const conf = text
+      .replaceAll(EXAMPLE.serverCert, join(DEV, 'server.pem')).replaceAll(EXAMPLE.serverKey, join(DEV, 'server-key.pem'))
+      .replaceAll(EXAMPLE.clientCa, join(DEV, 'ca.pem')).replaceAll(EXAMPLE.crl!, join(DEV, 'crl.pem'))
+      .replaceAll(EXAMPLE.secretFile, secret).replaceAll(EXAMPLE.jsPath, join(ROOT, 'nginx'))
+      .replace('listen 443 ssl', 'listen 127.0.0.1:18443 ssl')
+    writeFileSync(join(dir, 'aog.conf'), conf)
+    writeFileSync(join(dir, 'nginx.conf'), mainConfig(dir, join(dir, 'aog.conf')))
+    t.match(await nginxTest(dir, join(dir, 'nginx.conf')), /syntax is ok[\s\S]*test is successful/, name)
+  }
 })
 
 t.test('through nginx: an authorized agent passes; no, rogue, expired and revoked certificates are refused', async (t) => {
