@@ -16,6 +16,7 @@ import { createLogger } from '../lib/log.js'
 import { createMetrics } from '../lib/metrics.js'
 import { packageRoot } from '../lib/paths.js'
 import { EXAMPLE, renderNginxConfig, type NginxOptions } from '../lib/nginx-config.js'
+import { jwksCommand } from '../lib/assertion.js'
 
 function usage (): string {
   const rows = describeOptions().map((o) => {
@@ -35,6 +36,8 @@ function usage (): string {
     ...rows,
     '',
     'Quick start with generated dev certificates:  aog-server --dev',
+    '',
+    'aog-server jwks KEY_FILE...   prints the JWKS of --assertion-key files (the public keys that verify X-AOG-Agent)',
     '',
     'aog-server nginx-config [--listen 443] [--server-name NAME] [--server-cert FILE] [--server-key FILE]',
     '    [--client-ca FILE] [--crl FILE] [--secret-file FILE] [--js-path DIR] [--max-body SIZE]',
@@ -123,6 +126,18 @@ function devPaths (raw: Record<string, unknown>): Record<string, unknown> {
 }
 
 async function main (): Promise<void> {
+  if (process.argv[2] === 'jwks') {
+    // The public keys of --assertion-key files (arguments, or the configured ones): what an upstream verifies X-AOG-Agent with.
+    try {
+      const files = process.argv.slice(3).length > 0 ? process.argv.slice(3) : (process.env.AOG_ASSERTION_KEY ?? '').split(',').filter((f) => f.trim() !== '')
+      if (files.length === 0) throw new Error('usage: aog-server jwks KEY_FILE... (or AOG_ASSERTION_KEY)')
+      process.stdout.write(jwksCommand(files.map((f) => f.trim())))
+    } catch (err) {
+      process.stderr.write(`aog-server jwks: ${(err as Error).message}\n`)
+      process.exit(2)
+    }
+    return
+  }
   if (process.argv[2] === 'nginx-config') {
     try {
       nginxConfig(process.argv.slice(3))

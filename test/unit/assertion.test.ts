@@ -287,3 +287,21 @@ t.test('the operations listener serves the JWKS, 404 without a signer', async (t
   t.equal(none.statusCode, 404)
   await none.body.dump()
 })
+
+t.test('aog-server jwks prints the public JWKS of its key files; a bad file exits 2 naming it', async (t) => {
+  const { run, SERVER } = await import('../helpers/spawn.js')
+  const files = [join(ROOT, 'certs/dev/assertion-key.pem'), join(ROOT, 'certs/dev/assertion-key-2.pem')]
+  const ok = await run(SERVER, ['jwks', ...files])
+  t.equal(ok.code, 0)
+  t.equal(ok.stdout, jwksCommand(files))
+  const jwks = JSON.parse(ok.stdout) as { keys: Array<Record<string, unknown>> }
+  t.same(jwks.keys.map((k) => k.alg), ['EdDSA', 'ES256'])
+  t.notOk(ok.stdout.includes('"d"'), 'no private member')
+  const fromEnv = await run(SERVER, ['jwks'], { AOG_ASSERTION_KEY: files.join(',') })
+  t.equal(fromEnv.stdout, ok.stdout, 'AOG_ASSERTION_KEY when no file is given')
+  const bad = await run(SERVER, ['jwks', '/nonexistent/key.pem'])
+  t.equal(bad.code, 2)
+  t.match(bad.stderr, /\/nonexistent\/key\.pem/)
+  const none = await run(SERVER, ['jwks'], { AOG_ASSERTION_KEY: '' })
+  t.equal(none.code, 2)
+})
