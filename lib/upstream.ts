@@ -19,7 +19,7 @@
  * the upstream status and `cut` saying why; it never rejects then.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { pipeline, Transform } from 'node:stream'
+import { finished, pipeline, Transform } from 'node:stream'
 import { Pool } from 'undici'
 import { AogError } from './errors.js'
 
@@ -68,6 +68,8 @@ const REQUEST_DROPPED = new Set([...HOP_BY_HOP, 'host', 'expect', 'content-lengt
 // A reason phrase node accepts as it is (anything else gets the standard phrase).
 const REASON_PHRASE = /^[\t\x20-\x7e]*$/
 
+function noop (): void {}
+
 /** The client left: the abort reason of its upstream request. */
 class ClientClosed extends Error {
   constructor () {
@@ -82,6 +84,7 @@ export class Upstream {
   readonly #host: string
   readonly #maxBodyBytes: number
   readonly #timeoutMs: number
+  #closing: Promise<void> | undefined
 
   constructor (opts: UpstreamOptions) {
     const url = new URL(opts.url)
@@ -175,11 +178,18 @@ export class Upstream {
     } catch (err) {
       // Headers node refuses to send: nothing was written, the answer is still ours to give.
       data.body.destroy()
-      if (!req.complete) res.shouldKeepAlive = false
       throw new AogError('AOG_UPSTREAM_UNAVAILABLE', 'the upstream sent a response that cannot be relayed', { cause: err })
     }
 
-    const failure = await new Promise<unknown>((resolve) => { pipeline(data.body, res, resolve) })
+    let failure: unknown
+    if (req.method === 'HEAD' || status === 204 || status === 304) {
+      // No body, whatever the headers say: undici fails a 204 or 304 that carries a Content-Length
+      // (its parser expects that many bytes), which must not cut a complete answer.
+      data.body.on('error', noop).resume()
+      failure = await new Promise<unknown>((resolve) => { finished(res, resolve); res.end() })
+    } else {
+      failure = await new Promise<unknown>((resolve) => { pipeline(data.body, res, resolve) })
+    }
     if (failure === undefined || failure === null) return { status }
     if (body !== undefined) req.unpipe(body)
     res.destroy()
@@ -194,7 +204,8 @@ export class Upstream {
 
   /** Closes the pool once its requests are done; later forwards fail (502). */
   async close (): Promise<void> {
-    await this.#pool.close()
+    this.#closing ??= this.#pool.close()
+    await this.#closing
   }
 
   /** The request body as a stream that fails with 413 once it grows past the limit. */

@@ -3,7 +3,7 @@
  * real echo server. Grants, budgets, expiry, revocation, the assertion, upstream failures, Redis.
  */
 import t, { type Test } from 'tap'
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash, randomBytes, X509Certificate } from 'node:crypto'
 import { writeFileSync, mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { Readable } from 'node:stream'
@@ -11,7 +11,9 @@ import { join } from 'node:path'
 import { createRemoteJWKSet, jwtVerify, type JWTPayload } from 'jose'
 import { Agent, request } from 'undici'
 import { startGate, type TestGate } from '../helpers/gate.js'
-import { DEV, agentFiles } from '../helpers/pki.js'
+import { DEV, agentFiles, pem } from '../helpers/pki.js'
+import { buildCrl, crlFile } from '../helpers/crl.js'
+import { certFacts } from '../../lib/identity/der.js'
 import { startEchoUpstream, type Echoed } from '../helpers/upstream.js'
 import { startRedis } from '../helpers/redis.js'
 import { pass } from '../../lib/client/agent.js'
@@ -131,6 +133,23 @@ t.test('revocation refuses the next protected request of a live grant on a kept-
   while (r.status === 200 && Date.now() < end) { await sleep(50); r = await g.raw('agent', '/x') }
   t.equal(r.status, 403)
   t.equal(r.json.code, 'AOG_NOT_AUTHORIZED')
+})
+
+t.test('a CRL revoking a certificate with a live grant refuses its next protected request on the same connection', async (t) => {
+  const crl = crlFile(buildCrl({ revoked: [] }))
+  const { g, up } = await protectedGate(t, { crl }, { watchMs: 50 })
+  await pass(g.agent('agent2'))
+  t.equal((await g.raw('agent2', '/x')).status, 200)
+  let allowed = 1
+  const serial = Buffer.from(certFacts(new X509Certificate(pem('agent2.pem')).raw).serial, 'hex')
+  writeFileSync(crl, buildCrl({ revoked: [{ serial }] }))
+  const end = Date.now() + 5000
+  let r = await g.raw('agent2', '/x')
+  while (r.status === 200 && Date.now() < end) { allowed++; await sleep(50); r = await g.raw('agent2', '/x') }
+  t.equal(r.status, 403)
+  t.equal(r.json.code, 'AOG_NOT_AUTHORIZED')
+  t.equal((await g.raw('agent2', '/x')).status, 403, 'and every request after it')
+  t.equal(up.seen.length, allowed, 'only the allowed requests reached the upstream')
 })
 
 t.test('the upstream bucket: 429 with Retry-After, separate from the challenge bucket', async (t) => {
