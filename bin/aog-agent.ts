@@ -2,10 +2,13 @@
 /**
  * aog-agent: fetch, solve, submit. Prints one JSON line per attempt and a summary line; exits 1
  * when any attempt failed, 2 on bad usage.
+ *
+ * aog-agent request PATH: a protected request through the gate (passing it when needed), curl-like.
  */
 import { parseArgs } from 'node:util'
 import { readFileSync } from 'node:fs'
-import { createAgent, pass, GateError } from '../lib/client/agent.js'
+import { once } from 'node:events'
+import { createAgent, pass, GateError, type AogAgent, type FetchInit } from '../lib/client/agent.js'
 
 const USAGE = `Usage: aog-agent --url URL --cert FILE --key FILE [--ca FILE] [--count N] [--concurrency C]
 
@@ -18,20 +21,57 @@ const USAGE = `Usage: aog-agent --url URL --cert FILE --key FILE [--ca FILE] [--
   --help, -h         print this help
 
 Output: one JSON line per attempt {attempt, status, nonce, runtime_ms, verification | code, detail},
-then {summary: true, attempts, passed, failed, elapsed_ms}.`
+then {summary: true, attempts, passed, failed, elapsed_ms}.
+
+A protected request through the gate to its upstream: aog-agent request --help`
+
+const REQUEST_USAGE = `Usage: aog-agent request --url URL --cert FILE --key FILE [--ca FILE] [--method M]
+                         [--data STRING|@FILE] [-H 'Name: value']... [-i] PATH
+
+A protected request (docs/protocol.md section 7): sends PATH (with its query) through the gate to its
+upstream, passing the gate first when the identity holds no live grant, and prints the response body.
+
+  --url, --cert, --key, --ca   as for aog-agent
+  --method M, -X M       request method (default GET, or POST with --data)
+  --data D, -d D         request body, sent as is: the string D, or the contents of FILE with @FILE (@- for stdin)
+  --header H, -H H       request header 'Name: value' (repeatable)
+  --include, -i          print the status line and the response headers first, like curl -i
+  --help, -h             print this help
+
+Exit status: 0 for a 2xx answer of the upstream, 1 otherwise (a refusal of the gate itself prints its
+problem JSON on stderr), 2 on bad usage.`
+
+const TLS_OPTIONS = {
+  url: { type: 'string' },
+  cert: { type: 'string' },
+  key: { type: 'string' },
+  ca: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const
+
+/** The agent of --url, --cert, --key and --ca (the files are read here: a bad path throws). */
+function agentOf (values: Record<string, unknown>, connections: number): AogAgent {
+  return createAgent({
+    url: values.url as string,
+    cert: readFileSync(values.cert as string),
+    key: readFileSync(values.key as string),
+    ...(typeof values.ca === 'string' ? { ca: readFileSync(values.ca) } : {}),
+    connections,
+  })
+}
+
+function missingTls (values: Record<string, unknown>): string[] {
+  return ['url', 'cert', 'key'].filter((k) => typeof values[k] !== 'string')
+}
 
 async function main (): Promise<number> {
   let values: Record<string, string | boolean | undefined>
   try {
     ({ values } = parseArgs({
       options: {
-        url: { type: 'string' },
-        cert: { type: 'string' },
-        key: { type: 'string' },
-        ca: { type: 'string' },
+        ...TLS_OPTIONS,
         count: { type: 'string', default: '1' },
         concurrency: { type: 'string', default: '1' },
-        help: { type: 'boolean', short: 'h' },
       },
       strict: true,
     }))
@@ -42,20 +82,14 @@ async function main (): Promise<number> {
   if (values.help === true) { process.stdout.write(USAGE + '\n'); return 0 }
   const count = Number(values.count)
   const concurrency = Number(values.concurrency)
-  const missing = ['url', 'cert', 'key'].filter((k) => typeof values[k] !== 'string')
+  const missing = missingTls(values)
   if (missing.length > 0 || !Number.isInteger(count) || count < 1 || !Number.isInteger(concurrency) || concurrency < 1) {
     process.stderr.write(`aog-agent: ${missing.length > 0 ? 'missing --' + missing.join(', --') : '--count and --concurrency must be positive integers'}\n${USAGE}\n`)
     return 2
   }
-  let agent
+  let agent: AogAgent
   try {
-    agent = createAgent({
-      url: values.url as string,
-      cert: readFileSync(values.cert as string),
-      key: readFileSync(values.key as string),
-      ...(typeof values.ca === 'string' ? { ca: readFileSync(values.ca) } : {}),
-      connections: concurrency,
-    })
+    agent = agentOf(values, concurrency)
   } catch (err) {
     process.stderr.write(`aog-agent: ${(err as Error).message}\n`)
     return 2
@@ -86,7 +120,91 @@ async function main (): Promise<number> {
   return failed === 0 ? 0 : 1
 }
 
-main().then((code) => { process.exitCode = code }, (err: unknown) => {
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+
+/** -H 'Name: value' into the headers object (a repeated name gives several values); false if malformed. */
+function addHeader (headers: Record<string, string | string[]>, h: string): boolean {
+  const i = h.indexOf(':')
+  const name = h.slice(0, Math.max(i, 0)).trim().toLowerCase()
+  if (i <= 0 || !TOKEN.test(name)) return false
+  const value = h.slice(i + 1).trim()
+  const had = headers[name]
+  headers[name] = had === undefined ? value : [...(Array.isArray(had) ? had : [had]), value]
+  return true
+}
+
+/** The status line and headers as curl -i prints them. */
+function head (statusCode: number, statusText: string, headers: Record<string, string | string[] | undefined>): string {
+  let text = `HTTP/1.1 ${statusCode} ${statusText}\r\n`
+  for (const [name, value] of Object.entries(headers)) {
+    for (const v of Array.isArray(value) ? value : value === undefined ? [] : [value]) text += `${name}: ${v}\r\n`
+  }
+  return text + '\r\n'
+}
+
+async function requestMain (argv: string[]): Promise<number> {
+  let values: Record<string, string | boolean | string[] | undefined>
+  let positionals: string[]
+  try {
+    ({ values, positionals } = parseArgs({
+      args: argv,
+      options: {
+        ...TLS_OPTIONS,
+        method: { type: 'string', short: 'X' },
+        data: { type: 'string', short: 'd' },
+        header: { type: 'string', short: 'H', multiple: true },
+        include: { type: 'boolean', short: 'i' },
+      },
+      allowPositionals: true,
+      strict: true,
+    }))
+  } catch (err) {
+    process.stderr.write(`aog-agent request: ${(err as Error).message}\n${REQUEST_USAGE}\n`)
+    return 2
+  }
+  if (values.help === true) { process.stdout.write(REQUEST_USAGE + '\n'); return 0 }
+  const usage = (why: string): number => { process.stderr.write(`aog-agent request: ${why}\n${REQUEST_USAGE}\n`); return 2 }
+  const missing = missingTls(values)
+  if (missing.length > 0) return usage('missing --' + missing.join(', --'))
+  if (positionals.length !== 1 || !positionals[0]!.startsWith('/')) return usage('one PATH starting with "/" is required')
+  const path = positionals[0]!
+  const data = values.data as string | undefined
+  const method = (values.method as string | undefined) ?? (data === undefined ? 'GET' : 'POST')
+  if (!TOKEN.test(method)) return usage(`bad method: ${method}`)
+  const headers: Record<string, string | string[]> = {}
+  for (const h of (values.header as string[] | undefined) ?? []) if (!addHeader(headers, h)) return usage(`bad header (want 'Name: value'): ${h}`)
+  let agent: AogAgent
+  let body: string | Buffer | undefined
+  try {
+    // @FILE is read whole: a replayable body, so a request refused for want of a grant is sent again.
+    body = data?.startsWith('@') === true ? readFileSync(data === '@-' ? 0 : data.slice(1)) : data
+    agent = agentOf(values, 1)
+  } catch (err) {
+    process.stderr.write(`aog-agent request: ${(err as Error).message}\n`)
+    return 2
+  }
+  try {
+    const init: FetchInit = { method, headers, ...(body === undefined ? {} : { body }) }
+    const res = await agent.fetch(path, init)
+    if (values.include === true) process.stdout.write(head(res.statusCode, res.statusText, res.headers))
+    for await (const chunk of res.body) {
+      if (!process.stdout.write(chunk as Buffer)) await once(process.stdout, 'drain')
+    }
+    return res.statusCode >= 200 && res.statusCode < 300 ? 0 : 1
+  } catch (err) {
+    if (err instanceof GateError) {
+      process.stderr.write(JSON.stringify(err.problem ?? { status: err.status, code: err.code, detail: err.message }) + '\n')
+    } else {
+      process.stderr.write(`aog-agent request: ${(err as NodeJS.ErrnoException).code ?? 'ERROR'}: ${(err as Error).message}\n`)
+    }
+    return 1
+  } finally {
+    await agent.close()
+  }
+}
+
+const run = process.argv[2] === 'request' ? requestMain(process.argv.slice(3)) : main()
+run.then((code) => { process.exitCode = code }, (err: unknown) => {
   process.stderr.write(`aog-agent: ${String(err)}\n`)
   process.exitCode = 1
 })

@@ -1,14 +1,16 @@
 /**
- * The agent library: fetch a challenge, solve it, submit it, over mTLS with undici.
+ * The agent library: fetch a challenge, solve it, submit it, over mTLS with undici; then call the
+ * protected upstream behind the gate (docs/protocol.md section 7).
  *
  *   const agent = createAgent({ url, cert, key, ca })
  *   const result = await pass(agent)      // one whole round
+ *   const res = await agent.fetch('/api') // a protected request: passes the gate when it must
  *   await agent.close()
  *
  * `solve(challenge, fingerprint)` is usable on its own by any program: it returns the complete
  * POST /task body (checkpoints and trace hash included).
  */
-import { Agent, request } from 'undici'
+import { Agent, request, type Dispatcher } from 'undici'
 import { X509Certificate } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import { chainKey, initialDigest, solveChain, traceHash, type ChainImpl } from '../chain/chain.js'
@@ -29,13 +31,36 @@ export interface AgentOptions {
   ca?: string | Buffer
   /** Connections kept to the gate (default 8). */
   connections?: number
+  /**
+   * The clock a grant's `expires_at` is compared with (default Date.now). The gate's clock is
+   * assumed roughly in step; a grant that ends early on the gate's clock costs one 401 and a retry.
+   */
+  now?: () => number
 }
+
+/** What agent.fetch sends besides the path: undici's request options that make sense here. */
+export type FetchInit = Partial<Pick<Dispatcher.RequestOptions, 'method' | 'headers' | 'body' | 'signal' | 'headersTimeout' | 'bodyTimeout'>>
+
+/** agent.fetch's answer: undici's request result, the upstream's response as it sent it. */
+export type FetchResponse = Dispatcher.ResponseData
 
 export interface AogAgent {
   readonly url: string
   /** F of the client certificate. */
   readonly fingerprint: string
   readonly dispatcher: Agent
+  /**
+   * A protected request (docs/protocol.md section 7) to `path` (with its query) on the gate, which
+   * proxies it to its upstream. The agent passes the gate when it must: before sending, when the
+   * grant it holds is about to expire or its request budget is spent, and once after a
+   * `401 AOG_GRANT_REQUIRED` (then the request is sent again: a string, Buffer or Uint8Array body
+   * can be; a stream body cannot, and the 401 is thrown instead). Concurrent calls share one pass.
+   * A fresh agent sends its first request (if its body can be sent again) before passing, since the
+   * identity may hold a grant already (another process passed); the others wait for its answer.
+   * Resolves with the upstream's response, whatever its status; rejects with a GateError for every
+   * refusal of the gate itself (problem+json with an `AOG_*` code), a failed pass included.
+   */
+  fetch (path: string, init?: FetchInit): Promise<FetchResponse>
   close (): Promise<void>
 }
 
@@ -44,12 +69,15 @@ export class GateError extends Error {
   readonly status: number
   readonly code: string
   readonly retryAfter: number | undefined
-  constructor (status: number, code: string, detail: string, retryAfter?: number) {
+  /** The gate's problem+json body, when it sent one. */
+  readonly problem: Record<string, unknown> | undefined
+  constructor (status: number, code: string, detail: string, retryAfter?: number, problem?: Record<string, unknown>) {
     super(`${status} ${code}: ${detail}`)
     this.name = 'GateError'
     this.status = status
     this.code = code
     this.retryAfter = retryAfter
+    this.problem = problem
   }
 }
 
@@ -64,12 +92,18 @@ export function createAgent (opts: AgentOptions): AogAgent {
     connections: opts.connections ?? 8,
     connect: { cert: opts.cert, key: opts.key, ...(opts.ca === undefined ? {} : { ca: opts.ca }), minVersion: 'TLSv1.2' },
   })
-  return {
+  // Protected requests go through the same connections, with the gate's own refusals turned into GateErrors.
+  const gated = dispatcher.compose(gateProblems)
+  const access: Access = { grant: 'unknown', expiresAt: undefined, margin: 0, requests: null, generation: 0, step: undefined, probe: undefined, now: opts.now ?? Date.now }
+  const agent: AogAgent = {
     url: opts.url.replace(/\/+$/, ''),
     fingerprint: certificateFingerprint(opts.cert),
     dispatcher,
+    fetch: async (path, init) => await protectedFetch(agent, access, gated, path, init ?? {}),
     close: async () => { await dispatcher.close() },
   }
+  accesses.set(agent, access)
+  return agent
 }
 
 async function call (agent: AogAgent, method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
@@ -84,10 +118,15 @@ async function call (agent: AogAgent, method: 'GET' | 'POST', path: string, body
   try { json = JSON.parse(text) } catch { json = undefined }
   if (res.statusCode !== 200) {
     const p = (json ?? {}) as { code?: string, detail?: string }
-    const ra = res.headers['retry-after']
-    throw new GateError(res.statusCode, p.code ?? 'UNKNOWN', p.detail ?? text.slice(0, 200), ra === undefined ? undefined : Number(ra))
+    const problem = typeof json === 'object' && json !== null && !Array.isArray(json) ? json as Record<string, unknown> : undefined
+    throw new GateError(res.statusCode, p.code ?? 'UNKNOWN', p.detail ?? text.slice(0, 200), retryAfterOf(res.headers['retry-after']), problem)
   }
   return json
+}
+
+function retryAfterOf (v: string | string[] | undefined): number | undefined {
+  const n = Number(v)
+  return typeof v === 'string' && v !== '' && Number.isFinite(n) ? n : undefined
 }
 
 /** GET /challenge. */
@@ -136,9 +175,12 @@ export async function solveAsync (challenge: ChallengeResponse, fingerprint: str
   }
 }
 
-/** POST /task. */
+/** POST /task. The grant it earns is remembered for agent.fetch. */
 export async function submitTask (agent: AogAgent, body: TaskBody): Promise<TaskResponse> {
-  return await call(agent, 'POST', '/task', body) as TaskResponse
+  const r = await call(agent, 'POST', '/task', body) as TaskResponse
+  const access = accesses.get(agent)
+  if (access !== undefined) recordGrant(access, (r as Partial<TaskResponse>).grant)
+  return r
 }
 
 /** One whole round: challenge, solve (off the event loop where the native chain is built), submit. */
@@ -148,3 +190,238 @@ export async function pass (agent: AogAgent, impl?: ChainImpl): Promise<TaskResp
   const r = await submitTask(agent, body)
   return { ...r, runtime_ms: body.runtime_ms }
 }
+
+// ---- Protected requests (docs/protocol.md section 7) ------------------------------------------
+
+/**
+ * What the agent believes about its grant. `unknown`: nothing learned yet (another process with the
+ * same identity may hold a live grant, so a replayable request is tried before passing); `live`: a
+ * pass or an allowed request says there is one; `stale`: the gate said there is none.
+ */
+interface Access {
+  grant: 'unknown' | 'live' | 'stale'
+  /** The grant's expiry (epoch ms), undefined when not known (then only a 401 says it is over). */
+  expiresAt: number | undefined
+  /** How long before expiresAt the agent re-passes. */
+  margin: number
+  /** Requests left on the grant, counted down per request; null when unlimited or unknown. */
+  requests: number | null
+  /** Bumped by every pass: a 401 for a request sent under an older grant does not pass again. */
+  generation: number
+  /** The pass (or first request, see ready) in flight, which every other request waits for. */
+  step: Promise<void> | undefined
+  /** The step when it is a probe (see ready). */
+  probe: Promise<void> | undefined
+  now: () => number
+}
+
+const accesses = new WeakMap<AogAgent, Access>()
+
+/** Re-pass when less than 10% of the ttl or 5 s is left, whichever is more, but at most half the ttl. */
+function marginOf (ttl: number): number {
+  return Math.min(Math.max(ttl / 10, 5000), ttl / 2)
+}
+
+function recordGrant (a: Access, grant: TaskResponse['grant'] | undefined): void {
+  a.generation++
+  a.grant = 'live'
+  // A gate without grants, or a clock so far ahead that the grant looks over: rely on the 401.
+  const ttl = grant === undefined ? 0 : grant.expires_at - a.now()
+  a.expiresAt = ttl > 0 ? grant!.expires_at : undefined
+  a.margin = ttl > 0 ? marginOf(ttl) : 0
+  a.requests = grant?.requests ?? null
+}
+
+/** Install `p` as the shared step; it is cleared when it settles. */
+function share (a: Access, p: Promise<void>): Promise<void> {
+  const s = p.finally(() => { if (a.step === s) a.step = undefined })
+  a.step = s
+  return s
+}
+
+/** A request sent while the grant is unknown: the others wait until it tells whether one is held. */
+interface Probe { step: Promise<void>, release: (next?: Promise<void>) => void }
+
+/** Passes a single fetch may wait for before it sends anyway and lets the gate judge. */
+const MAX_PASSES = 3
+
+/**
+ * How long the others wait for a probe. The gate refuses a request without a grant at once, so a
+ * probe still out after this was let through to a slow upstream: the others pass (one shared pass)
+ * instead of waiting for its answer.
+ */
+const PROBE_WAIT_MS = 1000
+
+/** Whether `step` settled within `ms` (a failed step rejects). */
+async function settlesWithin (step: Promise<void>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  try {
+    return await Promise.race([step.then(() => true), new Promise<boolean>((resolve) => { timer = setTimeout(resolve, ms, false) })])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** Pass, as the shared step. */
+async function sharedPass (agent: AogAgent, a: Access): Promise<void> {
+  await share(a, pass(agent).then(() => {}))
+}
+
+/**
+ * Make the grant believed live before a request: wait for a step in flight, pass (one shared pass)
+ * when the grant is stale, expiring or spent, and count the request against the budget. With no
+ * knowledge yet, a replayable request goes first as the probe.
+ */
+async function ready (agent: AogAgent, a: Access, probe: boolean): Promise<{ generation: number, probe?: Probe }> {
+  for (let passes = 0; ;) {
+    const current = a.step
+    if (current !== undefined) {
+      if (current !== a.probe) await current
+      else if (!await settlesWithin(current, PROBE_WAIT_MS) && a.step === current) {
+        passes++
+        await sharedPass(agent, a)
+      }
+      continue
+    }
+    if (a.grant === 'unknown' && probe) {
+      let release!: (next?: Promise<void>) => void
+      const step = share(a, new Promise<void>((resolve) => { release = (next) => { resolve(next) } }))
+      step.catch(() => {}) // a failed pass reaches the probe and whoever waits, never unhandled
+      a.probe = step
+      return { generation: a.generation, probe: { step, release } }
+    }
+    const expiring = a.expiresAt !== undefined && a.now() >= a.expiresAt - a.margin
+    if ((a.grant !== 'live' || expiring || a.requests === 0) && passes < MAX_PASSES) {
+      passes++
+      await sharedPass(agent, a)
+      continue
+    }
+    if (a.requests !== null && a.requests > 0) a.requests--
+    return { generation: a.generation }
+  }
+}
+
+/** A string, Buffer or Uint8Array body can be sent twice; a stream cannot. */
+function replayable (body: FetchInit['body']): boolean {
+  return body === undefined || body === null || typeof body === 'string' || body instanceof Uint8Array
+}
+
+function isGrantRequired (err: unknown): err is GateError {
+  return err instanceof GateError && err.code === 'AOG_GRANT_REQUIRED'
+}
+
+async function protectedFetch (agent: AogAgent, a: Access, gated: Dispatcher, path: string, init: FetchInit): Promise<FetchResponse> {
+  if (!path.startsWith('/')) throw new TypeError(`agent.fetch: the path must start with "/": ${path}`)
+  const again = replayable(init.body)
+  for (let retried = false; ; retried = true) {
+    const r = await ready(agent, a, again && !retried)
+    let res: FetchResponse
+    try {
+      res = await request(agent.url + path, { ...init, dispatcher: gated })
+    } catch (err) {
+      if (r.probe !== undefined) {
+        // No grant: pass (the others wait for it, unless they already passed), then send again.
+        // Anything else says nothing about the grant.
+        if (isGrantRequired(err)) {
+          const next = a.generation === r.generation ? a.step === r.probe.step ? sharedPass(agent, a) : a.step : undefined
+          r.probe.release(next)
+          await next
+          continue
+        }
+        r.probe.release()
+        throw err
+      }
+      if (isGrantRequired(err)) {
+        // Only a 401 under the current grant makes it stale: later ones were sent before the new pass.
+        if (a.generation === r.generation && a.grant === 'live') a.grant = 'stale'
+        if (!retried && again) continue
+      }
+      throw err
+    }
+    if (r.probe !== undefined) {
+      // Allowed without a pass of ours: a grant is held, its expiry and budget unknown.
+      if (a.grant === 'unknown') { a.grant = 'live'; a.expiresAt = undefined; a.requests = null }
+      r.probe.release()
+    }
+    return res
+  }
+}
+
+/** Largest problem body taken as the gate's (its own are a few hundred bytes). */
+const PROBLEM_MAX_BYTES = 64 * 1024
+
+/** The GateError of a held response that is the gate's own refusal, else undefined. */
+function gateProblem (status: number, headers: Record<string, string | string[] | undefined>, body: Buffer): GateError | undefined {
+  let p: unknown
+  try { p = JSON.parse(body.toString('utf8')) } catch { return undefined }
+  if (typeof p !== 'object' || p === null || Array.isArray(p)) return undefined
+  const { code, detail } = p as { code?: unknown, detail?: unknown }
+  if (typeof code !== 'string' || !/^AOG_[A-Z0-9_]+$/.test(code)) return undefined
+  return new GateError(status, code, typeof detail === 'string' ? detail : '', retryAfterOf(headers['retry-after']), p as Record<string, unknown>)
+}
+
+/**
+ * A dispatch handler that holds back every problem+json error response until its end: when it is
+ * the gate's own refusal (an `AOG_*` code) the request fails with a GateError, else the response is
+ * handed on unchanged (the upstream's own problems are the caller's to read).
+ */
+class GateProblemHandler implements Dispatcher.DispatchHandler {
+  readonly #next: Dispatcher.DispatchHandler
+  #held: { status: number, headers: Record<string, string | string[] | undefined>, message: string | undefined, chunks: Buffer[], bytes: number } | undefined
+
+  constructor (next: Dispatcher.DispatchHandler) {
+    this.#next = next
+  }
+
+  onRequestStart (c: Dispatcher.DispatchController, context: unknown): void {
+    this.#held = undefined
+    this.#next.onRequestStart?.(c, context)
+  }
+
+  onResponseStart (c: Dispatcher.DispatchController, status: number, headers: Record<string, string | string[] | undefined>, message?: string): void {
+    const type = headers['content-type']
+    const length = Number(headers['content-length'] ?? 0)
+    if (status >= 400 && typeof type === 'string' && /^application\/problem\+json\s*(;|$)/i.test(type) && !(length > PROBLEM_MAX_BYTES)) {
+      this.#held = { status, headers, message, chunks: [], bytes: 0 }
+      return
+    }
+    this.#next.onResponseStart?.(c, status, headers, message)
+  }
+
+  onResponseData (c: Dispatcher.DispatchController, chunk: Buffer): void {
+    const held = this.#held
+    if (held === undefined) { this.#next.onResponseData?.(c, chunk); return }
+    held.chunks.push(chunk)
+    held.bytes += chunk.length
+    if (held.bytes > PROBLEM_MAX_BYTES) this.#release(c) // too large to be the gate's
+  }
+
+  onResponseEnd (c: Dispatcher.DispatchController, trailers: Record<string, string | string[] | undefined>): void {
+    const held = this.#held
+    if (held !== undefined) {
+      const err = gateProblem(held.status, held.headers, Buffer.concat(held.chunks))
+      if (err !== undefined) {
+        this.#held = undefined
+        this.#next.onResponseError?.(c, err)
+        return
+      }
+      this.#release(c)
+    }
+    this.#next.onResponseEnd?.(c, trailers)
+  }
+
+  onResponseError (c: Dispatcher.DispatchController, err: Error): void {
+    this.#held = undefined
+    this.#next.onResponseError?.(c, err)
+  }
+
+  /** Hand on a held response: its start and the body so far. */
+  #release (c: Dispatcher.DispatchController): void {
+    const held = this.#held!
+    this.#held = undefined
+    this.#next.onResponseStart?.(c, held.status, held.headers, held.message)
+    for (const chunk of held.chunks) this.#next.onResponseData?.(c, chunk)
+  }
+}
+
+const gateProblems: Dispatcher.DispatcherComposeInterceptor = (dispatch) => (opts, handler) => dispatch(opts, new GateProblemHandler(handler))

@@ -8,6 +8,9 @@ import { AGENT, SERVER, run, startServer } from '../helpers/spawn.js'
 import { DEV, ROOT, agentFiles } from '../helpers/pki.js'
 import { createAgent, getChallenge, solve, submitTask } from '../../lib/client/agent.js'
 import { describeOptions } from '../../lib/config.js'
+import { createHash, randomBytes } from 'node:crypto'
+import { startGate } from '../helpers/gate.js'
+import { startEchoUpstream, type Echoed } from '../helpers/upstream.js'
 
 const TLS = ['--tls-cert', join(DEV, 'server.pem'), '--tls-key', join(DEV, 'server-key.pem'), '--client-ca', join(DEV, 'ca.pem')]
 const SMALL = ['--iterations', '8192', '--checkpoint-interval', '512', '--min-ns-per-iteration', '0', '--workers', '1']
@@ -124,4 +127,55 @@ t.test('forwarded mode: the start-up line says so, and SIGHUP reloads the deny l
   const missingSecret = await run(SERVER, ['--mode', 'forwarded', '--client-ca', join(DEV, 'ca.pem')])
   t.equal(missingSecret.code, 2)
   t.match(missingSecret.stderr, /forwardSecretFile: is required in forwarded mode/)
+})
+
+t.test('aog-agent request: a protected request from a shell, curl-like; the grant outlives the process', async (t) => {
+  const up = await startEchoUpstream(t)
+  const g = await startGate(t, { upstream: up.url, assertionKey: join(DEV, 'assertion-key.pem') })
+  const args = ['request', ...agentArgs(g.url)]
+  const got = await run(AGENT, [...args, '-i', '/hello?x=1'])
+  t.equal(got.code, 0, got.stderr)
+  const cut = got.stdout.indexOf('\r\n\r\n')
+  const head = got.stdout.slice(0, cut)
+  t.match(head, /^HTTP\/1\.1 200 OK\r\n/, 'the status line first')
+  t.match(head, /\r\nx-upstream: echo(\r\n|$)/, 'then the headers')
+  t.match(JSON.parse(got.stdout.slice(cut + 4)), { method: 'GET', url: '/hello?x=1' }, 'then the body')
+
+  const dir = mkdtempSync(join(tmpdir(), 'aog-'))
+  const file = join(dir, 'payload.bin')
+  const payload = Buffer.concat([Buffer.from('line 1\nline 2\n'), randomBytes(1000)])
+  writeFileSync(file, payload)
+  const post = await run(AGENT, [...args, '--method', 'POST', '--data', '@' + file, '-H', 'Content-Type: application/octet-stream', '-H', 'X-Test: one', '/upload'])
+  t.equal(post.code, 0, post.stderr)
+  const e = JSON.parse(post.stdout) as Echoed
+  t.equal(e.method, 'POST')
+  t.equal(e.url, '/upload')
+  t.equal(e.sha256, createHash('sha256').update(payload).digest('hex'), 'the file, sent as is')
+  t.equal(e.headers['x-test'], 'one')
+  t.equal(e.headers['content-type'], 'application/octet-stream')
+  const data = await run(AGENT, [...args, '-d', 'hello', '/s'])
+  t.match(JSON.parse(data.stdout), { method: 'POST', bytes: 5 }, '--data STRING: POST by default')
+  t.equal((await g.metrics.grantsIssued.get()).values[0]?.value, 1, 'three processes, one pass: the grant is the identity\'s')
+
+  up.handler = (_req, res) => { res.writeHead(404, { 'content-type': 'text/plain' }).end('no such thing') }
+  const missing = await run(AGENT, [...args, '/missing'])
+  t.equal(missing.code, 1, 'not a 2xx: exit 1')
+  t.equal(missing.stdout, 'no such thing', 'the body is still printed')
+
+  const refused = await run(AGENT, [...args, '/.well-known/aog/x'])
+  t.equal(refused.code, 1)
+  t.equal(refused.stdout, '')
+  t.match(JSON.parse(refused.stderr), { status: 404, code: 'AOG_NOT_FOUND', type: /^urn:aog:problem:/ }, 'a refusal of the gate: its problem JSON on stderr')
+  const rogue = await run(AGENT, ['request', ...agentArgs(g.url, 'rogue'), '/x'])
+  t.equal(rogue.code, 1, 'a transport failure')
+  t.match(rogue.stderr, /^aog-agent request: /)
+
+  for (const bad of [[...args], [...args, 'relative'], [...args, '/a', '/b'], [...args, '-H', 'no colon', '/x'], [...args, '-X', 'GE T', '/x'],
+    [...args, '--data', '@' + join(dir, 'absent'), '/x'], ['request', '--url', g.url, '/x'], [...args, '--frobnicate', '/x']]) {
+    const r = await run(AGENT, bad)
+    t.equal(r.code, 2, `bad usage: ${bad.slice(9).join(' ')}`)
+  }
+  const help = await run(AGENT, ['request', '--help'])
+  t.equal(help.code, 0)
+  t.match(help.stdout, /--include/)
 })
