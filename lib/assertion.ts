@@ -2,8 +2,8 @@
  * The identity assertion `X-AOG-Agent` (docs/protocol.md section 7): a compact JWS the gate signs
  * for every allowed protected request, so that the upstream learns who the agent is without trusting
  * anything else the client sent. Its keys are Ed25519 (EdDSA) or P-256 (ES256) private keys, one per
- * file (PEM or private JWK): the first signs, all are published as a JWKS (rotation: list the new key
- * first and keep the old one while tokens it signed may still be in flight).
+ * file (PEM or private JWK): the first signs, all are published as a JWKS (rotation, in
+ * docs/operations.md: publish the new key second until verifiers' caches hold it, then move it first).
  *
  * Header `{"alg", "kid", "typ": "aog-agent+jwt"}` (explicit typing, RFC 8725 section 3.11), `kid` the
  * RFC 7638 thumbprint of the public key. Claims: iss, aud, sub (F), iat, exp, jti, htm, htu, cnf,

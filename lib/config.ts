@@ -41,7 +41,7 @@ export const ConfigSchema = Type.Object({
   redisCommandTimeoutMs: Type.Integer({ minimum: 10, default: 500, description: 'A Redis command slower than this fails (503), so a stalled Redis cannot hang requests.' }),
   redisWaitReplicas: Type.Integer({ minimum: 0, default: 0, description: 'After a claim, WAIT for this many replicas; fewer acknowledgements → 503, nothing accepted.' }),
   redisWaitTimeoutMs: Type.Integer({ minimum: 1, default: 100, description: 'How long WAIT may take (ms).' }),
-  opsListen: Type.String({ ...HostPort, default: '127.0.0.1:9464', description: 'Operations listener (plain HTTP): /metrics, /healthz, /readyz.' }),
+  opsListen: Type.String({ ...HostPort, default: '127.0.0.1:9464', description: 'Operations listener (plain HTTP): /metrics, /healthz, /readyz, /.well-known/jwks.json.' }),
   iterations: Type.Integer({ minimum: 1, maximum: 1 << 30, default: 1048576, description: 'Chain length N of each challenge.' }),
   checkpointInterval: Type.Integer({ minimum: 1, default: 16384, description: 'Checkpoint interval k; must divide N, N/k at most 1024.' }),
   deadlineMs: Type.Integer({ minimum: 100, default: 10000, description: 'Time from issue to deadline (ms).' }),
@@ -128,7 +128,9 @@ function typeName (s: TSchema): string {
   if (any.anyOf !== undefined) return any.anyOf.map((x) => String(x.const)).join(' \\| ')
   if (any.type === 'integer' || any.type === 'number') return 'number'
   if (any.type === 'boolean') return 'boolean'
-  return any.type === 'string' && (s as { pattern?: string }).pattern !== undefined ? 'host:port' : 'string'
+  const pattern = (s as { pattern?: string }).pattern
+  if (pattern === undefined) return 'string'
+  return pattern.startsWith('^https?') ? 'url' : 'host:port'
 }
 
 export function isBooleanOption (key: string): boolean {

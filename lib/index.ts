@@ -20,10 +20,10 @@ export type { ErrorCode } from './errors.js'
 
 // Stores: the contract (a custom store implements Store) and the embedded memory store.
 export { MemoryStore } from './stores/memory.js'
-export { IssueStatus, ConsumeStatus, TakeStatus } from './stores/store.js'
+export { IssueStatus, ConsumeStatus, TakeStatus, AuthorizeStatus } from './stores/store.js'
 export type {
   Store, ChallengeRecord, BucketSpec, RateState, OnceKey, IssueRequest, IssueResult, ConsumeRequest, ConsumeResult,
-  BindRequest, BindResult, TakeRequest, TakeResult,
+  BindRequest, BindResult, TakeRequest, TakeResult, GrantSpec, Grant, AuthorizeRequest, AuthorizeResult,
 } from './stores/store.js'
 
 // The computation (docs/protocol.md section 3), for agents in this process.
@@ -34,4 +34,4 @@ export type { Identity } from './identity/tls.js'
 
 // The agent library.
 export { createAgent, getChallenge, solve, solveAsync, submitTask, pass, certificateFingerprint, GateError } from './client/agent.js'
-export type { AgentOptions, AogAgent, ChallengeResponse, TaskBody, TaskResponse } from './client/agent.js'
+export type { AgentOptions, AogAgent, ChallengeResponse, TaskBody, TaskResponse, FetchInit, FetchResponse } from './client/agent.js'

@@ -73,7 +73,7 @@ export function createMetrics (opts: { defaults?: boolean } = {}): Metrics {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     }),
-    upstreamPool: new Gauge({ name: 'aog_upstream_pool_connections', help: 'Connections and requests of the upstream pool by state (connected, free, pending, running).', labelNames: ['state'], registers }),
+    upstreamPool: new Gauge({ name: 'aog_upstream_pool_connections', help: 'The upstream pool by state: connected, free and size (connections), pending and running (requests).', labelNames: ['state'], registers }),
     crlReloads: new Counter({ name: 'aog_crl_reloads_total', help: 'CRL loads by result (ok, or refused: the previous CRL stays in force).', labelNames: ['result'], registers }),
   }
 }

@@ -32,7 +32,7 @@ import { createPipeline } from './pipeline.js'
 import { createOpsServer } from './ops.js'
 import { createAssertionSigner, loadAssertionKeys } from '../assertion.js'
 import { Upstream } from '../upstream.js'
-import { AUTH_PATH, UPSTREAM_ROUTE, getAuth, proxyRequest } from '../handlers/access.js'
+import { AUTH_PATH, AUTH_PREFIX, UPSTREAM_ROUTE, getAuth, proxyRequest } from '../handlers/access.js'
 
 export interface GateDeps {
   logger: Logger
@@ -111,7 +111,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
   const parts: GateParts = { config, store, pool, metrics, attest, random: new RandomPool(), assertion, upstream }
   const router = new Router<Handler>().add('GET', '/challenge', getChallenge).add('POST', '/task', postTask)
   // GET /auth needs a key to sign X-AOG-Agent with; the proxy, an upstream (docs/protocol.md section 7).
-  if (assertion !== undefined) router.add('GET', AUTH_PATH, getAuth)
+  if (assertion !== undefined) router.add('GET', AUTH_PATH, getAuth).under(AUTH_PREFIX, AUTH_PATH, getAuth)
   if (upstream !== undefined) router.otherwise(UPSTREAM_ROUTE, proxyRequest)
   const poolTimer = upstream === undefined
     ? undefined

@@ -48,19 +48,30 @@ async function assertion (ctx: RequestContext, parts: GateParts, grant: Grant, m
   return await parts.assertion.sign({ sub: fingerprint, htm: method, htu: target, cnf: cnfOf({ fingerprint }), grant_exp: grant.expiresAt })
 }
 
-function single (v: string | string[] | undefined): string | undefined {
-  return typeof v === 'string' && v !== '' ? v : undefined
+/** A header sent exactly once (a repeated one is never trusted), non-empty. */
+function once (req: IncomingMessage, name: string): string | undefined {
+  const v = req.headersDistinct[name]
+  return v !== undefined && v.length === 1 && v[0] !== '' ? v[0] : undefined
 }
+
+/** Envoy's ext_authz (HTTP service) form: the original method, and the original target after this prefix. */
+export const AUTH_PREFIX = '/auth/'
 
 /**
  * The original method and request target of an authorization subrequest: X-Original-Method and
- * X-Original-URI (nginx), or X-Forwarded-Method and X-Forwarded-Uri (Traefik). Undefined when
- * either is missing or repeated, or the target is not an origin-form path.
+ * X-Original-URI (nginx), or X-Forwarded-Method and X-Forwarded-Uri (Traefik); or, on a path under
+ * /auth/ without them, the request's own method and the rest of its target (Envoy's ext_authz
+ * sends the original method to its path_prefix + the original path). Undefined when a header is
+ * missing or repeated, or the target is not an origin-form path.
  */
 export function originalRequest (req: IncomingMessage): { method: string, target: string } | undefined {
-  const h = req.headers
-  const method = single(h['x-original-method']) ?? single(h['x-forwarded-method'])
-  const target = single(h['x-original-uri']) ?? single(h['x-forwarded-uri'])
+  let method = once(req, 'x-original-method') ?? once(req, 'x-forwarded-method')
+  let target = once(req, 'x-original-uri') ?? once(req, 'x-forwarded-uri')
+  const url = req.url ?? ''
+  if (method === undefined && target === undefined && url.startsWith(AUTH_PREFIX)) {
+    method = req.method
+    target = url.slice(AUTH_PREFIX.length - 1)
+  }
   if (method === undefined || target === undefined || !/^[A-Z]{1,16}$/.test(method) || !target.startsWith('/')) return undefined
   return { method, target }
 }
@@ -73,7 +84,10 @@ export function pathOf (url: string): string {
 
 const NO_CONTENT = Object.entries(BASE_HEADERS).flat()
 
-/** GET /auth: 204 with X-AOG-Agent when allowed; a refusal is reshaped by authRefusal. */
+/**
+ * GET /auth (and any method under /auth/, Envoy's form): 204 (200 under /auth/) with X-AOG-Agent
+ * when allowed; a refusal is reshaped by authRefusal.
+ */
 export const getAuth: Handler = async (ctx, parts) => {
   const original = originalRequest(ctx.req)
   if (original === undefined) throw new AogError('AOG_BAD_REQUEST', 'X-Original-Method and X-Original-URI (or X-Forwarded-Method and X-Forwarded-Uri) are required')
@@ -81,7 +95,9 @@ export const getAuth: Handler = async (ctx, parts) => {
   const jws = await assertion(ctx, parts, grant, original.method, original.target)
   parts.metrics.authDecisions.inc({ result: 'allowed', code: 'ok' })
   ctx.outcome = 'ok'
-  ctx.send(204, [...NO_CONTENT, 'x-aog-agent', jws], '')
+  // Envoy allows on 200 only; nginx and Traefik take any 2xx.
+  if (ctx.req.url?.startsWith(AUTH_PREFIX) === true) ctx.send(200, [...NO_CONTENT, 'content-length', '0', 'x-aog-agent', jws], '')
+  else ctx.send(204, [...NO_CONTENT, 'x-aog-agent', jws], '')
 }
 
 /**

@@ -11,6 +11,13 @@ export class Router<H> {
   // for every request, so later comparisons of it are pointer comparisons).
   readonly #routes: Array<{ path: string, methods: string[], handlers: H[] }> = []
   #fallback: { route: string, handler: H } | undefined
+  readonly #prefixes: Array<{ prefix: string, route: string, handler: H }> = []
+
+  /** The handler of every path under `prefix` (any method), reported as `route`. */
+  under (prefix: string, route: string, handler: H): this {
+    this.#prefixes.push({ prefix, route, handler })
+    return this
+  }
 
   /** The handler of every path not added (any method), reported as `route`; without one such paths are 404. */
   otherwise (route: string, handler: H): this {
@@ -50,6 +57,11 @@ export class Router<H> {
         throw new AogError('AOG_METHOD_NOT_ALLOWED', `${method} is not allowed here`, { headers: { allow: route.methods.join(', ') } })
       }
       return route.handlers[at]!
+    }
+    for (const p of this.#prefixes) {
+      if (!path.startsWith(p.prefix)) continue
+      if (into !== undefined) into.route = p.route
+      return p.handler
     }
     if (this.#fallback !== undefined) {
       if (into !== undefined) into.route = this.#fallback.route

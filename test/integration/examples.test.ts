@@ -65,6 +65,7 @@ t.test('the echo upstream example answers as documented, behind the gate; the pr
   t.match(e.agent.claims, { iss: 'aog', sub: agent.fingerprint, htm: 'POST', htu: '/through?x=2', jti: String, grant_exp: Number })
 
   const example = readFileSync(join(ROOT, 'docs/examples/protected.ts'), 'utf8')
+  t.ok(readFileSync(join(ROOT, 'README.md'), 'utf8').includes(example.trim()), 'README shows docs/examples/protected.ts verbatim')
   const file = join(ROOT, 'dist', `example-protected-${process.pid}.mjs`)
   writeFileSync(file, example.replace('https://localhost:8443', g.url))
   t.teardown(() => rmSync(file, { force: true }))

@@ -96,6 +96,23 @@ t.test('GET /auth in direct mode: 204 with X-AOG-Agent, refusals as 401/403 with
   t.equal((await g.raw('agent', '/auth', { method: 'POST', headers: orig })).status, 403, '405 as 403')
   const traefik = await g.raw('agent2', '/auth', { headers: { 'x-forwarded-method': 'GET', 'x-forwarded-uri': '/t' } })
   t.equal(traefik.headers['x-aog-code'], 'AOG_GRANT_REQUIRED', 'Traefik\'s header names are read too')
+  const repeated = await g.raw('agent2', '/auth', { headers: ['x-original-method', 'GET', 'x-original-uri', '/a', 'x-original-uri', '/b'] })
+  t.equal(repeated.headers['x-aog-status'], '400', 'a repeated X-Original-URI is never trusted')
+})
+
+t.test('Envoy\'s ext_authz form: any method under /auth/, the original path after it, 200 when allowed', async (t) => {
+  const g = await startGate(t, { assertionKey: KEY })
+  const before = await g.raw('agent', '/auth/orders/9?x=1', { method: 'DELETE' })
+  t.equal(before.status, 401)
+  t.equal(before.headers['x-aog-code'], 'AOG_GRANT_REQUIRED')
+  await pass(g.agent())
+  const ok = await g.raw('agent', '/auth/orders/9?x=1', { method: 'DELETE' })
+  t.equal(ok.status, 200, 'Envoy allows on 200 only')
+  const claims = JSON.parse(Buffer.from(String(ok.headers['x-aog-agent']).split('.')[1]!, 'base64url').toString()) as Record<string, unknown>
+  t.match(claims, { htm: 'DELETE', htu: '/orders/9?x=1' })
+  const post = await g.raw('agent', '/auth/upload', { method: 'POST', headers: { 'x-original-method': 'PUT', 'x-original-uri': '/elsewhere' } })
+  t.equal(post.status, 200)
+  t.match(JSON.parse(Buffer.from(String(post.headers['x-aog-agent']).split('.')[1]!, 'base64url').toString()), { htm: 'PUT', htu: '/elsewhere' }, 'explicit X-Original-* headers win')
 })
 
 t.test('without --assertion-key there is no /auth, and --upstream is refused', async (t) => {

@@ -12,7 +12,7 @@ import { GateError } from '../../lib/client/agent.js'
 
 t.test('the package exports exactly the curated names', async (t) => {
   t.same(Object.keys(api).sort(), [
-    'ALGORITHM', 'AogError', 'ConfigError', 'ConsumeStatus', 'ERRORS', 'GateError', 'IssueStatus', 'MemoryStore',
+    'ALGORITHM', 'AogError', 'AuthorizeStatus', 'ConfigError', 'ConsumeStatus', 'ERRORS', 'GateError', 'IssueStatus', 'MemoryStore',
     'StoreUnavailableError', 'TakeStatus', 'certificateFingerprint', 'chainKey', 'createAgent', 'createGate',
     'createLogger', 'createMetrics', 'fingerprintOf', 'fromEnv', 'getChallenge', 'initialDigest', 'loadConfig', 'pass',
     'readConfigFile', 'solve', 'solveAsync', 'solveChain', 'submitTask', 'traceHash',
