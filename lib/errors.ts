@@ -7,6 +7,7 @@ export const ERRORS = {
   AOG_BAD_REQUEST: { status: 400, title: 'Bad request' },
   AOG_IDENTITY_REQUIRED: { status: 401, title: 'Client identity required' },
   AOG_GRANT_REQUIRED: { status: 401, title: 'Grant required' },
+  AOG_SIGNATURE_INVALID: { status: 401, title: 'Request signature invalid' },
   AOG_FINGERPRINT_MISMATCH: { status: 403, title: 'Fingerprint does not match the client certificate' },
   AOG_ATTESTATION_INVALID: { status: 403, title: 'Attestation invalid' },
   AOG_NOT_AUTHORIZED: { status: 403, title: 'Not authorized' },

@@ -1,0 +1,512 @@
+/**
+ * Web Bot Auth identity (docs/protocol.md section 8): the verifier of HTTP Message Signatures
+ * (RFC 9421) as draft-ietf-webbotauth-httpsig-protocol profiles them.
+ *
+ * `Signature-Input`, `Signature` and `Signature-Agent` are structured fields (RFC 8941), parsed with
+ * `structured-headers`, each bounded to MAX_FIELD_LENGTH characters before it is parsed. A label
+ * repeated within a field is refused (RFC 8941 would keep the last one silently, where another
+ * reader of the same message could take the first). `Signature-Agent` is accepted in the draft's
+ * dictionary form (`sig1="https://agent.example"`, covered as `"signature-agent";key="sig1"`) and in
+ * the older bare-string form (`"https://agent.example"`, covered as `"signature-agent"`).
+ *
+ * The signature base is built as RFC 9421 section 2.5 says: one line per covered component,
+ * `"<identifier>": <value>`, then `"@signature-params": <the serialized inner list>`, joined by LF
+ * with no trailing LF. The signature parameters are serialized from the parsed inner list (the
+ * canonical serialization the RFC defines), not copied from the field's text.
+ *
+ * verifyRequest performs the checks of section 8 in order and refuses with 401
+ * AOG_SIGNATURE_INVALID, whose detail names the check, and `Accept-Signature` (RFC 9421 section 5.1);
+ * a directory with no keys is 503 AOG_UNAVAILABLE with Retry-After (fail closed). The single use of
+ * the nonce and the deny list are the caller's: it gets the nonce, `expires` and the thumbprint.
+ */
+import { createHash, createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:crypto'
+import { isInnerList, parseDictionary, parseItem, serializeDictionary, serializeInnerList, serializeItem, serializeParameters, Token, type BareItem, type Dictionary, type InnerList, type Item, type Parameters } from 'structured-headers'
+import { AogError } from '../errors.js'
+
+/** The `tag` of a Web Bot Auth signature. */
+export const WEB_BOT_AUTH_TAG = 'web-bot-auth'
+
+/** Longest `Signature-Input`, `Signature` or `Signature-Agent` value parsed (characters). */
+export const MAX_FIELD_LENGTH = 8192
+
+/** Most components one signature may cover. */
+export const MAX_COVERED_COMPONENTS = 32
+
+/** Longest nonce accepted (characters): the caller stores it until `expires`. */
+export const MAX_NONCE_LENGTH = 256
+
+/** Components every signature must cover (`@target-uri` may stand for `@authority`). */
+export const REQUIRED_COMPONENTS = ['@method', '@authority', '@path'] as const
+
+/**
+ * The `Accept-Signature` value of every refusal (RFC 9421 section 5.1): the components to cover,
+ * `created`, `expires` and `nonce` to be included (a parameter without a value asks the signer for
+ * one of its own, as the RFC defines for `created` and `expires`), the algorithm and the tag. A
+ * request that sends `Signature-Agent` must cover it too (section 8).
+ */
+export const ACCEPT_SIGNATURE = serializeDictionary(new Map([[
+  'sig1',
+  [REQUIRED_COMPONENTS.map((c): Item => [c, new Map()]), new Map<string, BareItem>([
+    ['created', true], ['expires', true], ['nonce', true], ['alg', 'ed25519'], ['tag', WEB_BOT_AUTH_TAG],
+  ])],
+]]))
+
+const REFUSAL_HEADERS: Record<string, string> = Object.freeze({ 'accept-signature': ACCEPT_SIGNATURE }) as Record<string, string>
+
+/** A header value as node gives it (IncomingHttpHeaders). */
+export type HeaderValue = string | readonly string[] | undefined
+
+/** What the verifier reads of a request. */
+export interface SignedRequest {
+  /** The method as sent. */
+  method: string
+  /** The authority as the client sent it: the Host header (HTTP/1.1) or `:authority` (HTTP/2). */
+  authority: string
+  /** The request target as sent (origin form: path and query, e.g. `/challenge?x=1`). */
+  target: string
+  scheme: 'https' | 'http'
+  /** Header fields by lowercase name (node's `req.headers`). */
+  headers: Readonly<Record<string, HeaderValue>>
+}
+
+/** A directory lookup's answer: the key, or why there is none. */
+export type KeyLookup = KeyObject | 'unknown-directory' | 'no-keys' | undefined
+
+export interface VerifyOptions {
+  /** The clock, ms since the epoch. */
+  now: number
+  /** How far in the future `created` may be. */
+  skewSeconds: number
+  /** Largest `expires - created`. */
+  maxValiditySeconds: number
+  /**
+   * The key of `keyid` in the directory named by `Signature-Agent` (its URL as sent), or in any
+   * allowed directory when the request names none.
+   */
+  resolveKey: (directoryUrl: string | undefined, keyid: string) => Promise<KeyLookup>
+  /**
+   * The gate's own authorities (normalized as normalizeAuthority does, e.g. `gate.example` or
+   * `localhost:8443`): a request for another host is refused, so that a signature an agent made for
+   * another service cannot be replayed here by that service. Unset: any authority.
+   */
+  authorities?: readonly string[] | undefined
+  /** Retry-After of the 503 when a directory has no keys (default 30). */
+  retryAfterSeconds?: number | undefined
+}
+
+/** A verified signature. */
+export interface VerifiedSignature {
+  /** Its label in Signature-Input. */
+  label: string
+  /** The RFC 7638 thumbprint of the key, base64url (as sent). */
+  keyid: string
+  /** F: the same thumbprint in lowercase hex (64 characters). */
+  thumbprintHex: string
+  nonce: string
+  /** ms since the epoch. */
+  created: number
+  /** ms since the epoch: keep the nonce at least until then. */
+  expires: number
+  /** The directory URL named by Signature-Agent, as sent, when the request has one. */
+  directory?: string
+}
+
+/**
+ * The refusal of a signature: 401 AOG_SIGNATURE_INVALID with `detail` and Accept-Signature (for the
+ * caller's own checks too: a replayed nonce, a denied key).
+ */
+export function signatureError (detail: string): AogError {
+  return new AogError('AOG_SIGNATURE_INVALID', detail, { headers: REFUSAL_HEADERS })
+}
+
+function refuse (detail: string): never {
+  throw signatureError(detail)
+}
+
+function unavailable (detail: string, retryAfter: number, cause?: unknown): never {
+  throw new AogError('AOG_UNAVAILABLE', detail, { retryAfter, headers: REFUSAL_HEADERS, cause })
+}
+
+/** A field's value: several lines are combined with ", " (RFC 9110 section 5.3), each trimmed. */
+function fieldValue (v: HeaderValue): string | undefined {
+  if (v === undefined) return undefined
+  if (typeof v === 'string') return v.trim()
+  if (v.length === 0) return undefined
+  return v.map((x) => x.trim()).join(', ')
+}
+
+/**
+ * Members of a dictionary's text at its top level. Called only on text that parsed as a dictionary,
+ * where commas outside strings and inner lists separate members (tokens, byte sequences and display
+ * strings hold no comma, quote or parenthesis of their own).
+ */
+function topLevelMembers (text: string): number {
+  let n = 1
+  let depth = 0
+  let inString = false
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (inString) {
+      if (c === 0x5c) i++
+      else if (c === 0x22) inString = false
+    } else if (c === 0x22) inString = true
+    else if (c === 0x28) depth++
+    else if (c === 0x29) depth--
+    else if (c === 0x2c && depth === 0) n++
+  }
+  return n
+}
+
+/** A bounded structured dictionary whose labels are all distinct, or the refusal naming the field. */
+function strictDictionary (text: string, field: string): Dictionary {
+  if (text.length > MAX_FIELD_LENGTH) refuse(`${field} exceeds ${MAX_FIELD_LENGTH} characters`)
+  let dict: Dictionary
+  try {
+    dict = parseDictionary(text)
+  } catch {
+    refuse(`${field} is not a valid structured dictionary (RFC 8941)`)
+  }
+  if (dict.size > 0 && topLevelMembers(text) !== dict.size) refuse(`${field} repeats a label`)
+  return dict
+}
+
+const FIELD_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/
+
+/** A covered component: its identifier as serialized, its name and its parameters. */
+interface Covered {
+  id: string
+  name: string
+  params: Parameters
+}
+
+/** A string as an sf-string (RFC 8941 section 4.1.6): quoted, `"` and `\\` escaped. */
+function quoted (s: string): string {
+  return s.includes('"') || s.includes('\\') ? `"${s.replace(/["\\]/g, '\\$&')}"` : `"${s}"`
+}
+
+/**
+ * The covered components of a signature, validated (RFC 9421 sections 2.1, 2.2, 2.5). Their
+ * identifiers are serialized here: a derived name or a field name in quotes, and the key parameter.
+ */
+function coveredComponents (il: InnerList): Covered[] {
+  const items = il[0]
+  if (items.length > MAX_COVERED_COMPONENTS) refuse(`signature covers more than ${MAX_COVERED_COMPONENTS} components`)
+  const out: Covered[] = []
+  const seen = new Set<string>()
+  for (const item of items) {
+    const name = item[0]
+    if (typeof name !== 'string') refuse('a covered component is not a string')
+    const params = item[1]
+    let id = `"${name}"`
+    if (name.startsWith('@')) {
+      if (!DERIVED.has(name)) refuse(`component ${FIELD_NAME.test(name.slice(1)) ? name : '@…'} is not supported`)
+      if (params.size > 0) refuse(`component ${name} takes no parameter here`)
+    } else {
+      if (!FIELD_NAME.test(name)) refuse('a covered component is not a lowercase field name')
+      for (const [p, v] of params) {
+        if (p !== 'key') refuse(`component parameter ${FIELD_NAME.test(p) ? p : '…'} is not supported (only key)`)
+        if (typeof v !== 'string') refuse(`the key parameter of ${name} is not a string`)
+        id += `;key=${quoted(v)}`
+      }
+    }
+    if (seen.has(id)) refuse(`signature covers ${name} twice`)
+    seen.add(id)
+    out.push({ id, name, params })
+  }
+  return out
+}
+
+/**
+ * The `@signature-params` value (RFC 9421 section 2.3): the inner list of the covered identifiers
+ * and the parameters, serialized as RFC 8941 does; integers and strings here, the rarer types by
+ * `structured-headers`.
+ */
+function signatureParams (covered: Covered[], params: Parameters): string {
+  let s = '('
+  for (let i = 0; i < covered.length; i++) s += i === 0 ? covered[i]!.id : ` ${covered[i]!.id}`
+  s += ')'
+  for (const [k, v] of params) {
+    if (v === true) s += `;${k}`
+    else if (typeof v === 'number' && Number.isSafeInteger(v)) s += `;${k}=${v}`
+    else if (typeof v === 'string') s += `;${k}=${quoted(v)}`
+    else s += librarySerialized(() => serializeParameters(new Map([[k, v]])))
+  }
+  return s
+}
+
+/** A serialization by `structured-headers` of a value it parsed; a throw is a refusal, never a 500. */
+function librarySerialized (f: () => string): string {
+  try {
+    return f()
+  } catch {
+    refuse('a signed structured value cannot be serialized')
+  }
+}
+
+const DERIVED = new Set(['@method', '@target-uri', '@authority', '@scheme', '@request-target', '@path', '@query'])
+
+/**
+ * The authority as RFC 9421 section 2.2.3 compares it (HTTP section 4.2.3): lowercase, without the
+ * scheme's default port.
+ */
+export function normalizeAuthority (authority: string, scheme: 'https' | 'http'): string {
+  let a = authority.trim().toLowerCase()
+  if (a.endsWith(':')) a = a.slice(0, -1)
+  const port = scheme === 'https' ? ':443' : ':80'
+  if (a.endsWith(port)) a = a.slice(0, -port.length)
+  return a
+}
+
+/** The directory a Signature-Agent value names, parsed once per request. */
+interface AgentField {
+  text: string
+  /** The dictionary form, when it is one. */
+  dict: Dictionary | undefined
+  /** The bare-string form's URL, when it is one. */
+  url: string | undefined
+}
+
+function agentField (text: string): AgentField {
+  if (text.length > MAX_FIELD_LENGTH) refuse(`Signature-Agent exceeds ${MAX_FIELD_LENGTH} characters`)
+  // The older form is one string; a dictionary member begins with a key, which a string cannot.
+  if (text.startsWith('"')) {
+    let item: Item
+    try {
+      item = parseItem(text)
+    } catch {
+      refuse('Signature-Agent is not a valid structured field (RFC 8941)')
+    }
+    if (typeof item[0] !== 'string') refuse('Signature-Agent is not a string')
+    return { text, dict: undefined, url: item[0] }
+  }
+  return { text, dict: strictDictionary(text, 'Signature-Agent'), url: undefined }
+}
+
+/** The URL of a Signature-Agent dictionary member: a string, of the directory type. */
+function memberUrl (member: Item | InnerList): string {
+  if (isInnerList(member) || typeof member[0] !== 'string') refuse('a Signature-Agent member is not a string')
+  const type = member[1].get('type')
+  if (type !== undefined && !(type instanceof Token && type.toString() === 'directory')) refuse('Signature-Agent type is not supported (only directory)')
+  return member[0]
+}
+
+/** The directory URL a signature's Signature-Agent names (see the module comment). */
+function agentDirectory (agent: AgentField, key: string | undefined): string {
+  if (agent.url !== undefined) {
+    if (key !== undefined) refuse('Signature-Agent is not a dictionary, yet the signature covers a member of it')
+    return agent.url
+  }
+  const dict = agent.dict!
+  if (key === undefined) {
+    if (dict.size !== 1) refuse('Signature-Agent names several directories: cover one member with ;key=')
+    return memberUrl(dict.values().next().value!)
+  }
+  const member = dict.get(key)
+  if (member === undefined) refuse('Signature-Agent has no member named by the covered key')
+  return memberUrl(member)
+}
+
+/** The canonical serialization of a parsed dictionary member (RFC 9421 section 2.1.2). */
+function serialized (member: Item | InnerList): string {
+  if (!isInnerList(member) && typeof member[0] === 'string' && member[1].size === 0) return quoted(member[0])
+  return librarySerialized(() => isInnerList(member) ? serializeInnerList(member) : serializeItem(member))
+}
+
+/** A non-ASCII or control character other than HTAB in a component value. */
+const UNSAFE_VALUE = /[^\t\x20-\x7e]/
+
+interface Base {
+  base: string
+  /** The directory named by a covered Signature-Agent. */
+  directory: string | undefined
+}
+
+/**
+ * The signature base (RFC 9421 section 2.5) of `il`, whose components are `covered`, refusing for a
+ * component the request does not have.
+ */
+function buildBase (req: SignedRequest, il: InnerList, covered: Covered[], agent: AgentField | undefined): Base {
+  const q = req.target.indexOf('?')
+  const path = q < 0 ? req.target : req.target.slice(0, q)
+  const query = q < 0 ? '?' : req.target.slice(q)
+  let base = ''
+  let directory: string | undefined
+  let agentCovered = false
+  for (const c of covered) {
+    let value: string
+    if (c.name.startsWith('@')) {
+      if (c.name !== '@method' && c.name !== '@authority' && c.name !== '@scheme' && !req.target.startsWith('/')) refuse('the request target is not in origin form')
+      switch (c.name) {
+        case '@method': value = req.method; break
+        case '@authority': value = normalizeAuthority(req.authority, req.scheme); break
+        case '@scheme': value = req.scheme; break
+        case '@target-uri': value = `${req.scheme}://${normalizeAuthority(req.authority, req.scheme)}${req.target}`; break
+        case '@request-target': value = req.target; break
+        case '@path': value = path; break
+        default: value = query
+      }
+      if (value === '') refuse(`the request has no ${c.name}`)
+    } else {
+      const raw = Object.hasOwn(req.headers, c.name) ? fieldValue(req.headers[c.name]) : undefined
+      if (raw === undefined) refuse(`signature covers ${c.name}, which the request does not have`)
+      const key = c.params.get('key') as string | undefined
+      if (c.name === 'signature-agent') {
+        if (agentCovered) refuse('signature covers signature-agent twice')
+        agentCovered = true
+        directory = agentDirectory(agent!, key)
+      }
+      if (key === undefined) value = raw
+      else {
+        const dict = c.name === 'signature-agent' ? agent!.dict! : strictDictionary(raw, c.name)
+        const member = dict.get(key)
+        if (member === undefined) refuse(`${c.name} has no member named by the covered key`)
+        value = serialized(member)
+      }
+    }
+    if (UNSAFE_VALUE.test(value)) refuse(`${c.name} has a character a signature base cannot hold`)
+    base += `${c.id}: ${value}\n`
+  }
+  base += `"@signature-params": ${signatureParams(covered, il[1])}`
+  return { base, directory }
+}
+
+/**
+ * The signature base of the signature labelled `label` in `signatureInput`, for `req` (test vectors,
+ * the documentation's worked example). Throws the verifier's refusals.
+ */
+export function signatureBase (req: SignedRequest, signatureInput: string, label: string): string {
+  const member = strictDictionary(signatureInput, 'Signature-Input').get(label)
+  if (member === undefined || !isInnerList(member)) refuse(`Signature-Input has no inner list labelled ${label}`)
+  const sent = fieldValue(Object.hasOwn(req.headers, 'signature-agent') ? req.headers['signature-agent'] : undefined)
+  return buildBase(req, member, coveredComponents(member), sent === undefined ? undefined : agentField(sent)).base
+}
+
+const thumbprints = new WeakMap<KeyObject, string>()
+
+/**
+ * The RFC 7638 SHA-256 thumbprint of a key (public, or the public half of a private one), base64url;
+ * computed once per KeyObject.
+ */
+export function keyThumbprint (key: KeyObject): string {
+  let t = thumbprints.get(key)
+  if (t === undefined) {
+    const jwk = (key.type === 'private' ? createPublicKey(key) : key).export({ format: 'jwk' })
+    const members = jwk.kty === 'OKP'
+      ? { crv: jwk.crv, kty: jwk.kty, x: jwk.x }
+      : jwk.kty === 'EC'
+        ? { crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y }
+        : { e: jwk.e, kty: jwk.kty, n: jwk.n }
+    t = createHash('sha256').update(JSON.stringify(members)).digest('base64url')
+    thumbprints.set(key, t)
+  }
+  return t
+}
+
+/** A SHA-256 thumbprint in base64url: 43 characters without padding. */
+const THUMBPRINT = /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/
+
+function integerParam (params: Parameters, name: 'created' | 'expires'): number {
+  const v = params.get(name)
+  if (v === undefined) refuse(`${name} missing`)
+  if (typeof v !== 'number' || !Number.isSafeInteger(v)) refuse(`${name} is not an integer`)
+  return v
+}
+
+/**
+ * Verify the Web Bot Auth signature of a request: every check of docs/protocol.md section 8 in
+ * order (see the module comment). The nonce's single use and the deny list are left to the caller.
+ */
+export async function verifyRequest (req: SignedRequest, opts: VerifyOptions): Promise<VerifiedSignature> {
+  const h = req.headers
+  const inputText = fieldValue(Object.hasOwn(h, 'signature-input') ? h['signature-input'] : undefined)
+  const sigText = fieldValue(Object.hasOwn(h, 'signature') ? h.signature : undefined)
+  if (inputText === undefined) refuse('Signature-Input header missing')
+  if (sigText === undefined) refuse('Signature header missing')
+  const inputs = strictDictionary(inputText, 'Signature-Input')
+
+  // 1. The one signature labelled with the Web Bot Auth tag.
+  let label: string | undefined
+  let il: InnerList | undefined
+  for (const [k, v] of inputs) {
+    if (v[1].get('tag') !== WEB_BOT_AUTH_TAG) continue
+    if (!isInnerList(v)) refuse(`Signature-Input member ${k} is not an inner list`)
+    if (label !== undefined) refuse(`more than one signature labelled with tag="${WEB_BOT_AUTH_TAG}"`)
+    label = k
+    il = v
+  }
+  if (label === undefined || il === undefined) refuse(`no signature labelled with tag="${WEB_BOT_AUTH_TAG}"`)
+  const sigMember = strictDictionary(sigText, 'Signature').get(label)
+  if (sigMember === undefined) refuse(`Signature has no member labelled ${label}`)
+  if (isInnerList(sigMember) || !(sigMember[0] instanceof ArrayBuffer)) refuse(`Signature member ${label} is not a byte sequence`)
+  const signature = Buffer.from(sigMember[0])
+
+  // 2. What it covers: @authority (or @target-uri), @method, @path, signature-agent when sent.
+  const covered = coveredComponents(il)
+  const has = (name: string): boolean => covered.some((c) => c.name === name)
+  if (!has('@authority') && !has('@target-uri')) refuse('signature does not cover @authority')
+  if (!has('@method')) refuse('signature does not cover @method')
+  if (!has('@path')) refuse('signature does not cover @path')
+  const agentText = fieldValue(Object.hasOwn(h, 'signature-agent') ? h['signature-agent'] : undefined)
+  if (agentText !== undefined && !has('signature-agent')) refuse('signature does not cover signature-agent')
+  if (opts.authorities !== undefined && !opts.authorities.includes(normalizeAuthority(req.authority, req.scheme))) {
+    refuse('signature is for another host: @authority is not this gate')
+  }
+  const { base, directory } = buildBase(req, il, covered, agentText === undefined ? undefined : agentField(agentText))
+
+  // 3. created not in the future beyond the skew; validity within the maximum.
+  const params = il[1]
+  const created = integerParam(params, 'created')
+  const expires = integerParam(params, 'expires')
+  if (created * 1000 > opts.now + opts.skewSeconds * 1000) refuse('created is in the future')
+  if (expires <= created) refuse('expires is not after created')
+  if (expires - created > opts.maxValiditySeconds) refuse(`expires - created exceeds ${opts.maxValiditySeconds} s`)
+
+  // 4. Not expired: a signature is refused from its `expires` on, so a nonce kept until then suffices.
+  if (opts.now >= expires * 1000) refuse('signature expired')
+
+  // 5. A nonce (its single use is the caller's).
+  const nonce = params.get('nonce')
+  if (nonce === undefined || nonce === '') refuse('nonce missing')
+  if (typeof nonce !== 'string') refuse('nonce is not a string')
+  if (nonce.length > MAX_NONCE_LENGTH) refuse(`nonce is longer than ${MAX_NONCE_LENGTH} characters`)
+
+  // 6. The key: keyid in the directory named by Signature-Agent.
+  const keyid = params.get('keyid')
+  if (keyid === undefined) refuse('keyid missing')
+  if (typeof keyid !== 'string' || !THUMBPRINT.test(keyid)) refuse('keyid is not an RFC 7638 JWK thumbprint (SHA-256, base64url)')
+  const alg = params.get('alg')
+  if (alg !== undefined && alg !== 'ed25519') refuse('alg is not supported (only "ed25519")')
+  const retryAfter = opts.retryAfterSeconds ?? 30
+  let found: KeyLookup
+  try {
+    found = await opts.resolveKey(directory, keyid)
+  } catch (err) {
+    if (err instanceof AogError) throw err
+    unavailable('the key directory could not be read', retryAfter, err)
+  }
+  if (found === 'unknown-directory') refuse('the directory named by Signature-Agent is not allowed')
+  if (found === 'no-keys') unavailable('no keys are known for the directory named by Signature-Agent', retryAfter)
+  if (found === undefined) refuse(directory === undefined ? 'keyid not in any allowed directory' : 'keyid not in the directory named by Signature-Agent')
+  if (found.asymmetricKeyType !== 'ed25519') refuse('the key is not an Ed25519 key (only ed25519 is supported)')
+  if (keyThumbprint(found) !== keyid) refuse('keyid is not the thumbprint of the directory key')
+
+  // 7. The signature.
+  let ok = false
+  if (signature.length === 64) {
+    try {
+      ok = cryptoVerify(null, Buffer.from(base, 'latin1'), found, signature)
+    } catch {
+      ok = false
+    }
+  }
+  if (!ok) refuse('signature does not verify')
+  return {
+    label,
+    keyid,
+    thumbprintHex: Buffer.from(keyid, 'base64url').toString('hex'),
+    nonce,
+    created: created * 1000,
+    expires: expires * 1000,
+    ...(directory === undefined ? {} : { directory }),
+  }
+}
