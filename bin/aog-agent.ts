@@ -8,9 +8,10 @@
 import { parseArgs } from 'node:util'
 import { readFileSync } from 'node:fs'
 import { once } from 'node:events'
-import { createAgent, pass, GateError, type AogAgent, type FetchInit } from '../lib/client/agent.js'
+import { createAgent, localAttestationSigner, pass, GateError, type AogAgent, type FetchInit } from '../lib/client/agent.js'
 
 const USAGE = `Usage: aog-agent --url URL --cert FILE --key FILE [--ca FILE] [--count N] [--concurrency C]
+                 [--attestation-key FILE --attestation-issuer ISS [--attestation-audience AUD]]
 
   --url URL          the gate, e.g. https://localhost:8443
   --cert FILE        client certificate (PEM)
@@ -18,6 +19,11 @@ const USAGE = `Usage: aog-agent --url URL --cert FILE --key FILE [--ca FILE] [--
   --ca FILE          CA that signed the gate's certificate (PEM)
   --count N          attempts (default 1)
   --concurrency C    attempts in flight at once (default 1)
+  --attestation-key FILE       sign a development attestation for each submission with this private
+                               key (PEM or JWK, Ed25519 or P-256; certs/gen.sh makes attestation-key.pem):
+                               claims iss, aud, sub = the certificate's fingerprint, nonce = the challenge's
+  --attestation-issuer ISS     its iss (the gate's --attestation-issuer); required with --attestation-key
+  --attestation-audience AUD   its aud (the gate's --attestation-audience), when the gate requires one
   --help, -h         print this help
 
 Output: one JSON line per attempt {attempt, status, nonce, runtime_ms, verification | code, detail},
@@ -32,6 +38,8 @@ A protected request (docs/protocol.md section 7): sends PATH (with its query) th
 upstream, passing the gate first when the identity holds no live grant, and prints the response body.
 
   --url, --cert, --key, --ca   as for aog-agent
+  --attestation-key, --attestation-issuer, --attestation-audience
+                               as for aog-agent: the passes made on the way are attested
   --method M, -X M       request method (default GET, or POST with --data)
   --data D, -d D         request body, sent as is: the string D, or the contents of FILE with @FILE (@- for stdin)
   --header H, -H H       request header 'Name: value' (repeatable)
@@ -46,22 +54,43 @@ const TLS_OPTIONS = {
   cert: { type: 'string' },
   key: { type: 'string' },
   ca: { type: 'string' },
+  'attestation-key': { type: 'string' },
+  'attestation-issuer': { type: 'string' },
+  'attestation-audience': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const
 
-/** The agent of --url, --cert, --key and --ca (the files are read here: a bad path throws). */
+/**
+ * The agent of --url, --cert, --key, --ca and the attestation options (the files are read here: a
+ * bad path or key throws).
+ */
 function agentOf (values: Record<string, unknown>, connections: number): AogAgent {
+  const attestationKey = values['attestation-key']
+  const audience = values['attestation-audience']
   return createAgent({
     url: values.url as string,
     cert: readFileSync(values.cert as string),
     key: readFileSync(values.key as string),
     ...(typeof values.ca === 'string' ? { ca: readFileSync(values.ca) } : {}),
     connections,
+    ...(typeof attestationKey === 'string'
+      ? {
+          attestation: localAttestationSigner({
+            key: attestationKey,
+            issuer: values['attestation-issuer'] as string,
+            ...(typeof audience === 'string' ? { audience } : {}),
+          }),
+        }
+      : {}),
   })
 }
 
+/** The required options that are missing, and the ones that need another. */
 function missingTls (values: Record<string, unknown>): string[] {
-  return ['url', 'cert', 'key'].filter((k) => typeof values[k] !== 'string')
+  const missing = ['url', 'cert', 'key'].filter((k) => typeof values[k] !== 'string')
+  const attesting = ['attestation-key', 'attestation-issuer', 'attestation-audience'].some((k) => typeof values[k] === 'string')
+  if (attesting) missing.push(...['attestation-key', 'attestation-issuer'].filter((k) => typeof values[k] !== 'string'))
+  return missing
 }
 
 async function main (): Promise<number> {

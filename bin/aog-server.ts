@@ -17,6 +17,7 @@ import { createMetrics } from '../lib/metrics.js'
 import { packageRoot } from '../lib/paths.js'
 import { EXAMPLE, renderNginxConfig, type NginxOptions } from '../lib/nginx-config.js'
 import { jwksCommand } from '../lib/assertion.js'
+import { openApiDocument } from '../lib/openapi.js'
 
 function usage (): string {
   const rows = describeOptions().map((o) => {
@@ -39,10 +40,13 @@ function usage (): string {
     '',
     'aog-server jwks KEY_FILE...   prints the JWKS of --assertion-key files (the public keys that verify X-AOG-Agent)',
     '',
+    'aog-server openapi            prints the OpenAPI 3.1 document of the agent-facing API (as the gate serves it',
+    '                              at GET /.well-known/aog/openapi.json)',
+    '',
     'aog-server nginx-config [--listen 443] [--server-name NAME] [--server-cert FILE] [--server-key FILE]',
     '    [--client-ca FILE] [--crl FILE] [--secret-file FILE] [--js-path DIR] [--max-body SIZE]',
     '    [--upstream HOST:PORT[,HOST:PORT…]]… [--max-fails 3] [--fail-timeout 10s]',
-    '    [--protect http://HOST:PORT[/PREFIX]] [--protect-max-body 100m]',
+    '    [--protect http://HOST:PORT[/PREFIX]] [--protect-max-body 100m] [--web-bot-auth]',
     '    prints an nginx configuration for forwarded mode (see docs/operations.md). --upstream, repeated',
     '    or comma-separated: the gate instances. --protect: nginx also fronts the protected application,',
     '    each request authorized by the gate\'s GET /auth (needs --assertion-key on the gate).',
@@ -60,11 +64,12 @@ function nginxConfig (argv: string[]): void {
       ...Object.fromEntries(names.map(([, f]) => [f, { type: 'string' as const }])),
       upstream: { type: 'string', multiple: true },
       'max-fails': { type: 'string' },
+      'web-bot-auth': { type: 'boolean' },
     },
     strict: true,
   })
   // The example's paths are the defaults; the protected application is only there when asked for.
-  const opts: NginxOptions = { ...EXAMPLE, protect: undefined }
+  const opts: NginxOptions = { ...EXAMPLE, protect: undefined, webBotAuth: values['web-bot-auth'] === true }
   for (const [k, f] of names) {
     const v = (values as Record<string, unknown>)[f]
     if (typeof v === 'string') (opts as unknown as Record<string, string>)[k] = v
@@ -136,6 +141,14 @@ async function main (): Promise<void> {
       process.stderr.write(`aog-server jwks: ${(err as Error).message}\n`)
       process.exit(2)
     }
+    return
+  }
+  if (process.argv[2] === 'openapi') {
+    if (process.argv.length > 3) {
+      process.stderr.write('aog-server openapi: takes no arguments (usage: aog-server openapi > openapi.json)\n')
+      process.exit(2)
+    }
+    process.stdout.write(JSON.stringify(openApiDocument(), null, 2) + '\n')
     return
   }
   if (process.argv[2] === 'nginx-config') {

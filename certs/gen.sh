@@ -11,7 +11,11 @@
 #   forward-secret                    a random HMAC secret for forwarded mode
 #   assertion-key.pem                 Ed25519 key (PKCS#8) that signs X-AOG-Agent
 #   assertion-key-2.pem               P-256 key (PKCS#8), a second assertion key for rotation tests
-# Idempotent: does nothing when every file exists. --force regenerates everything.
+#   attestation-key.pem               Ed25519 key (PKCS#8) of the development attestation signer
+#                                     (aog-agent --attestation-key; it attests nothing about the machine)
+#   attestation-jwks.json             its public JWKS, for the gate's --attestation-jwks
+# Idempotent: does nothing when every file exists; when only the attestation files are missing (a
+# dev PKI made before they existed), makes just those. --force regenerates everything.
 # Usage: certs/gen.sh [--force] [OUT_DIR]
 set -euo pipefail
 force=0
@@ -21,12 +25,35 @@ out=${1:-"$here/dev"}
 files=(ca.pem ca-key.pem server.pem server-key.pem agent.pem agent-key.pem agent2.pem agent2-key.pem
   rogue.pem rogue-key.pem expired.pem expired-key.pem revoked.pem revoked-key.pem crl.pem forward-secret
   assertion-key.pem assertion-key-2.pem)
+attestation_files=(attestation-key.pem attestation-jwks.json)
+command -v openssl >/dev/null || { echo "certs/gen.sh: openssl is required" >&2; exit 1; }
+
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+
+# The development attestation key and its JWKS: kid is the RFC 7638 thumbprint, as aog-agent signs with.
+attestation() { # dir
+  local d=$1 x kid
+  (umask 077; openssl genpkey -algorithm ED25519 -out "$d/attestation-key.pem" 2>/dev/null)
+  # The raw public key: the last 32 bytes of its SubjectPublicKeyInfo.
+  x=$(openssl pkey -in "$d/attestation-key.pem" -pubout -outform DER 2>/dev/null | tail -c 32 | b64url)
+  kid=$(printf '{"crv":"Ed25519","kty":"OKP","x":"%s"}' "$x" | openssl dgst -sha256 -binary | b64url)
+  printf '{"keys":[{"kty":"OKP","crv":"Ed25519","x":"%s","kid":"%s","alg":"EdDSA","use":"sig"}]}\n' "$x" "$kid" > "$d/attestation-jwks.json"
+  chmod 600 "$d/attestation-key.pem"
+  chmod 644 "$d/attestation-jwks.json"
+}
+
 if [ $force -eq 0 ]; then
   missing=0
   for f in "${files[@]}"; do [ -s "$out/$f" ] || missing=1; done
-  if [ $missing -eq 0 ]; then echo "certs/gen.sh: $out is complete, nothing to do" >&2; exit 0; fi
+  extra=0
+  for f in "${attestation_files[@]}"; do [ -s "$out/$f" ] || extra=1; done
+  if [ $missing -eq 0 ] && [ $extra -eq 0 ]; then echo "certs/gen.sh: $out is complete, nothing to do" >&2; exit 0; fi
+  if [ $missing -eq 0 ]; then
+    attestation "$out"
+    echo "certs/gen.sh: wrote the development attestation key to $out" >&2
+    exit 0
+  fi
 fi
-command -v openssl >/dev/null || { echo "certs/gen.sh: openssl is required" >&2; exit 1; }
 mkdir -p "$out"
 chmod 700 "$out"
 work=$(mktemp -d)
@@ -102,6 +129,7 @@ for n in server agent agent2 rogue expired revoked; do cp "$work/$n.pem" "$work/
 openssl rand -hex 32 > "$out/forward-secret"
 openssl genpkey -algorithm ED25519 -out "$out/assertion-key.pem" 2>/dev/null
 key "$out/assertion-key-2.pem"
+attestation "$out"
 chmod 600 "$out"/*-key.pem "$out"/assertion-key*.pem "$out/forward-secret"
 chmod 644 "$out"/ca.pem "$out"/rogue-ca.pem "$out"/crl.pem "$out"/{server,agent,agent2,rogue,expired,revoked}.pem
 echo "certs/gen.sh: wrote dev PKI to $out" >&2

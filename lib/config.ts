@@ -14,10 +14,14 @@ import { availableParallelism } from 'node:os'
 import { largestTaskBody } from './protocol/schemas.js'
 import { HOST_PORT_PATTERN } from './host-port.js'
 import { MAX_CHECKPOINTS, shapeProblem } from './protocol/constants.js'
+import { readAttestationPolicy } from './attestation-policy.js'
 
 const HostPort = Type.String({ pattern: HOST_PORT_PATTERN })
 // A comma-separated list of HOST:PORT (Redis Cluster seeds, Sentinels).
 const HOST_PORT_LIST = `^(${HOST_PORT_PATTERN.slice(1, -1)})(,(${HOST_PORT_PATTERN.slice(1, -1)}))*$`
+// A comma-separated list of https URLs (no spaces, no commas inside one).
+const HTTPS_URL = 'https://[^\\s/?#,]+(/[^\\s,]*)?'
+const HTTPS_URL_LIST = `^${HTTPS_URL}(,${HTTPS_URL})*$`
 
 export const ConfigSchema = Type.Object({
   listen: Type.String({ ...HostPort, default: '127.0.0.1:8443', description: 'Gate listener, HOST:PORT (IPv6 as [::1]:8443).' }),
@@ -66,8 +70,16 @@ export const ConfigSchema = Type.Object({
   maxConnections: Type.Integer({ minimum: 0, default: 0, description: 'Connections the gate listener holds at once (TLS handshakes included); beyond that a new connection is closed at once. 0: the open-file limit less an eighth of it (at least 128 descriptors kept for the store, files and the ops listener).' }),
   shutdownTimeoutMs: Type.Integer({ minimum: 100, default: 30000, description: 'On SIGTERM/SIGINT, how long in-flight requests may take before exit.' }),
   attestationJwks: Type.Optional(Type.String({ minLength: 1, description: 'JWKS file (JSON) of keys that sign attestation JWTs.' })),
-  attestationIssuer: Type.Optional(Type.String({ minLength: 1, description: 'Required `iss` of attestation JWTs.' })),
-  attestationAudience: Type.Optional(Type.String({ minLength: 1, description: 'Required `aud` of attestation JWTs.' })),
+  attestationJwksUrl: Type.Optional(Type.String({ pattern: HTTPS_URL_LIST, description: 'JWKS URL(s) of attestation services (https), comma-separated (a repeated flag keeps only its last value): fetched and cached, refetched for an unknown `kid`; with --attestation-jwks too, and with several sources the policy\'s `$jwks` says which issuer each one signs for (docs/operations.md).' })),
+  attestationJwksCa: Type.Optional(Type.String({ minLength: 1, description: 'CA bundle (PEM) that the JWKS URLs\' certificates must chain to (default: the system CAs).' })),
+  attestationJwksTimeoutMs: Type.Integer({ minimum: 100, maximum: 60000, default: 5000, description: 'Time a JWKS URL may take to answer in full.' }),
+  attestationJwksMaxBytes: Type.Integer({ minimum: 1024, maximum: 16777216, default: 262144, description: 'Largest JWKS body accepted from a URL.' }),
+  attestationJwksRefreshSeconds: Type.Integer({ minimum: 1, maximum: 86400, default: 600, description: 'JWKS URL keys older than this are fetched again (in the background while they serve).' }),
+  attestationJwksCooldownSeconds: Type.Integer({ minimum: 1, maximum: 3600, default: 30, description: 'At most one JWKS fetch per URL in this time for an unknown `kid`, and after a failed fetch.' }),
+  attestationJwksMaxStaleSeconds: Type.Integer({ minimum: 0, maximum: 604800, default: 3600, description: 'While a JWKS URL cannot be fetched, the keys held keep serving this long past their refresh time; then submissions get 503 (fail closed).' }),
+  attestationIssuer: Type.Optional(Type.String({ minLength: 1, description: 'Required `iss` of attestation JWTs (without --attestation-policy, whose issuers are the trusted ones).' })),
+  attestationAudience: Type.Optional(Type.String({ minLength: 1, description: 'Required `aud` of attestation JWTs (a policy entry\'s `$audience` takes precedence).' })),
+  attestationPolicy: Type.Optional(Type.String({ minLength: 1, description: 'Claim policy file (JSON): per trusted issuer, the claims its tokens must carry and their allowed values, and which claims bind the token to the challenge and the caller (docs/operations.md).' })),
   requireAttestation: Type.Boolean({ default: false, description: 'Refuse (403) submissions without a valid attestation.' }),
   grantTtlSeconds: Type.Integer({ minimum: 1, maximum: 604800, default: 300, description: 'A pass grants its identity access to protected requests for this long (docs/protocol.md section 7); a new pass extends it.' }),
   grantMaxRequests: Type.Integer({ minimum: 0, default: 0, description: 'Protected requests a pass allows (a new pass refills them); 0: unlimited while the grant lasts.' }),
@@ -82,6 +94,12 @@ export const ConfigSchema = Type.Object({
   assertionIssuer: Type.String({ minLength: 1, default: 'aog', description: 'The `iss` claim of X-AOG-Agent.' }),
   assertionAudience: Type.Optional(Type.String({ minLength: 1, description: 'The `aud` claim of X-AOG-Agent (default: the --upstream origin, else "aog-upstream").' })),
   assertionTtlSeconds: Type.Integer({ minimum: 1, maximum: 60, default: 30, description: 'Lifetime of an X-AOG-Agent assertion (`exp` - `iat`).' }),
+  webBotAuth: Type.Boolean({ default: false, description: 'Web Bot Auth (docs/protocol.md section 8): agents may identify with an HTTP message signature (RFC 9421) by a key of an allowed directory instead of a client certificate; the direct listener then admits connections without one (a certificate that fails verification is still refused).' }),
+  signatureAgents: Type.Optional(Type.String({ minLength: 1, description: 'With --web-bot-auth: the allowed key directories, one HTTPS URL per line, optionally followed by a local JWKS file pinned to it; re-read when it changes, refetched on SIGHUP.' })),
+  signatureAgentsCa: Type.Optional(Type.String({ minLength: 1, description: 'CA bundle (PEM) trusted besides the system CAs for fetching key directories.' })),
+  signatureMaxValiditySeconds: Type.Integer({ minimum: 1, maximum: 86400, default: 300, description: 'Largest `expires - created` of a request signature.' }),
+  signatureSkewSeconds: Type.Integer({ minimum: 0, maximum: 600, default: 30, description: 'How far in the future a signature\'s `created` may be.' }),
+  signatureAuthorities: Type.Optional(Type.String({ minLength: 1, description: 'The host[:port] names a request signature may cover as @authority, comma-separated (default: direct mode, the server certificate\'s names on the listener\'s port; forwarded mode, any).' })),
   logLevel: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'pino log level.' }),
   logBufferBytes: Type.Integer({ minimum: 0, maximum: 1048576, default: 65536, description: 'Log lines are buffered up to this many bytes (at most 1 MiB) and flushed at least every 200 ms and at exit (0: one write per line, synchronous).' }),
 }, { additionalProperties: false })
@@ -130,7 +148,7 @@ function typeName (s: TSchema): string {
   if (any.type === 'boolean') return 'boolean'
   const pattern = (s as { pattern?: string }).pattern
   if (pattern === undefined) return 'string'
-  return pattern.startsWith('^https?') ? 'url' : 'host:port'
+  return pattern.startsWith('^https') ? 'url' : 'host:port'
 }
 
 export function isBooleanOption (key: string): boolean {
@@ -157,9 +175,10 @@ export function loadConfig (raw: Record<string, unknown>): Readonly<Config> {
   if (shape !== undefined) problems.push(shape)
   else {
     // Every honest submission must fit the body limit: derived when not set, refused when set too low.
-    const largest = largestTaskBody(c.iterations / c.checkpointInterval, c.requireAttestation || c.attestationJwks !== undefined)
+    const attests = c.requireAttestation || attestationSources(c).length > 0
+    const largest = largestTaskBody(c.iterations / c.checkpointInterval, attests)
     if (raw.maxBodyBytes === undefined) c.maxBodyBytes = Math.max(c.maxBodyBytes, largest)
-    else if (c.maxBodyBytes < largest) problems.push({ field: 'maxBodyBytes', message: `${c.maxBodyBytes} is below the largest honest POST /task body (${largest} bytes for ${c.iterations / c.checkpointInterval} checkpoints${c.attestationJwks !== undefined ? ' and an attestation' : ''}): raise it, or lower iterations / checkpointInterval` })
+    else if (c.maxBodyBytes < largest) problems.push({ field: 'maxBodyBytes', message: `${c.maxBodyBytes} is below the largest honest POST /task body (${largest} bytes for ${c.iterations / c.checkpointInterval} checkpoints${attests ? ' and an attestation' : ''}): raise it, or lower iterations / checkpointInterval` })
   }
   if (!c.dev) {
     const needed = c.mode === 'direct' || c.forwardProxyCa !== undefined ? ['tlsCert', 'tlsKey', 'clientCa'] as const : ['clientCa'] as const
@@ -170,12 +189,48 @@ export function loadConfig (raw: Record<string, unknown>): Readonly<Config> {
   if (c.mode === 'forwarded' && c.forwardSecretFile === undefined) problems.push({ field: 'forwardSecretFile', message: 'is required in forwarded mode' })
   if (c.redisCluster !== undefined && c.redisSentinels !== undefined) problems.push({ field: 'redisSentinels', message: 'cannot be combined with redisCluster' })
   if (c.redisWaitReplicas > 0 && c.store !== 'redis') problems.push({ field: 'redisWaitReplicas', message: 'requires store redis' })
-  if (c.requireAttestation && c.attestationJwks === undefined) problems.push({ field: 'attestationJwks', message: 'is required when requireAttestation is set' })
+  problems.push(...attestationProblems(c))
   if (c.upstream !== undefined && c.mode !== 'direct') problems.push({ field: 'upstream', message: 'is for direct mode; in forwarded mode the proxy in front asks GET /auth (docs/operations.md)' })
   if (c.upstream !== undefined && c.assertionKey === undefined) problems.push({ field: 'assertionKey', message: 'is required with upstream (it signs X-AOG-Agent)' })
   if (c.upstreamCa !== undefined && c.upstream === undefined) problems.push({ field: 'upstreamCa', message: 'requires upstream' })
+  if (c.webBotAuth && c.signatureAgents === undefined) problems.push({ field: 'signatureAgents', message: 'is required with webBotAuth (the allowed key directories)' })
+  if (!c.webBotAuth && c.signatureAgents !== undefined) problems.push({ field: 'signatureAgents', message: 'requires webBotAuth' })
   if (problems.length > 0) throw new ConfigError(problems)
   return Object.freeze(c)
+}
+
+/** The attestation key sources as configured: the JWKS file, then each JWKS URL. */
+export function attestationSources (c: Pick<Config, 'attestationJwks' | 'attestationJwksUrl'>): string[] {
+  return [...(c.attestationJwks === undefined ? [] : [c.attestationJwks]), ...(c.attestationJwksUrl?.split(',') ?? [])]
+}
+
+/**
+ * The attestation options together: keys for a required attestation, a CA only with URLs, one way
+ * to name the trusted issuers, each source tied to its issuers, and the policy file itself (read
+ * and checked here, so that a bad one stops the start with exit 2 like any bad option).
+ */
+function attestationProblems (c: Config): Array<{ field: string, message: string }> {
+  const problems: Array<{ field: string, message: string }> = []
+  const sources = attestationSources(c)
+  if (new Set(sources).size !== sources.length) problems.push({ field: 'attestationJwksUrl', message: 'names a key source twice' })
+  if (c.requireAttestation && sources.length === 0) problems.push({ field: 'attestationJwks', message: 'is required when requireAttestation is set (or attestationJwksUrl)' })
+  if (c.attestationJwksCa !== undefined && c.attestationJwksUrl === undefined) problems.push({ field: 'attestationJwksCa', message: 'requires attestationJwksUrl' })
+  if (c.attestationPolicy !== undefined && sources.length === 0) problems.push({ field: 'attestationPolicy', message: 'requires attestationJwks or attestationJwksUrl' })
+  if (c.attestationPolicy !== undefined && c.attestationIssuer !== undefined) {
+    problems.push({ field: 'attestationIssuer', message: 'cannot be combined with attestationPolicy (the policy\'s issuers are the trusted ones)' })
+  }
+  // Several sources vouching for any issuer would let the keys of one sign for another.
+  if (c.attestationPolicy === undefined && sources.length > 1 && c.attestationIssuer === undefined) {
+    problems.push({ field: 'attestationPolicy', message: 'is required with more than one attestation key source (its $jwks says which issuer each source signs for), or set attestationIssuer' })
+  }
+  if (c.attestationPolicy !== undefined && sources.length > 0) {
+    try {
+      readAttestationPolicy(c.attestationPolicy, sources, c.attestationAudience)
+    } catch (err) {
+      problems.push({ field: 'attestationPolicy', message: (err as Error).message })
+    }
+  }
+  return problems
 }
 
 /** One problem per field; a union (`anyOf` of literals) is reported as its allowed values. */

@@ -20,7 +20,7 @@ export type { ErrorCode } from './errors.js'
 
 // Stores: the contract (a custom store implements Store) and the embedded memory store.
 export { MemoryStore } from './stores/memory.js'
-export { IssueStatus, ConsumeStatus, TakeStatus, AuthorizeStatus } from './stores/store.js'
+export { IssueStatus, ConsumeStatus, TakeStatus, AuthorizeStatus, BindStatus } from './stores/store.js'
 export type {
   Store, ChallengeRecord, BucketSpec, RateState, OnceKey, IssueRequest, IssueResult, ConsumeRequest, ConsumeResult,
   BindRequest, BindResult, TakeRequest, TakeResult, GrantSpec, Grant, AuthorizeRequest, AuthorizeResult,
@@ -33,5 +33,5 @@ export { fingerprintOf } from './identity/tls.js'
 export type { Identity } from './identity/tls.js'
 
 // The agent library.
-export { createAgent, getChallenge, solve, solveAsync, submitTask, pass, certificateFingerprint, GateError } from './client/agent.js'
-export type { AgentOptions, AogAgent, ChallengeResponse, TaskBody, TaskResponse, FetchInit, FetchResponse } from './client/agent.js'
+export { createAgent, getChallenge, solve, solveAsync, submitTask, pass, certificateFingerprint, GateError, localAttestationSigner, localAttestationJwks } from './client/agent.js'
+export type { AgentOptions, AogAgent, ChallengeResponse, TaskBody, TaskResponse, FetchInit, FetchResponse, AttestationProvider, LocalAttestationSignerOptions } from './client/agent.js'

@@ -29,6 +29,10 @@ export interface Metrics {
   upstreamRequests: Counter<'status_class'>
   upstreamDuration: Histogram
   upstreamPool: Gauge<'state'>
+  /** Attestations by issuer (a configured one, or "unknown"), result and reason. */
+  attestationOutcomes: Counter<'issuer' | 'result' | 'reason'>
+  /** Fetches of the attestation JWKS URLs (configured ones only) by result. */
+  attestationJwksFetches: Counter<'url' | 'result'>
 }
 
 /** Create the registry and every metric. `defaults` adds process metrics (off in unit tests). */
@@ -75,5 +79,17 @@ export function createMetrics (opts: { defaults?: boolean } = {}): Metrics {
     }),
     upstreamPool: new Gauge({ name: 'aog_upstream_pool_connections', help: 'The upstream pool by state: connected, free and size (connections), pending and running (requests).', labelNames: ['state'], registers }),
     crlReloads: new Counter({ name: 'aog_crl_reloads_total', help: 'CRL loads by result (ok, or refused: the previous CRL stays in force).', labelNames: ['result'], registers }),
+    attestationOutcomes: new Counter({
+      name: 'aog_attestation_outcomes_total',
+      help: 'Attestations by issuer (a configured issuer, or unknown), result (accepted, rejected, unavailable) and reason (ok, or why).',
+      labelNames: ['issuer', 'result', 'reason'],
+      registers,
+    }),
+    attestationJwksFetches: new Counter({
+      name: 'aog_attestation_jwks_fetches_total',
+      help: 'Fetches of the attestation JWKS URLs by result (ok, status, timeout, too_large, invalid, network).',
+      labelNames: ['url', 'result'],
+      registers,
+    }),
   }
 }

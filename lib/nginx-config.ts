@@ -35,6 +35,11 @@ export interface NginxOptions {
   protect?: string | undefined
   /** Largest request body to the protected application (default 100m, the gate's --upstream-max-body-bytes). */
   protectMaxBody?: string | undefined
+  /**
+   * Web Bot Auth (the gate's --web-bot-auth): a client certificate becomes optional (agents without
+   * one sign their requests) and the gate gets the Host as the client sent it (the signature's @authority).
+   */
+  webBotAuth?: boolean | undefined
 }
 
 export const EXAMPLE: NginxOptions = {
@@ -103,6 +108,11 @@ function time (what: string, s: string): string {
   return s
 }
 
+/** The Host the gate gets: as the client sent it with Web Bot Auth (the signature covers it), else nginx's $host. */
+function host (o: NginxOptions): string {
+  return o.webBotAuth === true ? '$http_host' : '$host'
+}
+
 function size (what: string, s: string): string {
   if (!/^[0-9]+[kKmMgG]?$/.test(s)) throw new Error(`${what} must be an nginx size such as 64k: ${s}`)
   return s
@@ -114,7 +124,7 @@ function gateProxy (o: NginxOptions, again = false): string {
         proxy_pass http://aog_gate;
         proxy_http_version 1.1;
         proxy_set_header Connection "";
-        proxy_set_header Host $host;
+        proxy_set_header Host ${host(o)};
 ${again
 ? '        # The three forwarded headers, as above.\n'
 : `        # The three forwarded headers are set here, on every request, so whatever a client sends
@@ -197,7 +207,7 @@ ${gateProxy(o, true)}
         proxy_pass http://aog_gate/auth;
         proxy_http_version 1.1;
         proxy_set_header Connection "";
-        proxy_set_header Host $host;
+        proxy_set_header Host ${host(o)};
         proxy_pass_request_body off;
         proxy_set_header Content-Length "";
         proxy_set_header X-Original-Method $request_method;
@@ -308,7 +318,11 @@ server {
 
     # Agents must present a certificate chaining to the agent CA (leaf + at most one intermediate).
     ssl_client_certificate ${q(o.clientCa)};
-    ssl_verify_client on;
+${o.webBotAuth === true
+? `    # Web Bot Auth: an agent without a certificate signs its requests (the gate verifies the
+    # signature); a certificate that is presented must still verify, or nginx refuses it (495).
+    ssl_verify_client optional;`
+: '    ssl_verify_client on;'}
     ssl_verify_depth 2;
 ${o.crl === undefined
 ? '    # No CRL configured: the gate still checks --crl and --deny-file on every request.\n'

@@ -4,6 +4,8 @@
  *
  *   const agent = createAgent({ url, cert, key, ca })
  *   const result = await pass(agent)      // one whole round
+ *   // where the gate requires an attestation: a function that returns one for each challenge
+ *   createAgent({ url, cert, key, ca, attestation: localAttestationSigner({ key: file, issuer }) })
  *   const res = await agent.fetch('/api') // a protected request: passes the gate when it must
  *   await agent.close()
  *
@@ -19,8 +21,10 @@ import { bestChain } from '../chain/select.js'
 import { loadNative } from '../chain/native.js'
 import { fingerprintOf } from '../identity/tls.js'
 import { isChallengeResponse, type ChallengeResponse, type TaskBody, type TaskResponse } from '../protocol/schemas.js'
+import type { AttestationProvider } from '../attestation-signer.js'
 
-export type { ChallengeResponse, TaskBody, TaskResponse }
+export type { ChallengeResponse, TaskBody, TaskResponse, AttestationProvider }
+export { localAttestationSigner, localAttestationJwks, type LocalAttestationSignerOptions } from '../attestation-signer.js'
 
 export interface AgentOptions {
   /** Base URL of the gate, e.g. https://localhost:8443 */
@@ -36,6 +40,12 @@ export interface AgentOptions {
    * assumed roughly in step; a grant that ends early on the gate's clock costs one 401 and a retry.
    */
   now?: () => number
+  /**
+   * Where the gate requires (or checks) attestation: called for each challenge before it is
+   * submitted, with the challenge and F; resolves with the compact JWS sent as `attestation`
+   * (docs/protocol.md section 4, step 7). `localAttestationSigner` is one for development.
+   */
+  attestation?: AttestationProvider
 }
 
 /** What agent.fetch sends besides the path: undici's request options that make sense here. */
@@ -103,8 +113,12 @@ export function createAgent (opts: AgentOptions): AogAgent {
     close: async () => { await dispatcher.close() },
   }
   accesses.set(agent, access)
+  if (opts.attestation !== undefined) attesters.set(agent, opts.attestation)
   return agent
 }
+
+/** Each agent's attestation provider, when it has one. */
+const attesters = new WeakMap<AogAgent, AttestationProvider>()
 
 async function call (agent: AogAgent, method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
   const res = await request(agent.url + path, {
@@ -183,10 +197,18 @@ export async function submitTask (agent: AogAgent, body: TaskBody): Promise<Task
   return r
 }
 
-/** One whole round: challenge, solve (off the event loop where the native chain is built), submit. */
+/**
+ * One whole round: challenge, solve (off the event loop where the native chain is built), attest
+ * (when the agent was given an attestation provider: in parallel with the solving), submit.
+ */
 export async function pass (agent: AogAgent, impl?: ChainImpl): Promise<TaskResponse & { runtime_ms: number }> {
   const c = await getChallenge(agent)
+  const attest = attesters.get(agent)
+  const attestation = attest?.(c, agent.fingerprint)
+  // Settled either way before anything is thrown, so that a failed solve leaves no rejection unhandled.
+  attestation?.catch(() => {})
   const body = impl === undefined ? await solveAsync(c, agent.fingerprint) : solve(c, agent.fingerprint, impl)
+  if (attestation !== undefined) body.attestation = await attestation
   const r = await submitTask(agent, body)
   return { ...r, runtime_ms: body.runtime_ms }
 }

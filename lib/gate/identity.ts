@@ -6,12 +6,15 @@
 import type { IncomingMessage } from 'node:http'
 import type { TLSSocket } from 'node:tls'
 import { readFileSync, unwatchFile, watchFile } from 'node:fs'
-import type { X509Certificate } from 'node:crypto'
 import type { Config } from '../config.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
 import type { RequestContext } from '../handlers/context.js'
-import { tlsIdentity } from '../identity/tls.js'
+import { createHash, X509Certificate } from 'node:crypto'
+import { dirname } from 'node:path'
+import { presentedCertificate, tlsIdentity, type Identity } from '../identity/tls.js'
+import { normalizeAuthority, verifyRequest } from '../webbotauth/httpsig.js'
+import { createKeyDirectories, parseSignatureAgentsFile, type KeyDirectories } from '../webbotauth/directory.js'
 import { forwardedIdentity } from '../identity/forwarded.js'
 import { Revocation, type CrlStatus } from '../identity/revocation.js'
 import { AUTH_PATH, originalRequest } from '../handlers/access.js'
@@ -37,9 +40,79 @@ export interface IdentityOptions {
   onCrl?: ((pems: string[] | undefined) => void) | undefined
 }
 
+/** --web-bot-auth: the allowed key directories, and the gate's own authorities a signature must name. */
+interface WebBotAuth {
+  directories: KeyDirectories
+  /** The authorities (host[:port]) requests to this listener port may name; undefined: any. */
+  authorities: (port: number) => readonly string[] | undefined
+  close: () => void
+}
+
+/** The directory fetch bounds (docs/operations.md). */
+const DIRECTORY_TIMEOUT_MS = 5000
+const DIRECTORY_MAX_BYTES = 65536
+
+function createWebBotAuth (config: Readonly<Config>, logger: Logger, watchMs: number): WebBotAuth {
+  const file = config.signatureAgents!
+  const load = (): KeyDirectories => createKeyDirectories({
+    allow: parseSignatureAgentsFile(readFileSync(file, 'utf8'), { baseDir: dirname(file), source: file }),
+    ca: config.signatureAgentsCa === undefined ? undefined : readFileSync(config.signatureAgentsCa),
+    timeoutMs: DIRECTORY_TIMEOUT_MS,
+    maxBytes: DIRECTORY_MAX_BYTES,
+    onFetch: (url, r) => {
+      if (r.outcome === 'ok' || r.outcome === 'file') logger.info({ url, keys: r.keys, ttlSeconds: r.ttlSeconds }, 'signature agent directory loaded')
+      else logger.warn({ url, outcome: r.outcome, status: r.status, detail: r.detail }, 'signature agent directory fetch failed')
+    },
+  })
+  const web: WebBotAuth = { directories: load(), authorities: authoritiesOf(config), close: () => {} }
+  // A changed allow list replaces the directories (their cache starts over); SIGHUP refetches.
+  if (watchMs > 0) {
+    watchFile(file, { interval: watchMs, persistent: false }, (cur, prev) => {
+      if (cur.mtimeMs === prev.mtimeMs && cur.size === prev.size) return
+      try {
+        const old = web.directories
+        web.directories = load()
+        void old.close()
+        logger.info({ file }, 'signature agents reloaded')
+      } catch (err) {
+        logger.error({ err: (err as Error).message }, 'signature agents reload failed; keeping the previous list')
+      }
+    })
+  }
+  web.close = () => {
+    unwatchFile(file)
+    void web.directories.close()
+  }
+  return web
+}
+
+/**
+ * The authorities a signature must name: --signature-authorities, or (direct mode) the server
+ * certificate's DNS and IP names on the listener's port; undefined (any) behind a proxy without it.
+ */
+function authoritiesOf (config: Readonly<Config>): (port: number) => readonly string[] | undefined {
+  if (config.signatureAuthorities !== undefined) {
+    const fixed = config.signatureAuthorities.split(',').map((a) => normalizeAuthority(a.trim(), 'https'))
+    return () => fixed
+  }
+  if (config.mode === 'forwarded' || config.tlsCert === undefined) return () => undefined
+  const san = new X509Certificate(readFileSync(config.tlsCert)).subjectAltName ?? ''
+  const names = san.split(',').map((p) => p.trim()).flatMap((p) => {
+    if (p.startsWith('DNS:')) return [p.slice(4)]
+    if (p.startsWith('IP Address:')) return [p.slice(11).includes(':') ? `[${p.slice(11)}]` : p.slice(11)]
+    return []
+  })
+  const byPort = new Map<number, readonly string[]>()
+  return (port) => {
+    let list = byPort.get(port)
+    if (list === undefined) byPort.set(port, list = names.map((n) => normalizeAuthority(`${n}:${port}`, 'https')))
+    return list
+  }
+}
+
 export interface IdentityStep {
-  /** Set ctx.identity (and ctx.once), or throw the refusal. */
-  identify (ctx: RequestContext): void
+  /** Set ctx.identity (and ctx.once), or throw (reject with) the refusal; async only for a signature. */
+  identify (ctx: RequestContext): void | Promise<void>
   /** Re-read the CRL, the deny list and the forward secrets (SIGHUP). */
   reload (): void
   crlStatus (): CrlStatus | undefined
@@ -77,11 +150,40 @@ export function createIdentityStep (opts: IdentityOptions): IdentityStep {
     })
   }
   const onceTtlMs = 2 * config.forwardSkewSeconds * 1000
+  const web = config.webBotAuth ? createWebBotAuth(config, logger, opts.watchMs) : undefined
 
-  function identify (ctx: RequestContext): void {
+  /**
+   * Web Bot Auth (docs/protocol.md section 8): the request's own HTTP message signature names the
+   * key F; its nonce becomes the request's single-use key (claimed by the handler's store call,
+   * kept until the signature expires), so a captured signature cannot be replayed.
+   */
+  async function signatureIdentity (ctx: RequestContext, web: WebBotAuth): Promise<void> {
+    const req = ctx.req
+    const now = (opts.now ?? Date.now)()
+    const v = await verifyRequest(
+      { method: req.method ?? '', authority: req.headers.host ?? '', target: req.url ?? '', scheme: 'https', headers: req.headers },
+      { now, skewSeconds: config.signatureSkewSeconds, maxValiditySeconds: config.signatureMaxValiditySeconds, resolveKey: web.directories.resolve, authorities: web.authorities(req.socket.localPort ?? 0) }
+    )
+    const identity: Identity = { fingerprint: v.thumbprintHex, serial: '', subject: v.keyid, uri: v.directory ?? '', source: 'signature' }
+    revocation.check(identity)
+    ctx.identity = identity
+    ctx.once = { id: createHash('sha256').update(`${v.keyid} ${v.nonce}`).digest('base64url').slice(0, 43), ttlMs: Math.max(1000, v.expires - now + 1000) }
+  }
+
+  function identify (ctx: RequestContext): void | Promise<void> {
     const req: IncomingMessage = ctx.req
     if (!forwarded) {
-      const identity = tlsIdentity(req.socket as TLSSocket)
+      const socket = req.socket as TLSSocket
+      // With --web-bot-auth the handshake admits peers without a verified certificate: a peer that
+      // presented none signs its requests; one whose certificate failed is refused, never downgraded.
+      // (A resumed TLS 1.3 session without a certificate counts as authorized in node: the
+      // certificate itself, not the flag, says whether one was presented.)
+      if (web !== undefined) {
+        const presented = presentedCertificate(socket)
+        if (!presented) return signatureIdentity(ctx, web)
+        if (socket.authorized !== true) throw new AogError('AOG_IDENTITY_REQUIRED', `the client certificate did not verify (${String(socket.authorizationError ?? 'unknown')})`)
+      }
+      const identity = tlsIdentity(socket)
       revocation.check(identity)
       ctx.identity = identity
       return
@@ -100,8 +202,15 @@ export function createIdentityStep (opts: IdentityOptions): IdentityStep {
       secrets,
       skewSeconds: config.forwardSkewSeconds,
       cas,
+      allowNoCertificate: true,
       ...(opts.now === undefined ? {} : { now: opts.now }),
     })
+    // No certificate behind the proxy: the signature decides, its nonce the single-use key (which
+    // also stops the proxy's header set from being replayed, since it carries the same signature).
+    if (r.identity === undefined) {
+      if (web === undefined) throw new AogError('AOG_IDENTITY_REQUIRED', 'forwarded identity headers missing')
+      return signatureIdentity(ctx, web)
+    }
     revocation.check(r.identity)
     ctx.identity = r.identity
     ctx.once = { id: r.rid, ttlMs: onceTtlMs }
@@ -112,9 +221,11 @@ export function createIdentityStep (opts: IdentityOptions): IdentityStep {
     reload () {
       revocation.reload()
       reloadSecrets()
+      if (web !== undefined) void web.directories.refresh()
     },
     crlStatus: () => revocation.crlStatus(),
     close () {
+      web?.close()
       revocation.close()
       if (secretFile !== undefined) unwatchFile(secretFile)
     },

@@ -21,7 +21,7 @@ import { RandomPool } from '../random.js'
 import { createStore } from '../stores/index.js'
 import type { Store } from '../stores/store.js'
 import { VerifyPool } from '../verification/pool.js'
-import { createAttestationVerifier } from '../attestation.js'
+import { createAttestationVerifier, readJwksCa } from '../attestation.js'
 import { chainKernel } from '../chain/native.js'
 import { getChallenge } from '../handlers/challenge.js'
 import { postTask } from '../handlers/task.js'
@@ -30,6 +30,7 @@ import { createListener } from './listener.js'
 import { createIdentityStep } from './identity.js'
 import { createPipeline } from './pipeline.js'
 import { createOpsServer } from './ops.js'
+import { getOpenApi, OPENAPI_PATH } from '../openapi.js'
 import { createAssertionSigner, loadAssertionKeys } from '../assertion.js'
 import { Upstream } from '../upstream.js'
 import { AUTH_PATH, AUTH_PREFIX, UPSTREAM_ROUTE, getAuth, proxyRequest } from '../handlers/access.js'
@@ -86,9 +87,19 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
   })
   const attest = createAttestationVerifier({
     jwksFile: config.attestationJwks,
+    jwksUrls: config.attestationJwksUrl?.split(','),
+    jwksCa: readJwksCa(config.attestationJwksCa),
+    jwksTimeoutMs: config.attestationJwksTimeoutMs,
+    jwksMaxBytes: config.attestationJwksMaxBytes,
+    jwksRefreshMs: config.attestationJwksRefreshSeconds * 1000,
+    jwksCooldownMs: config.attestationJwksCooldownSeconds * 1000,
+    jwksMaxStaleMs: config.attestationJwksMaxStaleSeconds * 1000,
     issuer: config.attestationIssuer,
     audience: config.attestationAudience,
+    policyFile: config.attestationPolicy,
     required: config.requireAttestation,
+    metrics,
+    logger,
   })
   const assertion = config.assertionKey === undefined
     ? undefined
@@ -109,7 +120,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
       connections: config.upstreamConnections,
     })
   const parts: GateParts = { config, store, pool, metrics, attest, random: new RandomPool(), assertion, upstream }
-  const router = new Router<Handler>().add('GET', '/challenge', getChallenge).add('POST', '/task', postTask)
+  const router = new Router<Handler>().add('GET', '/challenge', getChallenge).add('POST', '/task', postTask).add('GET', OPENAPI_PATH, getOpenApi)
   // GET /auth needs a key to sign X-AOG-Agent with; the proxy, an upstream (docs/protocol.md section 7).
   if (assertion !== undefined) router.add('GET', AUTH_PATH, getAuth).under(AUTH_PREFIX, AUTH_PATH, getAuth)
   if (upstream !== undefined) router.otherwise(UPSTREAM_ROUTE, proxyRequest)
@@ -173,6 +184,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
       identity.close()
       clearInterval(poolTimer)
       await upstream?.close()
+      await attest.close()
       await pool.close()
       await store.close()
     },

@@ -96,7 +96,9 @@ function tlsOptions (config: Readonly<Config>, clientCa: Buffer, forwarded: bool
     key: readFileSync(config.tlsKey),
     ca: forwarded ? readFileSync(config.forwardProxyCa!) : clientCa,
     requestCert: true,
-    rejectUnauthorized: true,
+    // --web-bot-auth (direct mode): peers without a verified certificate get in, to sign their
+    // requests; the identity step refuses any that presented a certificate that failed.
+    rejectUnauthorized: forwarded || !config.webBotAuth,
     minVersion: 'TLSv1.2',
     ciphers: TLS_CIPHERS,
     honorCipherOrder: true,

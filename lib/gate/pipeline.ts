@@ -44,7 +44,7 @@ export interface PipelineOptions {
   metrics: Metrics
   parts: GateParts
   router: Router<Handler>
-  identify: (ctx: RequestContext) => void
+  identify: (ctx: RequestContext) => void | Promise<void>
   /** Request ids are this prefix and a counter. */
   idPrefix: string
 }
@@ -123,7 +123,7 @@ export function createPipeline (o: PipelineOptions): Pipeline {
       return
     }
     const e = toAogError(ctx, err)
-    if (e.code === 'AOG_IDENTITY_REQUIRED' || e.code === 'AOG_NOT_AUTHORIZED') {
+    if (e.code === 'AOG_IDENTITY_REQUIRED' || e.code === 'AOG_NOT_AUTHORIZED' || e.code === 'AOG_SIGNATURE_INVALID') {
       metrics.identityFailures.inc({ reason: e.code })
       ctx.log.info({ reason: e.detail }, 'identity refused')
     }
@@ -177,7 +177,15 @@ export function createPipeline (o: PipelineOptions): Pipeline {
         // answered and its connection closed, so the body is not read (node would drain it,
         // whatever its length, to keep the connection). Protected requests stream theirs upstream.
         if (req.method !== 'POST' && ctx.route !== UPSTREAM_ROUTE && declaresBody(req)) res.shouldKeepAlive = false
-        o.identify(ctx)
+        const identified = o.identify(ctx)
+        if (identified !== undefined) {
+          // A signature identity (Web Bot Auth) may wait for its key directory.
+          identified.then(async () => {
+            if (handler === undefined) throw notFound
+            await handler(ctx, parts)
+          }).catch((err: unknown) => { fail(ctx, err) })
+          return
+        }
         if (handler === undefined) throw notFound
         const pending = handler(ctx, parts)
         if (pending !== undefined) pending.catch((err: unknown) => { fail(ctx, err) })

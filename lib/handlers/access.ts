@@ -36,7 +36,7 @@ async function authorize (ctx: RequestContext, parts: GateParts): Promise<Grant>
   const a = await store.authorize({ fingerprint: ctx.identity.fingerprint, rate, once: ctx.once })
   switch (a.status) {
     case AuthorizeStatus.OK: return a.grant
-    case AuthorizeStatus.REPLAYED: throw replayedIdentity()
+    case AuthorizeStatus.REPLAYED: throw replayedIdentity(ctx)
     case AuthorizeStatus.RATE_LIMITED: throw rateLimited(a.rate, rate.perSecond)
     case AuthorizeStatus.NO_GRANT: throw grantRequired()
   }
@@ -44,8 +44,9 @@ async function authorize (ctx: RequestContext, parts: GateParts): Promise<Grant>
 
 async function assertion (ctx: RequestContext, parts: GateParts, grant: Grant, method: string, target: string): Promise<string> {
   if (parts.assertion === undefined) throw new Error('no assertion signer')
-  const { fingerprint } = ctx.identity
-  return await parts.assertion.sign({ sub: fingerprint, htm: method, htu: target, cnf: cnfOf({ fingerprint }), grant_exp: grant.expiresAt })
+  const { fingerprint, source } = ctx.identity
+  const cnf = cnfOf({ fingerprint, kind: source === 'signature' ? 'signature-key' : 'certificate' })
+  return await parts.assertion.sign({ sub: fingerprint, htm: method, htu: target, cnf, grant_exp: grant.expiresAt })
 }
 
 /** A header sent exactly once (a repeated one is never trusted), non-empty. */

@@ -26,7 +26,7 @@ export const getChallenge: Handler = (ctx, parts) => {
 
 function answer (ctx: RequestContext, { config, store, metrics }: GateParts, r: IssueResult): void {
   switch (r.status) {
-    case IssueStatus.REPLAYED: throw replayedIdentity()
+    case IssueStatus.REPLAYED: throw replayedIdentity(ctx)
     case IssueStatus.RATE_LIMITED: throw rateLimited(r.rate, config.ratePerSecond)
     case IssueStatus.FULL: throw new AogError('AOG_OVERLOADED', 'too many live challenges; try again shortly', { retryAfter: 1 })
     case IssueStatus.OK: break

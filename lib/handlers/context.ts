@@ -12,6 +12,7 @@ import type { AssertionSigner } from '../assertion.js'
 import type { Upstream } from '../upstream.js'
 import { AogError } from '../errors.js'
 import { rateHeaders } from '../http/reply.js'
+import { signatureError } from '../webbotauth/httpsig.js'
 
 export interface GateParts {
   config: Readonly<Config>
@@ -62,7 +63,11 @@ export function rateLimited (rate: RateState, perSecond: number): AogError {
   })
 }
 
-/** The 401 for a signed header set whose request id was already seen (forwarded mode). */
-export function replayedIdentity (): AogError {
+/**
+ * The 401 for a request whose single-use key was already seen: a forwarded header set's request id,
+ * or a Web Bot Auth signature's nonce.
+ */
+export function replayedIdentity (ctx: RequestContext): AogError {
+  if (ctx.identity.source === 'signature') return signatureError('the signature\'s nonce was already used (replayed signature)')
   return new AogError('AOG_IDENTITY_REQUIRED', 'the forwarded identity was already used (replayed request id)')
 }

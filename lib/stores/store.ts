@@ -13,6 +13,7 @@ export enum IssueStatus { OK = 0, RATE_LIMITED = 1, FULL = 2, REPLAYED = 3 }
 export enum ConsumeStatus { OK = 0, RATE_LIMITED = 1, UNKNOWN = 2, CONSUMED = 3, EXPIRED = 4, REPLAYED = 5 }
 export enum TakeStatus { OK = 0, RATE_LIMITED = 1, REPLAYED = 2 }
 export enum AuthorizeStatus { OK = 0, RATE_LIMITED = 1, NO_GRANT = 2, REPLAYED = 3 }
+export enum BindStatus { OK = 0, REPLAYED = 1 }
 
 /** A token bucket: `burst` tokens, refilled at `perSecond`; each call takes one token. */
 export interface BucketSpec {
@@ -32,8 +33,9 @@ export interface RateState {
 }
 
 /**
- * An optional single-use key checked in the same atomic step (used by forwarded mode for the
- * request id of a signed header set): REPLAYED when it was seen within `ttlMs`.
+ * An optional single-use key checked in the same atomic step: REPLAYED when it was seen within
+ * `ttlMs`. Forwarded mode uses the request id of a signed header set (32 hex), bind an
+ * attestation's `jti` (64 hex, docs/protocol.md section 4 step 7); the lengths keep them apart.
  */
 export interface OnceKey {
   id: string
@@ -103,14 +105,22 @@ export interface BindRequest {
   fingerprint: string
   nonce: string
   grant: GrantSpec
+  /**
+   * The attestation's single-use key (its `jti`, kept until its `exp`): when it was already seen,
+   * bind answers REPLAYED and records no pass and no grant.
+   */
+  once?: OnceKey | undefined
 }
 
-export interface BindResult {
-  /** Number of passes recorded for this identity while its record lives. */
-  passes: number
-  /** The identity's grant after this pass. */
-  grant: Grant
-}
+export type BindResult =
+  | {
+    status: BindStatus.OK
+    /** Number of passes recorded for this identity while its record lives. */
+    passes: number
+    /** The identity's grant after this pass. */
+    grant: Grant
+  }
+  | { status: BindStatus.REPLAYED }
 
 export interface AuthorizeRequest {
   fingerprint: string
@@ -148,7 +158,10 @@ export interface Store {
    * (the nonce is consumed all the same), OK otherwise. The claim marks it consumed in the same step.
    */
   consume (req: ConsumeRequest): Promise<ConsumeResult>
-  /** Record a verified pass for the identity and grant it access (one atomic step). */
+  /**
+   * Record a verified pass for the identity and grant it access (one atomic step); REPLAYED, and
+   * nothing recorded, when the request's once-key was already seen.
+   */
   bind (req: BindRequest): Promise<BindResult>
   /**
    * A protected request: take a token from the identity's upstream bucket, then check its grant

@@ -5,12 +5,17 @@
  */
 import type { Test } from 'tap'
 import { randomBytes } from 'node:crypto'
-import { AuthorizeStatus, ConsumeStatus, IssueStatus, TakeStatus, type IssueRequest, type Store } from '../../lib/stores/store.js'
+import { AuthorizeStatus, BindStatus, ConsumeStatus, IssueStatus, TakeStatus, type BindResult, type Grant, type IssueRequest, type OnceKey, type Store } from '../../lib/stores/store.js'
 
 const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
 const fp = (): string => randomBytes(32).toString('hex')
 const LOOSE = { burst: 10_000, perSecond: 10_000 }
 const GRANT = { ttlMs: 60_000, maxRequests: 0 }
+
+/** The passes a bind recorded; fails the test's expectations (NaN) when it answered REPLAYED. */
+function passesOf (b: BindResult): number {
+  return b.status === BindStatus.OK ? b.passes : Number.NaN
+}
 
 function issueReq (fingerprint: string, over: Partial<IssueRequest> = {}): IssueRequest {
   return {
@@ -117,17 +122,72 @@ export function storeConformance (t: Test, name: string, make: () => Promise<Sto
       await store.issue(b)
       await store.consume({ fingerprint: f, nonce: a.nonce, rate: LOOSE })
       await store.consume({ fingerprint: f, nonce: b.nonce, rate: LOOSE })
-      t.equal((await store.bind({ fingerprint: f, nonce: a.nonce, grant: GRANT })).passes, 1)
-      t.equal((await store.bind({ fingerprint: f, nonce: b.nonce, grant: GRANT })).passes, 2)
+      t.equal(passesOf(await store.bind({ fingerprint: f, nonce: a.nonce, grant: GRANT })), 1)
+      t.equal(passesOf(await store.bind({ fingerprint: f, nonce: b.nonce, grant: GRANT })), 2)
     })
 
-    /** Issue, claim and bind one challenge for `f`: a pass. */
-    const passFor = async (f: string, grant = GRANT): Promise<Awaited<ReturnType<Store['bind']>>> => {
+    /** Issue, claim and bind one challenge for `f`, with a once-key when given: the bind's answer. */
+    const bindFor = async (f: string, grant = GRANT, once?: OnceKey): Promise<BindResult> => {
       const req = issueReq(f)
       await store.issue(req)
       await store.consume({ fingerprint: f, nonce: req.nonce, rate: LOOSE })
-      return await store.bind({ fingerprint: f, nonce: req.nonce, grant })
+      return await store.bind({ fingerprint: f, nonce: req.nonce, grant, ...(once === undefined ? {} : { once }) })
     }
+
+    /** A pass: bindFor, which must record it. */
+    const passFor = async (f: string, grant = GRANT): Promise<{ passes: number, grant: Grant }> => {
+      const b = await bindFor(f, grant)
+      if (b.status !== BindStatus.OK) throw new Error('bind without a once-key answered REPLAYED')
+      return b
+    }
+
+    t.test('bind with a once-key: the first records a pass and a grant, a replay records neither', async (t) => {
+      const f = fp()
+      const once = { id: randomBytes(32).toString('hex'), ttlMs: 60_000 }
+      const first = await bindFor(f, { ttlMs: 60_000, maxRequests: 2 }, once)
+      t.equal(first.status, BindStatus.OK)
+      t.equal(passesOf(first), 1)
+      t.equal((await store.authorize({ fingerprint: f, rate: LOOSE })).status, AuthorizeStatus.OK, 'one request of two spent')
+      const again = await bindFor(f, { ttlMs: 60_000, maxRequests: 2 }, once)
+      t.same(again, { status: BindStatus.REPLAYED }, 'the replay is REPLAYED and says nothing else')
+      const a = await store.authorize({ fingerprint: f, rate: LOOSE })
+      t.equal(a.status === AuthorizeStatus.OK ? a.grant.requests : -1, 0, 'the replay did not refill the budget')
+      t.equal((await store.authorize({ fingerprint: f, rate: LOOSE })).status, AuthorizeStatus.NO_GRANT)
+      t.equal(passesOf(await bindFor(f)), 2, 'the replay counted no pass')
+    })
+
+    t.test('a replayed bind grants nothing to an identity without a grant', async (t) => {
+      const f = fp()
+      const once = { id: randomBytes(32).toString('hex'), ttlMs: 60_000 }
+      // The key is marked by another operation of this identity first: bind sees the same keys.
+      t.equal((await store.take({ fingerprint: f, rate: LOOSE, once })).status, TakeStatus.OK)
+      t.equal((await bindFor(f, GRANT, once)).status, BindStatus.REPLAYED)
+      t.equal((await store.authorize({ fingerprint: f, rate: LOOSE })).status, AuthorizeStatus.NO_GRANT, 'no grant was made')
+      t.equal(passesOf(await bindFor(f)), 1, 'and no pass was counted')
+    })
+
+    t.test('concurrent binds with one once-key: exactly one records a pass', async (t) => {
+      const f = fp()
+      const once = { id: randomBytes(32).toString('hex'), ttlMs: 60_000 }
+      const reqs = Array.from({ length: 50 }, () => issueReq(f))
+      for (const r of reqs) {
+        await store.issue(r)
+        await store.consume({ fingerprint: f, nonce: r.nonce, rate: LOOSE })
+      }
+      const all = await Promise.all(reqs.map(async (r) => await store.bind({ fingerprint: f, nonce: r.nonce, grant: GRANT, once })))
+      t.equal(all.filter((r) => r.status === BindStatus.OK).length, 1)
+      t.equal(all.filter((r) => r.status === BindStatus.REPLAYED).length, 49)
+      t.equal(passesOf(await bindFor(f)), 2, 'one pass from the fifty, and this one')
+    })
+
+    t.test('a bind once-key is fresh again after its ttl', { skip: clockSkip }, async (t) => {
+      const f = fp()
+      const once = { id: randomBytes(32).toString('hex'), ttlMs: 200 }
+      t.equal((await bindFor(f, GRANT, once)).status, BindStatus.OK)
+      t.equal((await bindFor(f, GRANT, once)).status, BindStatus.REPLAYED)
+      await sleep(300)
+      t.equal((await bindFor(f, GRANT, once)).status, BindStatus.OK)
+    })
 
     t.test('no grant before a pass: NO_GRANT (and the upstream token is taken all the same)', async (t) => {
       const f = fp()

@@ -12,9 +12,9 @@ import { GateError } from '../../lib/client/agent.js'
 
 t.test('the package exports exactly the curated names', async (t) => {
   t.same(Object.keys(api).sort(), [
-    'ALGORITHM', 'AogError', 'AuthorizeStatus', 'ConfigError', 'ConsumeStatus', 'ERRORS', 'GateError', 'IssueStatus', 'MemoryStore',
+    'ALGORITHM', 'AogError', 'AuthorizeStatus', 'BindStatus', 'ConfigError', 'ConsumeStatus', 'ERRORS', 'GateError', 'IssueStatus', 'MemoryStore',
     'StoreUnavailableError', 'TakeStatus', 'certificateFingerprint', 'chainKey', 'createAgent', 'createGate',
-    'createLogger', 'createMetrics', 'fingerprintOf', 'fromEnv', 'getChallenge', 'initialDigest', 'loadConfig', 'pass',
+    'createLogger', 'createMetrics', 'fingerprintOf', 'fromEnv', 'getChallenge', 'initialDigest', 'loadConfig', 'localAttestationJwks', 'localAttestationSigner', 'pass',
     'readConfigFile', 'solve', 'solveAsync', 'solveChain', 'submitTask', 'traceHash',
   ].sort())
   t.equal(api.ALGORITHM, 'sha256-chain-v2')

@@ -1,0 +1,155 @@
+/**
+ * Web Bot Auth (docs/protocol.md section 8) in a real gate over real TLS: an agent with no client
+ * certificate signs its requests (RFC 9421) with a key from an allowed directory, passes the gate
+ * and calls the protected upstream; replays, strangers, denied keys, other authorities and a
+ * certificate that fails are refused; no keys is 503. Memory and Redis.
+ */
+import t, { type Test } from 'tap'
+import { generateKeyPairSync, type KeyObject } from 'node:crypto'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Agent, request, type Dispatcher } from 'undici'
+import { startGate, type TestGate } from '../helpers/gate.js'
+import { DEV, agentFiles, pem } from '../helpers/pki.js'
+import { startEchoUpstream, type Echoed } from '../helpers/upstream.js'
+import { startRedis } from '../helpers/redis.js'
+import { signRequest } from '../../lib/webbotauth/sign.js'
+import { keyThumbprint } from '../../lib/webbotauth/httpsig.js'
+import { solveChain } from '../../lib/chain/chain.js'
+
+const DIRECTORY = 'https://agent.example'
+
+interface Signer { key: KeyObject, F: string }
+
+function newKey (): Signer {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519')
+  return { key: privateKey, F: Buffer.from(keyThumbprint(publicKey), 'base64url').toString('hex') }
+}
+
+/** A --signature-agents file pinning DIRECTORY to a JWKS file of `keys`. */
+function agentsFile (keys: KeyObject[], extra = ''): string {
+  const dir = mkdtempSync(join(tmpdir(), 'aog-wba-'))
+  const jwks = { keys: keys.map((k) => ({ ...k.export({ format: 'jwk' }), d: undefined })).map(({ d: _d, ...pub }) => pub) }
+  writeFileSync(join(dir, 'jwks.json'), JSON.stringify(jwks))
+  writeFileSync(join(dir, 'agents'), `${DIRECTORY} jwks.json\n${extra}`)
+  return join(dir, 'agents')
+}
+
+async function wbaGate (t: Test, keys: KeyObject[], overrides: Record<string, unknown> = {}, extra = ''): Promise<TestGate> {
+  return await startGate(t, { webBotAuth: true, signatureAgents: agentsFile(keys, extra), ...overrides })
+}
+
+/** A client with no certificate (trusting the dev CA), or with the named agent's. */
+function client (t: Test, cert?: 'agent' | 'rogue'): Dispatcher {
+  // A test may send another Host (the signature's @authority) to this server: undici then checks
+  // the certificate against that name, so the name check is left out (the chain is still verified).
+  const d = new Agent({ connect: { checkServerIdentity: () => undefined, ...(cert === undefined ? { ca: pem('ca.pem') } : agentFiles(cert)) } })
+  t.teardown(() => d.close())
+  return d
+}
+
+async function signed (g: TestGate, d: Dispatcher, s: Signer | undefined, method: string, target: string, opts: { body?: string, headers?: Record<string, string>, authority?: string, raw?: Record<string, string> } = {}): Promise<{ status: number, headers: Record<string, string | string[] | undefined>, json: any, sent: Record<string, string> }> {
+  const authority = opts.authority ?? new URL(g.url).host
+  const sig = opts.raw ?? (s === undefined ? {} : signRequest({ method, authority, target }, { key: s.key, directoryUrl: DIRECTORY }))
+  const headers = { ...sig, ...(opts.body === undefined ? {} : { 'content-type': 'application/json' }), ...(opts.authority === undefined ? {} : { host: opts.authority }), ...opts.headers }
+  const res = await request(g.url + target, { dispatcher: d, method: method as 'GET', headers, ...(opts.body === undefined ? {} : { body: opts.body }) })
+  const text = await res.body.text()
+  let json: any
+  try { json = JSON.parse(text) } catch { json = text }
+  return { status: res.statusCode, headers: res.headers, json, sent: sig as Record<string, string> }
+}
+
+/** A whole pass with signed requests; returns the POST /task answer. */
+async function signedPass (g: TestGate, d: Dispatcher, s: Signer): Promise<{ status: number, json: any }> {
+  const c = await signed(g, d, s, 'GET', '/challenge')
+  if (c.status !== 200) return c
+  const body = { nonce: c.json.nonce, ...solveChain(c.json, s.F), runtime_ms: 1, client_fingerprint: s.F }
+  return await signed(g, d, s, 'POST', '/task', { body: JSON.stringify(body) })
+}
+
+t.test('an agent without a certificate signs its requests, passes and reaches the upstream (cnf jkt)', async (t) => {
+  const s = newKey()
+  const up = await startEchoUpstream(t)
+  const g = await wbaGate(t, [s.key], { upstream: up.url, assertionKey: join(DEV, 'assertion-key.pem') })
+  const d = client(t)
+  const passed = await signedPass(g, d, s)
+  t.equal(passed.status, 200, JSON.stringify(passed.json))
+  t.equal(passed.json.status, 'accepted')
+  const r = await signed(g, d, s, 'GET', '/hello?x=1')
+  t.equal(r.status, 200)
+  const claims = JSON.parse(Buffer.from(String((r.json as Echoed).headers['x-aog-agent']).split('.')[1]!, 'base64url').toString()) as Record<string, unknown>
+  t.match(claims, { sub: s.F, htm: 'GET', htu: '/hello?x=1', cnf: { jkt: Buffer.from(s.F, 'hex').toString('base64url') } })
+  t.equal((await signed(g, client(t, 'agent'), undefined, 'GET', '/challenge')).status, 200, 'a verified certificate still works without a signature')
+})
+
+t.test('every refusal: unsigned, replayed, tampered, other authority, unknown key, denied key, failed certificate', async (t) => {
+  const s = newKey()
+  const stranger = newKey()
+  const dir = mkdtempSync(join(tmpdir(), 'aog-deny-'))
+  const deny = join(dir, 'deny')
+  writeFileSync(deny, '')
+  const g = await wbaGate(t, [s.key], { denyFile: deny })
+  const d = client(t)
+
+  const unsigned = await signed(g, d, undefined, 'GET', '/challenge')
+  t.equal(unsigned.status, 401)
+  t.equal(unsigned.json.code, 'AOG_SIGNATURE_INVALID')
+  t.match(String(unsigned.headers['accept-signature']), /tag="web-bot-auth"/, 'Accept-Signature says what to sign')
+
+  const first = await signed(g, d, s, 'GET', '/challenge')
+  t.equal(first.status, 200)
+  const replay = await signed(g, d, s, 'GET', '/challenge', { raw: first.sent })
+  t.equal(replay.status, 401, 'the same signature twice: its nonce is single-use')
+  t.match(replay.json, { code: 'AOG_SIGNATURE_INVALID', detail: /nonce/ })
+  const replayElsewhere = await signed(g, client(t), s, 'GET', '/challenge', { raw: first.sent })
+  t.equal(replayElsewhere.status, 401, 'on another connection too')
+
+  const forTask = signRequest({ method: 'GET', authority: new URL(g.url).host, target: '/challenge' }, { key: s.key, directoryUrl: DIRECTORY })
+  t.equal((await signed(g, d, s, 'POST', '/task', { raw: forTask, body: '{}' })).json.code, 'AOG_SIGNATURE_INVALID', 'a signature for GET /challenge cannot POST /task')
+  t.match((await signed(g, d, s, 'GET', '/challenge', { authority: 'other.example' })).json, { code: 'AOG_SIGNATURE_INVALID', detail: /authority/ }, 'a signature made for another host')
+  t.equal((await signed(g, d, stranger, 'GET', '/challenge')).json.code, 'AOG_SIGNATURE_INVALID', 'a key not in the directory')
+
+  const withRogue = await signed(g, client(t, 'rogue'), s, 'GET', '/challenge')
+  t.equal(withRogue.status, 401, 'a certificate that fails is refused even with a valid signature')
+  t.equal(withRogue.json.code, 'AOG_IDENTITY_REQUIRED')
+
+  writeFileSync(deny, s.F + '\n')
+  g.gate.reload()
+  const denied = await signed(g, d, s, 'GET', '/challenge')
+  t.equal(denied.status, 403, 'the deny list takes key thumbprints')
+  t.equal(denied.json.code, 'AOG_NOT_AUTHORIZED')
+})
+
+t.test('a directory with no keys: 503 with Retry-After, never an accept', async (t) => {
+  const s = newKey()
+  const dir = mkdtempSync(join(tmpdir(), 'aog-wba-'))
+  // An allowed directory that cannot be fetched (nothing listens on 127.0.0.1:1).
+  writeFileSync(join(dir, 'agents'), 'https://127.0.0.1:1/\n')
+  const h = await startGate(t, { webBotAuth: true, signatureAgents: join(dir, 'agents') })
+  const r = await request(h.url + '/challenge', {
+    dispatcher: client(t),
+    headers: signRequest({ method: 'GET', authority: new URL(h.url).host, target: '/challenge' }, { key: s.key, directoryUrl: 'https://127.0.0.1:1/' }),
+  })
+  const json = await r.body.json() as { code: string }
+  t.equal(r.statusCode, 503)
+  t.equal(json.code, 'AOG_UNAVAILABLE')
+  t.ok(Number(r.headers['retry-after']) >= 1)
+})
+
+t.test('Redis: a signature nonce is single-use across two gates', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const s = newKey()
+  const file = agentsFile([s.key])
+  const common = { webBotAuth: true, signatureAgents: file, store: 'redis' as const, redisUrl: redis.url, signatureAuthorities: 'gate.test' }
+  const a = await startGate(t, common)
+  const b = await startGate(t, common)
+  const one = await signed(a, client(t), s, 'GET', '/challenge', { authority: 'gate.test' })
+  t.equal(one.status, 200, JSON.stringify(one.json))
+  const other = await signed(b, client(t), s, 'GET', '/challenge', { raw: one.sent, authority: 'gate.test' })
+  t.equal(other.status, 401, 'the nonce claimed on gate A is spent on gate B')
+  t.match(other.json, { code: 'AOG_SIGNATURE_INVALID', detail: /nonce/ })
+  const fresh = await signed(b, client(t), s, 'GET', '/challenge', { authority: 'gate.test' })
+  t.equal(fresh.status, 200, 'a fresh signature passes on gate B')
+})
