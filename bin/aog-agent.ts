@@ -7,16 +7,20 @@
  */
 import { parseArgs } from 'node:util'
 import { readFileSync } from 'node:fs'
+import { createPrivateKey, type JsonWebKey, type KeyObject } from 'node:crypto'
 import { once } from 'node:events'
 import { createAgent, localAttestationSigner, pass, GateError, type AogAgent, type FetchInit } from '../lib/client/agent.js'
 
-const USAGE = `Usage: aog-agent --url URL --cert FILE --key FILE [--ca FILE] [--count N] [--concurrency C]
-                 [--attestation-key FILE --attestation-issuer ISS [--attestation-audience AUD]]
+const USAGE = `Usage: aog-agent --url URL (--cert FILE --key FILE | --sign-key FILE --signature-agent URL) [--ca FILE]
+                 [--count N] [--concurrency C] [--attestation-key FILE --attestation-issuer ISS [--attestation-audience AUD]]
 
   --url URL          the gate, e.g. https://localhost:8443
   --cert FILE        client certificate (PEM)
   --key FILE         client private key (PEM)
   --ca FILE          CA that signed the gate's certificate (PEM)
+  --sign-key FILE    Web Bot Auth instead of a certificate: sign every request (RFC 9421) with this
+                     Ed25519 private key (PEM or JWK; certs/gen.sh makes signing-key.pem)
+  --signature-agent URL  the key's directory (Signature-Agent), one the gate allows; required with --sign-key
   --count N          attempts (default 1)
   --concurrency C    attempts in flight at once (default 1)
   --attestation-key FILE       sign a development attestation for each submission with this private
@@ -54,6 +58,8 @@ const TLS_OPTIONS = {
   cert: { type: 'string' },
   key: { type: 'string' },
   ca: { type: 'string' },
+  'sign-key': { type: 'string' },
+  'signature-agent': { type: 'string' },
   'attestation-key': { type: 'string' },
   'attestation-issuer': { type: 'string' },
   'attestation-audience': { type: 'string' },
@@ -67,10 +73,12 @@ const TLS_OPTIONS = {
 function agentOf (values: Record<string, unknown>, connections: number): AogAgent {
   const attestationKey = values['attestation-key']
   const audience = values['attestation-audience']
+  const signKey = values['sign-key']
   return createAgent({
     url: values.url as string,
-    cert: readFileSync(values.cert as string),
-    key: readFileSync(values.key as string),
+    ...(typeof signKey === 'string'
+      ? { signing: { key: signingKeyFile(signKey), directoryUrl: values['signature-agent'] as string } }
+      : { cert: readFileSync(values.cert as string), key: readFileSync(values.key as string) }),
     ...(typeof values.ca === 'string' ? { ca: readFileSync(values.ca) } : {}),
     connections,
     ...(typeof attestationKey === 'string'
@@ -85,9 +93,16 @@ function agentOf (values: Record<string, unknown>, connections: number): AogAgen
   })
 }
 
+/** An Ed25519 private key file, PEM or JWK. */
+function signingKeyFile (file: string): KeyObject {
+  const text = readFileSync(file, 'utf8')
+  return text.trimStart().startsWith('{') ? createPrivateKey({ key: JSON.parse(text) as JsonWebKey, format: 'jwk' }) : createPrivateKey(text)
+}
+
 /** The required options that are missing, and the ones that need another. */
 function missingTls (values: Record<string, unknown>): string[] {
-  const missing = ['url', 'cert', 'key'].filter((k) => typeof values[k] !== 'string')
+  const signing = typeof values['sign-key'] === 'string' || typeof values['signature-agent'] === 'string'
+  const missing = (signing ? ['url', 'sign-key', 'signature-agent'] : ['url', 'cert', 'key']).filter((k) => typeof values[k] !== 'string')
   const attesting = ['attestation-key', 'attestation-issuer', 'attestation-audience'].some((k) => typeof values[k] === 'string')
   if (attesting) missing.push(...['attestation-key', 'attestation-issuer'].filter((k) => typeof values[k] !== 'string'))
   return missing

@@ -116,7 +116,7 @@ function parseArgv (argv: string[]): { raw: Record<string, unknown>, config?: st
 function devPaths (raw: Record<string, unknown>): Record<string, unknown> {
   const root = packageRoot()
   const dir = join(root, 'certs', 'dev')
-  if (!['server.pem', 'crl.pem', 'assertion-key.pem'].every((f) => existsSync(join(dir, f)))) {
+  if (!['server.pem', 'crl.pem', 'assertion-key.pem', 'attestation-key.pem', 'signature-agents'].every((f) => existsSync(join(dir, f)))) {
     execFileSync('bash', [join(root, 'certs', 'gen.sh'), dir], { stdio: ['ignore', 'ignore', 'inherit'] })
   }
   return {
@@ -126,6 +126,8 @@ function devPaths (raw: Record<string, unknown>): Record<string, unknown> {
     clientCa: join(dir, 'ca.pem'),
     crl: join(dir, 'crl.pem'),
     assertionKey: join(dir, 'assertion-key.pem'),
+    // With --web-bot-auth: the dev agent's directory (certs/dev/signing-jwks.json, pinned).
+    ...(raw.webBotAuth === true || raw.webBotAuth === 'true' || raw.webBotAuth === '1' ? { signatureAgents: join(dir, 'signature-agents') } : {}),
     ...raw,
   }
 }

@@ -14,8 +14,11 @@
 #   attestation-key.pem               Ed25519 key (PKCS#8) of the development attestation signer
 #                                     (aog-agent --attestation-key; it attests nothing about the machine)
 #   attestation-jwks.json             its public JWKS, for the gate's --attestation-jwks
-# Idempotent: does nothing when every file exists; when only the attestation files are missing (a
-# dev PKI made before they existed), makes just those. --force regenerates everything.
+#   signing-key.pem                   Ed25519 key (PKCS#8) of a Web Bot Auth agent (aog-agent --sign-key)
+#   signing-jwks.json                 its key directory (a JWKS), and signature-agents, the gate's
+#   signature-agents                  --signature-agents pinning https://agent.aog.dev to that file
+# Idempotent: does nothing when every file exists; when only the attestation or signing files are
+# missing (a dev PKI made before they existed), makes just those. --force regenerates everything.
 # Usage: certs/gen.sh [--force] [OUT_DIR]
 set -euo pipefail
 force=0
@@ -25,7 +28,7 @@ out=${1:-"$here/dev"}
 files=(ca.pem ca-key.pem server.pem server-key.pem agent.pem agent-key.pem agent2.pem agent2-key.pem
   rogue.pem rogue-key.pem expired.pem expired-key.pem revoked.pem revoked-key.pem crl.pem forward-secret
   assertion-key.pem assertion-key-2.pem)
-attestation_files=(attestation-key.pem attestation-jwks.json)
+attestation_files=(attestation-key.pem attestation-jwks.json signing-key.pem signing-jwks.json signature-agents)
 command -v openssl >/dev/null || { echo "certs/gen.sh: openssl is required" >&2; exit 1; }
 
 b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
@@ -42,6 +45,19 @@ attestation() { # dir
   chmod 644 "$d/attestation-jwks.json"
 }
 
+# The Web Bot Auth dev agent: its key, its directory (a JWKS, kid the RFC 7638 thumbprint) and the
+# gate's allow list pinning the directory URL the agent names to that file (no network needed).
+signing() { # dir
+  local d=$1 x kid
+  (umask 077; openssl genpkey -algorithm ED25519 -out "$d/signing-key.pem" 2>/dev/null)
+  x=$(openssl pkey -in "$d/signing-key.pem" -pubout -outform DER 2>/dev/null | tail -c 32 | b64url)
+  kid=$(printf '{"crv":"Ed25519","kty":"OKP","x":"%s"}' "$x" | openssl dgst -sha256 -binary | b64url)
+  printf '{"keys":[{"kty":"OKP","crv":"Ed25519","x":"%s","kid":"%s","alg":"EdDSA","use":"sig"}]}\n' "$x" "$kid" > "$d/signing-jwks.json"
+  printf '# The key directories this gate allows (--signature-agents): URL, then a JWKS file pinned to it.\nhttps://agent.aog.dev signing-jwks.json\n' > "$d/signature-agents"
+  chmod 600 "$d/signing-key.pem"
+  chmod 644 "$d/signing-jwks.json" "$d/signature-agents"
+}
+
 if [ $force -eq 0 ]; then
   missing=0
   for f in "${files[@]}"; do [ -s "$out/$f" ] || missing=1; done
@@ -49,8 +65,9 @@ if [ $force -eq 0 ]; then
   for f in "${attestation_files[@]}"; do [ -s "$out/$f" ] || extra=1; done
   if [ $missing -eq 0 ] && [ $extra -eq 0 ]; then echo "certs/gen.sh: $out is complete, nothing to do" >&2; exit 0; fi
   if [ $missing -eq 0 ]; then
-    attestation "$out"
-    echo "certs/gen.sh: wrote the development attestation key to $out" >&2
+    [ -s "$out/attestation-key.pem" ] && [ -s "$out/attestation-jwks.json" ] || attestation "$out"
+    [ -s "$out/signing-key.pem" ] && [ -s "$out/signing-jwks.json" ] && [ -s "$out/signature-agents" ] || signing "$out"
+    echo "certs/gen.sh: wrote the development attestation and signing keys to $out" >&2
     exit 0
   fi
 fi
@@ -130,6 +147,7 @@ openssl rand -hex 32 > "$out/forward-secret"
 openssl genpkey -algorithm ED25519 -out "$out/assertion-key.pem" 2>/dev/null
 key "$out/assertion-key-2.pem"
 attestation "$out"
+signing "$out"
 chmod 600 "$out"/*-key.pem "$out"/assertion-key*.pem "$out/forward-secret"
 chmod 644 "$out"/ca.pem "$out"/rogue-ca.pem "$out"/crl.pem "$out"/{server,agent,agent2,rogue,expired,revoked}.pem
 echo "certs/gen.sh: wrote dev PKI to $out" >&2

@@ -160,7 +160,7 @@ ${gateProxy(o, true)}
         auth_request_set $aog_retry_after $upstream_http_retry_after;
         auth_request_set $aog_ratelimit $upstream_http_ratelimit;
         auth_request_set $aog_ratelimit_policy $upstream_http_ratelimit_policy;
-        auth_request_set $aog_link $upstream_http_link;
+        auth_request_set $aog_link $upstream_http_link;${o.webBotAuth === true ? '\n        auth_request_set $aog_accept_signature $upstream_http_accept_signature;' : ''}
         # auth_request passes on 2xx, 401 and 403 only (any other answer, or no answer, becomes 500):
         # the gate's real refusal is in X-AOG-Code, answered below as the gate answers in direct mode.
         # These error_page lines replace the server's for this location; 495-497 happen before any
@@ -228,7 +228,14 @@ ${gateProxy(o, true)}
             add_header Cache-Control no-store always;
             add_header Link $aog_link always;
             return 401 ${problem('AOG_GRANT_REQUIRED', 'no live grant for this identity: pass a challenge first (GET /challenge, then POST /task)')};
-        }
+        }${o.webBotAuth === true
+? `
+        if ($aog_code = AOG_SIGNATURE_INVALID) {
+            add_header Cache-Control no-store always;
+            add_header Accept-Signature $aog_accept_signature always;
+            return 401 ${problem('AOG_SIGNATURE_INVALID', 'the request signature is missing or invalid (the gate logs which check failed)')};
+        }`
+: ''}
         return 401 ${problem('AOG_IDENTITY_REQUIRED', IDENTITY_DETAIL)};
     }
     location @aog_403 {

@@ -13,7 +13,9 @@
  * POST /task body (checkpoints and trace hash included).
  */
 import { Agent, request, type Dispatcher } from 'undici'
-import { X509Certificate } from 'node:crypto'
+import { createPrivateKey, createPublicKey, KeyObject, X509Certificate } from 'node:crypto'
+import { signRequest } from '../webbotauth/sign.js'
+import { keyThumbprint } from '../webbotauth/httpsig.js'
 import { performance } from 'node:perf_hooks'
 import { chainKey, initialDigest, solveChain, traceHash, type ChainImpl } from '../chain/chain.js'
 import { ALGORITHM, checkShape } from '../protocol/constants.js'
@@ -30,9 +32,15 @@ export interface AgentOptions {
   /** Base URL of the gate, e.g. https://localhost:8443 */
   url: string
   /** Client certificate and key (PEM), and the CA that signed the gate's certificate. */
-  cert: string | Buffer
-  key: string | Buffer
+  cert?: string | Buffer
+  key?: string | Buffer
   ca?: string | Buffer
+  /**
+   * Web Bot Auth (docs/protocol.md section 8), instead of a certificate: every request is signed
+   * (RFC 9421, Ed25519, a fresh nonce) with `key`, whose directory `directoryUrl` is sent as
+   * Signature-Agent; F is the key's RFC 7638 thumbprint in hex.
+   */
+  signing?: { key: KeyObject | string | Buffer, directoryUrl: string, validitySeconds?: number }
   /** Connections kept to the gate (default 8). */
   connections?: number
   /**
@@ -58,7 +66,7 @@ export interface AogAgent {
   readonly url: string
   /** F of the client certificate. */
   readonly fingerprint: string
-  readonly dispatcher: Agent
+  readonly dispatcher: Dispatcher
   /**
    * A protected request (docs/protocol.md section 7) to `path` (with its query) on the gate, which
    * proxies it to its upstream. The agent passes the gate when it must: before sending, when the
@@ -98,16 +106,23 @@ export function certificateFingerprint (pem: string | Buffer): string {
 
 /** Create an agent bound to one gate and one client certificate. */
 export function createAgent (opts: AgentOptions): AogAgent {
-  const dispatcher = new Agent({
+  if (opts.signing === undefined && (opts.cert === undefined || opts.key === undefined)) throw new TypeError('createAgent needs cert and key, or signing')
+  const tls = new Agent({
     connections: opts.connections ?? 8,
-    connect: { cert: opts.cert, key: opts.key, ...(opts.ca === undefined ? {} : { ca: opts.ca }), minVersion: 'TLSv1.2' },
+    connect: {
+      ...(opts.signing === undefined ? { cert: opts.cert, key: opts.key } : {}),
+      ...(opts.ca === undefined ? {} : { ca: opts.ca }),
+      minVersion: 'TLSv1.2',
+    },
   })
+  const signing = opts.signing === undefined ? undefined : signingKey(opts.signing)
+  const dispatcher: Dispatcher = signing === undefined ? tls : tls.compose(signer(signing))
   // Protected requests go through the same connections, with the gate's own refusals turned into GateErrors.
   const gated = dispatcher.compose(gateProblems)
   const access: Access = { grant: 'unknown', expiresAt: undefined, margin: 0, requests: null, generation: 0, step: undefined, probe: undefined, now: opts.now ?? Date.now }
   const agent: AogAgent = {
     url: opts.url.replace(/\/+$/, ''),
-    fingerprint: certificateFingerprint(opts.cert),
+    fingerprint: signing === undefined ? certificateFingerprint(opts.cert!) : signing.fingerprint,
     dispatcher,
     fetch: async (path, init) => await protectedFetch(agent, access, gated, path, init ?? {}),
     close: async () => { await dispatcher.close() },
@@ -115,6 +130,31 @@ export function createAgent (opts: AgentOptions): AogAgent {
   accesses.set(agent, access)
   if (opts.attestation !== undefined) attesters.set(agent, opts.attestation)
   return agent
+}
+
+interface SigningKey { key: KeyObject, directoryUrl: string, validitySeconds: number, fingerprint: string }
+
+function signingKey (o: NonNullable<AgentOptions['signing']>): SigningKey {
+  const key = o.key instanceof KeyObject ? o.key : createPrivateKey(o.key)
+  if (key.asymmetricKeyType !== 'ed25519') throw new TypeError('the signing key must be an Ed25519 private key')
+  const fingerprint = Buffer.from(keyThumbprint(createPublicKey(key)), 'base64url').toString('hex')
+  return { key, directoryUrl: o.directoryUrl, validitySeconds: o.validitySeconds ?? 60, fingerprint }
+}
+
+/** An interceptor that signs every request it dispatches (a fresh signature and nonce each time, retries included). */
+function signer (k: SigningKey): Dispatcher.DispatcherComposeInterceptor {
+  return (dispatch) => (options, handler) => {
+    const origin = new URL(String(options.origin))
+    const sig = signRequest({ method: options.method, authority: origin.host, target: options.path }, { key: k.key, directoryUrl: k.directoryUrl, validitySeconds: k.validitySeconds })
+    const extra = Object.entries(sig).flat()
+    const h = options.headers
+    let headers: Dispatcher.DispatchOptions['headers']
+    if (h === undefined || h === null) headers = extra
+    else if (Array.isArray(h)) headers = [...(h as string[]), ...extra]
+    else if (typeof (h as Iterable<unknown>)[Symbol.iterator] === 'function') headers = [...[...(h as Iterable<[string, string]>)].flat(), ...extra]
+    else headers = { ...(h as Record<string, string>), ...sig }
+    return dispatch({ ...options, headers }, handler)
+  }
 }
 
 /** Each agent's attestation provider, when it has one. */

@@ -160,8 +160,11 @@ export function createIdentityStep (opts: IdentityOptions): IdentityStep {
   async function signatureIdentity (ctx: RequestContext, web: WebBotAuth): Promise<void> {
     const req = ctx.req
     const now = (opts.now ?? Date.now)()
+    // An authorization subrequest carries the signature of the request it authorizes.
+    const original = ctx.route === AUTH_PATH ? originalRequest(req) : { method: req.method ?? '', target: req.url ?? '' }
+    if (original === undefined) throw new AogError('AOG_BAD_REQUEST', 'X-Original-Method and X-Original-URI are required on /auth')
     const v = await verifyRequest(
-      { method: req.method ?? '', authority: req.headers.host ?? '', target: req.url ?? '', scheme: 'https', headers: req.headers },
+      { method: original.method, authority: req.headers.host ?? '', target: original.target, scheme: 'https', headers: req.headers },
       { now, skewSeconds: config.signatureSkewSeconds, maxValiditySeconds: config.signatureMaxValiditySeconds, resolveKey: web.directories.resolve, authorities: web.authorities(req.socket.localPort ?? 0) }
     )
     const identity: Identity = { fingerprint: v.thumbprintHex, serial: '', subject: v.keyid, uri: v.directory ?? '', source: 'signature' }

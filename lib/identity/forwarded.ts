@@ -77,7 +77,8 @@ const SIG = /^t=(\d{1,12}),rid=([0-9a-f]{32}),v1=([0-9a-f]{64})$/
 export function forwardedIdentity (method: string, target: string, headers: IncomingHttpHeaders, opts: ForwardedOptions & { allowNoCertificate: true }): ForwardedResult | NoCertificate
 export function forwardedIdentity (method: string, target: string, headers: IncomingHttpHeaders, opts: ForwardedOptions): ForwardedResult
 export function forwardedIdentity (method: string, target: string, headers: IncomingHttpHeaders, opts: ForwardedOptions): ForwardedResult | NoCertificate {
-  const cert = single(headers[HEADERS.cert])
+  // nginx sends no header for an empty value: no certificate arrives as no X-AOG-Client-Cert.
+  const cert = single(headers[HEADERS.cert]) ?? (opts.allowNoCertificate === true && headers[HEADERS.cert] === undefined ? '' : undefined)
   const verdict = single(headers[HEADERS.verify])
   const signature = single(headers[HEADERS.signature])
   if (cert === undefined || verdict === undefined || signature === undefined || (cert === '' && opts.allowNoCertificate !== true)) fail('forwarded identity headers missing')

@@ -5,8 +5,8 @@
  * certificate that fails are refused; no keys is 503. Memory and Redis.
  */
 import t, { type Test } from 'tap'
-import { generateKeyPairSync, type KeyObject } from 'node:crypto'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto'
+import { mkdtempSync, readFileSync as readFileSyncText, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Agent, request, type Dispatcher } from 'undici'
@@ -153,3 +153,71 @@ t.test('Redis: a signature nonce is single-use across two gates', async (t) => {
   const fresh = await signed(b, client(t), s, 'GET', '/challenge', { authority: 'gate.test' })
   t.equal(fresh.status, 200, 'a fresh signature passes on gate B')
 })
+
+t.test('the agent library and CLI sign for themselves: createAgent({ signing }) and aog-agent --sign-key', async (t) => {
+  const { createAgent, pass } = await import('../../lib/client/agent.js')
+  const { run, AGENT } = await import('../helpers/spawn.js')
+  const { readFileSync } = await import('node:fs')
+  const up = await startEchoUpstream(t)
+  const g = await startGate(t, { webBotAuth: true, signatureAgents: join(DEV, 'signature-agents'), upstream: up.url, assertionKey: join(DEV, 'assertion-key.pem') })
+  const agent = createAgent({ url: g.url, ca: pem('ca.pem'), signing: { key: readFileSync(join(DEV, 'signing-key.pem')), directoryUrl: 'https://agent.aog.dev' } })
+  t.teardown(() => agent.close())
+  t.match(agent.fingerprint, /^[0-9a-f]{64}$/, 'F is the key thumbprint in hex')
+  t.match(await pass(agent), { status: 'accepted' })
+  const r = await agent.fetch('/signed?x=1', { method: 'POST', body: 'hi' })
+  t.equal(r.statusCode, 200)
+  const e = await r.body.json() as Echoed
+  t.match(e, { method: 'POST', url: '/signed?x=1' })
+  const cli = await run(AGENT, ['--url', g.url, '--ca', join(DEV, 'ca.pem'), '--sign-key', join(DEV, 'signing-key.pem'), '--signature-agent', 'https://agent.aog.dev', '--count', '2'])
+  t.equal(cli.code, 0, cli.stderr)
+  t.match(cli.stdout, /"passed":2/)
+  const missing = await run(AGENT, ['--url', g.url, '--sign-key', join(DEV, 'signing-key.pem')])
+  t.equal(missing.code, 2, 'a signing key without --signature-agent is bad usage')
+  t.match(missing.stderr, /signature-agent/)
+})
+
+t.test('behind a real nginx (nginx-config --web-bot-auth): a signing agent with no certificate passes and reaches the app; a certificate still works; replays refused', async (t) => {
+  const { startNginx } = await import('../helpers/nginx.js')
+  const { createAgent, pass } = await import('../../lib/client/agent.js')
+  const { readFileSync } = await import('node:fs')
+  const dir = mkdtempSync(join(tmpdir(), 'aog-wba-fwd-'))
+  writeFileSync(join(dir, 'secret'), 'wba-forward-secret-0123456789\n')
+  const up = await startEchoUpstream(t)
+  const g = await startGate(t, {
+    mode: 'forwarded',
+    forwardSecretFile: join(dir, 'secret'),
+    assertionKey: join(DEV, 'assertion-key.pem'),
+    webBotAuth: true,
+    signatureAgents: join(DEV, 'signature-agents'),
+  })
+  const nginx = await startNginx({ upstreamPort: Number(new URL(g.url).port), secretFile: join(dir, 'secret'), protect: up.url, options: { webBotAuth: true } })
+  t.teardown(() => nginx.stop())
+  const signer = createAgent({ url: nginx.url, ca: pem('ca.pem'), signing: { key: readFileSync(join(DEV, 'signing-key.pem')), directoryUrl: 'https://agent.aog.dev' } })
+  t.teardown(() => signer.close())
+  t.match(await pass(signer), { status: 'accepted' }, 'challenge and task through nginx, signed')
+  const r = await signer.fetch('/app/x?y=1')
+  t.equal(r.statusCode, 200)
+  const e = await r.body.json() as Echoed
+  const claims = JSON.parse(Buffer.from(String(e.headers['x-aog-agent']).split('.')[1]!, 'base64url').toString()) as Record<string, unknown>
+  t.match(claims, { sub: signer.fingerprint, htu: '/app/x?y=1', cnf: { jkt: String } })
+  const certAgent = createAgent({ url: nginx.url, ...agentFiles('agent') })
+  t.teardown(() => certAgent.close())
+  t.match(await pass(certAgent), { status: 'accepted' }, 'an agent with a certificate still passes')
+  // The same signed request twice through nginx: nginx signs each with a new request id, the
+  // signature's nonce is what makes the second one a replay.
+  const d = client(t)
+  const sig = signRequest({ method: 'GET', authority: new URL(nginx.url).host, target: '/challenge' }, { key: createPrivateKeyOf(join(DEV, 'signing-key.pem')), directoryUrl: 'https://agent.aog.dev' })
+  const first = await request(nginx.url + '/challenge', { dispatcher: d, headers: sig })
+  t.equal(first.statusCode, 200)
+  await first.body.dump()
+  const again = await request(nginx.url + '/challenge', { dispatcher: d, headers: sig })
+  t.equal(again.statusCode, 401)
+  t.match(await again.body.json(), { code: 'AOG_SIGNATURE_INVALID', detail: /nonce/ })
+  const unsigned = await request(nginx.url + '/challenge', { dispatcher: d })
+  t.equal(unsigned.statusCode, 401, 'no certificate and no signature')
+  await unsigned.body.dump()
+})
+
+function createPrivateKeyOf (file: string): KeyObject {
+  return createPrivateKey(readFileSyncText(file))
+}
