@@ -30,6 +30,9 @@ const SCRIPTS: Array<[string, string, string[]]> = [
   ['instructions', 'bench:instructions', ['--requests', '--warm', '--connections', '--functions']],
   ['steps', 'bench:steps', ['--rate', '--duration', '--rounds', '--connections']],
   ['profile', 'profile', ['--duration', '--path', '--gate-args']],
+  ['access', 'bench:auth / bench:proxy', ['--mode', '--duration', '--rounds', '--connections', '--redis']],
+  ['signature', 'bench:signature', ['--duration', '--rounds', '--connections']],
+  ['assertion', 'bench:assertion', ['--signs', '--rounds']],
 ]
 
 /** benchArgs in process, with process.exit and stderr caught: what a failing command line prints. */
