@@ -188,7 +188,17 @@ async function main (): Promise<void> {
 
   const logger = createLogger({ level: config.logLevel, bufferBytes: config.logBufferBytes })
   const metrics = createMetrics()
-  const gate = createGate(config, { logger, metrics })
+  let gate: ReturnType<typeof createGate>
+  try {
+    gate = createGate(config, { logger, metrics })
+  } catch (err) {
+    // Files named by the configuration are read here: a bad one is a configuration error too.
+    if (err instanceof ConfigError) {
+      process.stderr.write(`aog-server: ${err.message}\n`)
+      process.exit(2)
+    }
+    throw err
+  }
   const addr = await gate.listen()
   const chain = await gate.pool.ready()
   const host = (a: { address: string, family: string }): string => a.family === 'IPv6' ? `[${a.address}]` : a.address
