@@ -29,6 +29,8 @@ export interface Metrics {
   upstreamRequests: Counter<'status_class'>
   upstreamDuration: Histogram
   upstreamPool: Gauge<'state'>
+  /** Web Bot Auth key directory fetches (and pinned file reads) by outcome. */
+  directoryFetches: Counter<'outcome'>
   /** Attestations by issuer (a configured one, or "unknown"), result and reason. */
   attestationOutcomes: Counter<'issuer' | 'result' | 'reason'>
   /** Fetches of the attestation JWKS URLs (configured ones only) by result. */
@@ -78,6 +80,7 @@ export function createMetrics (opts: { defaults?: boolean } = {}): Metrics {
       registers,
     }),
     upstreamPool: new Gauge({ name: 'aog_upstream_pool_connections', help: 'The upstream pool by state: connected, free and size (connections), pending and running (requests).', labelNames: ['state'], registers }),
+    directoryFetches: new Counter({ name: 'aog_signature_directory_fetches_total', help: 'Web Bot Auth key directory fetches and pinned file reads by outcome (ok, status, redirect, timeout, too_large, invalid, network, file, closed).', labelNames: ['outcome'], registers }),
     crlReloads: new Counter({ name: 'aog_crl_reloads_total', help: 'CRL loads by result (ok, or refused: the previous CRL stays in force).', labelNames: ['result'], registers }),
     attestationOutcomes: new Counter({
       name: 'aog_attestation_outcomes_total',

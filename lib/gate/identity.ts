@@ -13,7 +13,7 @@ import type { RequestContext } from '../handlers/context.js'
 import { createHash, X509Certificate } from 'node:crypto'
 import { dirname } from 'node:path'
 import { presentedCertificate, tlsIdentity, type Identity } from '../identity/tls.js'
-import { normalizeAuthority, verifyRequest } from '../webbotauth/httpsig.js'
+import { normalizeAuthority, signatureError, verifyRequest } from '../webbotauth/httpsig.js'
 import { createKeyDirectories, parseSignatureAgentsFile, type KeyDirectories } from '../webbotauth/directory.js'
 import { forwardedIdentity } from '../identity/forwarded.js'
 import { Revocation, type CrlStatus } from '../identity/revocation.js'
@@ -52,7 +52,7 @@ interface WebBotAuth {
 const DIRECTORY_TIMEOUT_MS = 5000
 const DIRECTORY_MAX_BYTES = 65536
 
-function createWebBotAuth (config: Readonly<Config>, logger: Logger, watchMs: number): WebBotAuth {
+function createWebBotAuth (config: Readonly<Config>, logger: Logger, metrics: Metrics, watchMs: number): WebBotAuth {
   const file = config.signatureAgents!
   const load = (): KeyDirectories => createKeyDirectories({
     allow: parseSignatureAgentsFile(readFileSync(file, 'utf8'), { baseDir: dirname(file), source: file }),
@@ -60,7 +60,8 @@ function createWebBotAuth (config: Readonly<Config>, logger: Logger, watchMs: nu
     timeoutMs: DIRECTORY_TIMEOUT_MS,
     maxBytes: DIRECTORY_MAX_BYTES,
     onFetch: (url, r) => {
-      if (r.outcome === 'ok' || r.outcome === 'file') logger.info({ url, keys: r.keys, ttlSeconds: r.ttlSeconds }, 'signature agent directory loaded')
+      metrics.directoryFetches.inc({ outcome: r.outcome })
+      if (r.outcome === 'ok') logger.info({ url, keys: r.keys, ttlSeconds: r.ttlSeconds }, 'signature agent directory loaded')
       else logger.warn({ url, outcome: r.outcome, status: r.status, detail: r.detail }, 'signature agent directory fetch failed')
     },
   })
@@ -150,7 +151,7 @@ export function createIdentityStep (opts: IdentityOptions): IdentityStep {
     })
   }
   const onceTtlMs = 2 * config.forwardSkewSeconds * 1000
-  const web = config.webBotAuth ? createWebBotAuth(config, logger, opts.watchMs) : undefined
+  const web = config.webBotAuth ? createWebBotAuth(config, logger, opts.metrics, opts.watchMs) : undefined
 
   /**
    * Web Bot Auth (docs/protocol.md section 8): the request's own HTTP message signature names the
@@ -168,7 +169,12 @@ export function createIdentityStep (opts: IdentityOptions): IdentityStep {
       { now, skewSeconds: config.signatureSkewSeconds, maxValiditySeconds: config.signatureMaxValiditySeconds, resolveKey: web.directories.resolve, authorities: web.authorities(req.socket.localPort ?? 0) }
     )
     const identity: Identity = { fingerprint: v.thumbprintHex, serial: '', subject: v.keyid, uri: v.directory ?? '', source: 'signature' }
-    revocation.check(identity)
+    // A denied key is a signature refusal like the others (docs/protocol.md section 8).
+    try {
+      revocation.check(identity)
+    } catch {
+      throw signatureError('the signing key is denied (deny list)')
+    }
     ctx.identity = identity
     ctx.once = { id: createHash('sha256').update(`${v.keyid} ${v.nonce}`).digest('base64url').slice(0, 43), ttlMs: Math.max(1000, v.expires - now + 1000) }
   }

@@ -117,8 +117,8 @@ t.test('every refusal: unsigned, replayed, tampered, other authority, unknown ke
   writeFileSync(deny, s.F + '\n')
   g.gate.reload()
   const denied = await signed(g, d, s, 'GET', '/challenge')
-  t.equal(denied.status, 403, 'the deny list takes key thumbprints')
-  t.equal(denied.json.code, 'AOG_NOT_AUTHORIZED')
+  t.equal(denied.status, 401, 'the deny list takes key thumbprints')
+  t.match(denied.json, { code: 'AOG_SIGNATURE_INVALID', detail: /denied/ })
 })
 
 t.test('a directory with no keys: 503 with Retry-After, never an accept', async (t) => {
