@@ -218,6 +218,8 @@ if (!needTool(t, 'podman', 'podman') || !needTool(t, 'mmdebstrap', 'mmdebstrap')
     t.equal(body.path, '/hello?from=image', 'the path it asked for')
     t.match(body.agent.claims, { iss: 'aog', sub: certificateFingerprint(readFileSync(join(DEV, 'agent.pem'))), htm: 'GET', htu: '/hello?from=image' }, 'X-AOG-Agent names the agent and the request')
 
+    // Log lines are buffered (flushed every 200 ms and at exit): wait for it.
+    await gate.waitFor(/"route":"upstream".*"status":200/, 5000).catch(() => undefined)
     const requests = jsonLines(gate.lines).filter((l) => l.msg === 'request')
     t.ok(requests.some((l) => l.route === 'upstream' && l.status === 200), 'the gate logged the proxied request')
 
