@@ -48,9 +48,16 @@ export function firstUri (san: string | undefined): string {
  * one that presented none.
  */
 export function presentedCertificate (socket: TLSSocket): boolean {
-  const cert = socket.getPeerCertificate(false)
-  return cert !== null && typeof cert === 'object' && Buffer.isBuffer(cert.raw) && cert.raw.length > 0
+  // Per connection: getPeerCertificate builds a new object from the certificate on every call.
+  let presented = presentedBy.get(socket)
+  if (presented === undefined) {
+    const cert = socket.getPeerCertificate(false)
+    presented = cert !== null && typeof cert === 'object' && Buffer.isBuffer(cert.raw) && cert.raw.length > 0
+    presentedBy.set(socket, presented)
+  }
+  return presented
 }
+const presentedBy = new WeakMap<TLSSocket, boolean>()
 
 /**
  * The identity of an authorized TLS peer within its validity dates, or AOG_IDENTITY_REQUIRED.
