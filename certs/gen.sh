@@ -33,29 +33,29 @@ command -v openssl >/dev/null || { echo "certs/gen.sh: openssl is required" >&2;
 
 b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
 
-# The development attestation key and its JWKS: kid is the RFC 7638 thumbprint, as aog-agent signs with.
-attestation() { # dir
-  local d=$1 x kid
-  (umask 077; openssl genpkey -algorithm ED25519 -out "$d/attestation-key.pem" 2>/dev/null)
+# An Ed25519 private key file and its public JWKS file: kid is the RFC 7638 thumbprint.
+ed25519_jwks() { # key-file jwks-file
+  local key=$1 jwks=$2 x kid
+  (umask 077; openssl genpkey -algorithm ED25519 -out "$key" 2>/dev/null)
   # The raw public key: the last 32 bytes of its SubjectPublicKeyInfo.
-  x=$(openssl pkey -in "$d/attestation-key.pem" -pubout -outform DER 2>/dev/null | tail -c 32 | b64url)
+  x=$(openssl pkey -in "$key" -pubout -outform DER 2>/dev/null | tail -c 32 | b64url)
   kid=$(printf '{"crv":"Ed25519","kty":"OKP","x":"%s"}' "$x" | openssl dgst -sha256 -binary | b64url)
-  printf '{"keys":[{"kty":"OKP","crv":"Ed25519","x":"%s","kid":"%s","alg":"EdDSA","use":"sig"}]}\n' "$x" "$kid" > "$d/attestation-jwks.json"
-  chmod 600 "$d/attestation-key.pem"
-  chmod 644 "$d/attestation-jwks.json"
+  printf '{"keys":[{"kty":"OKP","crv":"Ed25519","x":"%s","kid":"%s","alg":"EdDSA","use":"sig"}]}\n' "$x" "$kid" > "$jwks"
+  chmod 600 "$key"
+  chmod 644 "$jwks"
 }
 
-# The Web Bot Auth dev agent: its key, its directory (a JWKS, kid the RFC 7638 thumbprint) and the
-# gate's allow list pinning the directory URL the agent names to that file (no network needed).
+# The development attestation key and its JWKS, as aog-agent signs with.
+attestation() { # dir
+  ed25519_jwks "$1/attestation-key.pem" "$1/attestation-jwks.json"
+}
+
+# The Web Bot Auth dev agent: its key, its directory (a JWKS) and the gate's allow list pinning the
+# directory URL the agent names to that file (no network needed).
 signing() { # dir
-  local d=$1 x kid
-  (umask 077; openssl genpkey -algorithm ED25519 -out "$d/signing-key.pem" 2>/dev/null)
-  x=$(openssl pkey -in "$d/signing-key.pem" -pubout -outform DER 2>/dev/null | tail -c 32 | b64url)
-  kid=$(printf '{"crv":"Ed25519","kty":"OKP","x":"%s"}' "$x" | openssl dgst -sha256 -binary | b64url)
-  printf '{"keys":[{"kty":"OKP","crv":"Ed25519","x":"%s","kid":"%s","alg":"EdDSA","use":"sig"}]}\n' "$x" "$kid" > "$d/signing-jwks.json"
-  printf '# The key directories this gate allows (--signature-agents): URL, then a JWKS file pinned to it.\nhttps://agent.aog.dev signing-jwks.json\n' > "$d/signature-agents"
-  chmod 600 "$d/signing-key.pem"
-  chmod 644 "$d/signing-jwks.json" "$d/signature-agents"
+  ed25519_jwks "$1/signing-key.pem" "$1/signing-jwks.json"
+  printf '# The key directories this gate allows (--signature-agents): URL, then a JWKS file pinned to it.\nhttps://agent.aog.dev signing-jwks.json\n' > "$1/signature-agents"
+  chmod 644 "$1/signature-agents"
 }
 
 if [ $force -eq 0 ]; then

@@ -48,6 +48,17 @@ interface WebBotAuth {
   close: () => void
 }
 
+/**
+ * The method and target a request's signature covers: its own, or on /auth those of the request it
+ * authorizes (docs/protocol.md section 7), so a signature for /a cannot authorize /b.
+ */
+function signedRequest (ctx: RequestContext): { method: string, target: string } {
+  if (ctx.route !== AUTH_PATH) return { method: ctx.req.method ?? '', target: ctx.req.url ?? '' }
+  const original = originalRequest(ctx.req)
+  if (original === undefined) throw new AogError('AOG_BAD_REQUEST', 'X-Original-Method and X-Original-URI are required on /auth')
+  return original
+}
+
 /** The directory fetch bounds (docs/operations.md). */
 const DIRECTORY_TIMEOUT_MS = 5000
 const DIRECTORY_MAX_BYTES = 65536
@@ -161,9 +172,7 @@ export function createIdentityStep (opts: IdentityOptions): IdentityStep {
   async function signatureIdentity (ctx: RequestContext, web: WebBotAuth): Promise<void> {
     const req = ctx.req
     const now = (opts.now ?? Date.now)()
-    // An authorization subrequest carries the signature of the request it authorizes.
-    const original = ctx.route === AUTH_PATH ? originalRequest(req) : { method: req.method ?? '', target: req.url ?? '' }
-    if (original === undefined) throw new AogError('AOG_BAD_REQUEST', 'X-Original-Method and X-Original-URI are required on /auth')
+    const original = signedRequest(ctx)
     const v = await verifyRequest(
       { method: original.method, authority: req.headers.host ?? '', target: original.target, scheme: 'https', headers: req.headers },
       { now, skewSeconds: config.signatureSkewSeconds, maxValiditySeconds: config.signatureMaxValiditySeconds, resolveKey: web.directories.resolve, authorities: web.authorities(req.socket.localPort ?? 0) }
@@ -197,16 +206,7 @@ export function createIdentityStep (opts: IdentityOptions): IdentityStep {
       ctx.identity = identity
       return
     }
-    // An authorization subrequest is signed for the request it authorizes (docs/protocol.md
-    // section 7): its original method and target, so a signature for /a cannot authorize /b.
-    let method = req.method ?? ''
-    let target = req.url ?? ''
-    if (ctx.route === AUTH_PATH) {
-      const original = originalRequest(req)
-      if (original === undefined) throw new AogError('AOG_BAD_REQUEST', 'X-Original-Method and X-Original-URI are required on /auth')
-      method = original.method
-      target = original.target
-    }
+    const { method, target } = signedRequest(ctx)
     const r = forwardedIdentity(method, target, req.headers, {
       secrets,
       skewSeconds: config.forwardSkewSeconds,

@@ -1,7 +1,7 @@
 /** The real Redis the tests use, and Redis servers (and a Cluster) the harness starts itself. */
 import { Redis } from 'ioredis'
 import { spawn, execFile, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -116,5 +116,38 @@ export async function startCluster (masters = 3): Promise<RedisCluster> {
     nodes,
     seeds: nodes.map((n) => `127.0.0.1:${n.port}`).join(','),
     async stop () { await Promise.all(nodes.map(async (n) => await n.stop())) },
+  }
+}
+
+export interface SentinelProcess {
+  port: number
+  child: ChildProcess
+  cli (...args: string[]): Promise<string>
+  stop (): void
+}
+
+/** One Sentinel on a free loopback port, monitoring `mymaster` at masterPort (quorum 1). */
+export async function startSentinel (masterPort: number, downAfterMs = 1000): Promise<SentinelProcess> {
+  const port = await freePort()
+  const dir = mkdtempSync(join(tmpdir(), 'aog-sentinel-'))
+  writeFileSync(join(dir, 'sentinel.conf'), [
+    `port ${port}`, 'bind 127.0.0.1', `dir ${dir}`,
+    `sentinel monitor mymaster 127.0.0.1 ${masterPort} 1`,
+    `sentinel down-after-milliseconds mymaster ${downAfterMs}`,
+    'sentinel failover-timeout mymaster 5000',
+  ].join('\n') + '\n')
+  const child = spawn('redis-server', [join(dir, 'sentinel.conf'), '--sentinel'], { stdio: 'ignore' })
+  process.once('exit', () => { try { child.kill('SIGKILL') } catch {} ; rmSync(dir, { recursive: true, force: true }) })
+  return {
+    port,
+    child,
+    async cli (...a) {
+      try {
+        return (await exec('redis-cli', ['-p', String(port), ...a])).stdout.trim()
+      } catch {
+        return ''
+      }
+    },
+    stop () { child.kill('SIGKILL') },
   }
 }

@@ -18,9 +18,7 @@ import { startGate } from '../helpers/gate.js'
 import { startEchoUpstream } from '../helpers/upstream.js'
 import { DEV, ROOT, agentFiles } from '../helpers/pki.js'
 import { hasTool, missing } from '../helpers/tools.js'
-import { MemoryStore } from '../../lib/stores/memory.js'
-import { StoreUnavailableError } from '../../lib/errors.js'
-import type { Store } from '../../lib/stores/store.js'
+import { failingStore } from '../helpers/failing-store.js'
 
 const run = promisify(execFile)
 
@@ -117,19 +115,8 @@ t.test('the dashboard\'s queries are valid PromQL (promtool parses them)', async
 
 t.test('every metric and label the dashboard and the rules use exists in a real gate\'s scrape', async (t) => {
   const echo = await startEchoUpstream(t)
-  // A memory store that fails one GET /challenge on demand: the store-error series.
-  const inner = new MemoryStore({ maxChallenges: 1000 })
-  let failNext = false
-  const store = new Proxy(inner, {
-    get (target, prop) {
-      if (prop === 'issue' && failNext) {
-        failNext = false
-        return () => { throw new StoreUnavailableError('down for the test') }
-      }
-      const v = Reflect.get(target, prop) as unknown
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
-    },
-  }) as Store
+  // A store that fails one GET /challenge on demand: the store-error series.
+  const { store, fail } = failingStore()
   const g = await startGate(t, {
     upstream: echo.url,
     assertionKey: join(DEV, 'assertion-key.pem'),
@@ -148,7 +135,7 @@ t.test('every metric and label the dashboard and the rules use exists in a real 
   const rogue = new Agent({ connect: agentFiles('rogue') })
   await request(`${g.url}/challenge`, { dispatcher: rogue }).then(() => t.fail('a rogue certificate passed'), () => t.pass('a rogue certificate is refused at the handshake'))
   await rogue.close()
-  failNext = true
+  fail()
   t.equal((await g.raw('agent', '/challenge')).status, 503, 'the store failed once: 503')
   // The upstream pool is sampled every second; some garbage for the GC histogram.
   let junk = 0

@@ -21,9 +21,8 @@ import { startEchoUpstream } from '../helpers/upstream.js'
 import { DEV, ROOT, agentFiles, pem } from '../helpers/pki.js'
 import { certificateFingerprint, getChallenge, solve } from '../../lib/client/agent.js'
 import { openApiDocument, OPENAPI_PATH } from '../../lib/openapi.js'
-import { MemoryStore } from '../../lib/stores/memory.js'
-import { StoreUnavailableError, type ErrorCode } from '../../lib/errors.js'
-import type { Store } from '../../lib/stores/store.js'
+import { failingStore } from '../helpers/failing-store.js'
+import type { ErrorCode } from '../../lib/errors.js'
 import type { TaskBody } from '../../lib/protocol/schemas.js'
 
 type Json = Record<string, any>
@@ -96,23 +95,6 @@ async function send (url: string, path: string, opts: { method?: string, headers
 }
 
 const json = { 'content-type': 'application/json' }
-
-/** A store that fails its next issue() when asked. */
-function failingStore (): { store: Store, fail: () => void } {
-  const inner = new MemoryStore({ maxChallenges: 3 })
-  let failNext = false
-  const store = new Proxy(inner, {
-    get (target, prop) {
-      if (prop === 'issue' && failNext) {
-        failNext = false
-        return () => { throw new StoreUnavailableError('down for the test') }
-      }
-      const v = Reflect.get(target, prop) as unknown
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
-    },
-  }) as Store
-  return { store, fail: () => { failNext = true } }
-}
 
 async function documentOf (t: Test, g: TestGate): Promise<Json> {
   const served = await send(g.url, OPENAPI_PATH)
@@ -220,7 +202,7 @@ t.test('rate limits: GET /challenge, the protected requests and GET /auth answer
 t.test('deadline, a full store, a failing store, a denied identity', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'aog-contract-'))
   writeFileSync(join(dir, 'deny'), certificateFingerprint(pem('agent2.pem')) + '\n')
-  const { store, fail } = failingStore()
+  const { store, fail } = failingStore(3)
   const g = await startGate(t, { deadlineMs: 300, graceMs: 60_000, denyFile: join(dir, 'deny') }, { store })
   const c = new Contract(await documentOf(t, g))
   const late = solve(await getChallenge(g.agent()), FP)

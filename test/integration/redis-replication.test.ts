@@ -1,8 +1,7 @@
 /** Replication: WAIT after the claim, and a Sentinel failover with no double accept. */
 import t from 'tap'
-import { join } from 'node:path'
 import { startGate } from '../helpers/gate.js'
-import { startRedis } from '../helpers/redis.js'
+import { startRedis, startSentinel } from '../helpers/redis.js'
 import { getChallenge, pass, solve, submitTask } from '../../lib/client/agent.js'
 import { outcome, sleep } from '../helpers/outcome.js'
 
@@ -30,24 +29,10 @@ t.test('--redis-wait-replicas 1: accepted while the replica follows, 503 and not
 t.test('Sentinel: a failover mid-run keeps the gate serving with no double accept', async (t) => {
   const master = await startRedis()
   const replica = await startRedis(['--replicaof', '127.0.0.1', String(master.port)])
-  const { mkdtempSync, writeFileSync } = await import('node:fs')
-  const { tmpdir } = await import('node:os')
-  const { spawn } = await import('node:child_process')
-  const { freePort } = await import('../helpers/redis.js')
-  const sport = await freePort()
-  const dir = mkdtempSync(join(tmpdir(), 'aog-sentinel-'))
-  writeFileSync(join(dir, 'sentinel.conf'), [
-    `port ${sport}`, 'bind 127.0.0.1', `dir ${dir}`,
-    `sentinel monitor mymaster 127.0.0.1 ${master.port} 1`,
-    'sentinel down-after-milliseconds mymaster 1000',
-    'sentinel failover-timeout mymaster 5000',
-  ].join('\n') + '\n')
-  const sentinel = spawn('redis-server', [join(dir, 'sentinel.conf'), '--sentinel'], { stdio: 'ignore' })
-  t.teardown(async () => { sentinel.kill('SIGKILL'); await replica.stop(); await master.stop() })
-  const cli = async (...a: string[]): Promise<string> => {
-    const { execFile } = await import('node:child_process')
-    return await new Promise((resolve) => execFile('redis-cli', ['-p', String(sport), ...a], (_e, out) => resolve(String(out).trim())))
-  }
+  const sentinel = await startSentinel(master.port)
+  t.teardown(async () => { sentinel.stop(); await replica.stop(); await master.stop() })
+  const cli = sentinel.cli
+  const sport = sentinel.port
   let end = Date.now() + 15_000
   while (!(await replica.cli('info', 'replication')).includes('master_link_status:up') && Date.now() < end) await sleep(50)
   while (!(await cli('sentinel', 'replicas', 'mymaster')).includes(String(replica.port)) && Date.now() < end) await sleep(100)
