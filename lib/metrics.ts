@@ -35,6 +35,16 @@ export interface Metrics {
   attestationOutcomes: Counter<'issuer' | 'result' | 'reason'>
   /** Fetches of the attestation JWKS URLs (configured ones only) by result. */
   attestationJwksFetches: Counter<'url' | 'result'>
+  /** 1 for the store's current connection state (ready, connecting, reconnecting, down), 0 for the others. */
+  storeState: Gauge<'state'>
+  /** Store clients replaced after failing for --redis-replace-after-ms. */
+  storeReplacements: Counter
+  /** TLS handshakes refused, by the reason OpenSSL gives (a short code). */
+  handshakeFailures: Counter<'reason'>
+  /** Reloads of files (what: crl, deny, forward_secret, tls, client_ca, log_level, …) by result (ok, failed). */
+  reloads: Counter<'what' | 'result'>
+  /** Value 1, labelled with the gate version, Node version and chain implementation. */
+  buildInfo: Gauge<'version' | 'node' | 'chain'>
 }
 
 /** Create the registry and every metric. `defaults` adds process metrics (off in unit tests). */
@@ -94,5 +104,10 @@ export function createMetrics (opts: { defaults?: boolean } = {}): Metrics {
       labelNames: ['url', 'result'],
       registers,
     }),
+    storeState: new Gauge({ name: 'aog_store_connection_state', help: 'Store connection state: 1 for the current state (ready, connecting, reconnecting, down), 0 for the others.', labelNames: ['state'], registers }),
+    storeReplacements: new Counter({ name: 'aog_store_client_replacements_total', help: 'Store clients replaced after failing every command for --redis-replace-after-ms.', registers }),
+    handshakeFailures: new Counter({ name: 'aog_tls_handshake_failures_total', help: 'TLS handshakes refused by the gate listener, by reason (the OpenSSL reason, shortened).', labelNames: ['reason'], registers }),
+    reloads: new Counter({ name: 'aog_reloads_total', help: 'Reloads of files and settings by what (crl, deny, forward_secret, tls, client_ca, log_level, …) and result (ok, failed: the previous material stays).', labelNames: ['what', 'result'], registers }),
+    buildInfo: new Gauge({ name: 'aog_build_info', help: 'Value 1, labelled with the gate version, the Node.js version and the chain implementation.', labelNames: ['version', 'node', 'chain'], registers }),
   }
 }
