@@ -6,7 +6,7 @@
 import { parseArgs } from 'node:util'
 import { execFileSync } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import {
   ConfigError, describeOptions, flagName, fromEnv, isBooleanOption, loadConfig, readConfigFile, type Config,
 } from '../lib/config.js'
@@ -15,6 +15,7 @@ import { createGate } from '../lib/gate/index.js'
 import { createLogger } from '../lib/log.js'
 import { createMetrics } from '../lib/metrics.js'
 import { packageRoot } from '../lib/paths.js'
+import { configFileProblems, redactConfig, type Problem } from '../lib/config-files.js'
 import { EXAMPLE, renderNginxConfig, type NginxOptions } from '../lib/nginx-config.js'
 import { jwksCommand } from '../lib/assertion.js'
 import { openApiDocument } from '../lib/openapi.js'
@@ -37,6 +38,10 @@ function usage (): string {
     ...rows,
     '',
     'Quick start with generated dev certificates:  aog-server --dev',
+    '',
+    'aog-server check-config [options]   loads and validates the configuration and every file it names (as the',
+    '                              server would, without starting), prints the effective configuration as JSON',
+    '                              (credentials in URLs masked) and exits 0, or exits 2 naming every bad field',
     '',
     'aog-server jwks KEY_FILE...   prints the JWKS of --assertion-key files (the public keys that verify X-AOG-Agent)',
     '',
@@ -101,7 +106,7 @@ function parseArgv (argv: string[]): { raw: Record<string, unknown>, config?: st
     // --no-FLAG turns a boolean off (util.parseArgs on Node 20 has no allowNegative).
     if (isBooleanOption(o.key)) options[`no-${name}`] = { type: 'boolean' }
   }
-  const { values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false })
+  const { values } = parseArgs({ args: valuesAttached(argv, options), options, strict: true, allowPositionals: false })
   const raw: Record<string, unknown> = {}
   for (const [name, v] of Object.entries(values)) {
     const key = keyOf.get(name)
@@ -112,12 +117,33 @@ function parseArgv (argv: string[]): { raw: Record<string, unknown>, config?: st
   return { raw, ...(typeof values.config === 'string' ? { config: values.config } : {}), help: values.help === true, version: values.version === true }
 }
 
-/** --dev: fill TLS paths from certs/dev/, generating the dev PKI when it is missing. */
-function devPaths (raw: Record<string, unknown>): Record<string, unknown> {
-  const root = packageRoot()
-  const dir = join(root, 'certs', 'dev')
-  if (!['server.pem', 'crl.pem', 'assertion-key.pem', 'attestation-key.pem', 'signature-agents'].every((f) => existsSync(join(dir, f)))) {
-    execFileSync('bash', [join(root, 'certs', 'gen.sh'), dir], { stdio: ['ignore', 'ignore', 'inherit'] })
+/**
+ * `--flag value` → `--flag=value` for string options, so that a value starting with '-' (`--iterations -5`)
+ * reaches the schema (which names the field) instead of util.parseArgs's "ambiguous" refusal.
+ */
+function valuesAttached (argv: string[], options: Record<string, { type: 'string' | 'boolean' }>): string[] {
+  const out: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!
+    const next = argv[i + 1]
+    const isFlag = (x: string): boolean => x.startsWith('--') && options[x.slice(2).split('=')[0]!] !== undefined
+    if (a === '--') { out.push(...argv.slice(i)); break }
+    if (a.startsWith('--') && !a.includes('=') && options[a.slice(2)]?.type === 'string' && next !== undefined && !isFlag(next)) {
+      out.push(`${a}=${next}`)
+      i++
+    } else out.push(a)
+  }
+  return out
+}
+
+/**
+ * --dev: fill TLS paths from --dev-dir (default certs/dev, against the working directory), generating
+ * the dev PKI there with the package's certs/gen.sh when it is missing (unless `generate` is false).
+ */
+function devPaths (raw: Record<string, unknown>, generate = true): Record<string, unknown> {
+  const dir = resolve(typeof raw.devDir === 'string' && raw.devDir !== '' ? raw.devDir : 'certs/dev')
+  if (generate && !['server.pem', 'crl.pem', 'assertion-key.pem', 'attestation-key.pem', 'signature-agents'].every((f) => existsSync(join(dir, f)))) {
+    execFileSync('bash', [join(packageRoot(), 'certs', 'gen.sh'), dir], { stdio: ['ignore', 'ignore', 'inherit'] })
   }
   return {
     forwardSecretFile: join(dir, 'forward-secret'),
@@ -132,7 +158,56 @@ function devPaths (raw: Record<string, unknown>): Record<string, unknown> {
   }
 }
 
+/**
+ * The configuration of defaults < file < environment < flags (with the --dev paths), and every
+ * problem of it and of the files it names (one per field; a field the schema refused is not re-read).
+ */
+function effectiveConfig (args: ReturnType<typeof parseArgv>, generateDev: boolean): { config?: Readonly<Config>, problems: Problem[] } {
+  const problems: Problem[] = []
+  const collect = (err: unknown): void => {
+    if (!(err instanceof ConfigError)) throw err
+    problems.push(...err.problems)
+  }
+  let file: Record<string, unknown> = {}
+  try {
+    if (args.config !== undefined) file = readConfigFile(args.config)
+  } catch (err) { collect(err) }
+  let raw = { ...file, ...fromEnv(process.env), ...args.raw }
+  if (raw.dev === true || raw.dev === 'true' || raw.dev === '1') raw = devPaths(raw, generateDev)
+  let config: Readonly<Config> | undefined
+  try {
+    config = loadConfig(raw)
+  } catch (err) { collect(err) }
+  const seen = new Set(problems.map((p) => p.field))
+  problems.push(...configFileProblems(config ?? raw).filter((p) => !seen.has(p.field)))
+  return { ...(config === undefined ? {} : { config }), problems }
+}
+
+/** `aog-server check-config [options]`: validate everything, print the effective configuration (redacted). */
+function checkConfig (argv: string[]): void {
+  let args: ReturnType<typeof parseArgv>
+  try {
+    args = parseArgv(argv)
+  } catch (err) {
+    process.stderr.write(`aog-server check-config: ${(err as Error).message}\n`)
+    process.exit(2)
+  }
+  if (args.help) { process.stdout.write('Usage: aog-server check-config [options as for the server]\n'); return }
+  // --dev names the dev PKI's files; check-config does not generate them.
+  const { config, problems } = effectiveConfig(args, false)
+  if (config === undefined || problems.length > 0) {
+    process.stderr.write(`aog-server check-config: ${new ConfigError(problems).message}\n`)
+    process.exit(2)
+  }
+  process.stdout.write(JSON.stringify(redactConfig(config), null, 2) + '\n')
+  process.stderr.write('aog-server check-config: the configuration is valid\n')
+}
+
 async function main (): Promise<void> {
+  if (process.argv[2] === 'check-config') {
+    checkConfig(process.argv.slice(3))
+    return
+  }
   if (process.argv[2] === 'jwks') {
     // The public keys of --assertion-key files (arguments, or the configured ones): what an upstream verifies X-AOG-Agent with.
     try {
@@ -172,18 +247,10 @@ async function main (): Promise<void> {
   if (args.help) { process.stdout.write(usage() + '\n'); return }
   if (args.version) { process.stdout.write(version() + '\n'); return }
 
-  let config: Readonly<Config>
-  try {
-    let raw = { ...(args.config === undefined ? {} : readConfigFile(args.config)), ...fromEnv(process.env), ...args.raw }
-    const dev = raw.dev === true || raw.dev === 'true' || raw.dev === '1'
-    if (dev) raw = devPaths(raw)
-    config = loadConfig(raw)
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`aog-server: ${err.message}\n`)
-      process.exit(2)
-    }
-    throw err
+  const { config, problems } = effectiveConfig(args, true)
+  if (config === undefined || problems.length > 0) {
+    process.stderr.write(`aog-server: ${new ConfigError(problems).message}\n`)
+    process.exit(2)
   }
 
   const logger = createLogger({ level: config.logLevel, bufferBytes: config.logBufferBytes })
@@ -199,7 +266,16 @@ async function main (): Promise<void> {
     }
     throw err
   }
-  const addr = await gate.listen()
+  let addr: Awaited<ReturnType<typeof gate.listen>>
+  try {
+    addr = await gate.listen()
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`aog-server: ${err.message}\n`)
+      process.exit(2)
+    }
+    throw err
+  }
   const chain = await gate.pool.ready()
   const host = (a: { address: string, family: string }): string => a.family === 'IPv6' ? `[${a.address}]` : a.address
   logger.info({
@@ -237,8 +313,16 @@ async function main (): Promise<void> {
     })
   }
   process.on('SIGHUP', () => {
-    logger.info('SIGHUP: reloading the CRL, the deny list and the forward secrets')
-    gate.reload()
+    logger.info('SIGHUP: reloading the TLS certificate and key, the client CAs, the CRL, the deny list, the forward secrets and the log level')
+    // The log level of the configuration as it is now (file < environment < flags); the rest of it needs a restart.
+    let logLevel: string | undefined
+    try {
+      logLevel = effectiveConfig(args, false).config?.logLevel
+      if (logLevel === undefined) logger.error('log level reload failed: the configuration does not load (aog-server check-config says why); keeping the current level')
+    } catch (err) {
+      logger.error({ err: (err as Error).message }, 'log level reload failed; keeping the current level')
+    }
+    gate.reload(logLevel === undefined ? {} : { logLevel })
   })
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))

@@ -27,6 +27,11 @@ export interface NginxOptions {
   maxFails?: number | undefined
   /** nginx time, e.g. 10s (the default). */
   failTimeout?: string | undefined
+  /**
+   * How long nginx keeps an idle connection to a gate instance (default 4s): shorter than the
+   * gate's keepAliveTimeoutMs (so nginx, not the gate, closes it) and than its drainDelayMs.
+   */
+  keepaliveTimeout?: string | undefined
   /** Directory holding aog-sign.js. */
   jsPath: string
   /** Largest request body to the gate (keep equal to the gate's --max-body-bytes). */
@@ -119,7 +124,7 @@ function size (what: string, s: string): string {
 }
 
 /** The lines that proxy one request to the gate (location / without protect; the gate's own paths with it). */
-function gateProxy (o: NginxOptions, again = false): string {
+function gateProxy (o: NginxOptions, again = false, task = false): string {
   return `        client_max_body_size ${size('max-body', o.maxBody ?? '64k')};
         proxy_pass http://aog_gate;
         proxy_http_version 1.1;
@@ -132,7 +137,33 @@ ${again
         # own inherits none of these; the signature, not this block, is what the gate trusts.
 `}        proxy_set_header X-AOG-Client-Cert $ssl_client_escaped_cert;
         proxy_set_header X-AOG-Client-Verify $ssl_client_verify;
-        proxy_set_header X-AOG-Signature $aog_signature;`
+        proxy_set_header X-AOG-Signature $aog_signature;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Request-Id $request_id;
+${nextUpstream(again, task)}`
+}
+
+/**
+ * When nginx tries the next gate instance: a refused or failed connection, a connect timeout and a
+ * gate's 503. Another POST only if nothing of it was sent, except POST /task (non_idempotent), which
+ * the gate answers at most once. Not http_502/504: the gate answers those for its protected
+ * upstream, which every instance reaches the same way; nginx's own 502/504 are error/timeout.
+ */
+function nextUpstream (again: boolean, task: boolean): string {
+  return `${again
+? '        # Retries, as above.\n'
+: `        # The next gate instance takes what this one could not: a connection refused or reset, a
+        # connect timeout, a 503. A POST only when nothing of it was sent (no non_idempotent): a
+        # protected POST may have acted. A read timeout is past proxy_next_upstream_timeout.
+`}${task
+? `        # POST /task is sent to the next instance even when it was sent (a connection reset as an
+        # instance stops): the gate claims a nonce and a signed request id once in the shared store,
+        # so a submission an instance did receive is refused by the next, never verified twice.
+        proxy_next_upstream error timeout http_503 non_idempotent;`
+: '        proxy_next_upstream error timeout http_503;'}
+        proxy_next_upstream_tries 3;
+        proxy_next_upstream_timeout 10s;
+        proxy_connect_timeout 2s;`
 }
 
 /** The protected application's locations: auth_request to the gate, refusals as problem+json. */
@@ -143,7 +174,7 @@ function protectedLocations (o: NginxOptions, app: { host: string, uri: string }
 ${gateProxy(o)}
     }
     location = /task {
-${gateProxy(o, true)}
+${gateProxy(o, true, true)}
     }
     location ^~ /.well-known/aog/ {
 ${gateProxy(o, true)}
@@ -185,6 +216,8 @@ ${gateProxy(o, true)}
         proxy_set_header X-Forwarded-Proto $scheme;
         proxy_set_header X-Forwarded-Host $http_host;
         proxy_set_header Forwarded "";
+        # nginx's request id, the one the gate logs for the decision (the signature's rid).
+        proxy_set_header X-Request-Id $request_id;
         # The application trusts X-AOG-Agent only, a JWS it verifies against the gate's JWKS. Every
         # X-AOG-* name the gate uses is set here (to the gate's value or to "", which drops it), so no
         # client can send its own; nginx cannot drop a header family by prefix, so any other
@@ -215,6 +248,9 @@ ${gateProxy(o, true)}
         proxy_set_header X-AOG-Client-Cert $ssl_client_escaped_cert;
         proxy_set_header X-AOG-Client-Verify $ssl_client_verify;
         proxy_set_header X-AOG-Signature $aog_signature;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Request-Id $request_id;
+${nextUpstream(true, false)}
     }
 
     # The gate's refusals, as the gate answers them in direct mode. nginx's return takes a literal
@@ -257,13 +293,6 @@ ${retry}            return 503 ${problem('AOG_OVERLOADED', 'the gate is overload
         }
         return 403 ${problem('AOG_NOT_AUTHORIZED', 'this client certificate is revoked')};
     }
-    # No answer from any gate instance (or one auth_request cannot pass on): fail closed.
-    location @aog_unavailable {
-        default_type application/problem+json;
-        add_header Cache-Control no-store always;
-        add_header Retry-After 1 always;
-        return 503 ${problem('AOG_UNAVAILABLE', 'the gate is unavailable; try again shortly')};
-    }
     location @aog_body_too_large {
         default_type application/problem+json;
         add_header Cache-Control no-store always;
@@ -300,9 +329,13 @@ js_import aog from aog-sign.js;
 js_set $aog_signature aog.sign;
 
 # The gate instances (they share one Redis). One that fails max_fails times within fail_timeout is
-# left out for fail_timeout; a request it could not take is tried on the next.
+# left out for fail_timeout; a request it could not take is tried on the next (proxy_next_upstream).
+# nginx closes idle connections before the gate would (its --keep-alive-timeout-ms, 65 s by default)
+# and before a restarting gate's drain ends (--drain-delay-ms), so it never sends on a connection
+# the gate is closing.
 upstream aog_gate {
 ${servers}    keepalive 32;
+    keepalive_timeout ${time('keepalive-timeout', o.keepaliveTimeout ?? '4s')};
 }
 ${app === undefined
 ? ''
@@ -311,6 +344,8 @@ ${app === undefined
 upstream aog_app {
     server ${app.server};
     keepalive 16;
+    # Shorter than the application's own idle timeout (Node's default: 5 s).
+    keepalive_timeout 4s;
 }
 `}
 server {
@@ -349,9 +384,23 @@ ${o.crl === undefined
         return 401 ${problem('AOG_IDENTITY_REQUIRED', IDENTITY_DETAIL)};
     }
 
+    # nginx's own 502/503/504 (no gate instance answered, or none in time) as the gate's 503: fail
+    # closed, retry shortly. The gate's own answers pass unchanged (proxy_intercept_errors is off).
+    # Also where auth_request cannot pass on a gate's answer (error_page 500 in location /).
+    error_page 502 503 504 = @aog_unavailable;
+    location @aog_unavailable {
+        default_type application/problem+json;
+        add_header Cache-Control no-store always;
+        add_header Retry-After 1 always;
+        return 503 ${problem('AOG_UNAVAILABLE', 'the gate is unavailable; try again shortly')};
+    }
+
 ${app === undefined
 ? `    location / {
 ${gateProxy(o)}
+    }
+    location = /task {
+${gateProxy(o, true, true)}
     }
 `
 : protectedLocations(o, app)}}

@@ -160,20 +160,48 @@ function signer (k: SigningKey): Dispatcher.DispatcherComposeInterceptor {
 /** Each agent's attestation provider, when it has one. */
 const attesters = new WeakMap<AogAgent, AttestationProvider>()
 
+/**
+ * The connection was closed under the request before any answer: reset (ECONNRESET, EPIPE) or
+ * closed by the other side (undici's UND_ERR_SOCKET), typically a kept-alive connection the server
+ * closed as the request went out. Not a timeout or an abort: then the server may be working on it.
+ */
+function connectionClosed (err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  return code === 'ECONNRESET' || code === 'EPIPE' || code === 'UND_ERR_SOCKET'
+}
+
+/**
+ * Send; when the connection was closed before any answer (undici's request() resolves at the
+ * response headers, so a later failure is not seen here), send once more, on another connection.
+ */
+async function resending<T> (send: () => Promise<T>, resend: boolean): Promise<{ value: T, resent: unknown }> {
+  try {
+    return { value: await send(), resent: undefined }
+  } catch (err) {
+    if (!resend || !connectionClosed(err)) throw err
+    return { value: await send(), resent: err }
+  }
+}
+
 async function call (agent: AogAgent, method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
-  const res = await request(agent.url + path, {
+  // GET /challenge is safe to send twice. POST /task too: the gate claims a nonce at most once
+  // (docs/protocol.md section 4), so a resent submission it had in fact received is refused 409,
+  // never verified or accepted twice; that 409 says so below.
+  const { value: res, resent } = await resending(async () => await request(agent.url + path, {
     method,
     dispatcher: agent.dispatcher,
     headers: body === undefined ? {} : { 'content-type': 'application/json' },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  })
+  }), method === 'GET' || path === '/task')
   const text = await res.body.text()
   let json: unknown
   try { json = JSON.parse(text) } catch { json = undefined }
   if (res.statusCode !== 200) {
     const p = (json ?? {}) as { code?: string, detail?: string }
     const problem = typeof json === 'object' && json !== null && !Array.isArray(json) ? json as Record<string, unknown> : undefined
-    throw new GateError(res.statusCode, p.code ?? 'UNKNOWN', p.detail ?? text.slice(0, 200), retryAfterOf(res.headers['retry-after']), problem)
+    let detail = p.detail ?? text.slice(0, 200)
+    if (resent !== undefined && p.code === 'AOG_NONCE_CONSUMED') detail += ` (resent after the connection closed: ${(resent as Error).message}; the first submission reached the gate, its outcome is unknown)`
+    throw new GateError(res.statusCode, p.code ?? 'UNKNOWN', detail, retryAfterOf(res.headers['retry-after']), problem)
   }
   return json
 }
@@ -379,7 +407,9 @@ async function protectedFetch (agent: AogAgent, a: Access, gated: Dispatcher, pa
     const r = await ready(agent, a, again && !retried)
     let res: FetchResponse
     try {
-      res = await request(agent.url + path, { ...init, dispatcher: gated })
+      // A GET or HEAD without a body is sent again when its connection was closed before any answer.
+      const method = (init.method ?? 'GET').toUpperCase()
+      res = (await resending(async () => await request(agent.url + path, { ...init, dispatcher: gated }), (method === 'GET' || method === 'HEAD') && (init.body === undefined || init.body === null))).value
     } catch (err) {
       if (r.probe !== undefined) {
         // No grant: pass (the others wait for it, unless they already passed), then send again.

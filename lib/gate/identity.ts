@@ -5,7 +5,7 @@
  */
 import type { IncomingMessage } from 'node:http'
 import type { TLSSocket } from 'node:tls'
-import { readFileSync, unwatchFile, watchFile } from 'node:fs'
+import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs'
 import type { Config } from '../config.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
@@ -15,8 +15,8 @@ import { dirname } from 'node:path'
 import { presentedCertificate, tlsIdentity, type Identity } from '../identity/tls.js'
 import { normalizeAuthority, signatureError, verifyRequest } from '../webbotauth/httpsig.js'
 import { createKeyDirectories, parseSignatureAgentsFile, type KeyDirectories } from '../webbotauth/directory.js'
-import { forwardedIdentity } from '../identity/forwarded.js'
-import { Revocation, type CrlStatus } from '../identity/revocation.js'
+import { forwardedIdentity, HEADERS, readCertificates } from '../identity/forwarded.js'
+import { Revocation, type CrlStatus, type PeerCertificates } from '../identity/revocation.js'
 import { AUTH_PATH, originalRequest } from '../handlers/access.js'
 import { AogError } from '../errors.js'
 
@@ -38,6 +38,8 @@ export interface IdentityOptions {
   now?: (() => number) | undefined
   /** Direct mode: the TLS context takes the CRLs the per-request list comes from (a throw refuses the reload). */
   onCrl?: ((pems: string[] | undefined) => void) | undefined
+  /** Direct mode: the TLS context takes a reloaded client CA bundle (a throw refuses the reload). */
+  onClientCa?: ((ca: Buffer) => void) | undefined
 }
 
 /** --web-bot-auth: the allowed key directories, and the gate's own authorities a signature must name. */
@@ -59,6 +61,18 @@ function signedRequest (ctx: RequestContext): { method: string, target: string }
   return original
 }
 
+/** The TLS peer's certificate and the CA certificates it sent (read once per fingerprint by Revocation). */
+function peerCertificates (socket: TLSSocket): PeerCertificates {
+  const peer = socket.getPeerCertificate(true)
+  const extra: X509Certificate[] = []
+  const seen = new Set<object>([peer])
+  for (let c = peer.issuerCertificate; c !== undefined && c !== null && !seen.has(c) && extra.length < 8; c = c.issuerCertificate) {
+    seen.add(c)
+    if (Buffer.isBuffer(c.raw)) extra.push(new X509Certificate(c.raw))
+  }
+  return { leaf: new X509Certificate(peer.raw), extra }
+}
+
 /** The directory fetch bounds (docs/operations.md). */
 const DIRECTORY_TIMEOUT_MS = 5000
 const DIRECTORY_MAX_BYTES = 65536
@@ -78,21 +92,20 @@ function createWebBotAuth (config: Readonly<Config>, logger: Logger, metrics: Me
   })
   const web: WebBotAuth = { directories: load(), authorities: authoritiesOf(config), close: () => {} }
   // A changed allow list replaces the directories (their cache starts over); SIGHUP refetches.
-  if (watchMs > 0) {
-    watchFile(file, { interval: watchMs, persistent: false }, (cur, prev) => {
-      if (cur.mtimeMs === prev.mtimeMs && cur.size === prev.size) return
-      try {
-        const old = web.directories
-        web.directories = load()
-        void old.close()
-        logger.info({ file }, 'signature agents reloaded')
-      } catch (err) {
-        logger.error({ err: (err as Error).message }, 'signature agents reload failed; keeping the previous list')
-      }
-    })
+  const changed = (cur: Stats, prev: Stats): void => {
+    if (cur.mtimeMs === prev.mtimeMs && cur.size === prev.size) return
+    try {
+      const old = web.directories
+      web.directories = load()
+      void old.close()
+      logger.info({ file }, 'signature agents reloaded')
+    } catch (err) {
+      logger.error({ err: (err as Error).message }, 'signature agents reload failed; keeping the previous list')
+    }
   }
+  if (watchMs > 0) watchFile(file, { interval: watchMs, persistent: false }, changed)
   web.close = () => {
-    unwatchFile(file)
+    unwatchFile(file, changed)
     void web.directories.close()
   }
   return web
@@ -125,14 +138,55 @@ function authoritiesOf (config: Readonly<Config>): (port: number) => readonly st
 export interface IdentityStep {
   /** Set ctx.identity (and ctx.once), or throw (reject with) the refusal; async only for a signature. */
   identify (ctx: RequestContext): void | Promise<void>
-  /** Re-read the CRL, the deny list and the forward secrets (SIGHUP). */
+  /** Re-read the client CA bundle, the CRL, the deny list and the forward secrets (SIGHUP). */
   reload (): void
   crlStatus (): CrlStatus | undefined
   close (): void
 }
 
+/**
+ * Reload the client CA bundle (SIGHUP, or its file changed): the handshake (direct mode), the
+ * per-request chain and CRL checks, and forwarded mode's issuer check all take the new CAs; a
+ * failure (unreadable, no certificate, the CRLs do not load against them) keeps the old ones.
+ */
+function clientCaReloader (opts: IdentityOptions, revocation: Revocation, set: (cas: X509Certificate[]) => void): { reload: () => void, close: () => void } {
+  const { config, logger, metrics } = opts
+  const file = config.clientCa
+  let current = opts.cas
+  const reload = (): void => {
+    if (file === undefined) return
+    try {
+      const pem = readFileSync(file)
+      const next = readCertificates(pem)
+      if (next.length === 0) throw new Error(`no certificate in ${file}`)
+      opts.onClientCa?.(pem)
+      try {
+        revocation.setCas(next)
+      } catch (err) {
+        opts.onClientCa?.(Buffer.concat(current.map((c) => Buffer.from(c.toString()))))
+        throw new Error(`the CRLs do not load against the new CAs: ${(err as Error).message}`)
+      }
+      current = next
+      set(next)
+      metrics.reloads.inc({ what: 'client_ca', result: 'ok' })
+      logger.info({ clientCa: file, cas: next.length }, 'client CA bundle reloaded')
+    } catch (err) {
+      metrics.reloads.inc({ what: 'client_ca', result: 'failed' })
+      logger.error({ clientCa: file, err: (err as Error).message }, 'client CA reload failed; keeping the previous CAs')
+    }
+  }
+  if (file === undefined || opts.watchMs <= 0) return { reload, close: () => {} }
+  // Its own listener is removed at close: other gates of the process may watch the same file.
+  const changed = (cur: Stats, prev: Stats): void => {
+    if (cur.mtimeMs !== prev.mtimeMs || cur.ino !== prev.ino || cur.size !== prev.size) reload()
+  }
+  watchFile(file, { interval: opts.watchMs, persistent: false }, changed)
+  return { reload, close: () => { unwatchFile(file, changed) } }
+}
+
 export function createIdentityStep (opts: IdentityOptions): IdentityStep {
-  const { config, cas, logger } = opts
+  const { config, logger } = opts
+  let cas = opts.cas
   const forwarded = config.mode === 'forwarded'
   const revocation = new Revocation({
     crlFile: config.crl,
@@ -145,22 +199,25 @@ export function createIdentityStep (opts: IdentityOptions): IdentityStep {
     // Forwarded mode has no agent handshake here (the proxy checks its own CRL).
     ...(forwarded || opts.onCrl === undefined ? {} : { onCrl: opts.onCrl }),
   })
+  const clientCa = clientCaReloader(opts, revocation, (next) => { cas = next })
   const secretFile = forwarded ? config.forwardSecretFile : undefined
   let secrets = secretFile === undefined ? [] : readSecrets(secretFile)
   const reloadSecrets = (): void => {
     if (secretFile === undefined) return
     try {
       secrets = readSecrets(secretFile)
+      opts.metrics.reloads.inc({ what: 'forward_secret', result: 'ok' })
       logger.info({ secrets: secrets.length }, 'forward secrets reloaded')
     } catch (err) {
+      opts.metrics.reloads.inc({ what: 'forward_secret', result: 'failed' })
       logger.error({ err: (err as Error).message }, 'forward secret reload failed; keeping the previous ones')
     }
   }
-  if (secretFile !== undefined && opts.watchMs > 0) {
-    watchFile(secretFile, { interval: opts.watchMs, persistent: false }, (cur, prev) => {
-      if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size) reloadSecrets()
-    })
+  // Its own listener, removed at close (other gates of the process may watch the same file).
+  const secretChanged = (cur: Stats, prev: Stats): void => {
+    if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size) reloadSecrets()
   }
+  if (secretFile !== undefined && opts.watchMs > 0) watchFile(secretFile, { interval: opts.watchMs, persistent: false }, secretChanged)
   const onceTtlMs = 2 * config.forwardSkewSeconds * 1000
   const web = config.webBotAuth ? createWebBotAuth(config, logger, opts.metrics, opts.watchMs) : undefined
 
@@ -202,7 +259,7 @@ export function createIdentityStep (opts: IdentityOptions): IdentityStep {
         if (socket.authorized !== true) throw new AogError('AOG_IDENTITY_REQUIRED', `the client certificate did not verify (${String(socket.authorizationError ?? 'unknown')})`)
       }
       const identity = tlsIdentity(socket)
-      revocation.check(identity)
+      revocation.check(identity, () => peerCertificates(socket))
       ctx.identity = identity
       return
     }
@@ -220,7 +277,7 @@ export function createIdentityStep (opts: IdentityOptions): IdentityStep {
       if (web === undefined) throw new AogError('AOG_IDENTITY_REQUIRED', 'forwarded identity headers missing')
       return signatureIdentity(ctx, web)
     }
-    revocation.check(r.identity)
+    revocation.check(r.identity, () => ({ leaf: new X509Certificate(decodeURIComponent(String(req.headers[HEADERS.cert]))), extra: [] }))
     ctx.identity = r.identity
     ctx.once = { id: r.rid, ttlMs: onceTtlMs }
   }
@@ -228,6 +285,7 @@ export function createIdentityStep (opts: IdentityOptions): IdentityStep {
   return {
     identify,
     reload () {
+      clientCa.reload()
       revocation.reload()
       reloadSecrets()
       if (web !== undefined) void web.directories.refresh()
@@ -236,7 +294,8 @@ export function createIdentityStep (opts: IdentityOptions): IdentityStep {
     close () {
       web?.close()
       revocation.close()
-      if (secretFile !== undefined) unwatchFile(secretFile)
+      if (secretFile !== undefined) unwatchFile(secretFile, secretChanged)
+      clientCa.close()
     },
   }
 }

@@ -11,9 +11,9 @@ import type { AddressInfo } from 'node:net'
 import type { Server } from 'node:http'
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import type { Config } from '../config.js'
+import { ConfigError, type Config } from '../config.js'
 import type { Logger } from '../log.js'
-import type { Metrics } from '../metrics.js'
+import { setBuildInfo, type Metrics } from '../metrics.js'
 import { parseHostPort } from '../host-port.js'
 import { Router } from '../http/router.js'
 import { readCertificates } from '../identity/forwarded.js'
@@ -56,12 +56,19 @@ export interface Gate {
   readonly pool: VerifyPool
   /** Start both listeners; resolves with their bound addresses (port 0 picks a free port). */
   listen (): Promise<GateAddresses>
-  /** Stop accepting, finish in-flight requests (up to shutdownTimeoutMs), then release everything. */
+  /**
+   * Drain for drainDelayMs (/readyz 503, responses ask to close, still serving), stop accepting,
+   * finish in-flight requests (up to shutdownTimeoutMs), then release everything.
+   */
   close (): Promise<void>
   /** Requests being handled right now. */
   readonly inflight: number
-  /** Re-read the CRL, the deny list and the forward secrets (SIGHUP). */
-  reload (): void
+  /**
+   * SIGHUP: re-read the server certificate and key, the client CA bundle, the CRL, the deny list
+   * and the forward secrets, and apply `logLevel` (the config file's, re-read by bin/). Each failed
+   * part keeps its previous material and is logged; aog_reloads_total{what,result} counts them.
+   */
+  reload (opts?: { logLevel?: string }): void
 }
 
 /** Build the gate. Reads the TLS files named by config (bin/ resolves --dev paths first). */
@@ -72,7 +79,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
   const cas = readCertificates(clientCa)
   if (cas.length === 0) throw new Error(`no certificate in ${config.clientCa}`)
 
-  const store = deps.store ?? createStore(config, logger, deps.now)
+  const store = deps.store ?? createStore(config, logger, deps.now, metrics)
   const pool = new VerifyPool({
     size: config.workers,
     maxQueue: config.maxQueue,
@@ -130,7 +137,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
       for (const [state, n] of Object.entries(upstream.stats())) metrics.upstreamPool.set({ state }, n)
     }, 1000).unref()
 
-  const listener = createListener(config, clientCa, logger, metrics)
+  const listener = createListener(config, clientCa, logger, metrics, { watchMs: deps.watchMs ?? 1000 })
   // Created after the listener: its first CRL load goes to the TLS context before listen().
   const identity = createIdentityStep({
     config,
@@ -140,6 +147,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     watchMs: deps.watchMs ?? 1000,
     now: deps.now,
     onCrl: (pems) => { listener.setCrls(pems) },
+    onClientCa: (ca) => { listener.setClientCa(ca) },
   })
   const pipeline = createPipeline({ config, logger, metrics, parts, router, identify: identity.identify, idPrefix: randomBytes(3).toString('hex') })
   listener.server.on('request', pipeline.handle)
@@ -152,6 +160,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     pool,
     crlStatus: identity.crlStatus,
     crlGraceSeconds: config.crlGraceSeconds,
+    livenessStoreDownSeconds: config.livenessStoreDownSeconds,
     closing: () => closing,
     ...(assertion === undefined ? {} : { jwks: assertion.jwks }),
   })
@@ -160,17 +169,28 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
     store,
     pool,
     get inflight () { return pipeline.inflight },
-    reload: identity.reload,
+    reload (opts = {}) {
+      listener.reloadTls()
+      identity.reload()
+      if (opts.logLevel !== undefined) setLogLevel(logger, metrics, opts.logLevel)
+    },
     async listen () {
       const implementation = await pool.ready()
       metrics.chainImplementation.set({ implementation, kernel: chainKernel(implementation) }, 1)
-      const gate = await listenOn(listener.server, config.listen)
-      return { gate, ops: await listenOn(ops, config.opsListen) }
+      setBuildInfo(metrics, implementation)
+      const gate = await listenOn(listener.server, config.listen, 'listen')
+      return { gate, ops: await listenOn(ops, config.opsListen, 'opsListen') }
     },
     async close () {
       if (closing) return
       closing = true
+      // The drain: /readyz answers 503 and every response asks its client to close, while the gate
+      // still serves; idle connections are left for the proxy to close (closing them here races its next request).
       pipeline.startClosing()
+      if (config.drainDelayMs > 0) {
+        logger.info({ drainDelayMs: config.drainDelayMs }, 'draining: /readyz answers 503, still serving')
+        await new Promise((resolve) => setTimeout(resolve, config.drainDelayMs))
+      }
       const stopped = new Promise<void>((resolve) => listener.server.close(() => resolve()))
       listener.server.closeIdleConnections()
       let timer: NodeJS.Timeout | undefined
@@ -182,6 +202,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
       await new Promise<void>((resolve) => ops.close(() => resolve()))
       ops.closeAllConnections()
       identity.close()
+      listener.close()
       clearInterval(poolTimer)
       await upstream?.close()
       await attest.close()
@@ -191,13 +212,41 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
   }
 }
 
-function listenOn (s: Server, hostPort: string): Promise<AddressInfo> {
+/** A reloaded log level; an unknown one keeps the current level (logged, counted failed). */
+function setLogLevel (logger: Logger, metrics: Metrics, level: string): void {
+  if (level === logger.level) return
+  if (!(level in logger.levels.values) && level !== 'silent') {
+    metrics.reloads.inc({ what: 'log_level', result: 'failed' })
+    logger.error({ logLevel: level }, 'log level reload failed: unknown level; keeping the current one')
+    return
+  }
+  const previous = logger.level
+  // Said at info under whichever of the two levels is more verbose, so that it shows under either.
+  const louder = level !== 'silent' && logger.levels.values[level]! < logger.levelVal
+  if (!louder) logger.info({ logLevel: level, previous }, 'log level reloaded')
+  logger.level = level
+  if (louder) logger.info({ logLevel: level, previous }, 'log level reloaded')
+  metrics.reloads.inc({ what: 'log_level', result: 'ok' })
+}
+
+/** Listen on HOST:PORT; an address in use or not ours is a configuration error naming `field`. */
+function listenOn (s: Server, hostPort: string, field: string): Promise<AddressInfo> {
   const { host, port } = parseHostPort(hostPort)
   return new Promise((resolve, reject) => {
-    s.once('error', reject)
+    const fail = (err: NodeJS.ErrnoException): void => {
+      const why = LISTEN_ERRORS[err.code ?? '']
+      reject(why === undefined ? err : new ConfigError([{ field, message: `${hostPort}: ${why} (${String(err.code)})` }]))
+    }
+    s.once('error', fail)
     s.listen(port, host, () => {
-      s.off('error', reject)
+      s.off('error', fail)
       resolve(s.address() as AddressInfo)
     })
   })
+}
+
+const LISTEN_ERRORS: Record<string, string> = {
+  EADDRINUSE: 'the address is already in use',
+  EADDRNOTAVAIL: 'the address is not one of this host\'s',
+  EACCES: 'this process may not listen on the port',
 }

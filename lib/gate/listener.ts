@@ -7,12 +7,13 @@ import { createServer as createHttpsServer, type Server as HttpsServer, type Ser
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import type { Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
-import { readFileSync } from 'node:fs'
+import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs'
+import { createPrivateKey, X509Certificate } from 'node:crypto'
 import type { Config } from '../config.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
 import { AogError } from '../errors.js'
-import { rawProblemResponse } from '../http/reply.js'
+import { rawProblemResponse, randomRequestId } from '../http/reply.js'
 
 /** Cipher suites: AEAD with forward secrecy only (no CBC, no SHA-1 MAC, no static RSA). */
 export const TLS_CIPHERS = [
@@ -45,12 +46,43 @@ export interface Listener {
   readonly server: HttpServer | HttpsServer
   /** Replace the TLS context's CRLs (PEM; undefined: none), keeping its ticket keys. No-op without TLS. */
   setCrls (pems: string[] | undefined): void
+  /** Direct mode: replace the agent CAs the handshake trusts (throws, changing nothing, if refused). */
+  setClientCa (ca: Buffer): void
+  /**
+   * Re-read the server certificate and key (SIGHUP, or their files changed): new handshakes get
+   * them, open connections keep theirs. A failure (unreadable, no certificate, a key that does not
+   * match) keeps the old ones and is logged at error. Counted in aog_reloads_total{what="tls"}.
+   */
+  reloadTls (): void
   /** Destroy every open socket, handshakes included (node only tracks HTTP connections). */
   destroyAll (): void
+  /** Stop watching the certificate and key files. */
+  close (): void
+}
+
+/** The server certificate and key of `config`, read and checked to match (throws naming the file). */
+export function readServerMaterial (config: Readonly<Config>): { cert: Buffer, key: Buffer } {
+  if (config.tlsCert === undefined || config.tlsKey === undefined) throw new Error('tlsCert and tlsKey are required')
+  const cert = readFileSync(config.tlsCert)
+  const key = readFileSync(config.tlsKey)
+  let x509: X509Certificate
+  try {
+    x509 = new X509Certificate(cert)
+  } catch {
+    throw new Error(`no certificate in ${config.tlsCert}`)
+  }
+  let pair = false
+  try {
+    pair = x509.checkPrivateKey(createPrivateKey(key))
+  } catch {
+    throw new Error(`no private key in ${config.tlsKey}`)
+  }
+  if (!pair) throw new Error(`the key ${config.tlsKey} does not match the certificate ${config.tlsCert}`)
+  return { cert, key }
 }
 
 /** Build the listener named by config; reads the TLS files (bin/ resolves --dev paths first). */
-export function createListener (config: Readonly<Config>, clientCa: Buffer, logger: Logger, metrics: Metrics): Listener {
+export function createListener (config: Readonly<Config>, clientCa: Buffer, logger: Logger, metrics: Metrics, opts: { watchMs?: number } = {}): Listener {
   const forwarded = config.mode === 'forwarded'
   const common = {
     maxHeaderSize: 8192,
@@ -63,7 +95,9 @@ export function createListener (config: Readonly<Config>, clientCa: Buffer, logg
     // 10 s headers timeout run to 40 s): a tenth of the shorter one, within 100 ms and 1 s.
     connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(Math.min(config.headersTimeoutMs, config.requestTimeoutMs) / 10))),
   }
-  const tlsBase = tlsOptions(config, clientCa, forwarded)
+  // The TLS material in force; each change builds a whole new secure context from it.
+  let tlsBase = tlsOptions(config, clientCa, forwarded)
+  let crls: string[] | undefined
   const server: HttpServer | HttpsServer = tlsBase === undefined ? createHttpServer(common) : createHttpsServer({ ...tlsBase, ...common })
   harden(server, config, logger, metrics)
   const sockets = new Set<Socket>()
@@ -71,16 +105,59 @@ export function createListener (config: Readonly<Config>, clientCa: Buffer, logg
     sockets.add(socket)
     socket.once('close', () => sockets.delete(socket))
   })
+  /** Install `next` with `nextCrls` (throws, changing nothing, when the TLS stack refuses them). */
+  const apply = (next: HttpsOptions, nextCrls: string[] | undefined): void => {
+    if (!('setSecureContext' in server)) return
+    // The ticket keys are kept so that resumed sessions still resume (and then meet the per-request checks).
+    server.setSecureContext({ ...next, ...(nextCrls === undefined ? {} : { crl: nextCrls }), ticketKeys: server.getTicketKeys() })
+    tlsBase = next
+    crls = nextCrls
+  }
+  const reloadTls = (): void => {
+    if (tlsBase === undefined) return
+    try {
+      apply({ ...tlsBase, ...readServerMaterial(config) }, crls)
+      metrics.reloads.inc({ what: 'tls', result: 'ok' })
+      logger.info({ tlsCert: config.tlsCert }, 'server certificate and key reloaded')
+    } catch (err) {
+      metrics.reloads.inc({ what: 'tls', result: 'failed' })
+      logger.error({ tlsCert: config.tlsCert, tlsKey: config.tlsKey, err: (err as Error).message }, 'server certificate reload failed; keeping the previous certificate and key')
+    }
+  }
+  const unwatch = watchTlsFiles(tlsBase === undefined ? [] : [config.tlsCert!, config.tlsKey!], opts.watchMs ?? 0, reloadTls)
   return {
     server,
     setCrls (pems) {
-      if (tlsBase === undefined || !('setSecureContext' in server)) return
-      // The ticket keys are kept so that resumed sessions still resume (and then meet the per-request checks).
-      server.setSecureContext({ ...tlsBase, ...(pems === undefined ? {} : { crl: pems }), ticketKeys: server.getTicketKeys() })
+      if (tlsBase !== undefined) apply(tlsBase, pems)
     },
+    setClientCa (ca) {
+      if (tlsBase !== undefined && !forwarded) apply({ ...tlsBase, ca }, crls)
+    },
+    reloadTls,
     destroyAll () {
       for (const socket of sockets) socket.destroy()
     },
+    close: unwatch,
+  }
+}
+
+/**
+ * Poll the certificate and key files; a change reloads once both have settled (a renewal writes
+ * two files: the reload waits one more period after the last change, so a pair is not read half-written).
+ */
+function watchTlsFiles (files: string[], every: number, reload: () => void): () => void {
+  if (every <= 0 || files.length === 0) return () => {}
+  let pending: NodeJS.Timeout | undefined
+  const changed = (cur: Stats, prev: Stats): void => {
+    if (cur.mtimeMs === prev.mtimeMs && cur.ino === prev.ino && cur.size === prev.size) return
+    clearTimeout(pending)
+    pending = setTimeout(reload, every)
+    pending.unref()
+  }
+  for (const f of files) watchFile(f, { interval: every, persistent: false }, changed)
+  return () => {
+    clearTimeout(pending)
+    for (const f of files) unwatchFile(f, changed)
   }
 }
 
@@ -106,12 +183,56 @@ function tlsOptions (config: Readonly<Config>, clientCa: Buffer, forwarded: bool
   }
 }
 
+/** Distinct reason labels of aog_tls_handshake_failures_total; later new ones count as `other`. */
+const MAX_REASONS = 32
+/** At most one log line per reason in this period; the next one says how many were not logged. */
+const REFUSAL_LOG_MS = 10_000
+
+/**
+ * A refused handshake's reason: the client certificate's verification error OpenSSL gave
+ * (CERT_REVOKED, UNABLE_TO_GET_CRL…: node destroys such a socket without an error of its own, so
+ * the error seen is a bare ECONNRESET), else the error's code (ERR_SSL_NO_SHARED_CIPHER,
+ * ERR_TLS_HANDSHAKE_TIMEOUT…); lowercased, without the ERR_SSL_ prefix; `other` when there is none.
+ */
+export function handshakeReason (err: NodeJS.ErrnoException, socket?: { authorizationError?: unknown }): string {
+  const verify = socket?.authorizationError
+  const given = typeof verify === 'string' ? verify : err.code
+  const code = typeof given === 'string' && /^[A-Za-z0-9_]{1,64}$/.test(given) ? given : 'other'
+  return code.replace(/^ERR_SSL_/, '').toLowerCase()
+}
+
+/**
+ * Handshake refusals: counted by reason (bounded labels), logged at info with the reason and the
+ * message OpenSSL gives, at most once per reason per REFUSAL_LOG_MS so a flood cannot fill the disk.
+ */
+function handshakeRefusals (logger: Logger, metrics: Metrics): (err: NodeJS.ErrnoException, socket: TLSSocket) => void {
+  const seen = new Map<string, { loggedAt: number, suppressed: number }>()
+  return (err, socket) => {
+    let reason = handshakeReason(err, socket)
+    if (!seen.has(reason) && seen.size >= MAX_REASONS) reason = 'other'
+    metrics.handshakeFailures.inc({ reason })
+    const now = Date.now()
+    const s = seen.get(reason) ?? { loggedAt: -Infinity, suppressed: 0 }
+    seen.set(reason, s)
+    if (now - s.loggedAt < REFUSAL_LOG_MS) { s.suppressed++; return }
+    const verifyError = typeof socket.authorizationError === 'string' ? socket.authorizationError : undefined
+    const client = socket.remoteAddress ?? (socket as TLSSocket & { _parent?: Socket })._parent?.remoteAddress
+    logger.info({ reason, verifyError, err: err.message, client, suppressed: s.suppressed }, 'TLS handshake refused')
+    s.loggedAt = now
+    s.suppressed = 0
+  }
+}
+
 /** Connections that never become requests: refused handshakes, malformed requests, floods, renegotiation. */
 function harden (server: HttpServer | HttpsServer, config: Readonly<Config>, logger: Logger, metrics: Metrics): void {
   // Refused handshakes (HTTPS listeners only; a plain forwarded listener has none).
-  server.on('tlsClientError', (err: NodeJS.ErrnoException) => {
+  const refusals = handshakeRefusals(logger, metrics)
+  // The peer address is read (and cached by net) while the socket is open: a refused certificate's
+  // socket is already destroyed when tlsClientError fires, and its address unreadable then.
+  if ('setSecureContext' in server) server.on('connection', (raw: Socket) => { void raw.remoteAddress })
+  server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
     metrics.identityFailures.inc({ reason: 'tls_handshake' })
-    logger.debug({ code: err.code }, 'TLS handshake refused')
+    refusals(err, socket)
   })
   // An error before a request could be read (TLS handshake or its timeout, reset, renegotiation):
   // the socket is destroyed, nothing is written into a connection that may be half a handshake.
@@ -123,7 +244,10 @@ function harden (server: HttpServer | HttpsServer, config: Readonly<Config>, log
     const started = (socket as { _httpMessage?: { headersSent?: boolean } | null })._httpMessage?.headersSent === true
     if ((!timeout && !code.startsWith('HPE_')) || !socket.writable || started) { socket.destroy(); return }
     const detail = code === 'HPE_HEADER_OVERFLOW' ? 'request headers exceed 8 KiB' : timeout ? 'request timed out' : 'malformed HTTP request'
-    socket.end(rawProblemResponse(new AogError('AOG_BAD_REQUEST', detail), timeout ? 408 : 400))
+    // Its X-Request-Id names this line (debug: a flood of malformed requests must not fill the disk).
+    const reqId = randomRequestId()
+    logger.debug({ reqId, addr: socket.remoteAddress, code }, 'malformed request refused')
+    socket.end(rawProblemResponse(new AogError('AOG_BAD_REQUEST', detail), timeout ? 408 : 400, reqId))
     // A peer that reads nothing or never closes its side does not keep the socket past a second.
     setTimeout(() => socket.destroy(), 1000).unref()
   })

@@ -12,30 +12,104 @@ import { AogError, PoolBusyError, StoreUnavailableError } from '../errors.js'
 import { problemHeaders, problemJson } from '../http/reply.js'
 import type { Router } from '../http/router.js'
 import type { Identity } from '../identity/tls.js'
-import type { OnceKey } from '../stores/store.js'
+import { storeOpOf, type OnceKey } from '../stores/store.js'
 import type { GateParts, Handler, RequestContext } from '../handlers/context.js'
 import { AUTH_PATH, UPSTREAM_ROUTE, authRefusal } from '../handlers/access.js'
+import { forwardedClientAddress, verifiedRequestId } from '../identity/forwarded.js'
+
+/** The route of a request no route matched (a bounded metric label; the log line adds its path). */
+const UNMATCHED = 'unmatched'
+/** How much of an unmatched request's path its log line keeps. */
+const PATH_LOG_CHARS = 64
 
 class Context implements RequestContext {
-  route = 'unmatched'
+  route = UNMATCHED
   identity = undefined as unknown as Identity
   once: OnceKey | undefined = undefined
   outcome = 'unknown'
   upstream: { status: number, ms: number } | undefined = undefined
   answered = false
   booked = false
+  /** The TCP peer's address: the agent in direct mode, the proxy in forwarded mode. */
+  readonly addr: string | undefined
+  /** Forwarded mode: the agent's address as the proxy saw it (a vouched-for request only). */
+  clientAddr: string | undefined = undefined
+  /** A proxied request's handler, until it settles: its booking waits for it (see settle). */
+  settling: Promise<void> | undefined = undefined
   #child: Logger | undefined
 
-  constructor (readonly reqId: string, readonly req: IncomingMessage, readonly res: ServerResponse, readonly start: number, private readonly logger: Logger) {}
+  constructor (public reqId: string, readonly req: IncomingMessage, readonly res: ServerResponse, readonly start: number, private readonly logger: Logger) {
+    this.addr = req.socket.remoteAddress
+  }
 
-  /** The one way out for an answer. */
+  /** The one way out for an answer; adds X-Request-Id to `headers` (a list made for this answer). */
   send (status: number, headers: string[], body: string): void {
     this.answered = true
+    headers.push('x-request-id', this.reqId)
     this.res.writeHead(status, headers).end(body)
   }
 
-  /** A child logger with the request id, made only when a handler logs something of its own. */
-  get log (): Logger { return (this.#child ??= this.logger.child({ reqId: this.reqId })) }
+  /**
+   * A child logger with the request's id, addresses and identity (as known when it is made), made
+   * only when a handler logs something of its own.
+   */
+  get log (): Logger { return (this.#child ??= this.logger.child(whoFields(this))) }
+}
+
+/** The log fields naming a request's caller: request id, addresses, identity. */
+function whoFields (ctx: Context): Record<string, string | undefined> {
+  const id = ctx.identity as Identity | undefined
+  const signature = id?.source === 'signature'
+  return {
+    reqId: ctx.reqId,
+    addr: ctx.addr,
+    clientAddr: ctx.clientAddr,
+    fp: id?.fingerprint.slice(0, 16),
+    // A certificate's subject CN and first URI SAN; a Web Bot Auth key's keyid and directory.
+    subject: signature ? undefined : nonEmpty(id?.subject),
+    uri: signature ? undefined : nonEmpty(id?.uri),
+    keyid: signature ? id.subject : undefined,
+    directory: signature ? nonEmpty(id.uri) : undefined,
+  }
+}
+
+/**
+ * A request's log line: whoFields' fields, then what was asked and answered (one object literal:
+ * fields left undefined are not written).
+ */
+function requestLine (ctx: Context, method: string, status: number, ms: number): object {
+  const id = ctx.identity as Identity | undefined
+  const signature = id?.source === 'signature'
+  return {
+    reqId: ctx.reqId,
+    addr: ctx.addr,
+    clientAddr: ctx.clientAddr,
+    fp: id?.fingerprint.slice(0, 16),
+    subject: signature ? undefined : nonEmpty(id?.subject),
+    uri: signature ? undefined : nonEmpty(id?.uri),
+    keyid: signature ? id.subject : undefined,
+    directory: signature ? nonEmpty(id.uri) : undefined,
+    method,
+    route: ctx.route,
+    path: ctx.route === UNMATCHED ? loggedPath(ctx.req.url) : undefined,
+    status,
+    durationMs: Math.round(ms * 100) / 100,
+    outcome: ctx.outcome,
+    upstreamStatus: ctx.upstream?.status,
+    upstreamMs: ctx.upstream?.ms,
+  }
+}
+
+function nonEmpty (s: string | undefined): string | undefined {
+  return s === '' ? undefined : s
+}
+
+/** An unmatched request's path for its log line: without the query, at most PATH_LOG_CHARS characters. */
+function loggedPath (url: string | undefined): string {
+  const u = url ?? ''
+  const q = u.indexOf('?')
+  const path = q === -1 ? u : u.slice(0, q)
+  return path.length > PATH_LOG_CHARS ? `${path.slice(0, PATH_LOG_CHARS)}…` : path
 }
 
 export interface PipelineOptions {
@@ -63,6 +137,7 @@ export interface Pipeline {
 
 export function createPipeline (o: PipelineOptions): Pipeline {
   const { config, logger, metrics, parts, router } = o
+  const forwarded = config.mode === 'forwarded'
   let seq = 0
   let inflight = 0
   let closing = false
@@ -80,12 +155,18 @@ export function createPipeline (o: PipelineOptions): Pipeline {
     if (open === undefined) {
       const set = open = new Set()
       unbooked.set(socket, set)
-      socket.once('close', () => { for (const c of set) book(c) })
+      socket.once('close', () => { for (const c of set) closed(c) })
     }
     open.add(ctx)
-    res.once('close', () => { book(ctx) })
+    res.once('close', () => { closed(ctx) })
     if (closing) res.setHeader('connection', 'close')
     return ctx
+  }
+
+  /** The response or its connection closed: book it now, or once its handler settles (see settle). */
+  function closed (ctx: Context): void {
+    if (ctx.settling === undefined) book(ctx)
+    else void ctx.settling.then(() => { book(ctx) })
   }
 
   function book (ctx: Context): void {
@@ -102,10 +183,28 @@ export function createPipeline (o: PipelineOptions): Pipeline {
     const method = ctx.req.method ?? ''
     const status = ctx.res.statusCode
     metrics.requestDuration.observe({ route: ctx.route, method, status: String(status) }, ms / 1000)
-    const line = { reqId: ctx.reqId, fp: ctx.identity?.fingerprint.slice(0, 16), method, route: ctx.route, status, durationMs: Math.round(ms * 100) / 100, outcome: ctx.outcome }
-    if (ctx.upstream === undefined) logger.info(line, 'request')
-    else logger.info({ ...line, upstreamStatus: ctx.upstream.status, upstreamMs: ctx.upstream.ms }, 'request')
+    logger.info(requestLine(ctx, method, status, ms), 'request')
     if (inflight === 0) for (const resolve of idle.splice(0)) resolve()
+  }
+
+  /**
+   * Forwarded mode, once the identity step ran: a request the proxy vouched for (its signature
+   * verified) takes the proxy's request id and carries the client's address.
+   */
+  function adopt (ctx: Context): void {
+    const headers = ctx.req.headers
+    const rid = verifiedRequestId(headers)
+    if (rid === undefined) return
+    ctx.reqId = rid
+    ctx.clientAddr = forwardedClientAddress(headers)
+  }
+
+  /**
+   * A proxied request's handler sets its upstream status and time once the relay has finished,
+   * after the response's close: its line waits for the handler (which ends when the response does).
+   */
+  function settle (ctx: Context, done: Promise<void>): void {
+    ctx.settling = done.then(() => { ctx.settling = undefined })
   }
 
   function fail (ctx: Context, err: unknown): void {
@@ -148,7 +247,8 @@ export function createPipeline (o: PipelineOptions): Pipeline {
   function toAogError (ctx: Context, err: unknown): AogError {
     if (err instanceof AogError) return err
     if (err instanceof StoreUnavailableError) {
-      metrics.storeErrors.inc({ op: ctx.route })
+      // Labelled by the store operation that failed (issue, consume, …), not the route.
+      metrics.storeErrors.inc({ op: storeOpOf(err) })
       ctx.log.warn({ err: err.message }, 'store unavailable')
       return new AogError('AOG_UNAVAILABLE', 'the challenge store is unavailable; try again shortly', { retryAfter: 1 })
     }
@@ -177,18 +277,29 @@ export function createPipeline (o: PipelineOptions): Pipeline {
         // answered and its connection closed, so the body is not read (node would drain it,
         // whatever its length, to keep the connection). Protected requests stream theirs upstream.
         if (req.method !== 'POST' && ctx.route !== UPSTREAM_ROUTE && declaresBody(req)) res.shouldKeepAlive = false
-        const identified = o.identify(ctx)
+        let identified: void | Promise<void>
+        try {
+          identified = o.identify(ctx)
+        } finally {
+          if (forwarded) adopt(ctx)
+        }
+        // A proxied response is written by the upstream relay, with this among its headers.
+        if (ctx.route === UPSTREAM_ROUTE) res.setHeader('x-request-id', ctx.reqId)
         if (identified !== undefined) {
           // A signature identity (Web Bot Auth) may wait for its key directory.
-          identified.then(async () => {
+          const done = identified.then(async () => {
             if (handler === undefined) throw notFound
             await handler(ctx, parts)
           }).catch((err: unknown) => { fail(ctx, err) })
+          if (ctx.route === UPSTREAM_ROUTE) settle(ctx, done)
           return
         }
         if (handler === undefined) throw notFound
         const pending = handler(ctx, parts)
-        if (pending !== undefined) pending.catch((err: unknown) => { fail(ctx, err) })
+        if (pending !== undefined) {
+          const done = pending.catch((err: unknown) => { fail(ctx, err) })
+          if (ctx.route === UPSTREAM_ROUTE) settle(ctx, done)
+        }
       } catch (err) {
         fail(ctx, err)
       }
@@ -198,6 +309,14 @@ export function createPipeline (o: PipelineOptions): Pipeline {
       // closes the connection (a body, if any, is not read).
       const ctx = start(req, res)
       res.shouldKeepAlive = false
+      // Booked under its route when the path is one (a 405 on it included), with the identity
+      // when the identity step can tell it (its refusal does not change this answer).
+      try { router.find(req.method ?? '', req.url ?? '/', ctx) } catch {}
+      try {
+        o.identify(ctx)?.catch(() => {})
+      } catch {} finally {
+        if (forwarded) adopt(ctx)
+      }
       const e = new AogError('AOG_BAD_REQUEST', 'only Expect: 100-continue is supported')
       ctx.outcome = e.code
       const text = problemJson(e, undefined, 417)

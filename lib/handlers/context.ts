@@ -28,6 +28,7 @@ export interface GateParts {
 }
 
 export interface RequestContext {
+  /** The gate's request id; in forwarded mode the proxy's (its rid) once its signature verified. Sent as X-Request-Id. */
   reqId: string
   route: string
   req: IncomingMessage
@@ -41,8 +42,9 @@ export interface RequestContext {
   /** A proxied request's upstream status and time (ms), for the log line. */
   upstream?: { status: number, ms: number } | undefined
   /**
-   * Answer with `status`, a flat header list (writeHead's form) and `body`. A request is answered
-   * once: a handler calls this, or throws (the gate answers the error).
+   * Answer with `status`, a flat header list (writeHead's form, made for this answer: X-Request-Id
+   * is appended to it) and `body`. A request is answered once: a handler calls this, or throws
+   * (the gate answers the error).
    */
   send: (status: number, headers: string[], body: string) => void
   /** send() was called (the response may not be written yet). */

@@ -1,5 +1,6 @@
 /** JSON and problem+json (RFC 9457) writers. Every gate response is `Cache-Control: no-store`. */
 import { STATUS_CODES } from 'node:http'
+import { randomBytes } from 'node:crypto'
 import type { AogError } from '../errors.js'
 import type { RateState } from '../stores/store.js'
 
@@ -23,13 +24,20 @@ export function problemJson (err: AogError, instance?: string, status: number = 
   return JSON.stringify({ type, title: err.title, status, detail: err.detail, code: err.code, ...(instance === undefined ? {} : { instance }) })
 }
 
+/** A request id for an answer given outside the request pipeline (16 hex, like the pipeline's). */
+export function randomRequestId (): string {
+  return randomBytes(8).toString('hex')
+}
+
 /**
  * A whole HTTP/1.1 problem response with `Connection: close`, as text, for a socket that has no
- * ServerResponse (the listener's clientError): problemJson's body and problemHeaders' headers.
+ * ServerResponse (the listener's clientError): problemJson's body and problemHeaders' headers, and
+ * X-Request-Id.
  */
-export function rawProblemResponse (err: AogError, status: number = err.status): string {
+export function rawProblemResponse (err: AogError, status: number = err.status, requestId: string = randomRequestId()): string {
   const text = problemJson(err, undefined, status)
   const list = problemHeaders(err, text)
+  list.push('x-request-id', requestId)
   let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n`
   for (let i = 0; i < list.length; i += 2) head += `${list[i]!}: ${list[i + 1]!}\r\n`
   return `${head}connection: close\r\n\r\n${text}`

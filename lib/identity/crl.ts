@@ -11,7 +11,9 @@
  * refused, and the caller keeps the previous list.
  */
 import { verify, type X509Certificate } from 'node:crypto'
-import { children, derSerial, extensions, time, tlv } from './der.js'
+import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import { certFacts, children, derSerial, extensions, time, tlv } from './der.js'
 
 export { derSerial } from './der.js'
 
@@ -43,7 +45,7 @@ export interface Crl {
   serials: Set<string>
   thisUpdate: number
   nextUpdate: number | undefined
-  /** The CA whose key verified the signature. */
+  /** The CA whose name is the CRL's issuer and whose key verified its signature. */
   issuer: X509Certificate
   /** The CRL's own DER bytes. */
   der: Buffer
@@ -78,9 +80,28 @@ function fullScope (value: Buffer): boolean {
   return children(value, seq).every((f) => f.tag === 0x81) // [1] onlyContainsUserCerts
 }
 
+/** A CRL whose issuer name is none of the configured CAs' (it can revoke nothing the gate trusts). */
+export class UnknownIssuerError extends Error {}
+
+/** The configured CA a CRL belongs to: same subject name (DER bytes) and its key verifies the signature. */
+function issuerOf (cas: X509Certificate[], name: string, hash: string | null, tbs: Buffer, signature: Buffer): X509Certificate {
+  const named = cas.filter((ca) => certFacts(ca.raw).subject === name)
+  if (named.length === 0) throw new UnknownIssuerError('the CRL is not signed by a configured CA (no agent CA has its issuer name)')
+  const issuer = named.find((ca) => {
+    try {
+      return verify(hash, tbs, ca.publicKey, signature)
+    } catch {
+      return false
+    }
+  })
+  if (issuer === undefined) throw new Error('the CRL is not signed by a configured CA (its issuer\'s key does not verify the signature)')
+  return issuer
+}
+
 /**
- * Parse one CRL (PEM or DER; the first of a file) and verify its signature with one of `cas`.
- * Throws when it is malformed, signed by none of them, or not a complete CRL.
+ * Parse one CRL (PEM or DER; the first of a file) and verify it against one of `cas`: same issuer
+ * name, and that CA's key verifies the signature. Throws when it is malformed, not a complete CRL,
+ * of no configured CA (UnknownIssuerError) or badly signed.
  */
 export function parseCrl (data: Buffer, cas: X509Certificate[]): Crl {
   const der = splitCrls(data)[0]!
@@ -96,19 +117,12 @@ export function parseCrl (data: Buffer, cas: X509Certificate[]): Crl {
   const signature = der.subarray(sig.start + 1, sig.end) // skip the unused-bits byte
   // The signed bytes are the whole tbsCertList TLV, the first child of the outer SEQUENCE.
   const tbsBytes = der.subarray(outer.start, tbs.end)
-  const issuer = cas.find((ca) => {
-    try {
-      return verify(hash, tbsBytes, ca.publicKey, signature)
-    } catch {
-      return false
-    }
-  })
-  if (issuer === undefined) throw new Error('the CRL is not signed by a configured CA')
-
   let fields = children(der, tbs)
   if (fields[0]?.tag === 0x02) fields = fields.slice(1) // version
-  const [, , thisU, maybeNext, ...rest] = fields // signature alg, issuer, thisUpdate, nextUpdate?
-  if (thisU === undefined) throw new Error('not a CRL')
+  const [, name, thisU, maybeNext, ...rest] = fields // signature alg, issuer, thisUpdate, nextUpdate?
+  if (thisU === undefined || name?.tag !== 0x30) throw new Error('not a CRL')
+  const issuer = issuerOf(cas, der.subarray(name.start, name.end).toString('hex'), hash, tbsBytes, signature)
+
   let nextUpdate: number | undefined
   let remaining = rest
   if (maybeNext !== undefined && (maybeNext.tag === 0x17 || maybeNext.tag === 0x18)) nextUpdate = time(der, maybeNext)
@@ -145,6 +159,10 @@ export interface CrlSet {
   crls: Crl[]
   /** Every revoked serial of every CRL of the file. */
   serials: Set<string>
+  /** The revoked serials by issuing CA (its fingerprint256); a CA without a CRL is absent. */
+  revokedBy: Map<string, Set<string>>
+  /** The issuer names of CRLs skipped because no configured CA has that name. */
+  skipped: string[]
   /** The PEM of each CRL, for the TLS context. */
   pems: string[]
   /** The earliest nextUpdate of the set (undefined: none has one). */
@@ -153,21 +171,57 @@ export interface CrlSet {
   thisUpdate: number
 }
 
-/** Load a CRL file (PEM or DER, one or several CRLs): each must parse and verify, or it throws. */
-export function loadCrls (data: Buffer, cas: X509Certificate[]): CrlSet {
-  const crls = splitCrls(data).map((der, i) => {
+/** CRL files of a --crl directory: its *.pem, *.crl and *.der files (not hidden ones), by name. */
+export function crlDirectoryFiles (dir: string): string[] {
+  return readdirSync(dir).filter((f) => /^[^.].*\.(pem|crl|der)$/i.test(f)).sort().map((f) => join(dir, f)).filter((f) => statSync(f).isFile())
+}
+
+/** The CRLs (DER) of --crl: a file, or every CRL file of a directory. */
+export function readCrlSource (path: string): Array<{ der: Buffer, where: string }> {
+  if (!statSync(path).isDirectory()) return splitCrls(readFileSync(path)).map((der, i) => ({ der, where: `CRL #${i + 1}` }))
+  const files = crlDirectoryFiles(path)
+  if (files.length === 0) throw new Error('no *.pem, *.crl or *.der file in the CRL directory')
+  return files.flatMap((f) => {
     try {
-      return parseCrl(der, cas)
+      return splitCrls(readFileSync(f)).map((der, i) => ({ der, where: `${f} CRL #${i + 1}` }))
     } catch (err) {
-      throw new Error(`CRL #${i + 1}: ${(err as Error).message}`)
+      throw new Error(`${f}: ${(err as Error).message}`)
     }
   })
+}
+
+/**
+ * Load CRLs (a file's bytes, PEM or DER, one or several; or readCrlSource's list): each must parse
+ * and verify against the CA with its issuer name, or it throws. A CRL whose issuer name is no
+ * configured CA's is skipped (listed in `skipped`): it revokes nothing the gate trusts, and a CA
+ * rotation may publish the new CA's CRL first. At least one CRL must be of a configured CA.
+ */
+export function loadCrls (data: Buffer | Array<{ der: Buffer, where: string }>, cas: X509Certificate[]): CrlSet {
+  const items = Buffer.isBuffer(data) ? splitCrls(data).map((der, i) => ({ der, where: `CRL #${i + 1}` })) : data
+  const crls: Crl[] = []
+  const skipped: string[] = []
+  for (const { der, where } of items) {
+    try {
+      crls.push(parseCrl(der, cas))
+    } catch (err) {
+      if (err instanceof UnknownIssuerError) skipped.push(where)
+      else throw new Error(`${where}: ${(err as Error).message}`)
+    }
+  }
+  if (crls.length === 0) throw new Error(`no CRL of a configured agent CA (${skipped.join(', ')}: the CRL is not signed by a configured CA)`)
   const serials = new Set<string>()
-  for (const c of crls) for (const s of c.serials) serials.add(s)
+  const revokedBy = new Map<string, Set<string>>()
+  for (const c of crls) {
+    const mine = revokedBy.get(c.issuer.fingerprint256) ?? new Set<string>()
+    revokedBy.set(c.issuer.fingerprint256, mine)
+    for (const s of c.serials) { serials.add(s); mine.add(s) }
+  }
   const nexts = crls.map((c) => c.nextUpdate).filter((n): n is number => n !== undefined)
   return {
     crls,
     serials,
+    revokedBy,
+    skipped,
     pems: crls.map((c) => crlPem(c.der)),
     nextUpdate: nexts.length === 0 ? undefined : Math.min(...nexts),
     thisUpdate: Math.max(...crls.map((c) => c.thisUpdate)),

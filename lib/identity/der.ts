@@ -79,6 +79,8 @@ export interface CertFacts {
   notBefore: number
   notAfter: number
   extensions: Map<string, Extension>
+  /** The subject Name's DER content (hex), to match a CRL's issuer name byte for byte. */
+  subject: string
 }
 
 /** Serial, validity and extensions of a DER certificate. */
@@ -88,8 +90,8 @@ export function certFacts (der: Buffer): CertFacts {
   if (tbs === undefined || tbs.tag !== 0x30) throw new Error('not a certificate')
   let fields = children(der, tbs)
   if (fields[0]?.tag === 0xa0) fields = fields.slice(1) // [0] version
-  const [serial, , , validity, , , ...rest] = fields // serial, signature, issuer, validity, subject, spki
-  if (serial?.tag !== 0x02 || validity?.tag !== 0x30) throw new Error('not a certificate')
+  const [serial, , , validity, subject, , ...rest] = fields // serial, signature, issuer, validity, subject, spki
+  if (serial?.tag !== 0x02 || validity?.tag !== 0x30 || subject?.tag !== 0x30) throw new Error('not a certificate')
   const [nb, na] = children(der, validity)
   if (nb === undefined || na === undefined) throw new Error('not a certificate')
   const exts = rest.find((f) => f.tag === 0xa3) // [3] extensions
@@ -99,6 +101,7 @@ export function certFacts (der: Buffer): CertFacts {
     notBefore: time(der, nb),
     notAfter: time(der, na),
     extensions: list === undefined ? new Map() : extensions(der, list),
+    subject: der.subarray(subject.start, subject.end).toString('hex'),
   }
 }
 

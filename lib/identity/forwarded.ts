@@ -73,6 +73,32 @@ function single (h: string | string[] | undefined): string | undefined {
 
 const SIG = /^t=(\d{1,12}),rid=([0-9a-f]{32}),v1=([0-9a-f]{64})$/
 
+/** The request id of each header set whose signature verified (kept also when a later check refuses it). */
+const verifiedIds = new WeakMap<IncomingHttpHeaders, string>()
+
+/**
+ * The proxy's request id (rid) of a request whose forwarded signature verified, whatever the checks
+ * after it decided; undefined when it did not verify (a client's own id is never adopted).
+ */
+export function verifiedRequestId (headers: IncomingHttpHeaders): string | undefined {
+  return verifiedIds.get(headers)
+}
+
+/** The header nginx sets to the address it saw ($remote_addr); read only from a vouched-for request. */
+export const CLIENT_ADDRESS_HEADER = 'x-real-ip'
+const ADDRESS = /^[0-9A-Fa-f:.]{2,45}$/
+
+/**
+ * The client's address as the proxy saw it: X-Real-IP of a request whose forwarded signature
+ * verified, when it looks like one IPv4 or IPv6 address; undefined otherwise. For logs only: the
+ * header is not signed, so it is as trustworthy as the path between the proxy and the gate.
+ */
+export function forwardedClientAddress (headers: IncomingHttpHeaders): string | undefined {
+  if (!verifiedIds.has(headers)) return undefined
+  const value = headers[CLIENT_ADDRESS_HEADER]
+  return typeof value === 'string' && ADDRESS.test(value) ? value : undefined
+}
+
 /** Verify a forwarded header set; throws 401 AOG_IDENTITY_REQUIRED with a safe reason. */
 export function forwardedIdentity (method: string, target: string, headers: IncomingHttpHeaders, opts: ForwardedOptions & { allowNoCertificate: true }): ForwardedResult | NoCertificate
 export function forwardedIdentity (method: string, target: string, headers: IncomingHttpHeaders, opts: ForwardedOptions): ForwardedResult
@@ -97,6 +123,8 @@ export function forwardedIdentity (method: string, target: string, headers: Inco
     if (want.length === given.length && timingSafeEqual(want, given)) ok = true
   }
   if (!ok) fail('forwarded signature invalid')
+  // From here the proxy vouches for this request: its id (nginx's $request_id) names it in logs and answers.
+  verifiedIds.set(headers, rid)
   // No certificate at all (nginx: NONE and an empty certificate): the request's HTTP signature decides.
   if (opts.allowNoCertificate === true && verdict === 'NONE' && cert === '') return { rid, identity: undefined }
   if (verdict !== 'SUCCESS') fail('the TLS terminator did not verify the client certificate')

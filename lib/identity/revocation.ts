@@ -9,13 +9,25 @@
  * leaves the TLS context, whose OpenSSL would refuse every handshake with it; the gate warns, sets
  * aog_crl_stale, and /readyz turns 503 once the grace (--crl-grace-seconds) is over.
  */
-import { readFileSync, unwatchFile, watchFile } from 'node:fs'
+import { readFileSync, statSync, unwatchFile, watchFile, type Stats } from 'node:fs'
 import type { X509Certificate } from 'node:crypto'
 import { AogError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
-import { loadCrls, type CrlSet } from './crl.js'
+import { crlDirectoryFiles, loadCrls, readCrlSource, type CrlSet } from './crl.js'
+import { certFacts } from './der.js'
 import type { Identity } from './tls.js'
+
+/** The certificate behind an identity, and the CA certificates the peer sent with it (direct mode). */
+export interface PeerCertificates { leaf: X509Certificate, extra: X509Certificate[] }
+
+/** One link of a chain: a certificate's serial and the fingerprint256 of the CA that issued it. */
+interface Link { serial: string, issuer: string }
+
+/** Chains remembered per leaf fingerprint; the map starts over past this size. */
+const MAX_CHAINS = 10_000
+/** Deepest chain followed (leaf, issuing CAs, root). */
+const MAX_DEPTH = 8
 
 export interface RevocationOptions {
   crlFile?: string | undefined
@@ -32,7 +44,7 @@ export interface RevocationOptions {
   pollMs?: number
   /** How long past its nextUpdate the CRL may be before the gate reports not ready (s). */
   graceSeconds?: number
-  metrics?: Pick<Metrics, 'crlNextUpdate' | 'crlStale' | 'crlReloads'>
+  metrics?: Pick<Metrics, 'crlNextUpdate' | 'crlStale' | 'crlReloads' | 'reloads'>
   /** Clock (ms); tests inject one. */
   now?: () => number
 }
@@ -58,6 +70,31 @@ const TLS_MARGIN_MS = 5000
 /** Longest timer (setTimeout overflows past 2^31-1 ms); the state is re-evaluated when it fires. */
 const MAX_TIMER_MS = 3_600_000
 
+/**
+ * The fingerprints of a deny file, one per line, `#` comments: 64 hex digits, the same with colons
+ * (AB:CD:…), or the line `openssl x509 -fingerprint -sha256 -noout` prints (`sha256 Fingerprint=AB:CD:…`,
+ * any case). Any other line refuses the whole file (a typo must not silently un-deny anyone).
+ */
+export function parseDenyList (text: string): Set<string> {
+  const set = new Set<string>()
+  for (const [i, raw] of text.split('\n').entries()) {
+    const line = raw.replace(/#.*/, '').trim()
+    if (line === '') continue
+    const hex = line.replace(/^sha-?256\s+fingerprint\s*=\s*/i, '').toLowerCase().replace(/:/g, '')
+    if (!/^[0-9a-f]{64}$/.test(hex)) throw new Error(`line ${i + 1} is not a SHA-256 fingerprint (64 hex digits, AB:CD:… or openssl's "sha256 Fingerprint=AB:CD:…")`)
+    set.add(hex)
+  }
+  return set
+}
+
+function isDirectory (path: string): boolean {
+  try {
+    return statSync(path).isDirectory()
+  } catch {
+    return false
+  }
+}
+
 export class Revocation {
   readonly #opts: RevocationOptions
   readonly #now: () => number
@@ -68,22 +105,59 @@ export class Revocation {
   #inTls = false
   #staleLogged = false
   #timer: NodeJS.Timeout | undefined
-  #watched: string[] = []
+  /** Each file's own listener (other gates of the process may watch the same file). */
+  #watched: Array<[string, (cur: Stats, prev: Stats) => void]> = []
+  #dirPoll: NodeJS.Timeout | undefined
+  #cas: X509Certificate[]
+  #chains = new Map<string, Link[] | null>()
 
   constructor (opts: RevocationOptions) {
     this.#opts = opts
+    this.#cas = opts.cas
     this.#now = opts.now ?? Date.now
     this.reload(true)
     const every = opts.pollMs ?? 1000
     if (every > 0) {
       for (const f of [opts.crlFile, opts.denyFile]) {
         if (f === undefined) continue
-        watchFile(f, { interval: every, persistent: false }, (cur, prev) => {
+        if (f === opts.crlFile && isDirectory(f)) { this.#watchDirectory(f, every); continue }
+        const changed = (cur: Stats, prev: Stats): void => {
           if (cur.mtimeMs !== prev.mtimeMs || cur.ino !== prev.ino || cur.size !== prev.size) this.reload()
-        })
-        this.#watched.push(f)
+        }
+        watchFile(f, { interval: every, persistent: false }, changed)
+        this.#watched.push([f, changed])
       }
     }
+  }
+
+  /** A CRL directory: polled for a file added, removed, replaced or changed. */
+  #watchDirectory (dir: string, every: number): void {
+    const state = (): string => {
+      try {
+        return crlDirectoryFiles(dir).map((f) => { const st = statSync(f); return `${f} ${st.ino} ${st.size} ${st.mtimeMs}` }).join('\n')
+      } catch (err) {
+        return `unreadable: ${(err as Error).message}`
+      }
+    }
+    let last = state()
+    this.#dirPoll = setInterval(() => {
+      const now = state()
+      if (now !== last) { last = now; this.reload() }
+    }, every)
+    this.#dirPoll.unref()
+  }
+
+  /**
+   * Replace the agent CAs (a client CA reload): the CRLs are loaded again against them and chains
+   * are followed anew. Throws, changing nothing, when the CRLs do not load against the new CAs.
+   */
+  setCas (cas: X509Certificate[]): void {
+    const { crlFile } = this.#opts
+    // Checked first, so that a refusal leaves the CAs, the CRLs and the TLS context as they were.
+    if (crlFile !== undefined) loadCrls(readCrlSource(crlFile), cas)
+    this.#cas = cas
+    this.#chains.clear()
+    if (crlFile !== undefined) this.reload()
   }
 
   /** Revoked serials and denied fingerprints currently in force. */
@@ -155,7 +229,7 @@ export class Revocation {
     const { crlFile, denyFile, logger, metrics } = this.#opts
     if (crlFile !== undefined) {
       try {
-        const set = loadCrls(readFileSync(crlFile), this.#opts.cas)
+        const set = loadCrls(readCrlSource(crlFile), this.#cas)
         const eligible = this.#tlsEligible(set, this.#now())
         // The TLS context first: if it refuses the CRL, the per-request list is not changed either.
         this.#opts.onCrl?.(eligible ? set.pems : undefined)
@@ -164,49 +238,95 @@ export class Revocation {
         this.#staleLogged = false
         this.#serials = set.serials
         metrics?.crlReloads.inc({ result: 'ok' })
+        metrics?.reloads.inc({ what: 'crl', result: 'ok' })
         if (set.nextUpdate !== undefined) metrics?.crlNextUpdate.set(set.nextUpdate / 1000)
         else metrics?.crlNextUpdate.reset()
-        const covered = new Set(set.crls.map((c) => c.issuer))
-        for (const ca of this.#opts.cas) {
-          if (!covered.has(ca)) logger.warn({ crlFile, ca: ca.subject.replace(/\n/g, ', ') }, 'no CRL for this agent CA in the file: while the CRL is checked at the handshake, its agents are refused there')
+        for (const ca of this.#cas) {
+          if (!set.revokedBy.has(ca.fingerprint256)) logger.warn({ crlFile, ca: ca.subject.replace(/\n/g, ', ') }, 'no CRL for this agent CA: certificates it issued are refused (at the handshake and per request) until its CRL is added')
         }
+        if (set.skipped.length > 0) logger.warn({ crlFile, skipped: set.skipped }, 'CRLs of no configured agent CA skipped')
         if (!strict) logger.info({ crlFile, crls: set.crls.length, revoked: set.serials.size, handshake: eligible }, 'CRL reloaded')
         this.refresh()
       } catch (err) {
         metrics?.crlReloads.inc({ result: 'refused' })
+        metrics?.reloads.inc({ what: 'crl', result: 'failed' })
         if (strict) throw new Error(`cannot load the CRL ${crlFile}: ${(err as Error).message}`)
         logger.error({ crlFile, err: (err as Error).message }, 'CRL reload refused; the previous one stays in force, unchanged')
       }
     }
     if (denyFile !== undefined) {
       try {
-        const set = new Set<string>()
-        for (const [i, raw] of readFileSync(denyFile, 'utf8').split('\n').entries()) {
-          const line = raw.replace(/#.*/, '').trim().toLowerCase().replace(/:/g, '')
-          if (line === '') continue
-          if (!/^[0-9a-f]{64}$/.test(line)) throw new Error(`line ${i + 1} is not a SHA-256 fingerprint`)
-          set.add(line)
-        }
+        const set = parseDenyList(readFileSync(denyFile, 'utf8'))
         this.#denied = set
+        metrics?.reloads.inc({ what: 'deny', result: 'ok' })
         if (!strict) logger.info({ denyFile, denied: set.size }, 'deny list reloaded')
       } catch (err) {
+        metrics?.reloads.inc({ what: 'deny', result: 'failed' })
         if (strict) throw new Error(`cannot load the deny list ${denyFile}: ${(err as Error).message}`)
         logger.error({ denyFile, err: (err as Error).message }, 'deny list reload failed; keeping the previous one')
       }
     }
   }
 
-  /** Throws 403 AOG_NOT_AUTHORIZED when the identity is revoked or denied. */
-  check (id: Identity): void {
-    if (this.#denied.has(id.fingerprint) || (id.source !== 'signature' && this.#serials.has(id.serial))) {
-      throw new AogError('AOG_NOT_AUTHORIZED', 'this client certificate is revoked')
+  /**
+   * Throws 403 AOG_NOT_AUTHORIZED when the identity is denied or revoked. With its certificates
+   * (`peer`, read only the first time a fingerprint is seen), the chain is followed up the agent
+   * CAs: each certificate is checked against the CRL of the CA that issued it (an issuing CA
+   * revoked by the root's CRL refuses every agent under it); with --crl, a CA of the chain without
+   * a CRL refuses too (as OpenSSL's check of every CRL of the chain does), and a chain that no
+   * longer reaches a configured agent CA (a client CA reload removed it) is refused. Without
+   * `peer`, the serial is looked up in every CRL.
+   */
+  check (id: Identity, peer?: () => PeerCertificates): void {
+    if (this.#denied.has(id.fingerprint)) throw new AogError('AOG_NOT_AUTHORIZED', 'this client certificate is revoked')
+    if (id.source === 'signature') return
+    if (peer === undefined) {
+      if (this.#serials.has(id.serial)) throw new AogError('AOG_NOT_AUTHORIZED', 'this client certificate is revoked')
+      return
+    }
+    const links = this.#chainOf(id.fingerprint, peer)
+    if (links === null) throw new AogError('AOG_NOT_AUTHORIZED', 'this client certificate is not issued by a configured agent CA')
+    const set = this.#crl
+    if (set === undefined) return
+    for (const link of links) {
+      const revoked = set.revokedBy.get(link.issuer)
+      if (revoked === undefined) throw new AogError('AOG_NOT_AUTHORIZED', 'no CRL for a CA of this client certificate\'s chain')
+      if (revoked.has(link.serial)) throw new AogError('AOG_NOT_AUTHORIZED', links[0] === link ? 'this client certificate is revoked' : 'a CA of this client certificate\'s chain is revoked')
     }
   }
 
+  /**
+   * The links from the leaf up: each issuer is an agent CA (or, below the first one, a CA the peer
+   * sent) whose key verifies the certificate, up to a self-signed CA. null when the chain reaches
+   * no agent CA. Remembered per fingerprint until the CAs change.
+   */
+  #chainOf (fingerprint: string, peer: () => PeerCertificates): Link[] | null {
+    const known = this.#chains.get(fingerprint)
+    if (known !== undefined) return known
+    const { leaf, extra } = peer()
+    const issuedBy = (cert: X509Certificate, c: X509Certificate): boolean => cert.checkIssued(c) && cert.verify(c.publicKey)
+    const links: Link[] = []
+    let anchored = false
+    for (let cur = leaf, depth = 0; depth < MAX_DEPTH; depth++) {
+      const ca = this.#cas.find((c) => issuedBy(cur, c))
+      const issuer = ca ?? (anchored ? undefined : extra.find((c) => issuedBy(cur, c)))
+      if (issuer === undefined) break
+      links.push({ serial: certFacts(cur.raw).serial, issuer: issuer.fingerprint256 })
+      anchored ||= ca !== undefined
+      if (issuer.checkIssued(issuer)) break // self-signed: the root
+      cur = issuer
+    }
+    const chain = anchored ? links : null
+    if (this.#chains.size >= MAX_CHAINS) this.#chains.clear()
+    this.#chains.set(fingerprint, chain)
+    return chain
+  }
+
   close (): void {
+    clearInterval(this.#dirPoll)
     clearTimeout(this.#timer)
     this.#timer = undefined
-    for (const f of this.#watched) unwatchFile(f)
+    for (const [f, changed] of this.#watched) unwatchFile(f, changed)
     this.#watched = []
   }
 }

@@ -1,6 +1,7 @@
 /** Build the configured Store. */
 import type { Config } from '../config.js'
 import type { Logger } from '../log.js'
+import type { Metrics } from '../metrics.js'
 import { MemoryStore } from './memory.js'
 import { RedisStore, type HostPort } from './redis.js'
 import type { Store } from './store.js'
@@ -11,9 +12,10 @@ function hostPorts (list: string): HostPort[] {
 }
 
 /**
- * The store named by config.store; connection errors are logged (rate-limited by ioredis's backoff).
+ * The store named by config.store; connection errors are logged (at most one line a second), a
+ * Redis client unusable for config.redisReplaceAfterMs is replaced (logged and counted).
  */
-export function createStore (config: Readonly<Config>, logger: Logger, now?: () => number): Store {
+export function createStore (config: Readonly<Config>, logger: Logger, now?: () => number, metrics?: Metrics): Store {
   if (config.store === 'memory') return new MemoryStore({ maxChallenges: config.maxChallenges, ...(now === undefined ? {} : { now }) })
   let last = 0
   return new RedisStore({
@@ -25,6 +27,11 @@ export function createStore (config: Readonly<Config>, logger: Logger, now?: () 
     commandTimeoutMs: config.redisCommandTimeoutMs,
     waitReplicas: config.redisWaitReplicas,
     waitTimeoutMs: config.redisWaitTimeoutMs,
+    replaceAfterMs: config.redisReplaceAfterMs,
+    onReplace: (reason) => {
+      metrics?.storeReplacements.inc()
+      logger.warn({ reason, replaceAfterMs: config.redisReplaceAfterMs }, 'redis client replaced')
+    },
     onError: (err) => {
       // One line per second at most while Redis is down.
       if (Date.now() - last > 1000) { last = Date.now(); logger.warn({ err: err.message }, 'redis connection error') }

@@ -19,7 +19,7 @@
  */
 import type {
   AuthorizeRequest, AuthorizeResult, BindRequest, BindResult, BucketSpec, ChallengeRecord, ConsumeRequest, ConsumeResult, IssueRequest,
-  IssueResult, OnceKey, RateState, Store, TakeRequest, TakeResult,
+  IssueResult, OnceKey, RateState, Store, StoreHealth, TakeRequest, TakeResult,
 } from './store.js'
 import { AuthorizeStatus, BindStatus, ConsumeStatus, IssueStatus, TakeStatus, takeToken } from './store.js'
 
@@ -285,6 +285,9 @@ export class MemoryStore implements Store {
 
   /** Live records, consumed tombstones included. */
   get size (): number { return this.#size }
+
+  /** In the process: always ready, never replaced. */
+  health (): StoreHealth { return { state: 'ready', downSince: undefined, replacements: undefined } }
 
   issue (req: IssueRequest): IssueResult {
     const now = this.#clock()

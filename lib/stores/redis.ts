@@ -6,8 +6,9 @@
  * script touches one slot and runs unchanged on Redis Cluster. Time comes from Redis TIME.
  *
  * Fail closed: no offline queue (a command while disconnected fails at once), a command timeout
- * (a stalled Redis fails within it), every failure surfaces as StoreUnavailableError (503), and
- * ioredis reconnects by itself, reloading the scripts on every (re)connection.
+ * (a stalled Redis fails within it), every failure surfaces as a StoreOpError naming the operation
+ * (503), and ioredis reconnects by itself, reloading the scripts on every (re)connection. Where it
+ * cannot (an ended client after a Sentinel failover, a frozen socket), the store replaces the client.
  */
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -16,9 +17,9 @@ import { StoreUnavailableError } from '../errors.js'
 import { packageRoot } from '../paths.js'
 import type {
   AuthorizeRequest, AuthorizeResult, BindRequest, BindResult, ChallengeRecord, ConsumeRequest, ConsumeResult, IssueRequest, IssueResult, OnceKey, RateState,
-  Store, TakeRequest, TakeResult,
+  Store, StoreHealth, StoreOp, StoreState, TakeRequest, TakeResult,
 } from './store.js'
-import { AuthorizeStatus, BindStatus, ConsumeStatus, IssueStatus, TakeStatus, type Grant } from './store.js'
+import { AuthorizeStatus, BindStatus, ConsumeStatus, IssueStatus, StoreOpError, TakeStatus, type Grant } from './store.js'
 import { HEX64_SOURCE, NONCE_SOURCE } from '../protocol/constants.js'
 
 export interface HostPort { host: string, port: number }
@@ -41,6 +42,12 @@ export interface RedisStoreOptions {
   client?: Redis | Cluster
   /** Called on connection errors (for the log); never with secrets. */
   onError?: (err: Error) => void
+  /** Replace a client that has been unusable this long (ms; default 5000). Never an injected one. */
+  replaceAfterMs?: number
+  /** Called after a client was replaced, with the reason. */
+  onReplace?: (reason: string) => void
+  /** Called with every client the store adopts (the first and each replacement; tests). */
+  onClient?: (client: Redis | Cluster) => void
 }
 
 /** The commands the store calls, and the script in lua/ that each one runs. */
@@ -122,76 +129,124 @@ const ONCE = /^[0-9A-Za-z_-]{1,64}$/
 
 export class RedisStore implements Store {
   readonly kind: string
-  readonly #client: Client
+  #client: Client
   readonly #prefix: string
   readonly #waitReplicas: number
   readonly #waitTimeoutMs: number
   readonly #scripts: Record<ScriptName, Script>
   readonly #owned: boolean
+  readonly #opts: RedisStoreOptions
+  /** Builds a fresh client (undefined for an injected one, which is never replaced). */
+  readonly #make: (() => Redis | Cluster) | undefined
+  readonly #replaceAfterMs: number
+  readonly #timer: NodeJS.Timeout
+  /** Since when every command failed (cleared by one that got a reply). */
+  #failingSince: number | undefined
+  /** Since when the client has not been ready (cleared when it is). */
+  #notReadySince: number | undefined
+  #lastReplace = 0
+  #replacements = 0
+  #probing = false
+  #closed = false
 
   constructor (opts: RedisStoreOptions) {
+    this.#opts = opts
     this.#prefix = opts.prefix ?? 'aog:'
     this.#waitReplicas = opts.waitReplicas ?? 0
     this.#waitTimeoutMs = opts.waitTimeoutMs ?? 100
+    this.#replaceAfterMs = opts.replaceAfterMs ?? 5000
     this.#scripts = loadScripts()
-    const timeout = opts.commandTimeoutMs ?? 1000
-    const common: RedisOptions = {
-      enableOfflineQueue: false,
-      commandTimeout: timeout,
-      maxRetriesPerRequest: 0,
-      connectTimeout: Math.max(timeout, 1000),
-      retryStrategy: (times: number) => Math.min(50 * times, 1000),
-      lazyConnect: false,
-    }
-    let client: Redis | Cluster
-    if (opts.client !== undefined) {
-      client = opts.client
-      this.kind = opts.client instanceof Cluster ? 'redis-cluster' : 'redis'
-    } else if (opts.cluster !== undefined && opts.cluster.length > 0) {
-      client = new Cluster(opts.cluster, {
-        enableOfflineQueue: false,
-        clusterRetryStrategy: (times: number) => Math.min(50 * times, 1000),
-        redisOptions: common,
-        slotsRefreshTimeout: Math.max(timeout, 1000),
-      })
-      this.kind = 'redis-cluster'
-    } else if (opts.sentinels !== undefined && opts.sentinels.length > 0) {
-      client = new Redis({
-        ...common,
-        sentinels: opts.sentinels,
-        name: opts.sentinelName ?? 'mymaster',
-        sentinelRetryStrategy: (times: number) => Math.min(50 * times, 1000),
-        // Follow a failover as soon as the Sentinels announce it, and drop a connection that
-        // finds itself on a demoted master (the failing request gets 503; nothing is resent).
-        failoverDetector: true,
-        reconnectOnError: (err: Error) => err.message.startsWith('READONLY'),
-      })
-      this.kind = 'redis-sentinel'
-    } else {
-      client = new Redis(opts.url ?? 'redis://127.0.0.1:6379', common)
-      this.kind = 'redis'
-    }
+    const built = buildClient(opts)
+    this.kind = built.kind
+    this.#make = built.make
     this.#owned = opts.client === undefined
+    this.#client = this.#adopt(opts.client ?? built.make!())
+    this.#timer = setInterval(() => { this.#check() }, Math.min(250, Math.max(25, this.#replaceAfterMs / 4)))
+    this.#timer.unref()
+  }
+
+  /** Scripts, listeners and state tracking for a new client; events of a replaced one are ignored. */
+  #adopt (client: Redis | Cluster): Client {
     for (const [name, script] of Object.entries(this.#scripts)) client.defineCommand(name, script)
-    client.on('error', (err: Error) => opts.onError?.(err))
+    client.on('error', (err: Error) => { if (client === this.#client) this.#opts.onError?.(err) })
     // Load the scripts eagerly on every (re)connection, so the first request after a Redis restart
     // is already an EVALSHA hit; NOSCRIPT is still handled by defineCommand if they vanish later.
-    client.on('ready', () => { void this.#preload() })
-    this.#client = client as Client
+    client.on('ready', () => {
+      if (client !== this.#client) return
+      this.#notReadySince = undefined
+      void this.#preload(client)
+    })
+    for (const event of ['close', 'reconnecting', 'end']) {
+      client.on(event, () => { if (client === this.#client) this.#notReadySince ??= Date.now() })
+    }
+    if (client.status !== 'ready') this.#notReadySince ??= Date.now()
+    this.#opts.onClient?.(client)
+    return client as Client
+  }
+
+  /**
+   * Every 250 ms at most: replace a client that has been unusable for replaceAfterMs (since it went
+   * down or since the last replacement), or at once one that ended (ioredis never reconnects
+   * an ended client: the "Connection is closed." state a failover can leave it in); while
+   * commands fail on a client that looks ready, probe it so that idleness does not hide it.
+   */
+  #check (): void {
+    if (this.#closed) return
+    const now = Date.now()
+    const down = this.#downSince()
+    if (down === undefined) return
+    const status = this.#client.status
+    const since = Math.max(down, this.#lastReplace)
+    if (this.#make !== undefined && (now - since >= this.#replaceAfterMs || (status === 'end' && now - this.#lastReplace >= Math.min(1000, this.#replaceAfterMs)))) {
+      this.#replace(status === 'end' ? 'client ended' : `unusable for ${now - down} ms`)
+      return
+    }
+    if (status === 'ready' && this.#failingSince !== undefined && !this.#probing) {
+      this.#probing = true
+      this.ping().catch(() => {}).finally(() => { this.#probing = false })
+    }
+  }
+
+  #replace (reason: string): void {
+    const old = this.#client
+    this.#lastReplace = Date.now()
+    this.#replacements++
+    this.#client = this.#adopt(this.#make!())
+    // Its pending commands fail ("Connection is closed."); it stops reconnecting.
+    old.disconnect()
+    this.#opts.onReplace?.(reason)
+  }
+
+  #downSince (): number | undefined {
+    const a = this.#failingSince
+    const b = this.#notReadySince
+    return a === undefined ? b : b === undefined ? a : Math.min(a, b)
+  }
+
+  /** The connection state, and since when (and after how many replacements) it has been unusable. */
+  health (): StoreHealth {
+    const down = this.#downSince()
+    const status = this.#client.status
+    let state: StoreState
+    if (status === 'ready') state = this.#failingSince === undefined ? 'ready' : 'down'
+    else if (status === 'reconnecting' || status === 'close') state = 'reconnecting'
+    else if (status === 'end' || status === 'disconnecting') state = 'down'
+    else state = 'connecting'
+    return { state, downSince: down, replacements: this.#make === undefined ? undefined : this.#replacements }
   }
 
   /** Resolves once connected and the scripts are loaded (rejects after `timeoutMs`). */
   async ready (timeoutMs = 5000): Promise<void> {
     const deadline = Date.now() + timeoutMs
-    while ((this.#client as Redis).status !== 'ready') {
+    while (this.#client.status !== 'ready') {
       if (Date.now() > deadline) throw new StoreUnavailableError('redis not ready')
       await new Promise((resolve) => setTimeout(resolve, 20))
     }
-    await this.#preload()
+    await this.#preload(this.#client)
   }
 
-  async #preload (): Promise<void> {
-    const nodes = this.#client instanceof Cluster ? this.#client.nodes('master') : [this.#client as Redis]
+  async #preload (client: Redis | Cluster): Promise<void> {
+    const nodes = client instanceof Cluster ? client.nodes('master') : [client]
     try {
       await Promise.all(nodes.flatMap((n) => Object.values(this.#scripts).map(async (s) => await n.script('LOAD', s.lua))))
     } catch {
@@ -216,13 +271,24 @@ export class RedisStore implements Store {
     return [this.#key(fingerprint, 'o:', once.id), Math.max(1, Math.ceil(once.ttlMs))]
   }
 
-  async #call<T> (op: string, fn: () => Promise<T>): Promise<T> {
+  async #call<T> (op: StoreOp, fn: () => Promise<T>): Promise<T> {
     try {
-      return await fn()
+      const r = await fn()
+      this.#usable()
+      return r
     } catch (err) {
       if (err instanceof TypeError) throw err
-      throw new StoreUnavailableError(`redis ${op} failed: ${(err as Error).message}`, err)
+      // A reply that says the claim is not replicated: Redis answered, the client is fine.
+      if (err instanceof ReplicaShortfall) this.#usable()
+      else this.#failingSince ??= Date.now()
+      throw new StoreOpError(op, `redis ${op} failed: ${(err as Error).message}`, err)
     }
+  }
+
+  /** A command got its reply: the store is usable again. */
+  #usable (): void {
+    this.#failingSince = undefined
+    if (this.#notReadySince === undefined) this.#replacements = 0
   }
 
   async issue (req: IssueRequest): Promise<IssueResult> {
@@ -264,7 +330,7 @@ export class RedisStore implements Store {
       const status = Number(claim[0])
       if ((status === ConsumeStatus.OK || status === ConsumeStatus.EXPIRED) && Number(acks) < this.#waitReplicas) {
         // The claim may not survive a failover: refuse rather than risk a second accept.
-        throw new Error(`claim acknowledged by ${Number(acks)} of ${this.#waitReplicas} replicas`)
+        throw new ReplicaShortfall(`claim acknowledged by ${Number(acks)} of ${this.#waitReplicas} replicas`)
       }
       return claim
     })
@@ -312,6 +378,8 @@ export class RedisStore implements Store {
   }
 
   async close (): Promise<void> {
+    this.#closed = true
+    clearInterval(this.#timer)
     if (!this.#owned) return
     // QUIT lets pending replies arrive; disconnect() then stops any reconnection (to a Redis or a
     // Sentinel that is gone), so nothing keeps the process alive.
@@ -320,6 +388,53 @@ export class RedisStore implements Store {
     } catch { /* already closed or unreachable */ }
     this.#client.disconnect()
   }
+}
+
+/** WAIT counted fewer replicas than required (Redis answered: not a connection failure). */
+class ReplicaShortfall extends Error {}
+
+/** The kind of store the options describe, and how to build its client (unless one was given). */
+function buildClient (opts: RedisStoreOptions): { kind: string, make: (() => Redis | Cluster) | undefined } {
+  const timeout = opts.commandTimeoutMs ?? 1000
+  const common: RedisOptions = {
+    enableOfflineQueue: false,
+    commandTimeout: timeout,
+    maxRetriesPerRequest: 0,
+    connectTimeout: Math.max(timeout, 1000),
+    retryStrategy: (times: number) => Math.min(50 * times, 1000),
+    lazyConnect: false,
+  }
+  if (opts.client !== undefined) return { kind: opts.client instanceof Cluster ? 'redis-cluster' : 'redis', make: undefined }
+  if (opts.cluster !== undefined && opts.cluster.length > 0) {
+    const seeds = opts.cluster
+    return {
+      kind: 'redis-cluster',
+      make: () => new Cluster(seeds, {
+        enableOfflineQueue: false,
+        clusterRetryStrategy: (times: number) => Math.min(50 * times, 1000),
+        redisOptions: common,
+        slotsRefreshTimeout: Math.max(timeout, 1000),
+      }),
+    }
+  }
+  if (opts.sentinels !== undefined && opts.sentinels.length > 0) {
+    const sentinels = opts.sentinels
+    return {
+      kind: 'redis-sentinel',
+      make: () => new Redis({
+        ...common,
+        sentinels,
+        name: opts.sentinelName ?? 'mymaster',
+        sentinelRetryStrategy: (times: number) => Math.min(50 * times, 1000),
+        // Follow a failover as soon as the Sentinels announce it, and drop a connection that
+        // finds itself on a demoted master (the failing request gets 503; nothing is resent).
+        failoverDetector: true,
+        reconnectOnError: (err: Error) => err.message.startsWith('READONLY'),
+      }),
+    }
+  }
+  const url = opts.url ?? 'redis://127.0.0.1:6379'
+  return { kind: 'redis', make: () => new Redis(url, common) }
 }
 
 /** The grant fields of a bind or authorize reply: expiry ms, requests left (-1: unlimited). */

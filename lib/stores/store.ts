@@ -7,6 +7,7 @@
  *
  * A store that cannot be reached throws StoreUnavailableError; the gate then fails closed (503).
  */
+import { StoreUnavailableError } from '../errors.js'
 
 /** Integer status codes (the Redis scripts return the same integers). */
 export enum IssueStatus { OK = 0, RATE_LIMITED = 1, FULL = 2, REPLAYED = 3 }
@@ -179,7 +180,41 @@ export interface Store {
   limited?: (fingerprint: string, rate: BucketSpec) => RateState | undefined
   /** Resolves when the store is reachable; throws StoreUnavailableError otherwise. */
   ping (): Promise<void>
+  /**
+   * Optional; synchronous: the connection state and how long the store has been unusable (for
+   * /readyz, /healthz and aog_store_connection_state). Without it the ops listener pings.
+   */
+  health?: () => StoreHealth
   close (): Promise<void>
+}
+
+/** The names of the store operations (the `op` label of aog_store_errors_total). */
+export type StoreOp = 'issue' | 'consume' | 'bind' | 'authorize' | 'take' | 'ping'
+
+/** A store's connection state, as aog_store_connection_state labels it. */
+export type StoreState = 'ready' | 'connecting' | 'reconnecting' | 'down'
+export const STORE_STATES: readonly StoreState[] = ['ready', 'connecting', 'reconnecting', 'down']
+
+export interface StoreHealth {
+  state: StoreState
+  /** Epoch ms since which every operation failed or the connection was not ready; undefined while usable. */
+  downSince: number | undefined
+  /** Clients replaced since downSince; undefined for a store that does not replace its client. */
+  replacements: number | undefined
+}
+
+/** A StoreUnavailableError that names the store operation that failed. */
+export class StoreOpError extends StoreUnavailableError {
+  readonly op: StoreOp
+  constructor (op: StoreOp, message: string, cause?: unknown) {
+    super(message, cause)
+    this.op = op
+  }
+}
+
+/** The `op` label for a store failure: the operation, or 'unknown' for an error that does not name one. */
+export function storeOpOf (err: unknown): StoreOp | 'unknown' {
+  return err instanceof StoreOpError ? err.op : 'unknown'
 }
 
 /** Shared token bucket arithmetic (memory store; the Lua scripts implement the same). */

@@ -60,12 +60,14 @@ export interface StartNginxOptions {
   protect?: string
   /** Anything else of the rendered fragment. */
   options?: Partial<NginxOptions>
+  /** Rewrite the rendered fragment before nginx reads it (e.g. to run an older configuration). */
+  edit?: (fragment: string) => string
 }
 
 export async function startNginx (opts: StartNginxOptions): Promise<Nginx> {
   const port = await freePort()
   const dir = mkdtempSync(join(tmpdir(), 'aog-nginx-'))
-  writeFileSync(join(dir, 'aog.conf'), renderNginxConfig({
+  const fragment = renderNginxConfig({
     listen: `127.0.0.1:${port}`,
     serverName: 'localhost',
     serverCert: join(DEV, 'server.pem'),
@@ -77,7 +79,8 @@ export async function startNginx (opts: StartNginxOptions): Promise<Nginx> {
     jsPath: join(ROOT, 'nginx'),
     protect: opts.protect,
     ...opts.options,
-  }))
+  })
+  writeFileSync(join(dir, 'aog.conf'), opts.edit === undefined ? fragment : opts.edit(fragment))
   writeFileSync(join(dir, 'nginx.conf'), mainConfig(dir, join(dir, 'aog.conf')))
   await nginxTest(dir, join(dir, 'nginx.conf'))
   const child = spawn(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: 'ignore' })

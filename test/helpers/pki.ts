@@ -46,17 +46,18 @@ const EXTS: Record<string, string> = {
 /**
  * A new certificate (fresh P-256 key) signed by a CA of the tests (the dev CA unless `issuer` is
  * given), with the extensions of `profile`, valid from `notBefore` (default an hour ago) to
- * `notAfter` (default a day ahead), to the second, signed by `openssl ca`. With `serial` (e.g. -5)
+ * `notAfter` (default a day ahead), to the second, signed by `openssl ca`; `san` replaces the
+ * subjectAltName (e.g. DNS:localhost for a server certificate). With `serial` (e.g. -5)
  * it is signed by `openssl x509 -req` instead, valid from now for two days.
  */
-export function mintCert (opts: { name?: string, profile?: keyof typeof EXTS, serial?: string, notBefore?: Date, notAfter?: Date, issuer?: { certFile: string, keyFile: string } } = {}): Minted {
+export function mintCert (opts: { name?: string, profile?: keyof typeof EXTS, serial?: string, notBefore?: Date, notAfter?: Date, issuer?: { certFile: string, keyFile: string }, san?: string } = {}): Minted {
   const dir = mkdtempSync(join(tmpdir(), 'aog-mint-'))
   const name = opts.name ?? 'minted'
   const issuer = opts.issuer ?? { certFile: join(DEV, 'ca.pem'), keyFile: join(DEV, 'ca-key.pem') }
   const keyFile = join(dir, `${name}-key.pem`)
   const certFile = join(dir, `${name}.pem`)
   const ext = join(dir, 'ext.cnf')
-  writeFileSync(ext, `[ ext ]\n${EXTS[opts.profile ?? 'agent']}subjectAltName=URI:spiffe://aog.dev/agent/${name}\n`)
+  writeFileSync(ext, `[ ext ]\n${EXTS[opts.profile ?? 'agent']}subjectAltName=${opts.san ?? `URI:spiffe://aog.dev/agent/${name}`}\n`)
   execFileSync('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', keyFile], { stdio: 'ignore' })
   execFileSync('openssl', ['req', '-new', '-key', keyFile, '-subj', `/O=AOG test/CN=${name}`, '-out', join(dir, 'csr.pem')], { stdio: 'ignore' })
   if (opts.serial === undefined) {
@@ -72,13 +73,38 @@ export function mintCert (opts: { name?: string, profile?: keyof typeof EXTS, se
   return { dir, certFile, keyFile, cert: readFileSync(certFile), key: readFileSync(keyFile), ca: pem('ca.pem') }
 }
 
-/** A new self-signed CA (P-256), for tests with several agent CAs. */
-export function mintCa (name: string): { certFile: string, keyFile: string, cert: Buffer, key: Buffer } {
+export interface MintedCa { certFile: string, keyFile: string, cert: Buffer, key: Buffer }
+
+/**
+ * A new CA (P-256), for tests with several agent CAs: self-signed, or with `issuer` an issuing
+ * (intermediate) CA signed by that CA, with a random serial, as a two-tier PKI has.
+ */
+export function mintCa (name: string, opts: { issuer?: { certFile: string, keyFile: string } } = {}): MintedCa {
   const dir = mkdtempSync(join(tmpdir(), 'aog-ca-'))
   const keyFile = join(dir, 'ca-key.pem')
   const certFile = join(dir, 'ca.pem')
   execFileSync('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', keyFile], { stdio: 'ignore' })
-  execFileSync('openssl', ['req', '-x509', '-new', '-key', keyFile, '-sha256', '-days', '30', '-subj', `/O=AOG test/CN=${name}`,
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign', '-out', certFile], { stdio: 'ignore' })
+  const exts = ['-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']
+  if (opts.issuer === undefined) {
+    execFileSync('openssl', ['req', '-x509', '-new', '-key', keyFile, '-sha256', '-days', '30', '-subj', `/O=AOG test/CN=${name}`, ...exts, '-out', certFile], { stdio: 'ignore' })
+  } else {
+    const ext = join(dir, 'ext.cnf')
+    writeFileSync(ext, '[ ext ]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n')
+    execFileSync('openssl', ['req', '-new', '-key', keyFile, '-subj', `/O=AOG test/CN=${name}`, '-out', join(dir, 'csr.pem')], { stdio: 'ignore' })
+    execFileSync('openssl', ['x509', '-req', '-in', join(dir, 'csr.pem'), '-CA', opts.issuer.certFile, '-CAkey', opts.issuer.keyFile, '-set_serial', `0x${randomBytes(8).toString('hex').replace(/^./, '1')}`,
+      '-extfile', ext, '-extensions', 'ext', '-days', '30', '-sha256', '-out', certFile], { stdio: 'ignore' })
+  }
   return { certFile, keyFile, cert: readFileSync(certFile), key: readFileSync(keyFile) }
+}
+
+/**
+ * A two-tier agent PKI: a root, an issuing CA under it, and `bundle`, the file with both (what
+ * --client-ca names).
+ */
+export function mintTwoTier (name = 'two-tier'): { root: MintedCa, issuing: MintedCa, bundle: string } {
+  const root = mintCa(`${name} root`)
+  const issuing = mintCa(`${name} issuing CA`, { issuer: root })
+  const bundle = join(mkdtempSync(join(tmpdir(), 'aog-ca-')), 'agent-cas.pem')
+  writeFileSync(bundle, Buffer.concat([root.cert, issuing.cert]))
+  return { root, issuing, bundle }
 }

@@ -38,8 +38,8 @@ export interface RedisProcess {
   port: number
   url: string
   child: ChildProcess
-  /** Start it again on the same port (after stop). */
-  restart (): Promise<void>
+  /** Start it again on the same port (after stop), with `args` added to its config directives. */
+  restart (args?: string[]): Promise<void>
   stop (): Promise<void>
   cli (...args: string[]): Promise<string>
 }
@@ -68,8 +68,8 @@ export async function startRedis (args: string[] = []): Promise<RedisProcess> {
     port,
     url: `redis://127.0.0.1:${port}`,
     child: spawn('redis-server', argv, { stdio: 'ignore' }),
-    async restart () {
-      p.child = spawn('redis-server', argv, { stdio: 'ignore' })
+    async restart (extra = []) {
+      p.child = spawn('redis-server', [...argv, ...extra], { stdio: 'ignore' })
       await waitPing(port)
     },
     async stop () {
@@ -126,15 +126,22 @@ export interface SentinelProcess {
   stop (): void
 }
 
-/** One Sentinel on a free loopback port, monitoring `mymaster` at masterPort (quorum 1). */
-export async function startSentinel (masterPort: number, downAfterMs = 1000): Promise<SentinelProcess> {
+export interface SentinelOptions {
+  /** sentinel failover-timeout (ms; default 5000). */
+  failoverTimeoutMs?: number
+  /** The quorum (default 1). */
+  quorum?: number
+}
+
+/** One Sentinel on a free loopback port, monitoring `mymaster` at masterPort (quorum 1 by default). */
+export async function startSentinel (masterPort: number, downAfterMs = 1000, opts: SentinelOptions = {}): Promise<SentinelProcess> {
   const port = await freePort()
   const dir = mkdtempSync(join(tmpdir(), 'aog-sentinel-'))
   writeFileSync(join(dir, 'sentinel.conf'), [
     `port ${port}`, 'bind 127.0.0.1', `dir ${dir}`,
-    `sentinel monitor mymaster 127.0.0.1 ${masterPort} 1`,
+    `sentinel monitor mymaster 127.0.0.1 ${masterPort} ${opts.quorum ?? 1}`,
     `sentinel down-after-milliseconds mymaster ${downAfterMs}`,
-    'sentinel failover-timeout mymaster 5000',
+    `sentinel failover-timeout mymaster ${opts.failoverTimeoutMs ?? 5000}`,
   ].join('\n') + '\n')
   const child = spawn('redis-server', [join(dir, 'sentinel.conf'), '--sentinel'], { stdio: 'ignore' })
   process.once('exit', () => { try { child.kill('SIGKILL') } catch {} ; rmSync(dir, { recursive: true, force: true }) })

@@ -7,6 +7,9 @@ import { randomBytes } from 'node:crypto'
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
 import type { TLSSocket } from 'node:tls'
 import { request } from 'undici'
+import { createServer as createHttpServer, type IncomingHttpHeaders } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { freePort } from '../helpers/redis.js'
 import { startGate } from '../helpers/gate.js'
 import { startNginx, nginxTest, mainConfig, NGINX } from '../helpers/nginx.js'
 import { DEV, ROOT, agentFiles, pem } from '../helpers/pki.js'
@@ -223,4 +226,80 @@ t.test('--forward-proxy-ca: the forwarded listener speaks HTTPS and requires the
   const noCert = new Agent({ connect: { ca: pem('ca.pem') } })
   t.teardown(() => noCert.close())
   await t.rejects(request(`${g.url}/challenge`, { dispatcher: noCert, headers: sign() }), 'no proxy certificate: refused at the handshake')
+})
+
+/** A stand-in gate instance behind nginx: records what nginx sent and answers with `status`. */
+async function fakeGate (t: Test, name: string, status: number, seen: Array<{ name: string, method: string, headers: IncomingHttpHeaders }>): Promise<number> {
+  const server = createHttpServer((req, res) => {
+    req.resume()
+    req.on('end', () => {
+      seen.push({ name, method: req.method ?? '', headers: req.headers })
+      const body = status === 200 ? '{}' : JSON.stringify({ type: 'urn:aog:problem:aog-unavailable', title: 'Service unavailable', status, detail: name, code: 'AOG_UNAVAILABLE' })
+      res.writeHead(status, { 'content-type': status === 200 ? 'application/json' : 'application/problem+json', 'retry-after': '1' }).end(body)
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(async () => {
+    server.closeAllConnections()
+    await new Promise((resolve) => server.close(resolve))
+  })
+  return (server.address() as AddressInfo).port
+}
+
+t.test('nginx retries: a GET answered 503 goes to the next instance, and POST /task; any other POST that was sent never does', async (t) => {
+  const seen: Array<{ name: string, method: string, url?: string, headers: IncomingHttpHeaders }> = []
+  const down = await fakeGate(t, 'down', 503, seen)
+  const up = await fakeGate(t, 'up', 200, seen)
+  // Gate only (no --protect): location / sends everything else to the gate, protected requests included.
+  const nginx = await startNginx({ upstreamPort: down, morePorts: [up], secretFile: secretFiles().nginx, options: { maxFails: 0 } })
+  t.teardown(() => nginx.stop())
+  const agent = createAgent({ url: nginx.url, ...agentFiles('agent') })
+  t.teardown(() => agent.close())
+  const send = async (method: 'GET' | 'POST', path: string): Promise<number> => {
+    const res = await request(`${nginx.url}${path}`, { dispatcher: agent.dispatcher, method, ...(method === 'POST' ? { headers: { 'content-type': 'application/json' }, body: '{}' } : {}) })
+    await res.body.dump()
+    return res.statusCode
+  }
+  for (const [method, path] of [['GET', '/challenge'], ['POST', '/task'], ['GET', '/protected']] as const) {
+    seen.length = 0
+    for (let i = 0; i < 4; i++) t.equal(await send(method, path), 200, `${method} ${path} ${i}: answered by the instance that could`)
+    t.ok(seen.some((s) => s.name === 'down'), `${method} ${path}: some went to the 503 instance first`)
+    t.equal(seen.filter((s) => s.name === 'up').length, 4, `${method} ${path}: each answered once by the other`)
+  }
+  seen.length = 0
+  const statuses: number[] = []
+  for (let i = 0; i < 4; i++) statuses.push(await send('POST', '/protected'))
+  t.equal(seen.length, 4, 'each protected POST reached exactly one instance: never sent twice')
+  t.ok(seen.some((s) => s.name === 'down'), 'some went to the 503 instance')
+  t.same(statuses.sort(), seen.map((s) => s.name === 'up' ? 200 : 503).sort(), 'the 503 of the instance that got it is the answer')
+})
+
+t.test('nginx passes X-Request-Id = $request_id (the signature\'s rid), replacing a client\'s', async (t) => {
+  const seen: Array<{ name: string, method: string, headers: IncomingHttpHeaders }> = []
+  const port = await fakeGate(t, 'gate', 200, seen)
+  const nginx = await startNginx({ upstreamPort: port, secretFile: secretFiles().nginx })
+  t.teardown(() => nginx.stop())
+  const agent = createAgent({ url: nginx.url, ...agentFiles('agent') })
+  t.teardown(() => agent.close())
+  const res = await request(`${nginx.url}/challenge`, { dispatcher: agent.dispatcher, headers: { 'x-request-id': 'chosen-by-the-client' } })
+  await res.body.dump()
+  const h = seen[0]!.headers
+  t.match(h['x-request-id'], /^[0-9a-f]{32}$/, 'nginx\'s request id')
+  t.equal(/rid=([0-9a-f]{32})/.exec(String(h['x-aog-signature']))?.[1], h['x-request-id'], 'the rid the signature covers')
+})
+
+t.test('no gate instance reachable: GET /challenge and POST /task get 503 AOG_UNAVAILABLE problem+json with Retry-After, not nginx\'s HTML 502', async (t) => {
+  const nobody = [await freePort(), await freePort()]
+  const nginx = await startNginx({ upstreamPort: nobody[0]!, morePorts: [nobody[1]!], secretFile: secretFiles().nginx })
+  t.teardown(() => nginx.stop())
+  const agent = createAgent({ url: nginx.url, ...agentFiles('agent') })
+  t.teardown(() => agent.close())
+  for (const [method, path] of [['GET', '/challenge'], ['POST', '/task'], ['GET', '/challenge']] as const) {
+    const res = await request(`${nginx.url}${path}`, { dispatcher: agent.dispatcher, method, ...(method === 'POST' ? { headers: { 'content-type': 'application/json' }, body: '{}' } : {}) })
+    t.equal(res.statusCode, 503, `${method} ${path}: 503`)
+    t.equal(res.headers['content-type'], 'application/problem+json')
+    t.equal(res.headers['retry-after'], '1')
+    t.match(await res.body.json(), { type: 'urn:aog:problem:aog-unavailable', status: 503, code: 'AOG_UNAVAILABLE' })
+  }
+  t.match(nginx.errors(), /Connection refused|no live upstreams/, 'nginx did try the instances')
 })

@@ -6,11 +6,11 @@
  * scrape. The dashboard's queries are also valid PromQL (promtool parses them) and the dashboard is
  * importable as Grafana exports dashboards (ids, grid, data source variable).
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { promisify } from 'node:util'
 import { request, Agent } from 'undici'
 import { parse } from 'yaml'
@@ -19,6 +19,7 @@ import { startEchoUpstream } from '../helpers/upstream.js'
 import { DEV, ROOT, agentFiles } from '../helpers/pki.js'
 import { hasTool, missing } from '../helpers/tools.js'
 import { failingStore } from '../helpers/failing-store.js'
+import { TOTAL_GAUGES } from '../../lib/metrics.js'
 
 const run = promisify(execFile)
 
@@ -165,4 +166,60 @@ t.test('every metric and label the dashboard and the rules use exists in a real 
   }
   t.ok(checked > 50, `${checked} metric references checked against the scrape`)
   for (const r of recorded) t.ok(ruleExprs.some((e) => selectors(e.expr).some((s) => s.name === r)), `recording rule ${r} is used`)
+
+  await scrapeChecks(t, text, join(DEV, 'crl.pem'))
 })
+
+/** `promtool check metrics` on a scrape: its complaints (stdout and stderr), and its exit code. */
+export async function promtoolCheck (text: string): Promise<{ code: number, complaints: string }> {
+  return await new Promise((resolve, reject) => {
+    const child = spawn('promtool', ['check', 'metrics'], { stdio: ['pipe', 'pipe', 'pipe'] })
+    let out = ''
+    child.stdout.on('data', (d) => { out += String(d) })
+    child.stderr.on('data', (d) => { out += String(d) })
+    child.on('error', reject)
+    child.on('close', (code) => { resolve({ code: code ?? -1, complaints: out.trim() }) })
+    child.stdin.end(text)
+  })
+}
+
+/** The value and labels of each sample of `name` in a scrape. */
+function samples (text: string, name: string): Array<{ labels: Record<string, string>, value: number }> {
+  const out: Array<{ labels: Record<string, string>, value: number }> = []
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (\S+)$/.exec(line)
+    if (m === null || m[1] !== name) continue
+    const labels: Record<string, string> = {}
+    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]!] = l[2]!
+    out.push({ labels, value: Number(m[3]) })
+  }
+  return out
+}
+
+/**
+ * What an operator alerts on, in a real scrape: promtool finds nothing to say, aog_build_info names
+ * this gate, the CRL's nextUpdate is the file's, the store's connection state is one state.
+ */
+async function scrapeChecks (t: Test, text: string, crlFile: string): Promise<void> {
+  if (!hasTool('promtool')) { t.pass('promtool missing', { skip: missing('promtool', 'prometheus') }); return }
+  // The check can fail: a gauge named like a counter, as prom-client's defaults had three.
+  t.match((await promtoolCheck('# HELP x_total A gauge.\n# TYPE x_total gauge\nx_total 1\n')).complaints, /non-counter metrics should not have "_total" suffix/, 'promtool complains about a _total gauge')
+  const lint = await promtoolCheck(text)
+  t.equal(lint.complaints, '', 'promtool check metrics: no warning on a real gate\'s scrape')
+  t.equal(lint.code, 0, 'promtool check metrics exits 0')
+  for (const name of TOTAL_GAUGES) t.notOk(text.includes(`\n${name} `), `${name} (a gauge named like a counter) is not exposed`)
+  t.ok(samples(text, 'aog_nodejs_active_handles').length > 0, 'the per-type handle gauges remain (their sum is the removed total)')
+
+  const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version
+  const chain = samples(text, 'aog_chain_implementation_info').filter((s) => s.value === 1).map((s) => s.labels.implementation)
+  t.same(samples(text, 'aog_build_info'), [{ labels: { version, node: process.versions.node, chain: chain[0] }, value: 1 }], 'aog_build_info: one series, value 1, this version, Node.js and chain')
+
+  const { stdout } = await run('openssl', ['crl', '-in', crlFile, '-noout', '-nextupdate'])
+  const nextUpdate = Date.parse(stdout.replace(/^nextUpdate=/, '').trim()) / 1000
+  t.ok(Number.isFinite(nextUpdate) && nextUpdate > 0, `the CRL's nextUpdate (${stdout.trim()})`)
+  t.same(samples(text, 'aog_crl_next_update_timestamp_seconds').map((s) => s.value), [nextUpdate], 'aog_crl_next_update_timestamp_seconds is the CRL\'s nextUpdate')
+
+  const states = samples(text, 'aog_store_connection_state')
+  t.ok(states.length >= 2, 'aog_store_connection_state has a series per state')
+  t.same(states.filter((s) => s.value === 1).map((s) => s.labels.state), ['ready'], 'exactly one state is 1: ready')
+}

@@ -1,7 +1,9 @@
 import t from 'tap'
 import { solveChain } from '../../lib/chain/chain.js'
-import { readFileSync } from 'node:fs'
-import { ConfigError, describeOptions, envName, flagName, fromEnv, loadConfig } from '../../lib/config.js'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { ConfigError, describeOptions, envName, flagName, fromEnv, loadConfig, readConfigFile, resolvePaths } from '../../lib/config.js'
 import { configTable } from '../../lib/docs-config.js'
 
 const tls = { tlsCert: 'a.pem', tlsKey: 'k.pem', clientCa: 'ca.pem' }
@@ -79,4 +81,37 @@ t.test('every option has a flag, an environment variable and a description', asy
 t.test('the README configuration table is the one generated from the schema', async (t) => {
   const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
   t.ok(readme.includes(configTable()), 'run `npm run docs:config` and paste its output into README.md')
+})
+
+t.test('keep-alive: derived above the challenge deadline when not set, kept when set', async (t) => {
+  t.equal(loadConfig(tls).keepAliveTimeoutMs, 65000, 'default: 65 s, above the 10 s deadline')
+  t.equal(loadConfig({ ...tls, deadlineMs: 120000 }).keepAliveTimeoutMs, 125000, 'a long deadline: deadline + 5 s')
+  t.equal(loadConfig({ ...tls, keepAliveTimeoutMs: '3000' }).keepAliveTimeoutMs, 3000, 'set: kept')
+  for (const deadlineMs of [100, 9999, 60000, 60001, 3_600_000]) {
+    const c = loadConfig({ ...tls, deadlineMs })
+    t.ok(c.keepAliveTimeoutMs > c.deadlineMs, `deadline ${deadlineMs}: keep-alive ${c.keepAliveTimeoutMs}`)
+  }
+})
+
+t.test('cross-field rules refuse what can never work, naming the field', async (t) => {
+  t.same(fieldsOf({ ...tls, listen: '127.0.0.1:70000' }), ['listen'], 'port beyond 65535')
+  t.throws(() => loadConfig({ ...tls, opsListen: '[::1]:99999' }), /opsListen: port of \[::1\]:99999 is above 65535/)
+  t.same(fieldsOf({ ...tls, redisCluster: '10.0.0.1:7000,10.0.0.2:77777' }), ['redisCluster'])
+  t.same(fieldsOf({ ...tls, listen: '127.0.0.1:9000', opsListen: '127.0.0.1:9000' }), ['opsListen'], 'one address for both listeners')
+  t.ok(loadConfig({ ...tls, listen: '127.0.0.1:0', opsListen: '127.0.0.1:0' }), 'port 0 twice: two free ports')
+  t.same(fieldsOf({ ...tls, headersTimeoutMs: 20000, requestTimeoutMs: 10000 }), ['requestTimeoutMs'], 'Node refuses requestTimeout < headersTimeout')
+  // 2^30 links at 20 ns each: 21.5 s before a pass is plausible, past the 10 s deadline.
+  t.throws(() => loadConfig({ ...tls, iterations: 1 << 30, checkpointInterval: 1 << 20 }), /deadlineMs: 10000 is not above iterations x minNsPerIteration \(21475 ms\)/)
+  t.same(fieldsOf({ ...tls, minNsPerIteration: 10000 }), ['deadlineMs'], '1 Mi links at 10 µs: 10.5 s')
+  t.ok(loadConfig({ ...tls, iterations: 1 << 30, checkpointInterval: 1 << 20, deadlineMs: 60000 }), 'a deadline that leaves time: accepted')
+  t.same(fieldsOf({ ...tls, store: 'redis', redisWaitReplicas: 1, redisWaitTimeoutMs: 500, redisCommandTimeoutMs: 500 }), ['redisWaitTimeoutMs'])
+  t.ok(loadConfig({ ...tls, store: 'redis', redisWaitReplicas: 1, redisWaitTimeoutMs: 100 }))
+})
+
+t.test('a --config file\'s relative paths resolve against its directory; absolute ones and other keys are kept', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aog-cfg-'))
+  writeFileSync(join(dir, 'aog.json'), JSON.stringify({ tlsCert: 'tls/server.pem', tlsKey: '/etc/aog/key.pem', clientCa: './ca.pem', assertionKey: 'a.pem, /k/b.pem', devDir: 'dev', redisPrefix: 'x:' }))
+  const raw = readConfigFile(join(dir, 'aog.json'))
+  t.same(raw, { tlsCert: join(dir, 'tls/server.pem'), tlsKey: '/etc/aog/key.pem', clientCa: join(dir, 'ca.pem'), assertionKey: `${join(dir, 'a.pem')},/k/b.pem`, devDir: join(dir, 'dev'), redisPrefix: 'x:' })
+  t.same(resolvePaths({ crl: 'crl.pem', listen: 'h:1' }, '/srv'), { crl: '/srv/crl.pem', listen: 'h:1' })
 })

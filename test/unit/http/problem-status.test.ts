@@ -14,7 +14,7 @@ t.test('a status other than the code\'s own is written, and does not change the 
 })
 
 t.test('the raw response: status line, the headers of every refusal, Connection: close, the exact body length', async (t) => {
-  const raw = rawProblemResponse(new AogError('AOG_BAD_REQUEST', 'request timed out'), 408)
+  const raw = rawProblemResponse(new AogError('AOG_BAD_REQUEST', 'request timed out'), 408, 'abc123')
   const [head, body] = raw.split('\r\n\r\n') as [string, string]
   const lines = head.split('\r\n')
   t.equal(lines[0], 'HTTP/1.1 408 Request Timeout')
@@ -24,7 +24,10 @@ t.test('the raw response: status line, the headers of every refusal, Connection:
     'x-content-type-options': 'nosniff',
     'content-type': 'application/problem+json',
     'content-length': String(Buffer.byteLength(body)),
+    'x-request-id': 'abc123',
     connection: 'close',
   })
   t.same(JSON.parse(body), { type: 'urn:aog:problem:aog-bad-request', title: 'Bad request', status: 408, detail: 'request timed out', code: 'AOG_BAD_REQUEST' })
+  const ids = [0, 1, 2].map(() => /\r\nx-request-id: ([0-9a-f]{16})\r\n/.exec(rawProblemResponse(new AogError('AOG_BAD_REQUEST', 'x')))?.[1])
+  t.equal(new Set(ids).size, 3, 'without one given: a fresh 16-hex id each time')
 })

@@ -102,7 +102,12 @@ t.test('DER and PEM, one CRL or several (one per CA) in a file: every CRL counts
     t.equal(seen[0]?.length, 2, `${name}: and given to the TLS context`)
   }
   t.throws(() => loadCrls(Buffer.concat([a, Buffer.from('garbage')]), cas), 'a trailing non-CRL refuses the file')
-  t.throws(() => loadCrls(Buffer.concat([a, b]), cas), /CRL #2: the CRL is not signed by a configured CA/, 'every CRL must verify')
+  const skipped = loadCrls(Buffer.concat([a, b]), cas)
+  t.same([skipped.crls.length, skipped.skipped], [1, ['CRL #2']], 'a CRL of no configured CA (no CA has its issuer name) is skipped, not applied')
+  t.throws(() => loadCrls(b, cas), /no CRL of a configured agent CA/, 'a file with no CRL of a configured CA is refused')
+  // Same issuer name as the dev CA, another key: a forgery or a broken update, never skipped.
+  const impostor = { cert: pem('ca.pem'), key: other.key }
+  t.throws(() => loadCrls(Buffer.concat([buildCrl({ ca: impostor }), a]), cas), /CRL #1: the CRL is not signed by a configured CA \(its issuer's key does not verify/, 'a CRL naming a configured CA must verify with its key')
   t.same([intBytes(-5n), intBytes(128n), intBytes(-129n)].map(derSerial), ['FB', '0080', 'FF7F'], 'the test encoder agrees with derSerial')
 })
 

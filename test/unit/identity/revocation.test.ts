@@ -47,3 +47,38 @@ t.test('the identities of one certificate on several connections are one identit
   t.doesNotThrow(() => { revocation.check({ ...connections[0]!, fingerprint: '01'.repeat(32) }) }, 'another certificate is still allowed')
   t.throws(() => { revocation.check(connections[1]!) }, { code: 'AOG_NOT_AUTHORIZED' }, 'and the denied one still refused after it')
 })
+
+t.test('deny file formats: 64 hex, colon hex, and the line openssl x509 -fingerprint -sha256 prints', async (t) => {
+  const { execFileSync } = await import('node:child_process')
+  const { X509Certificate } = await import('node:crypto')
+  const { parseDenyList } = await import('../../../lib/identity/revocation.js')
+  const { pem, DEV } = await import('../../helpers/pki.js')
+  const file = join(DEV, 'agent2.pem')
+  const want = new X509Certificate(pem('agent2.pem')).fingerprint256.replace(/:/g, '').toLowerCase()
+  // What an operator pastes: openssl's own output line, unedited.
+  const line = execFileSync('openssl', ['x509', '-in', file, '-noout', '-fingerprint', '-sha256'], { encoding: 'utf8' }).trim()
+  t.match(line, /^sha256 Fingerprint=([0-9A-F]{2}:){31}[0-9A-F]{2}$/i, `openssl prints ${line.slice(0, 30)}…`)
+  t.same([...parseDenyList(`${line}\n`)], [want], 'the openssl line is accepted')
+  const colon = want.toUpperCase().match(/../g)!.join(':')
+  for (const [name, text] of [
+    ['SHA256 Fingerprint= (OpenSSL 1.1)', `SHA256 Fingerprint=${colon}`],
+    ['colon hex', colon],
+    ['64 hex, upper case', want.toUpperCase()],
+    ['with a comment and indentation', `  # the agent's old key\n   ${want}  # revoked 2026-12-06\n\n`],
+  ] as const) t.same([...parseDenyList(text)], [want], name)
+  for (const [name, text] of [
+    ['sha1 fingerprint line', `sha1 Fingerprint=${colon.slice(0, 59)}`],
+    ['63 hex digits', want.slice(1)],
+    ['a stray word', `${want}\nrevoked`],
+    ['sha256 Fingerprint= without a value', 'sha256 Fingerprint='],
+  ] as const) t.throws(() => parseDenyList(text), /line \d+ is not a SHA-256 fingerprint/, `${name}: refused`)
+
+  // In force through the Revocation (file, reload) with the openssl line.
+  const dir = mkdtempSync(join(tmpdir(), 'aog-revocation-'))
+  const deny = join(dir, 'deny')
+  writeFileSync(deny, `${line}\n`)
+  const logger = createLogger({ level: 'silent', destination: { write: () => {} } })
+  const revocation = new Revocation({ denyFile: deny, cas: [], logger, pollMs: 0 })
+  t.teardown(() => revocation.close())
+  t.throws(() => { revocation.check({ fingerprint: want, serial: '01', subject: 'agent2', uri: '', source: 'tls' }) }, { code: 'AOG_NOT_AUTHORIZED' })
+})
