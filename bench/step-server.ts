@@ -7,15 +7,15 @@
  *   2  + a nonce and a seed from the RandomPool
  *   3  + the memory store's issue (token bucket, record kept for deadline + grace, 70 s)
  *   4  + the real body and RateLimit headers (challengeJson, jsonHeaders, rateHeaders)
- *   5  + the request log line (a request id, logger.info through a buffered pino.destination, to /dev/null)
- * The last step does what the gate does for GET /challenge except routing, the request context,
- * the duration histogram and the revocation check. Prints its port on stdout.
+ *   5  + the request log line (a request id, logger.info through the gate's logger set-up, to /dev/null)
+ *   6  + the request duration histogram (prom-client, the gate's labels)
+ * The last step does what the gate does for GET /challenge except routing, the request context
+ * and the revocation check. Prints its port on stdout.
  *   node dist/bench/step-server.js <dev-cert-dir> --step N
  */
 import { createServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import type { TLSSocket } from 'node:tls'
-import { pino } from 'pino'
 import { tlsIdentity } from '../lib/identity/tls.js'
 import { RandomPool } from '../lib/random.js'
 import { MemoryStore } from '../lib/stores/memory.js'
@@ -23,6 +23,7 @@ import { IssueStatus } from '../lib/stores/store.js'
 import { challengeJson } from '../lib/handlers/challenge.js'
 import { jsonHeaders, rateHeaders } from '../lib/http/reply.js'
 import { createLogger } from '../lib/log.js'
+import { createMetrics } from '../lib/metrics.js'
 import { BODY, HEADERS, serverOptions } from './baseline-shape.js'
 
 const dev = process.argv[2] ?? 'certs/dev'
@@ -31,7 +32,9 @@ const step = stepAt === -1 ? 0 : Number(process.argv[stepAt + 1])
 const rate = { burst: 1e9, perSecond: 1e9 }
 const random = new RandomPool()
 const store = new MemoryStore({ maxChallenges: 10_000_000 })
-const logger = createLogger({ level: 'info', destination: pino.destination({ dest: '/dev/null', sync: false, minLength: 65536, maxWrite: 131072 }) })
+// The gate's own logger set-up (buffered, 64 KiB, byte mode), writing to /dev/null.
+const logger = createLogger({ level: 'info', bufferBytes: 65536, dest: '/dev/null' })
+const metrics = createMetrics()
 let seq = 0
 
 const server = createServer(serverOptions(dev), (req, res) => {
@@ -55,7 +58,8 @@ const server = createServer(serverOptions(dev), (req, res) => {
   }
   if (step >= 5) {
     const ms = performance.now() - start
-    logger.info({ reqId, fp: fingerprint.slice(0, 16), method: req.method ?? '', route: '/challenge', status: res.statusCode, durationMs: Math.round(ms * 100) / 100, outcome: 'ok' }, 'request')
+    logger.info({ reqId, addr: req.socket.remoteAddress, fp: fingerprint.slice(0, 16), subject: 'agent', method: req.method ?? '', route: '/challenge', status: res.statusCode, durationMs: Math.round(ms * 100) / 100, outcome: 'ok' }, 'request')
+    if (step >= 6) metrics.requestDuration.observe({ route: '/challenge', method: req.method ?? '', status: String(res.statusCode) }, ms / 1000)
   }
 })
 server.listen(0, '127.0.0.1', () => { process.stdout.write(`${(server.address() as AddressInfo).port}\n`) })

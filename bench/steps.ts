@@ -42,6 +42,7 @@ const STEPS = [
   '+ memory store issue (record kept 70 s)',
   '+ body and RateLimit headers',
   '+ request log line (to /dev/null)',
+  '+ request duration histogram',
 ]
 
 async function startStep (step: number): Promise<Child> {

@@ -26,6 +26,8 @@ export interface LogOptions {
   level?: string
   /** A stream of our own (tests). Default: stdout (fd 1), buffered as `bufferBytes` says. */
   destination?: DestinationStream
+  /** Where the default destination writes: a file descriptor or path (default 1, stdout; benches: /dev/null). */
+  dest?: number | string
   /**
    * Buffer stdout up to this many bytes (pino.destination's minLength, flushed every LOG_FLUSH_MS
    * and at exit); 0 writes each line synchronously.
@@ -42,10 +44,10 @@ export function createLogger (opts: LogOptions = {}): Logger {
   }
   if (opts.destination !== undefined) return pino(options, opts.destination)
   const buffer = opts.bufferBytes ?? 0
-  if (buffer === 0) return pino(options, pino.destination({ dest: 1, sync: true }))
+  if (buffer === 0) return pino(options, pino.destination({ dest: opts.dest ?? 1, sync: true }))
   // pino.destination flushes what is buffered at exit; periodicFlush bounds how long a line waits.
   // SonicBoom requires minLength below maxWrite (16 KiB by default).
-  const sonic = pino.destination({ dest: 1, sync: false, minLength: buffer, maxWrite: Math.max(16384, 2 * buffer), periodicFlush: LOG_FLUSH_MS, contentMode: 'buffer' })
+  const sonic = pino.destination({ dest: opts.dest ?? 1, sync: false, minLength: buffer, maxWrite: Math.max(16384, 2 * buffer), periodicFlush: LOG_FLUSH_MS, contentMode: 'buffer' })
   return pino(options, bytesTo(sonic))
 }
 
