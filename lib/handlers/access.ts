@@ -126,7 +126,7 @@ export const proxyRequest: Handler = async (ctx, parts) => {
   ctx.outcome = 'ok'
   let status = 0
   try {
-    const r = await parts.upstream.forward(req, res, { clientIp: req.socket.remoteAddress ?? '', proto: 'https', host: req.headers.host ?? '', assertion: jws })
+    const r = await parts.upstream.forward(req, res, { clientIp: req.socket.remoteAddress ?? '', proto: 'https', host: req.headers.host ?? '', assertion: jws, requestId: ctx.reqId })
     status = r.status
     // Cut after the answer started: the connection was destroyed; the log line says why.
     if (r.cut !== undefined) {

@@ -193,6 +193,7 @@ t.test('request headers: hop-by-hop and client X-AOG-* dropped, X-AOG-Agent and 
       'x-forwarded-for': '203.0.113.9',
       'x-forwarded-proto': 'http',
       'x-forwarded-host': 'evil.example',
+      'x-request-id': 'chosen-by-the-client',
       forwarded: 'for=203.0.113.9',
       'x-custom': 'kept',
       'x-aogless': 'kept too',
@@ -210,6 +211,8 @@ t.test('request headers: hop-by-hop and client X-AOG-* dropped, X-AOG-Agent and 
   t.equal(echo.headers['x-forwarded-for'], '127.0.0.1', 'X-Forwarded-For is set, not appended to')
   t.equal(echo.headers['x-forwarded-proto'], 'https')
   t.equal(echo.headers['x-aog-agent'], ASSERTION, 'only the gate assertion')
+  t.equal(echo.headers['x-request-id'], reply.headers['x-request-id'], 'the upstream gets the gate\'s request id, the one the client is answered with')
+  t.not(echo.headers['x-request-id'], 'chosen-by-the-client', 'not the client\'s own')
   const names = echo.rawHeaders.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase())
   for (const gone of ['x-hop', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'proxy-authorization', 'x-aog-fingerprint', 'x-aog-anything', 'forwarded', 'transfer-encoding', 'expect']) {
     t.notOk(names.includes(gone), `${gone} is not forwarded`)
