@@ -161,7 +161,9 @@ export function checkConfigFiles (config: ConfigPaths): void {
 function maskUrl (u: string): string {
   try {
     const url = new URL(u)
-    if (url.password === '' && url.search === '') return u
+    // The whole userinfo: some clients read a lone user name as the password.
+    if (url.username === '' && url.password === '' && url.search === '') return u
+    if (url.username !== '') url.username = '*****'
     if (url.password !== '') url.password = '*****'
     if (url.search !== '') url.search = '?*****'
     return url.toString()

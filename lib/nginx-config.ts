@@ -153,14 +153,16 @@ function nextUpstream (again: boolean, task: boolean): string {
   return `${again
 ? '        # Retries, as above.\n'
 : `        # The next gate instance takes what this one could not: a connection refused or reset, a
-        # connect timeout, a 503. A POST only when nothing of it was sent (no non_idempotent): a
-        # protected POST may have acted. A read timeout is past proxy_next_upstream_timeout.
+        # connect timeout. Not a 503: a gate's 503 has spent the request's signed id, which the next
+        # would refuse as a replay (the agent gets the 503 and its Retry-After instead). A POST only
+        # when nothing of it was sent (no non_idempotent): a protected POST may have acted. A read
+        # timeout is past proxy_next_upstream_timeout.
 `}${task
 ? `        # POST /task is sent to the next instance even when it was sent (a connection reset as an
         # instance stops): the gate claims a nonce and a signed request id once in the shared store,
         # so a submission an instance did receive is refused by the next, never verified twice.
-        proxy_next_upstream error timeout http_503 non_idempotent;`
-: '        proxy_next_upstream error timeout http_503;'}
+        proxy_next_upstream error timeout non_idempotent;`
+: '        proxy_next_upstream error timeout;'}
         proxy_next_upstream_tries 3;
         proxy_next_upstream_timeout 10s;
         proxy_connect_timeout 2s;`
@@ -213,6 +215,7 @@ ${gateProxy(o, true)}
         # whatever a client sent in the X-Forwarded-* and Forwarded headers.
         proxy_set_header Host ${q(app.host)};
         proxy_set_header X-Forwarded-For $remote_addr;
+        proxy_set_header X-Real-IP $remote_addr;
         proxy_set_header X-Forwarded-Proto $scheme;
         proxy_set_header X-Forwarded-Host $http_host;
         proxy_set_header Forwarded "";

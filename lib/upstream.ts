@@ -66,7 +66,7 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te'
 // Client request headers never forwarded as sent: hop-by-hop, the ones the gate sets itself, Expect
 // (node has answered 100-continue already) and Content-Length (re-added only with a body).
 const REQUEST_DROPPED = new Set([...HOP_BY_HOP, 'host', 'expect', 'content-length', 'forwarded',
-  'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id'])
+  'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-real-ip', 'x-request-id'])
 
 // A reason phrase node accepts as it is (anything else gets the standard phrase).
 const REASON_PHRASE = /^[\t\x20-\x7e]*$/
@@ -282,7 +282,7 @@ function requestHeaders (raw: string[], upstreamHost: string, info: ForwardInfo)
     if (REQUEST_DROPPED.has(lower) || named.has(lower) || lower.startsWith('x-aog-')) continue
     out.push(name, raw[i + 1]!)
   }
-  out.push('x-forwarded-for', info.clientIp, 'x-forwarded-proto', info.proto, 'x-forwarded-host', info.host)
+  out.push('x-forwarded-for', info.clientIp, 'x-real-ip', info.clientIp, 'x-forwarded-proto', info.proto, 'x-forwarded-host', info.host)
   if (info.assertion !== undefined) out.push('x-aog-agent', info.assertion)
   if (info.requestId !== undefined) out.push('x-request-id', info.requestId)
   return out

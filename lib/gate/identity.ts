@@ -149,19 +149,21 @@ export interface IdentityStep {
  * per-request chain and CRL checks, and forwarded mode's issuer check all take the new CAs; a
  * failure (unreadable, no certificate, the CRLs do not load against them) keeps the old ones.
  */
-function clientCaReloader (opts: IdentityOptions, revocation: Revocation, set: (cas: X509Certificate[]) => void): { reload: () => void, close: () => void } {
+function clientCaReloader (opts: IdentityOptions, revocation: Revocation, set: (cas: X509Certificate[]) => void): { reload: () => boolean, close: () => void } {
   const { config, logger, metrics } = opts
   const file = config.clientCa
   let current = opts.cas
-  const reload = (): void => {
-    if (file === undefined) return
+  // True when the revocation data was reloaded with the new CAs (so a SIGHUP need not again).
+  const reload = (): boolean => {
+    if (file === undefined) return false
+    let revocationReloaded = false
     try {
       const pem = readFileSync(file)
       const next = readCertificates(pem)
       if (next.length === 0) throw new Error(`no certificate in ${file}`)
       opts.onClientCa?.(pem)
       try {
-        revocation.setCas(next)
+        revocationReloaded = revocation.setCas(next)
       } catch (err) {
         opts.onClientCa?.(Buffer.concat(current.map((c) => Buffer.from(c.toString()))))
         throw new Error(`the CRLs do not load against the new CAs: ${(err as Error).message}`)
@@ -174,11 +176,12 @@ function clientCaReloader (opts: IdentityOptions, revocation: Revocation, set: (
       metrics.reloads.inc({ what: 'client_ca', result: 'failed' })
       logger.error({ clientCa: file, err: (err as Error).message }, 'client CA reload failed; keeping the previous CAs')
     }
+    return revocationReloaded
   }
   if (file === undefined || opts.watchMs <= 0) return { reload, close: () => {} }
   // Its own listener is removed at close: other gates of the process may watch the same file.
   const changed = (cur: Stats, prev: Stats): void => {
-    if (cur.mtimeMs !== prev.mtimeMs || cur.ino !== prev.ino || cur.size !== prev.size) reload()
+    if (cur.mtimeMs !== prev.mtimeMs || cur.ino !== prev.ino || cur.size !== prev.size) void reload()
   }
   watchFile(file, { interval: opts.watchMs, persistent: false }, changed)
   return { reload, close: () => { unwatchFile(file, changed) } }
@@ -285,8 +288,7 @@ export function createIdentityStep (opts: IdentityOptions): IdentityStep {
   return {
     identify,
     reload () {
-      clientCa.reload()
-      revocation.reload()
+      if (!clientCa.reload()) revocation.reload()
       reloadSecrets()
       if (web !== undefined) void web.directories.refresh()
     },

@@ -171,9 +171,9 @@ export interface CrlSet {
   thisUpdate: number
 }
 
-/** CRL files of a --crl directory: its *.pem, *.crl and *.der files (not hidden ones), by name. */
+/** CRL files of a --crl directory: its *.pem, *.crl, *.der and `openssl rehash` *.r0… files (not hidden ones), by name. */
 export function crlDirectoryFiles (dir: string): string[] {
-  return readdirSync(dir).filter((f) => /^[^.].*\.(pem|crl|der)$/i.test(f)).sort().map((f) => join(dir, f)).filter((f) => statSync(f).isFile())
+  return readdirSync(dir).filter((f) => /^[^.].*\.(pem|crl|der|r[0-9]+)$/i.test(f)).sort().map((f) => join(dir, f)).filter((f) => statSync(f).isFile())
 }
 
 /** The CRLs (DER) of --crl: a file, or every CRL file of a directory. */
@@ -198,16 +198,22 @@ export function readCrlSource (path: string): Array<{ der: Buffer, where: string
  */
 export function loadCrls (data: Buffer | Array<{ der: Buffer, where: string }>, cas: X509Certificate[]): CrlSet {
   const items = Buffer.isBuffer(data) ? splitCrls(data).map((der, i) => ({ der, where: `CRL #${i + 1}` })) : data
-  const crls: Crl[] = []
+  const newest = new Map<string, Crl[]>()
   const skipped: string[] = []
   for (const { der, where } of items) {
     try {
-      crls.push(parseCrl(der, cas))
+      // Of several CRLs of one CA (dated files side by side), the newest (latest thisUpdate) is in
+      // force; CRLs of the same thisUpdate all are (their revocations together: fail closed).
+      const c = parseCrl(der, cas)
+      const held = newest.get(c.issuer.fingerprint256)
+      if (held === undefined || c.thisUpdate > held[0]!.thisUpdate) newest.set(c.issuer.fingerprint256, [c])
+      else if (c.thisUpdate === held[0]!.thisUpdate) held.push(c)
     } catch (err) {
       if (err instanceof UnknownIssuerError) skipped.push(where)
       else throw new Error(`${where}: ${(err as Error).message}`)
     }
   }
+  const crls = [...newest.values()].flat()
   if (crls.length === 0) throw new Error(`no CRL of a configured agent CA (${skipped.join(', ')}: the CRL is not signed by a configured CA)`)
   const serials = new Set<string>()
   const revokedBy = new Map<string, Set<string>>()

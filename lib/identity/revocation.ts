@@ -151,13 +151,15 @@ export class Revocation {
    * Replace the agent CAs (a client CA reload): the CRLs are loaded again against them and chains
    * are followed anew. Throws, changing nothing, when the CRLs do not load against the new CAs.
    */
-  setCas (cas: X509Certificate[]): void {
+  /** Take new agent CAs; true when that reloaded the CRL and deny list too (with a CRL file). */
+  setCas (cas: X509Certificate[]): boolean {
     const { crlFile } = this.#opts
     // Checked first, so that a refusal leaves the CAs, the CRLs and the TLS context as they were.
     if (crlFile !== undefined) loadCrls(readCrlSource(crlFile), cas)
     this.#cas = cas
     this.#chains.clear()
     if (crlFile !== undefined) this.reload()
+    return crlFile !== undefined
   }
 
   /** Revoked serials and denied fingerprints currently in force. */
@@ -244,7 +246,7 @@ export class Revocation {
         for (const ca of this.#cas) {
           if (!set.revokedBy.has(ca.fingerprint256)) logger.warn({ crlFile, ca: ca.subject.replace(/\n/g, ', ') }, 'no CRL for this agent CA: certificates it issued are refused (at the handshake and per request) until its CRL is added')
         }
-        if (set.skipped.length > 0) logger.warn({ crlFile, skipped: set.skipped }, 'CRLs of no configured agent CA skipped')
+        if (set.skipped.length > 0) logger.warn({ crlFile, skipped: set.skipped }, 'CRLs of no configured agent CA skipped: if one is an issuing CA your agents chain through, add that CA to --client-ca (its agents are refused until then)')
         if (!strict) logger.info({ crlFile, crls: set.crls.length, revoked: set.serials.size, handshake: eligible }, 'CRL reloaded')
         this.refresh()
       } catch (err) {

@@ -228,12 +228,16 @@ t.test('--forward-proxy-ca: the forwarded listener speaks HTTPS and requires the
   await t.rejects(request(`${g.url}/challenge`, { dispatcher: noCert, headers: sign() }), 'no proxy certificate: refused at the handshake')
 })
 
-/** A stand-in gate instance behind nginx: records what nginx sent and answers with `status`. */
+/**
+ * A stand-in gate instance behind nginx: records what nginx sent and answers with `status`, or
+ * (status 0) resets the connection once it has the whole request (an instance closing as it stops).
+ */
 async function fakeGate (t: Test, name: string, status: number, seen: Array<{ name: string, method: string, headers: IncomingHttpHeaders }>): Promise<number> {
   const server = createHttpServer((req, res) => {
     req.resume()
     req.on('end', () => {
       seen.push({ name, method: req.method ?? '', headers: req.headers })
+      if (status === 0) { req.socket.resetAndDestroy(); return }
       const body = status === 200 ? '{}' : JSON.stringify({ type: 'urn:aog:problem:aog-unavailable', title: 'Service unavailable', status, detail: name, code: 'AOG_UNAVAILABLE' })
       res.writeHead(status, { 'content-type': status === 200 ? 'application/json' : 'application/problem+json', 'retry-after': '1' }).end(body)
     })
@@ -246,9 +250,9 @@ async function fakeGate (t: Test, name: string, status: number, seen: Array<{ na
   return (server.address() as AddressInfo).port
 }
 
-t.test('nginx retries: a GET answered 503 goes to the next instance, and POST /task; any other POST that was sent never does', async (t) => {
+t.test('nginx retries: a connection reset after the request was sent goes to the next instance for GET and POST /task; any other POST that was sent never does', async (t) => {
   const seen: Array<{ name: string, method: string, url?: string, headers: IncomingHttpHeaders }> = []
-  const down = await fakeGate(t, 'down', 503, seen)
+  const down = await fakeGate(t, 'down', 0, seen)
   const up = await fakeGate(t, 'up', 200, seen)
   // Gate only (no --protect): location / sends everything else to the gate, protected requests included.
   const nginx = await startNginx({ upstreamPort: down, morePorts: [up], secretFile: secretFiles().nginx, options: { maxFails: 0 } })
@@ -263,15 +267,38 @@ t.test('nginx retries: a GET answered 503 goes to the next instance, and POST /t
   for (const [method, path] of [['GET', '/challenge'], ['POST', '/task'], ['GET', '/protected']] as const) {
     seen.length = 0
     for (let i = 0; i < 4; i++) t.equal(await send(method, path), 200, `${method} ${path} ${i}: answered by the instance that could`)
-    t.ok(seen.some((s) => s.name === 'down'), `${method} ${path}: some went to the 503 instance first`)
+    t.ok(seen.some((s) => s.name === 'down'), `${method} ${path}: some were sent to the resetting instance first`)
     t.equal(seen.filter((s) => s.name === 'up').length, 4, `${method} ${path}: each answered once by the other`)
   }
   seen.length = 0
   const statuses: number[] = []
   for (let i = 0; i < 4; i++) statuses.push(await send('POST', '/protected'))
   t.equal(seen.length, 4, 'each protected POST reached exactly one instance: never sent twice')
-  t.ok(seen.some((s) => s.name === 'down'), 'some went to the 503 instance')
-  t.same(statuses.sort(), seen.map((s) => s.name === 'up' ? 200 : 503).sort(), 'the 503 of the instance that got it is the answer')
+  t.ok(seen.some((s) => s.name === 'down'), 'some went to the resetting instance')
+  t.same(statuses.sort(), seen.map((s) => s.name === 'up' ? 200 : 503).sort(), 'a reset one is answered 503 (nginx\'s own 502 as problem+json)')
+})
+
+t.test('nginx does not retry a gate\'s 503: it has spent the signed request id the next would refuse as a replay', async (t) => {
+  const seen: Array<{ name: string, method: string, url?: string, headers: IncomingHttpHeaders }> = []
+  const busy = await fakeGate(t, 'busy', 503, seen)
+  const up = await fakeGate(t, 'up', 200, seen)
+  const nginx = await startNginx({ upstreamPort: busy, morePorts: [up], secretFile: secretFiles().nginx, options: { maxFails: 0 } })
+  t.teardown(() => nginx.stop())
+  const agent = createAgent({ url: nginx.url, ...agentFiles('agent') })
+  t.teardown(() => agent.close())
+  for (const [method, path] of [['GET', '/challenge'], ['POST', '/task']] as const) {
+    seen.length = 0
+    const statuses: number[] = []
+    for (let i = 0; i < 4; i++) {
+      const res = await request(`${nginx.url}${path}`, { dispatcher: agent.dispatcher, method, ...(method === 'POST' ? { headers: { 'content-type': 'application/json' }, body: '{}' } : {}) })
+      if (res.statusCode === 503) t.equal(res.headers['retry-after'], '1', 'the gate\'s Retry-After reaches the agent')
+      await res.body.dump()
+      statuses.push(res.statusCode)
+    }
+    t.equal(seen.length, 4, `${method} ${path}: each request reached exactly one instance`)
+    t.ok(seen.some((s) => s.name === 'busy'), `${method} ${path}: some reached the busy instance`)
+    t.same(statuses.sort(), seen.map((s) => s.name === 'up' ? 200 : 503).sort(), `${method} ${path}: the busy instance's 503 is the answer`)
+  }
 })
 
 t.test('nginx passes X-Request-Id = $request_id (the signature\'s rid), replacing a client\'s', async (t) => {

@@ -185,3 +185,14 @@ t.test('the log level: SIGHUP re-reads it from the config file; a broken config 
   t.equal(await requestLines(), 2, 'back at info: request lines again')
   t.equal(await reloads(s, 'log_level', 'ok'), 2)
 })
+
+t.test('one SIGHUP reloads the client CAs, the CRL and the deny list once each', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aog-reload-'))
+  writeFileSync(join(dir, 'deny'), '# none\n')
+  const g = await startGate(t, { crl: join(DEV, 'crl.pem'), denyFile: join(dir, 'deny') }, { watchMs: 0 })
+  const before = { ca: await reloads(g, 'client_ca', 'ok'), crl: await reloads(g, 'crl', 'ok'), deny: await reloads(g, 'deny', 'ok') }
+  g.gate.reload()
+  t.equal(await reloads(g, 'client_ca', 'ok') - before.ca, 1, 'client CAs once')
+  t.equal(await reloads(g, 'crl', 'ok') - before.crl, 1, 'the CRL once')
+  t.equal(await reloads(g, 'deny', 'ok') - before.deny, 1, 'the deny list once')
+})

@@ -194,6 +194,7 @@ t.test('request headers: hop-by-hop and client X-AOG-* dropped, X-AOG-Agent and 
       'x-forwarded-proto': 'http',
       'x-forwarded-host': 'evil.example',
       'x-request-id': 'chosen-by-the-client',
+      'x-real-ip': '203.0.113.9',
       forwarded: 'for=203.0.113.9',
       'x-custom': 'kept',
       'x-aogless': 'kept too',
@@ -209,6 +210,7 @@ t.test('request headers: hop-by-hop and client X-AOG-* dropped, X-AOG-Agent and 
   t.equal(echo.headers.host, `127.0.0.1:${r.upPort}`, 'Host is the upstream URL host')
   t.equal(echo.headers['x-forwarded-host'], 'gate.example:8443', 'the client Host goes in X-Forwarded-Host')
   t.equal(echo.headers['x-forwarded-for'], '127.0.0.1', 'X-Forwarded-For is set, not appended to')
+  t.equal(echo.headers['x-real-ip'], '127.0.0.1', 'X-Real-IP is set to the client address, not the client\'s own')
   t.equal(echo.headers['x-forwarded-proto'], 'https')
   t.equal(echo.headers['x-aog-agent'], ASSERTION, 'only the gate assertion')
   t.equal(echo.headers['x-request-id'], reply.headers['x-request-id'], 'the upstream gets the gate\'s request id, the one the client is answered with')

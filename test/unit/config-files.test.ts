@@ -101,9 +101,19 @@ t.test('the printed configuration masks credentials in URLs and nothing else', a
   const r = redactConfig(c)
   const text = JSON.stringify(r)
   for (const secret of ['s3cr3t-pass', 'hunter22', 'abcdef']) t.notOk(text.includes(secret), `${secret} is not printed`)
-  t.equal(r.redisUrl, 'redis://default:*****@10.0.0.5:6379/2')
-  t.equal(r.upstream, 'https://svc:*****@app.internal/api')
+  t.equal(r.redisUrl, 'redis://*****:*****@10.0.0.5:6379/2')
+  t.equal(r.upstream, 'https://*****:*****@app.internal/api')
   t.equal(r.attestationJwksUrl, 'https://jwks.example/keys?*****,https://other.example/jwks')
   t.equal(r.tlsKey, dev('server-key.pem'), 'paths are printed as they are')
   t.equal(redactConfig(loadConfig(tls)).redisUrl, 'redis://127.0.0.1:6379', 'no password: unchanged')
+  t.equal(redactConfig(loadConfig({ ...tls, redisUrl: 'redis://hunter2@10.0.0.5:6379' })).redisUrl, 'redis://*****@10.0.0.5:6379', 'a lone user name (read as the password by some clients) is masked')
+})
+
+t.test('redisUrl: a redis:// or rediss:// URL with a port in range (a bare user:pass@host form is refused, never printed)', async (t) => {
+  const tls = { tlsCert: GOOD.tlsCert, tlsKey: GOOD.tlsKey, clientCa: GOOD.clientCa }
+  for (const [url, why] of [['u:hunter2@h:6379', /must match pattern/], ['redis://u:pw@h:99999', /(port 99999 is above 65535|is not a valid URL)/], ['http://h:6379', /must match pattern/]] as const) {
+    const err = t.throws(() => loadConfig({ ...tls, redisUrl: url })) as unknown as { message: string }
+    t.match(err.message, new RegExp(`redisUrl: ${why.source}`), url.includes('hunter2') ? 'refused' : url)
+    t.notOk(err.message.includes('hunter2'), 'the password is not in the message')
+  }
 })

@@ -2,7 +2,7 @@
 import t from 'tap'
 import { writeFileSync } from 'node:fs'
 import { X509Certificate } from 'node:crypto'
-import { loadCrls, parseCrl } from '../../../lib/identity/crl.js'
+import { crlDirectoryFiles, loadCrls, parseCrl } from '../../../lib/identity/crl.js'
 import { certFacts, derSerial } from '../../../lib/identity/der.js'
 import { forwardedIdentity, readCertificates, signatureHeader } from '../../../lib/identity/forwarded.js'
 import { tlsIdentity, type Identity } from '../../../lib/identity/tls.js'
@@ -166,4 +166,29 @@ t.test('a reload the TLS context refuses changes nothing', async (t) => {
   t.throws(() => { r.check(ident('06')) }, { code: 'AOG_NOT_AUTHORIZED' })
   t.doesNotThrow(() => { r.check(ident('05')) })
   t.throws(() => new Revocation({ crlFile: crlFile(buildCrl({ extensions: [{ oid: '2.5.29.27', critical: true, value: der(0x02, Buffer.from([1])) }] })), cas, logger: quiet, pollMs: 0 }), /cannot load the CRL/, 'at start-up a refused CRL stops the gate')
+})
+
+t.test('of several CRLs of one CA, the newest is in force (an old dated file beside a fresh one)', async (t) => {
+  const day = 86400_000
+  const old = buildCrl({ revoked: [{ serial: 5n }], thisUpdate: new Date(Date.now() - 3 * day), nextUpdate: new Date(Date.now() - 2 * day) })
+  const fresh = buildCrl({ revoked: [{ serial: 7n }], thisUpdate: new Date(Date.now() - 60_000), nextUpdate: new Date(Date.now() + day) })
+  for (const [name, data] of [['old first', Buffer.concat([old, fresh])], ['fresh first', Buffer.concat([fresh, old])]] as const) {
+    const set = loadCrls(data, cas)
+    t.equal(set.crls.length, 1, `${name}: one CRL in force`)
+    t.same([...set.serials], [derSerial(intBytes(7n))], `${name}: the fresh CRL's revocations only (serial 5 was lifted)`)
+    t.ok(set.nextUpdate !== undefined && set.nextUpdate > Date.now(), `${name}: nextUpdate is the fresh CRL's, so the set is not stale`)
+    t.equal(set.pems.length, 1, `${name}: the handshake gets the fresh CRL only`)
+  }
+  const at = new Date(Date.now() - 60_000)
+  const tie = loadCrls(Buffer.concat([buildCrl({ revoked: [{ serial: 5n }], thisUpdate: at }), buildCrl({ revoked: [{ serial: 7n }], thisUpdate: at })]), cas)
+  t.same([...tie.serials].sort(), [derSerial(intBytes(5n)), derSerial(intBytes(7n))].sort(), 'two CRLs of the same thisUpdate: both are in force (fail closed)')
+})
+
+t.test('a CRL directory lists *.pem, *.crl, *.der and openssl rehash names (*.r0), not hidden or other files', async (t) => {
+  const { mkdtempSync, writeFileSync: write } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const { join, basename } = await import('node:path')
+  const dir = mkdtempSync(join(tmpdir(), 'aog-crldir-'))
+  for (const f of ['a.pem', 'b.crl', 'c.der', '1a2b3c4d.r0', '1a2b3c4d.r12', '.hidden.pem', 'notes.txt', 'x.r']) write(join(dir, f), '')
+  t.same(crlDirectoryFiles(dir).map((f) => basename(f)), ['1a2b3c4d.r0', '1a2b3c4d.r12', 'a.pem', 'b.crl', 'c.der'])
 })
