@@ -109,7 +109,7 @@ t.test('check-config: the effective configuration with credentials masked, exit 
   t.equal(r.code, 0, r.stderr)
   t.match(r.stderr, /the configuration is valid/)
   const c = JSON.parse(r.stdout) as Record<string, unknown>
-  t.match(c, { iterations: 16777216, maxBodyBytes: 69967, keepAliveTimeoutMs: 65000, store: 'redis', redisUrl: 'redis://aog:*****@10.1.2.3:6379/1', tlsKey: dev('server-key.pem') }, 'derived values shown')
+  t.match(c, { iterations: 16777216, maxBodyBytes: 69967, keepAliveTimeoutMs: 65000, store: 'redis', redisUrl: 'redis://*****:*****@10.1.2.3:6379/1', tlsKey: dev('server-key.pem') }, 'derived values shown')
   t.notMatch(r.stdout, /pa55word-xyz/, 'no Redis password')
   t.notOk(r.stdout.includes(secret), 'no forward secret')
   t.notMatch(r.stdout, /PRIVATE KEY|BEGIN/, 'no key material')
