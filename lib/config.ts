@@ -155,7 +155,8 @@ function typeName (s: TSchema): string {
   if (any.type === 'boolean') return 'boolean'
   const pattern = (s as { pattern?: string }).pattern
   if (pattern === undefined) return 'string'
-  return pattern.startsWith('^https') ? 'url' : 'host:port'
+  // A URL pattern begins with its scheme (^https://, ^https?://, ^rediss?://).
+  return /^\^[a-z]+\??:\/\//.test(pattern) ? 'url' : 'host:port'
 }
 
 export function isBooleanOption (key: string): boolean {

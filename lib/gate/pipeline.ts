@@ -57,7 +57,7 @@ class Context implements RequestContext {
 }
 
 /** The log fields naming a request's caller: request id, addresses, identity. */
-function whoFields (ctx: Context): Record<string, string | undefined> {
+function whoFields (ctx: Context): Record<string, unknown> {
   const id = ctx.identity as Identity | undefined
   const signature = id?.source === 'signature'
   return {
@@ -73,31 +73,18 @@ function whoFields (ctx: Context): Record<string, string | undefined> {
   }
 }
 
-/**
- * A request's log line: whoFields' fields, then what was asked and answered (one object literal:
- * fields left undefined are not written).
- */
+/** A request's log line: whoFields' fields, then what was asked and answered (undefined fields are not written). */
 function requestLine (ctx: Context, method: string, status: number, ms: number): object {
-  const id = ctx.identity as Identity | undefined
-  const signature = id?.source === 'signature'
-  return {
-    reqId: ctx.reqId,
-    addr: ctx.addr,
-    clientAddr: ctx.clientAddr,
-    fp: id?.fingerprint.slice(0, 16),
-    subject: signature ? undefined : nonEmpty(id?.subject),
-    uri: signature ? undefined : nonEmpty(id?.uri),
-    keyid: signature ? id.subject : undefined,
-    directory: signature ? nonEmpty(id.uri) : undefined,
-    method,
-    route: ctx.route,
-    path: ctx.route === UNMATCHED ? loggedPath(ctx.req.url) : undefined,
-    status,
-    durationMs: Math.round(ms * 100) / 100,
-    outcome: ctx.outcome,
-    upstreamStatus: ctx.upstream?.status,
-    upstreamMs: ctx.upstream?.ms,
-  }
+  const line = whoFields(ctx)
+  line.method = method
+  line.route = ctx.route
+  line.path = ctx.route === UNMATCHED ? loggedPath(ctx.req.url) : undefined
+  line.status = status
+  line.durationMs = Math.round(ms * 100) / 100
+  line.outcome = ctx.outcome
+  line.upstreamStatus = ctx.upstream?.status
+  line.upstreamMs = ctx.upstream?.ms
+  return line
 }
 
 function nonEmpty (s: string | undefined): string | undefined {
