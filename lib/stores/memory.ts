@@ -39,8 +39,6 @@ function digits (alphabet: string): Int8Array {
   return t
 }
 const B64 = digits('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_')
-const HEX = digits('0123456789abcdef')
-for (let i = 10; i < 16; i++) HEX['ABCDEF'.charCodeAt(i - 10)] = i
 
 function digit (table: Int8Array, s: string, i: number): number {
   const c = s.charCodeAt(i)
@@ -76,25 +74,16 @@ function decodeNonce (s: string, key: Int32Array): boolean {
 }
 
 /**
- * Decode a seed into `seed`, its 32 bytes as eight little-endian 32-bit words: true for 64 hex
- * digits (either case), false for anything else.
+ * Decode a seed into `seed`, its 32 bytes as they are (node's hex decoder, which stops at the first
+ * character that is not a hex digit): true for 64 hex digits (either case), false for anything else.
  */
 function decodeSeed (s: string, seed: Int32Array): boolean {
-  if (s.length !== 64) return false
-  let bad = 0
-  for (let w = 0, i = 0; w < 8; w++, i += 8) {
-    const d0 = digit(HEX, s, i)
-    const d1 = digit(HEX, s, i + 1)
-    const d2 = digit(HEX, s, i + 2)
-    const d3 = digit(HEX, s, i + 3)
-    const d4 = digit(HEX, s, i + 4)
-    const d5 = digit(HEX, s, i + 5)
-    const d6 = digit(HEX, s, i + 6)
-    const d7 = digit(HEX, s, i + 7)
-    bad |= d0 | d1 | d2 | d3 | d4 | d5 | d6 | d7
-    seed[w] = (d0 << 4) | d1 | (d2 << 12) | (d3 << 8) | (d4 << 20) | (d5 << 16) | (d6 << 28) | (d7 << 24)
-  }
-  return bad >= 0
+  return s.length === 64 && bytesOf(seed, 0).write(s, 'hex') === 32
+}
+
+/** The 32 bytes at word `at` of `words` (a view, not a copy). */
+function bytesOf (words: Int32Array, at: number): Buffer {
+  return Buffer.from(words.buffer, words.byteOffset + 4 * at, 32)
 }
 
 /**
@@ -185,11 +174,9 @@ class Generation {
   record (slot: number, nonce: string): ChallengeRecord {
     const n = this.#numbers
     const at = NUMBERS * slot
-    const seed = Buffer.allocUnsafe(32)
-    for (let i = 0; i < 8; i++) seed.writeInt32LE(this.#seeds[8 * slot + i]!, 4 * i)
     return {
       nonce,
-      seed: seed.toString('hex'),
+      seed: bytesOf(this.#seeds, 8 * slot).toString('hex'),
       fingerprint: this.#fingerprints[slot]!,
       iterations: n[at + 3]!,
       checkpointInterval: n[at + 4]!,

@@ -170,6 +170,8 @@ t.test('memory: nonces and seeds in another form are refused at issue, and found
     { nonce: nonce.slice(0, 21) }, { nonce: nonce + 'A' }, { nonce: nonce.slice(0, 21) + 'B' }, { nonce: nonce.slice(0, 21) + '=' },
     { nonce: randomBytes(16).toString('base64') }, { nonce: 'ÀAAAAAAAAAAAAAAAAAAAAA' },
     { seed: '0'.repeat(63) }, { seed: '0'.repeat(63) + 'g' }, { seed: 'g'.repeat(64) }, { seed: '0'.repeat(66) }, { seed: ' '.repeat(64) },
+    // A bad digit anywhere (first or second of its pair, mid-string, last) or a character beyond ASCII.
+    { seed: '0'.repeat(40) + 'z' + '0'.repeat(23) }, { seed: '0'.repeat(31) + 'x' + '0'.repeat(32) }, { seed: '0'.repeat(63) + 'é' }, { seed: '0'.repeat(62) + '0\u0660' },
   ]) t.throws(() => store.issue({ ...good, ...bad }), TypeError, JSON.stringify(bad))
   t.equal(store.size, 0, 'nothing was added')
   t.equal(store.limited(fingerprint, rate), undefined, 'and no token was taken')
