@@ -52,3 +52,15 @@ export async function startServer (args: string[], env: NodeJS.ProcessEnv = {}):
   const gate = String(started.gate).replace('127.0.0.1', 'localhost')
   return { child, url: gate, opsUrl: String(started.ops), lines, exited }
 }
+
+/** Resolves once the gate's /readyz answers 200, as a load balancer waits before sending it traffic. */
+export async function waitReady (opsUrl: string, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs
+  for (;;) {
+    try {
+      if ((await fetch(`${opsUrl}/readyz`)).status === 200) return
+    } catch { /* not listening yet */ }
+    if (Date.now() > end) throw new Error(`${opsUrl}/readyz did not answer 200 within ${timeoutMs} ms`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}

@@ -3,7 +3,7 @@ import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { startCluster, REDIS_URL, requireRedis } from '../helpers/redis.js'
-import { startServer } from '../helpers/spawn.js'
+import { startServer, waitReady } from '../helpers/spawn.js'
 import { DEV, agentFiles } from '../helpers/pki.js'
 import { createAgent, getChallenge, solve, submitTask, type AogAgent } from '../../lib/client/agent.js'
 import { outcome } from '../helpers/outcome.js'
@@ -18,6 +18,9 @@ async function twoProcesses (t: Test, store: string[]): Promise<[AogAgent, AogAg
   const b = await startServer([...TLS, ...SMALL, '--rate-burst', '1000', '--rate-per-second', '1000', ...store])
   t.teardown(() => { a.child.kill('SIGKILL'); b.child.kill('SIGKILL') })
   t.match(a.lines[0], { store: store.includes('--redis-cluster') ? 'redis-cluster' : 'redis' })
+  // A gate starts before its store is connected (it answers 503 until then): traffic waits for /readyz.
+  await waitReady(a.opsUrl)
+  await waitReady(b.opsUrl)
   const agentA = createAgent({ url: a.url, ...agentFiles('agent'), connections: 64 })
   const agentB = createAgent({ url: b.url, ...agentFiles('agent'), connections: 64 })
   t.teardown(async () => { await agentA.close(); await agentB.close() })
