@@ -40,24 +40,22 @@ function keepPolling (): () => void {
   return () => { on = false }
 }
 
-/** Signatures made before a signed round: `n` of them, each valid for the whole round. */
-function signaturePool (authority: string, n: number): SignatureHeaders[] {
-  const pool: SignatureHeaders[] = []
-  for (let i = 0; i < n; i++) pool.push(signRequest({ method: 'GET', authority, target: '/challenge' }, { key, directoryUrl: DIRECTORY, validitySeconds: 300 }))
-  return pool
+/** A fresh signature of GET /challenge for `authority`, valid for the whole round. */
+function signChallenge (authority: string): SignatureHeaders {
+  return signRequest({ method: 'GET', authority, target: '/challenge' }, { key, directoryUrl: DIRECTORY, validitySeconds: 300 })
 }
 
 async function load (gate: Child, signed: boolean, expectedRps: number): Promise<Load> {
   const authority = `localhost:${gate.port}`
   // Enough for the warm-up second and the round at half again the expected rate; a request beyond
   // the pool is signed as it is sent (and counted: then the round also measured the signing).
-  const pool = signed ? signaturePool(authority, Math.ceil(expectedRps * 1.5 * (values.duration + 1))) : []
+  const pool = signed ? Array.from({ length: Math.ceil(expectedRps * 1.5 * (values.duration + 1)) }, () => signChallenge(authority)) : []
   let used = 0
   let signedLate = 0
   const next = (): SignatureHeaders => {
     if (used < pool.length) return pool[used++]!
     signedLate++
-    return signRequest({ method: 'GET', authority, target: '/challenge' }, { key, directoryUrl: DIRECTORY })
+    return signChallenge(authority)
   }
   const opts = {
     url: `https://${authority}/challenge`,
