@@ -237,6 +237,9 @@ export function createIdentityStep (opts: IdentityOptions): IdentityStep {
       { method: original.method, authority: req.headers.host ?? '', target: original.target, scheme: 'https', headers: req.headers },
       { now, skewSeconds: config.signatureSkewSeconds, maxValiditySeconds: config.signatureMaxValiditySeconds, resolveKey: web.directories.resolve, authorities: web.authorities(req.socket.localPort ?? 0) }
     )
+    // The key lookup may have waited for its directory (up to the fetch timeout): a signature that
+    // expired meanwhile is refused like any expired one (docs/protocol.md section 8, step 7).
+    if ((opts.now ?? Date.now)() >= v.expires) throw signatureError('signature expired')
     const identity: Identity = { fingerprint: v.thumbprintHex, serial: '', subject: v.keyid, uri: v.directory ?? '', source: 'signature' }
     // A denied key is a signature refusal like the others (docs/protocol.md section 8).
     try {

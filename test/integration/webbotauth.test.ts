@@ -5,7 +5,9 @@
  * certificate that fails are refused; no keys is 503. Memory and Redis.
  */
 import t, { type Test } from 'tap'
-import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto'
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto'
+import { createServer as createHttpsServer } from 'node:https'
+import type { AddressInfo } from 'node:net'
 import { mkdtempSync, readFileSync as readFileSyncText, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -135,6 +137,43 @@ t.test('a directory with no keys: 503 with Retry-After, never an accept', async 
   t.equal(r.statusCode, 503)
   t.equal(json.code, 'AOG_UNAVAILABLE')
   t.ok(Number(r.headers['retry-after']) >= 1)
+})
+
+t.test('a signature that expires while its directory is being fetched is refused (step 7 after the key lookup)', async (t) => {
+  const s = newKey()
+  const pub = createPublicKey(s.key).export({ format: 'jwk' })
+  // A real HTTPS directory (dev CA) that takes 1.6 s to answer its first fetch.
+  let fetches = 0
+  const dirServer = createHttpsServer({ key: pem('server-key.pem'), cert: pem('server.pem') }, (_req, res) => {
+    fetches++
+    setTimeout(() => {
+      res.writeHead(200, { 'content-type': 'application/http-message-signatures-directory+json', 'cache-control': 'max-age=600' })
+      res.end(JSON.stringify({ keys: [{ kty: pub.kty, crv: pub.crv, x: pub.x }] }))
+    }, fetches === 1 ? 1600 : 0)
+  })
+  await new Promise<void>((resolve) => dirServer.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { dirServer.closeAllConnections(); dirServer.close() })
+  const url = `https://localhost:${(dirServer.address() as AddressInfo).port}/keys`
+  const dir = mkdtempSync(join(tmpdir(), 'aog-wba-'))
+  writeFileSync(join(dir, 'agents'), `${url}\n`)
+  const g = await startGate(t, { webBotAuth: true, signatureAgents: join(dir, 'agents'), signatureAgentsCa: join(DEV, 'ca.pem') })
+  const d = client(t)
+  const send = async (validitySeconds: number): Promise<{ status: number, json: any }> => {
+    const r = await request(g.url + '/challenge', {
+      dispatcher: d,
+      headers: signRequest({ method: 'GET', authority: new URL(g.url).host, target: '/challenge' }, { key: s.key, directoryUrl: url, validitySeconds }),
+    })
+    return { status: r.statusCode, json: await r.body.json() }
+  }
+  // Valid for at most 1 s when sent (expires = created + 1, created = the current second): the
+  // directory's answer comes after it expired.
+  const late = await send(1)
+  t.equal(late.status, 401, 'expired while the gate waited for the directory: refused')
+  t.match(late.json, { code: 'AOG_SIGNATURE_INVALID', detail: /signature expired/ })
+  t.equal(fetches, 1)
+  const fresh = await send(60)
+  t.equal(fresh.status, 200, 'the same key with a live signature passes (the directory is cached now)')
+  t.equal(fetches, 1)
 })
 
 t.test('Redis: a signature nonce is single-use across two gates', async (t) => {
