@@ -19,6 +19,9 @@ export const REDACT_PATHS = [
   'headers["x-aog-client-cert"]', 'headers["x-aog-signature"]',
 ]
 
+/** The top-level names among REDACT_PATHS: a field of that name is censored wherever it is logged. */
+export const REDACTED_FIELDS: ReadonlySet<string> = new Set(REDACT_PATHS.filter((p) => !/[.[]/.test(p)))
+
 /** How often a buffered stdout is flushed even when its buffer is not full (ms). */
 export const LOG_FLUSH_MS = 200
 
@@ -42,13 +45,25 @@ export function createLogger (opts: LogOptions = {}): Logger {
     base: { service: 'aog' },
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
   }
-  if (opts.destination !== undefined) return pino(options, opts.destination)
+  const logger = pino(options, opts.destination ?? destination(opts))
+  OWN.add(logger)
+  return logger
+}
+
+function destination (opts: LogOptions): DestinationStream {
   const buffer = opts.bufferBytes ?? 0
-  if (buffer === 0) return pino(options, pino.destination({ dest: opts.dest ?? 1, sync: true }))
+  if (buffer === 0) return pino.destination({ dest: opts.dest ?? 1, sync: true })
   // pino.destination flushes what is buffered at exit; periodicFlush bounds how long a line waits.
   // SonicBoom requires minLength below maxWrite (16 KiB by default).
   const sonic = pino.destination({ dest: opts.dest ?? 1, sync: false, minLength: buffer, maxWrite: Math.max(16384, 2 * buffer), periodicFlush: LOG_FLUSH_MS, contentMode: 'buffer' })
-  return pino(options, bytesTo(sonic))
+  return bytesTo(sonic)
+}
+
+/** The loggers createLogger made: their options are the ones above (log-line.ts writes their format). */
+const OWN = new WeakSet<Logger>()
+
+export function isOwnLogger (logger: Logger): boolean {
+  return OWN.has(logger)
 }
 
 /**

@@ -7,6 +7,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Config } from '../config.js'
 import type { Logger } from '../log.js'
+import { requestLineWriter, type LineFields } from '../log-line.js'
 import type { Metrics } from '../metrics.js'
 import { AogError, PoolBusyError, StoreUnavailableError } from '../errors.js'
 import { problemHeaders, problemJson } from '../http/reply.js'
@@ -57,7 +58,7 @@ class Context implements RequestContext {
 }
 
 /** The log fields naming a request's caller: request id, addresses, identity. */
-function whoFields (ctx: Context): Record<string, unknown> {
+function whoFields (ctx: Context): LineFields {
   const id = ctx.identity as Identity | undefined
   const signature = id?.source === 'signature'
   return {
@@ -74,7 +75,7 @@ function whoFields (ctx: Context): Record<string, unknown> {
 }
 
 /** A request's log line: whoFields' fields, then what was asked and answered (undefined fields are not written). */
-function requestLine (ctx: Context, method: string, status: number, ms: number): object {
+function requestLine (ctx: Context, method: string, status: number, ms: number): LineFields {
   const line = whoFields(ctx)
   line.method = method
   line.route = ctx.route
@@ -125,6 +126,7 @@ export interface Pipeline {
 export function createPipeline (o: PipelineOptions): Pipeline {
   const { config, logger, metrics, parts, router } = o
   const forwarded = config.mode === 'forwarded'
+  const writeLine = requestLineWriter(logger)
   let seq = 0
   let inflight = 0
   let closing = false
@@ -170,7 +172,7 @@ export function createPipeline (o: PipelineOptions): Pipeline {
     const method = ctx.req.method ?? ''
     const status = ctx.res.statusCode
     metrics.requestDuration.observe({ route: ctx.route, method, status: String(status) }, ms / 1000)
-    logger.info(requestLine(ctx, method, status, ms), 'request')
+    writeLine(requestLine(ctx, method, status, ms))
     if (inflight === 0) for (const resolve of idle.splice(0)) resolve()
   }
 
