@@ -33,6 +33,7 @@ const SCRIPTS: Array<[string, string, string[]]> = [
   ['access', 'bench:auth / bench:proxy', ['--mode', '--duration', '--rounds', '--connections', '--redis']],
   ['signature', 'bench:signature', ['--duration', '--rounds', '--connections']],
   ['assertion', 'bench:assertion', ['--signs', '--rounds']],
+  ['compare', 'bench:compare', ['--ref', '--rate', '--rounds', '--duration', '--connections', '--path', '--gate-args']],
 ]
 
 /** benchArgs in process, with process.exit and stderr caught: what a failing command line prints. */
