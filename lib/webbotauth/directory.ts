@@ -355,7 +355,9 @@ export function createKeyDirectories (opts: KeyDirectoriesOptions): KeyDirectori
         const found = await Promise.all([...entries.values()].map((e) => lookup(e, keyid)))
         const key = found.find((k) => typeof k === 'object')
         if (key !== undefined) return key
-        return found.every((k) => k === 'no-keys') ? 'no-keys' : undefined
+        // The key may be in a directory whose keys are unknown (unreachable): that cannot be told
+        // yet (503), not refused.
+        return found.some((k) => k === 'no-keys') ? 'no-keys' : undefined
       }
       let norm: string
       try {

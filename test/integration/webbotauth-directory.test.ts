@@ -279,6 +279,17 @@ t.test('no Signature-Agent and no directory with keys: no-keys', async (t) => {
   t.equal(await d.resolve(undefined, ed().kid), 'no-keys')
 })
 
+t.test('no Signature-Agent, a key in no directory that answered, and one directory without keys: no-keys (it may hold the key), not a refusal', async (t) => {
+  const a = ed()
+  const up = fresh()
+  serve(up, () => jwks(a.pub))
+  const down = fresh()
+  routes.set(down, (_req, res) => { res.writeHead(500).end() })
+  const { d } = rig(t, [{ url: ORIGIN + up }, { url: ORIGIN + down }])
+  t.equal(keyThumbprint(await d.resolve(undefined, a.kid) as KeyObject), a.kid, 'a key of the directory that answered is found')
+  t.equal(await d.resolve(undefined, ed().kid), 'no-keys', 'any other key: cannot be told while the other directory is down')
+})
+
 t.test('a server the CA does not vouch for is refused (network), as is one without the private CA', async (t) => {
   const p = fresh()
   serve(p, () => jwks(ed().pub))
