@@ -1,9 +1,9 @@
 /**
  * The request log line, written in pino's exact bytes for a logger `createLogger` made (its level,
- * time, base and message key are known), without pino's per-key serializer lookups: through
- * `logger.info` the line was about 6 µs of a GET /challenge's ~45 and held bench:http under its
- * 0.75x target (docs/decisions/request-log-line.md). Any other logger gets `logger.info`, so an
- * embedding program's formatters, hooks and redaction shape the line as they shape its own.
+ * time, base and message key are known), without pino's per-key serializer lookups, which cost
+ * GET /challenge more than its bench:http target allows (figures: docs/decisions/request-log-line.md).
+ * Any other logger gets `logger.info`, so an embedding program's formatters, hooks and redaction
+ * shape the line as they shape its own.
  */
 import { pino, type Logger } from 'pino'
 import { REDACTED_FIELDS, isOwnLogger } from './log.js'
