@@ -91,6 +91,9 @@ function createWebBotAuth (config: Readonly<Config>, logger: Logger, metrics: Me
     },
   })
   const web: WebBotAuth = { directories: load(), authorities: authoritiesOf(config), close: () => {} }
+  if (config.mode === 'forwarded' && config.signatureAuthorities === undefined) {
+    logger.warn('forwarded mode without --signature-authorities: a signature made for any host is accepted here (docs/protocol.md 8.5); name the hosts agents reach the gate by')
+  }
   // A changed allow list replaces the directories (their cache starts over); SIGHUP refetches.
   const changed = (cur: Stats, prev: Stats): void => {
     if (cur.mtimeMs === prev.mtimeMs && cur.size === prev.size) return

@@ -257,6 +257,15 @@ t.test('behind a real nginx (nginx-config --web-bot-auth): a signing agent with 
   await unsigned.body.dump()
 })
 
+t.test('forwarded mode warns at start-up when any host is accepted (no --signature-authorities), and not when the hosts are named', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aog-wba-fwd-'))
+  writeFileSync(join(dir, 'secret'), 'wba-forward-secret-0123456789\n')
+  const common = { mode: 'forwarded' as const, forwardSecretFile: join(dir, 'secret'), webBotAuth: true, signatureAgents: join(DEV, 'signature-agents') }
+  const warned = (g: { logs: string[] }): boolean => g.logs.some((l) => l.includes('"level":40') && l.includes('without --signature-authorities'))
+  t.ok(warned(await startGate(t, common)), 'any host: warned')
+  t.notOk(warned(await startGate(t, { ...common, signatureAuthorities: 'gate.test' })), 'hosts named: no warning')
+})
+
 function createPrivateKeyOf (file: string): KeyObject {
   return createPrivateKey(readFileSyncText(file))
 }
