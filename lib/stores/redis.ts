@@ -144,6 +144,8 @@ export class RedisStore implements Store {
   #failingSince: number | undefined
   /** Since when the client has not been ready (cleared when it is). */
   #notReadySince: number | undefined
+  /** The Cluster client whose connections to the masters have all been ready (see #connected). */
+  #mastersUp: Cluster | undefined
   #lastReplace = 0
   #replacements = 0
   #probing = false
@@ -228,7 +230,7 @@ export class RedisStore implements Store {
     const down = this.#downSince()
     const status = this.#client.status
     let state: StoreState
-    if (status === 'ready') state = this.#failingSince === undefined ? 'ready' : 'down'
+    if (status === 'ready') state = !this.#connected() ? 'connecting' : this.#failingSince === undefined ? 'ready' : 'down'
     else if (status === 'reconnecting' || status === 'close') state = 'reconnecting'
     else if (status === 'end' || status === 'disconnecting') state = 'down'
     else state = 'connecting'
@@ -238,11 +240,25 @@ export class RedisStore implements Store {
   /** Resolves once connected and the scripts are loaded (rejects after `timeoutMs`). */
   async ready (timeoutMs = 5000): Promise<void> {
     const deadline = Date.now() + timeoutMs
-    while (this.#client.status !== 'ready') {
+    while (!this.#connected()) {
       if (Date.now() > deadline) throw new StoreUnavailableError('redis not ready')
       await new Promise((resolve) => setTimeout(resolve, 20))
     }
     await this.#preload(this.#client)
+  }
+
+  /**
+   * The client is ready. A Cluster says so once it has the slot map, before its connections to the
+   * masters are open (a command sent then fails): it is ready once those have all been, the first
+   * time; after that a master that goes down costs its own slots only, not the whole gate's readiness.
+   */
+  #connected (): boolean {
+    const c = this.#client
+    if (c.status !== 'ready') return false
+    if (!(c instanceof Cluster) || this.#mastersUp === c) return true
+    if (!c.nodes('master').every((n) => n.status === 'ready')) return false
+    this.#mastersUp = c
+    return true
   }
 
   async #preload (client: Redis | Cluster): Promise<void> {
