@@ -65,13 +65,13 @@ export async function freePort (): Promise<number> {
  * its cost, but a pipe read by this process would also cost the load generator's CPU on a small
  * machine. Ready when /readyz answers.
  */
-export async function startGateProcess (args: string[] = [], root = ROOT): Promise<Child> {
+export async function startGateProcess (args: string[] = [], root = ROOT, env: NodeJS.ProcessEnv = process.env): Promise<Child> {
   const port = await freePort()
   const ops = await freePort()
   const devnull = openSync('/dev/null', 'w')
   // Run from ROOT whatever build `root` is: --dev takes this checkout's certs/dev.
   const child = tracked(spawn(process.execPath, [join(root, 'dist', 'bin', 'aog-server.js'), '--dev', '--listen', `127.0.0.1:${port}`, '--ops-listen', `127.0.0.1:${ops}`,
-    ...BENCH_GATE_ARGS, ...args], { cwd: ROOT, stdio: ['ignore', devnull, 'inherit'] }))
+    ...BENCH_GATE_ARGS, ...args], { cwd: ROOT, env, stdio: ['ignore', devnull, 'inherit'] }))
   closeSync(devnull)
   const end = Date.now() + 20_000
   for (;;) {

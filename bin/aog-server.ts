@@ -11,6 +11,7 @@ import {
   ConfigError, describeOptions, flagName, fromEnv, isBooleanOption, loadConfig, readConfigFile, type Config,
 } from '../lib/config.js'
 import { chainKernel } from '../lib/chain/native.js'
+import { ed25519Verifier } from '../lib/webbotauth/ed25519.js'
 import { createGate } from '../lib/gate/index.js'
 import { createLogger } from '../lib/log.js'
 import { createMetrics } from '../lib/metrics.js'
@@ -288,6 +289,8 @@ async function main (): Promise<void> {
     workers: config.workers,
     iterations: config.iterations,
     verify: config.verify,
+    // Web Bot Auth's Ed25519 verifier: libsodium, or node:crypto where sodium-native is missing.
+    signatureVerifier: config.webBotAuth ? ed25519Verifier().name : undefined,
     version: version(),
   }, 'aog gate listening')
   logger.flush() // the start-up line now, not at the next periodic flush

@@ -11,8 +11,9 @@
  * bounded while it streams, the whole fetch under a timeout, a private CA trusted besides the
  * system's. Its body is a JWKS (`{"keys": [...]}`, media type
  * application/http-message-signatures-directory+json); its Ed25519 public keys are indexed by RFC
- * 7638 thumbprint (base64url), which is a signature's `keyid`. Other keys are skipped, and so is a
- * key published with its private part. A directory with no usable key is a failed fetch.
+ * 7638 thumbprint (base64url), which is a signature's `keyid`. Other keys are skipped, and so are a
+ * key published with its private part and a weak key (small order or non-canonical: anyone could sign
+ * for it). A directory with no usable key is a failed fetch.
  *
  * Keys are cached for the response's `Cache-Control: max-age`, clamped to [60 s, 1 day] (60 s when
  * absent). Past that, a lookup waits for a new fetch, one in flight per directory however many
@@ -29,6 +30,7 @@ import { isAbsolute, resolve as resolvePath } from 'node:path'
 import { rootCertificates } from 'node:tls'
 import { Agent, request, type Dispatcher } from 'undici'
 import { keyThumbprint, type KeyLookup } from './httpsig.js'
+import { weakEd25519Key } from './ed25519.js'
 
 export const WELL_KNOWN_DIRECTORY = '/.well-known/http-message-signatures-directory'
 export const DIRECTORY_MEDIA_TYPE = 'application/http-message-signatures-directory+json'
@@ -159,6 +161,7 @@ export function directoryKeys (doc: unknown, previous?: ReadonlyMap<string, KeyO
     if (j.d !== undefined) continue
     if (j.use !== undefined && j.use !== 'sig') continue
     if (j.alg !== undefined && j.alg !== 'EdDSA' && j.alg !== 'Ed25519') continue
+    if (weakEd25519Key(Buffer.from(j.x, 'base64url'))) continue
     let key: KeyObject
     try {
       key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: j.x }, format: 'jwk' })

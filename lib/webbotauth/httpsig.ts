@@ -19,9 +19,10 @@
  * a directory with no keys is 503 AOG_UNAVAILABLE with Retry-After (fail closed). The single use of
  * the nonce and the deny list are the caller's: it gets the nonce, `expires` and the thumbprint.
  */
-import { createHash, createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:crypto'
+import { createHash, createPublicKey, type KeyObject } from 'node:crypto'
 import { isInnerList, parseDictionary, parseItem, serializeDictionary, serializeInnerList, serializeItem, serializeParameters, Token, type BareItem, type Dictionary, type InnerList, type Item, type Parameters } from 'structured-headers'
 import { AogError } from '../errors.js'
+import { ed25519Verifier } from './ed25519.js'
 
 /** The `tag` of a Web Bot Auth signature. */
 export const WEB_BOT_AUTH_TAG = 'web-bot-auth'
@@ -491,15 +492,7 @@ export async function verifyRequest (req: SignedRequest, opts: VerifyOptions): P
   if (keyThumbprint(found) !== keyid) refuse('keyid is not the thumbprint of the directory key')
 
   // 7. The signature.
-  let ok = false
-  if (signature.length === 64) {
-    try {
-      ok = cryptoVerify(null, Buffer.from(base, 'latin1'), found, signature)
-    } catch {
-      ok = false
-    }
-  }
-  if (!ok) refuse('signature does not verify')
+  if (!ed25519Verifier().verify(Buffer.from(base, 'latin1'), found, signature)) refuse('signature does not verify')
   return {
     label,
     keyid,

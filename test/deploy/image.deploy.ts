@@ -20,7 +20,7 @@ const BASE = process.env.AOG_DEPLOY_BASE ?? 'localhost/aog-base:node20'
 const IMAGE = process.env.AOG_DEPLOY_IMAGE ?? 'localhost/aog:deploy-test'
 /** The build context: the repository (another tree, e.g. a clean export, with AOG_DEPLOY_CONTEXT). */
 const CONTEXT = process.env.AOG_DEPLOY_CONTEXT ?? ROOT
-const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string, dependencies: Record<string, string>, devDependencies: Record<string, string> }
+const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string, dependencies: Record<string, string>, devDependencies: Record<string, string>, optionalDependencies?: Record<string, string> }
 
 interface ImageConfig {
   User: string
@@ -100,6 +100,8 @@ if (!needTool(t, 'podman', 'podman') || !needTool(t, 'mmdebstrap', 'mmdebstrap')
     const app = join(root, 'opt', 'aog')
     const modules = join(app, 'node_modules')
     for (const d of Object.keys(pkg.dependencies)) t.ok(existsSync(join(modules, d, 'package.json')), `dependency ${d}`)
+    for (const d of Object.keys(pkg.optionalDependencies ?? {})) t.ok(existsSync(join(modules, d, 'package.json')), `optional dependency ${d}`)
+    t.ok(existsSync(join(modules, 'sodium-native', 'prebuilds', `linux-${process.arch}`, 'sodium-native.node')), 'libsodium for Web Bot Auth, prebuilt for this platform')
     for (const d of Object.keys(pkg.devDependencies)) t.notOk(existsSync(join(modules, d)), `no devDependency ${d}`)
     t.notOk(readdirSync(modules).some((d) => d.startsWith('@') && readdirSync(join(modules, d)).length === 0), 'no empty scope directories left by the prune')
     t.ok(existsSync(join(app, 'lib', 'native', 'build', 'Release', 'aog_chain.node')), 'the native chain')

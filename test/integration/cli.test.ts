@@ -78,6 +78,22 @@ t.test('the server logs its start-up line, the agent CLI passes it, and a rogue 
   t.equal(usage.code, 2)
 })
 
+t.test('--web-bot-auth: the start-up line names the Ed25519 verifier (libsodium; node:crypto under AOG_NATIVE=0), and a signing agent passes either', async (t) => {
+  const native = process.env.AOG_NATIVE !== '0'
+  for (const [env, verifier] of [[{}, native ? 'libsodium' : 'node:crypto'], [{ AOG_NATIVE: '0' }, 'node:crypto']] as const) {
+    const s = await startServer(['--dev', '--web-bot-auth', ...SMALL], env)
+    t.teardown(() => { s.child.kill('SIGKILL') })
+    t.match(s.lines.at(-1), { msg: 'aog gate listening', signatureVerifier: verifier }, `${JSON.stringify(env)}: ${verifier}`)
+    const signed = await run(AGENT, ['--url', s.url, '--ca', join(DEV, 'ca.pem'), '--sign-key', join(DEV, 'signing-key.pem'), '--signature-agent', 'https://agent.aog.dev', '--count', '2'])
+    t.equal(signed.code, 0, signed.stderr)
+    t.match(signed.stdout, /"passed":2/)
+    s.child.kill('SIGKILL')
+  }
+  const plain = await startServer([...TLS, ...SMALL])
+  t.teardown(() => { plain.child.kill('SIGKILL') })
+  t.notOk('signatureVerifier' in plain.lines.at(-1)!, 'without --web-bot-auth: not named')
+})
+
 t.test('SIGTERM finishes an in-flight verification, then exits 0', async (t) => {
   const s = await startServer([...TLS, '--iterations', String(1 << 20), '--checkpoint-interval', '1024', '--workers', '1', '--min-ns-per-iteration', '0', '--no-require-checkpoints'])
   t.teardown(() => { s.child.kill('SIGKILL') })
