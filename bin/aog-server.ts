@@ -11,7 +11,7 @@ import {
   ConfigError, describeOptions, flagName, fromEnv, isBooleanOption, loadConfig, readConfigFile, type Config,
 } from '../lib/config.js'
 import { chainKernel } from '../lib/chain/native.js'
-import { ed25519Verifier } from '../lib/webbotauth/ed25519.js'
+import { ed25519VerifierChoice } from '../lib/webbotauth/ed25519.js'
 import { createGate } from '../lib/gate/index.js'
 import { createLogger } from '../lib/log.js'
 import { createMetrics } from '../lib/metrics.js'
@@ -290,9 +290,13 @@ async function main (): Promise<void> {
     iterations: config.iterations,
     verify: config.verify,
     // Web Bot Auth's Ed25519 verifier: libsodium, or node:crypto where sodium-native is missing.
-    signatureVerifier: config.webBotAuth ? ed25519Verifier().name : undefined,
+    signatureVerifier: config.webBotAuth ? ed25519VerifierChoice().verifier.name : undefined,
     version: version(),
   }, 'aog gate listening')
+  const signatureVerifier = ed25519VerifierChoice()
+  if (config.webBotAuth && signatureVerifier.verifier.name === 'node:crypto' && process.env.AOG_NATIVE !== '0') {
+    logger.warn({ reason: signatureVerifier.reason }, 'libsodium unavailable: signatures are verified with node:crypto, about twice the CPU (install the optional dependency sodium-native)')
+  }
   logger.flush() // the start-up line now, not at the next periodic flush
 
   // Fail closed, start anyway: until the store answers, both endpoints answer 503 and /readyz too.

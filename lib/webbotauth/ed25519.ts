@@ -2,7 +2,8 @@
  * Ed25519 signature verification for Web Bot Auth. libsodium (the optional sodium-native package)
  * verifies in about half the time of node:crypto's OpenSSL, the largest single cost of a signed
  * request (docs/decisions/signature-cost.md); node:crypto where it is not installed, fails its
- * self-test, or AOG_NATIVE=0 (to test the fallback). Both refuse the same keys (see weakEd25519Key).
+ * self-test, or AOG_NATIVE=0 (to test the fallback). With the directory's filter (weakEd25519Key)
+ * both accept the same keys.
  */
 import { createRequire } from 'node:module'
 import { verify as cryptoVerify, type KeyObject } from 'node:crypto'
@@ -55,24 +56,43 @@ export function loadSodiumVerifier (load = (): unknown => createRequire(import.m
   } catch (err) {
     return { verifier: undefined, reason: `sodium-native not installed (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})` }
   }
-  const ok = sodium.crypto_sign_verify_detached(SELF_TEST.signature, Buffer.alloc(0), SELF_TEST.key)
   const tampered = Buffer.from(SELF_TEST.signature)
   tampered[0]! ^= 1
-  if (!ok || sodium.crypto_sign_verify_detached(tampered, Buffer.alloc(0), SELF_TEST.key)) return { verifier: undefined, reason: 'self-test failed' }
+  try {
+    if (!sodium.crypto_sign_verify_detached(SELF_TEST.signature, Buffer.alloc(0), SELF_TEST.key) ||
+      sodium.crypto_sign_verify_detached(tampered, Buffer.alloc(0), SELF_TEST.key)) return { verifier: undefined, reason: 'self-test failed' }
+  } catch (err) {
+    return { verifier: undefined, reason: `self-test threw (${(err as Error).message})` }
+  }
   return {
     verifier: {
       name: 'libsodium',
-      verify: (data, key, signature) => signature.length === 64 && sodium.crypto_sign_verify_detached(signature, data, rawKey(key)),
+      verify (data, key, signature) {
+        if (signature.length !== 64) return false
+        try {
+          return sodium.crypto_sign_verify_detached(signature, data, rawKey(key))
+        } catch {
+          return false // a key that is not 32 bytes (not Ed25519)
+        }
+      },
     },
     reason: 'loaded',
   }
 }
 
-let chosen: Ed25519Verifier | undefined
+let chosen: { verifier: Ed25519Verifier, reason: string } | undefined
 
-/** The verifier the gate uses: libsodium when it loads, else node:crypto. */
+/** The verifier the gate uses, libsodium when it loads, else node:crypto; and why. */
+export function ed25519VerifierChoice (): { verifier: Ed25519Verifier, reason: string } {
+  if (chosen === undefined) {
+    const sodium = loadSodiumVerifier()
+    chosen = { verifier: sodium.verifier ?? nodeCryptoVerifier, reason: sodium.reason }
+  }
+  return chosen
+}
+
 export function ed25519Verifier (): Ed25519Verifier {
-  return (chosen ??= loadSodiumVerifier().verifier ?? nodeCryptoVerifier)
+  return ed25519VerifierChoice().verifier
 }
 
 /**

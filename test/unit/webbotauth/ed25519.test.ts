@@ -26,6 +26,7 @@ t.test('libsodium missing or failing its self-test: node:crypto is used', async 
   t.match(loadSodiumVerifier(() => { throw Object.assign(new Error('nope'), { code: 'MODULE_NOT_FOUND' }) }), { verifier: undefined, reason: /not installed \(MODULE_NOT_FOUND\)/ })
   t.match(loadSodiumVerifier(() => ({ crypto_sign_verify_detached: () => true })), { verifier: undefined, reason: 'self-test failed' })
   t.match(loadSodiumVerifier(() => ({ crypto_sign_verify_detached: () => false })), { verifier: undefined, reason: 'self-test failed' })
+  t.match(loadSodiumVerifier(() => ({ crypto_sign_verify_detached: () => { throw new TypeError('bad') } })), { verifier: undefined, reason: 'self-test threw (bad)' })
 })
 
 t.test('both verifiers: RFC 8032 test 1, and 300 random keys with good, tampered and malformed signatures', async (t) => {
@@ -65,6 +66,10 @@ t.test('both verifiers: RFC 8032 test 1, and 300 random keys with good, tampered
   }
   t.equal(disagreements, 0, `${verifiers.map((v) => v.name).join(' and ')} agree with the expected answer on 2,400 cases`)
   t.equal(accepted, 300, 'exactly the 300 good signatures are accepted')
+  // A key of another type never throws (sodium-native throws on a key that is not 32 bytes).
+  const ed448 = generateKeyPairSync('ed448')
+  const sig448 = Buffer.alloc(64)
+  for (const v of verifiers) t.equal(v.verify(Buffer.from('x'), ed448.publicKey, sig448), false, `${v.name}: an Ed448 key is false, not a throw`)
 })
 
 // Ed25519: -x^2 + y^2 = 1 + d x^2 y^2 over p = 2^255 - 19, to derive the small-order points here
@@ -112,6 +117,12 @@ t.test('weak keys: all eight small-order points (derived here) and the non-canon
     t.ok(weakEd25519Key(e), `y = p + ${low - 0xed} is not canonical`)
   }
   t.ok(weakEd25519Key(Buffer.alloc(31)), 'not 32 bytes')
+  for (const [name, y] of [['p - 2', P - 2n], ['2^248 - 1', 2n ** 248n - 1n], ['2', 2n]] as const) {
+    const e = Buffer.alloc(32)
+    let v = y
+    for (let i = 0; i < 32; i++, v >>= 8n) e[i] = Number(v & 0xffn)
+    t.notOk(weakEd25519Key(e), `y = ${name} is canonical and not of small order`)
+  }
   let weak = 0
   for (let i = 0; i < 500; i++) {
     const x = Buffer.from(String(generateKeyPairSync('ed25519').publicKey.export({ format: 'jwk' }).x), 'base64url')
@@ -120,13 +131,26 @@ t.test('weak keys: all eight small-order points (derived here) and the non-canon
   t.equal(weak, 0, 'none of 500 generated keys')
 })
 
-t.test('why: node:crypto accepts a forged signature under the identity key for any message, libsodium does not, and directories skip such keys', async (t) => {
+t.test('why: node:crypto accepts signatures made without a secret under small-order keys, libsodium does not, and directories skip such keys', async (t) => {
   const identity = Buffer.alloc(32)
   identity[0] = 1
+  // R = the identity, S = 0: [S]B = R + [k]A holds whenever [k]A is the identity, for every
+  // message under the identity key, and for about one message in ord(A) under the other small-order keys.
   const forged = Buffer.alloc(64)
-  forged[0] = 1 // R = the identity, S = 0
+  forged[0] = 1
+  const messages = Array.from({ length: 64 }, (_, i) => Buffer.from(`message ${i}`))
+  t.equal(messages.filter((m) => verify(null, m, keyOf(identity), forged)).length, 64, 'OpenSSL, the identity key: every message')
+  let underOthers = 0
+  for (const y of ['26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05', 'ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f', '0000000000000000000000000000000000000000000000000000000000000000']) {
+    for (const m of messages) {
+      let key: KeyObject
+      try { key = keyOf(Buffer.from(y, 'hex')) } catch { continue }
+      if (verify(null, m, key, forged)) underOthers++
+      if (sodium.verifier !== undefined && sodium.verifier.verify(m, key, forged)) t.fail('libsodium accepted a forgery')
+    }
+  }
+  t.ok(underOthers > 0, `OpenSSL, keys of order 2, 4 and 8: ${underOthers} of ${3 * messages.length} messages`)
   const key = keyOf(identity)
-  t.ok(verify(null, Buffer.from('any message'), key, forged), 'OpenSSL: the forgery verifies')
   if (sodium.verifier !== undefined) t.notOk(sodium.verifier.verify(Buffer.from('any message'), key, forged), 'libsodium: refused')
   t.throws(() => directoryKeys({ keys: [{ kty: 'OKP', crv: 'Ed25519', x: identity.toString('base64url') }] }), /no usable Ed25519 key/)
   const good = generateKeyPairSync('ed25519').publicKey.export({ format: 'jwk' })
