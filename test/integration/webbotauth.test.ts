@@ -165,12 +165,14 @@ t.test('a signature that expires while its directory is being fetched is refused
     })
     return { status: r.statusCode, json: await r.body.json() }
   }
-  // Valid for at most 1 s when sent (expires = created + 1, created = the current second): the
-  // directory's answer comes after it expired.
+  // Valid for 1 s (expires = created + 1, created = the current second), sent just after a second
+  // begins: live when the gate first checks it (else it would be refused before any fetch, as a
+  // request sent late in its second and delayed past it was), expired when the directory answers.
+  await new Promise((resolve) => setTimeout(resolve, 1000 - (Date.now() % 1000) + 20))
   const late = await send(1)
   t.equal(late.status, 401, 'expired while the gate waited for the directory: refused')
   t.match(late.json, { code: 'AOG_SIGNATURE_INVALID', detail: /signature expired/ })
-  t.equal(fetches, 1)
+  t.equal(fetches, 1, 'refused after the key lookup waited for the directory, not before it')
   const fresh = await send(60)
   t.equal(fresh.status, 200, 'the same key with a live signature passes (the directory is cached now)')
   t.equal(fetches, 1)
