@@ -22,7 +22,12 @@ t.test('the gate verifies with libsodium, node:crypto under AOG_NATIVE=0', async
 })
 
 t.test('libsodium missing or failing its self-test: node:crypto is used', async (t) => {
-  if (!native) return
+  if (!native) {
+    let loaded = false
+    t.match(loadSodiumVerifier(() => { loaded = true; return {} }), { verifier: undefined, reason: 'disabled by AOG_NATIVE=0' })
+    t.notOk(loaded, 'AOG_NATIVE=0: sodium-native is not even loaded')
+    return
+  }
   t.match(loadSodiumVerifier(() => { throw Object.assign(new Error('nope'), { code: 'MODULE_NOT_FOUND' }) }), { verifier: undefined, reason: /not installed \(MODULE_NOT_FOUND\)/ })
   t.match(loadSodiumVerifier(() => ({ crypto_sign_verify_detached: () => true })), { verifier: undefined, reason: 'self-test failed' })
   t.match(loadSodiumVerifier(() => ({ crypto_sign_verify_detached: () => false })), { verifier: undefined, reason: 'self-test failed' })
