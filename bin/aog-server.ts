@@ -278,6 +278,8 @@ async function main (): Promise<void> {
     throw err
   }
   const chain = await gate.pool.ready()
+  // Web Bot Auth's Ed25519 verifier: libsodium, or node:crypto where sodium-native is missing.
+  const signatureVerifier = config.webBotAuth ? ed25519VerifierChoice() : undefined
   const host = (a: { address: string, family: string }): string => a.family === 'IPv6' ? `[${a.address}]` : a.address
   logger.info({
     gate: `${config.mode === 'forwarded' && config.forwardProxyCa === undefined ? 'http' : 'https'}://${host(addr.gate)}:${addr.gate.port}`,
@@ -289,12 +291,10 @@ async function main (): Promise<void> {
     workers: config.workers,
     iterations: config.iterations,
     verify: config.verify,
-    // Web Bot Auth's Ed25519 verifier: libsodium, or node:crypto where sodium-native is missing.
-    signatureVerifier: config.webBotAuth ? ed25519VerifierChoice().verifier.name : undefined,
+    signatureVerifier: signatureVerifier?.verifier.name,
     version: version(),
   }, 'aog gate listening')
-  const signatureVerifier = ed25519VerifierChoice()
-  if (config.webBotAuth && signatureVerifier.verifier.name === 'node:crypto' && process.env.AOG_NATIVE !== '0') {
+  if (signatureVerifier?.verifier.name === 'node:crypto' && process.env.AOG_NATIVE !== '0') {
     logger.warn({ reason: signatureVerifier.reason }, 'libsodium unavailable: signatures are verified with node:crypto, about twice the CPU (install the optional dependency sodium-native)')
   }
   logger.flush() // the start-up line now, not at the next periodic flush

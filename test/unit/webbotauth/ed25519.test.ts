@@ -144,18 +144,18 @@ t.test('why: node:crypto accepts signatures made without a secret under small-or
   const forged = Buffer.alloc(64)
   forged[0] = 1
   const messages = Array.from({ length: 64 }, (_, i) => Buffer.from(`message ${i}`))
-  t.equal(messages.filter((m) => verify(null, m, keyOf(identity), forged)).length, 64, 'OpenSSL, the identity key: every message')
+  const key = keyOf(identity)
+  t.equal(messages.filter((m) => verify(null, m, key, forged)).length, 64, 'OpenSSL, the identity key: every message')
+  // Of order 8, 2 and 4.
+  const others = ['26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05', 'ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f', '0000000000000000000000000000000000000000000000000000000000000000'].map((y) => keyOf(Buffer.from(y, 'hex')))
   let underOthers = 0
-  for (const y of ['26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05', 'ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f', '0000000000000000000000000000000000000000000000000000000000000000']) {
+  for (const other of others) {
     for (const m of messages) {
-      let key: KeyObject
-      try { key = keyOf(Buffer.from(y, 'hex')) } catch { continue }
-      if (verify(null, m, key, forged)) underOthers++
-      if (sodium.verifier !== undefined && sodium.verifier.verify(m, key, forged)) t.fail('libsodium accepted a forgery')
+      if (verify(null, m, other, forged)) underOthers++
+      if (sodium.verifier !== undefined && sodium.verifier.verify(m, other, forged)) t.fail('libsodium accepted a forgery')
     }
   }
   t.ok(underOthers > 0, `OpenSSL, keys of order 2, 4 and 8: ${underOthers} of ${3 * messages.length} messages`)
-  const key = keyOf(identity)
   if (sodium.verifier !== undefined) t.notOk(sodium.verifier.verify(Buffer.from('any message'), key, forged), 'libsodium: refused')
   t.throws(() => directoryKeys({ keys: [{ kty: 'OKP', crv: 'Ed25519', x: identity.toString('base64url') }] }), /no usable Ed25519 key/)
   const good = generateKeyPairSync('ed25519').publicKey.export({ format: 'jwk' })
