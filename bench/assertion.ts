@@ -7,12 +7,13 @@
  * after another, as a request waits for its own; CPU is the whole process's (thread pool included).
  *   npm run bench:assertion [-- --signs N --rounds R]   (or node dist/bench/assertion.js after npm run build)
  */
-import { generateKeyPairSync, sign as cryptoSign, type KeyObject } from 'node:crypto'
+import { sign as cryptoSign, type KeyObject } from 'node:crypto'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CompactSign, SignJWT } from 'jose'
 import { cnfOf, createAssertionSigner, encodedHeaderOf, loadAssertionKeys, signCompact, ASSERTION_TYP, type AssertionKey } from '../lib/assertion.js'
+import { keyPair } from '../test/helpers/keys.js'
 import { benchArgs } from './args.js'
 import { machine, median, table } from './util.js'
 
@@ -27,7 +28,7 @@ const R = values.rounds
 const dir = mkdtempSync(join(tmpdir(), 'aog-bench-assertion-'))
 const files: Record<string, string> = {}
 for (const [name, type, opts] of [['Ed25519', 'ed25519', {}], ['P-256', 'ec', { namedCurve: 'P-256' }]] as const) {
-  const { privateKey } = generateKeyPairSync(type as 'ec', opts as { namedCurve: string })
+  const { privateKey } = keyPair(type, opts)
   files[name] = join(dir, `${name}.pem`)
   writeFileSync(files[name], privateKey.export({ type: 'pkcs8', format: 'pem' }))
 }

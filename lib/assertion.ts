@@ -9,8 +9,9 @@
  * RFC 7638 thumbprint of the public key. Claims: iss, aud, sub (F), iat, exp, jti, htm, htu, cnf,
  * grant_exp (ms). Error messages name the file and the reason, never key material.
  */
-import { createHash, createPrivateKey, createPublicKey, randomFillSync, sign as cryptoSign, type JsonWebKey, type KeyObject } from 'node:crypto'
+import { createPrivateKey, randomFillSync, sign as cryptoSign, type JsonWebKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { jwkThumbprint, publicJwk } from './keys.js'
 
 export type AssertionAlg = 'EdDSA' | 'ES256'
 
@@ -104,8 +105,8 @@ function loadKey (file: string): AssertionKey {
   const trimmed = text.trim()
   const privateKey = trimmed.startsWith('{') || trimmed.startsWith('[') ? fromJwk(file, trimmed) : fromPem(file, trimmed)
   const alg = algOf(file, privateKey)
-  const pub = createPublicKey(privateKey).export({ format: 'jwk' })
-  const kid = thumbprint(pub)
+  const pub = publicJwk(privateKey)
+  const kid = jwkThumbprint(pub)
   const jwk: AssertionPublicJwk = alg === 'EdDSA'
     ? { kty: 'OKP', crv: 'Ed25519', x: pub.x!, kid, alg, use: 'sig' }
     : { kty: 'EC', crv: 'P-256', x: pub.x!, y: pub.y!, kid, alg, use: 'sig' }
@@ -164,14 +165,6 @@ function algOf (file: string, key: KeyObject): AssertionAlg {
   if (type === 'ec' && curve === 'prime256v1') return 'ES256'
   const what = type === 'rsa' || type === 'rsa-pss' ? 'an RSA key' : type === 'ec' ? `an EC key on ${curve === 'secp384r1' ? 'P-384' : curve === 'secp521r1' ? 'P-521' : curve ?? 'an unknown curve'}` : `a ${type ?? 'unknown'} key`
   throw keyError(file, `is ${what}: ${ALLOWED}`)
-}
-
-/** RFC 7638 thumbprint: SHA-256 of the required public members in lexicographic order, base64url. */
-function thumbprint (pub: JsonWebKey): string {
-  const members = pub.kty === 'EC'
-    ? { crv: pub.crv, kty: pub.kty, x: pub.x, y: pub.y }
-    : { crv: pub.crv, kty: pub.kty, x: pub.x }
-  return createHash('sha256').update(JSON.stringify(members)).digest('base64url')
 }
 
 /** The JWKS text of the key files, for `aog-server jwks`: pretty JSON ending in a newline. */

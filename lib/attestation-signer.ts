@@ -8,8 +8,9 @@
  * `aog-server jwks` and certs/gen.sh publish). Claims: iss, aud (when given), sub = F, nonce = the
  * challenge's nonce, iat, exp (iat + ttl), jti (16 CSPRNG bytes).
  */
-import { createHash, createPublicKey, randomBytes, type KeyObject } from 'node:crypto'
+import { randomBytes, type KeyObject } from 'node:crypto'
 import { loadAssertionKeys, signCompact, type AssertionAlg, type AssertionKey } from './assertion.js'
+import { jwkThumbprint, publicJwk } from './keys.js'
 import type { ChallengeResponse } from './protocol/schemas.js'
 
 /**
@@ -37,9 +38,8 @@ function keyOf (key: KeyObject): AssertionKey {
   const type = key.asymmetricKeyType
   const alg: AssertionAlg | undefined = type === 'ed25519' ? 'EdDSA' : type === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1' ? 'ES256' : undefined
   if (alg === undefined) throw new Error('attestation key: only Ed25519 (EdDSA) and P-256 (ES256) private keys are allowed')
-  const pub = createPublicKey(key).export({ format: 'jwk' })
-  const members = alg === 'ES256' ? { crv: pub.crv, kty: pub.kty, x: pub.x, y: pub.y } : { crv: pub.crv, kty: pub.kty, x: pub.x }
-  const kid = createHash('sha256').update(JSON.stringify(members)).digest('base64url')
+  const pub = publicJwk(key)
+  const kid = jwkThumbprint(pub)
   const jwk = alg === 'EdDSA'
     ? { kty: 'OKP' as const, crv: 'Ed25519' as const, x: pub.x!, kid, alg, use: 'sig' as const }
     : { kty: 'EC' as const, crv: 'P-256' as const, x: pub.x!, y: pub.y!, kid, alg, use: 'sig' as const }

@@ -24,12 +24,16 @@ const SELF_TEST = {
   signature: Buffer.from('e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b', 'hex'),
 }
 
-/** A public key's 32 raw bytes (the JWK's x), read once per KeyObject. */
+/**
+ * An Ed25519 public key's 32 raw bytes, the end of its SPKI encoding (not its JWK: lib/keys.ts says
+ * why), read once per KeyObject; undefined for a key of another type.
+ */
 const rawKeys = new WeakMap<KeyObject, Buffer>()
-function rawKey (key: KeyObject): Buffer {
+function rawKey (key: KeyObject): Buffer | undefined {
+  if (key.asymmetricKeyType !== 'ed25519') return undefined
   let raw = rawKeys.get(key)
   if (raw === undefined) {
-    raw = Buffer.from(String(key.export({ format: 'jwk' }).x), 'base64url')
+    raw = key.export({ type: 'spki', format: 'der' }).subarray(-32)
     rawKeys.set(key, raw)
   }
   return raw
@@ -68,11 +72,12 @@ export function loadSodiumVerifier (load = (): unknown => createRequire(import.m
     verifier: {
       name: 'libsodium',
       verify (data, key, signature) {
-        if (signature.length !== 64) return false
+        const raw = rawKey(key)
+        if (signature.length !== 64 || raw === undefined) return false
         try {
-          return sodium.crypto_sign_verify_detached(signature, data, rawKey(key))
+          return sodium.crypto_sign_verify_detached(signature, data, raw)
         } catch {
-          return false // a key that is not 32 bytes (not Ed25519)
+          return false
         }
       },
     },

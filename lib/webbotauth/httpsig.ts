@@ -19,9 +19,10 @@
  * a directory with no keys is 503 AOG_UNAVAILABLE with Retry-After (fail closed). The single use of
  * the nonce and the deny list are the caller's: it gets the nonce, `expires` and the thumbprint.
  */
-import { createHash, createPublicKey, type KeyObject } from 'node:crypto'
+import type { KeyObject } from 'node:crypto'
 import { isInnerList, parseDictionary, parseItem, serializeDictionary, serializeInnerList, serializeItem, serializeParameters, Token, type BareItem, type Dictionary, type InnerList, type Item, type Parameters } from 'structured-headers'
 import { AogError } from '../errors.js'
+import { jwkThumbprint, publicJwk } from '../keys.js'
 import { ed25519Verifier } from './ed25519.js'
 
 /** The `tag` of a Web Bot Auth signature. */
@@ -391,13 +392,7 @@ const thumbprints = new WeakMap<KeyObject, string>()
 export function keyThumbprint (key: KeyObject): string {
   let t = thumbprints.get(key)
   if (t === undefined) {
-    const jwk = (key.type === 'private' ? createPublicKey(key) : key).export({ format: 'jwk' })
-    const members = jwk.kty === 'OKP'
-      ? { crv: jwk.crv, kty: jwk.kty, x: jwk.x }
-      : jwk.kty === 'EC'
-        ? { crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y }
-        : { e: jwk.e, kty: jwk.kty, n: jwk.n }
-    t = createHash('sha256').update(JSON.stringify(members)).digest('base64url')
+    t = jwkThumbprint(publicJwk(key))
     thumbprints.set(key, t)
   }
   return t

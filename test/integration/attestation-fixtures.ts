@@ -12,8 +12,9 @@ import { createPrivateKey, randomBytes, type KeyObject } from 'node:crypto'
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { SignJWT, exportJWK, generateKeyPair, type CryptoKey, type JWK, type JWTPayload } from 'jose'
+import { SignJWT, exportJWK, type CryptoKey, type JWK, type JWTPayload } from 'jose'
 import type { Counter } from 'prom-client'
+import { keyPair } from '../helpers/keys.js'
 import { DEV, ROOT, pem } from '../helpers/pki.js'
 import { GateError, getChallenge, solve, submitTask, type AogAgent, type ChallengeResponse } from '../../lib/client/agent.js'
 
@@ -112,7 +113,7 @@ export interface IssuerKey {
 }
 
 export async function issuerKey (alg: 'RS256' | 'ES256' | 'EdDSA' = 'RS256', kid = randomBytes(8).toString('hex')): Promise<IssuerKey> {
-  const { publicKey, privateKey } = await generateKeyPair(alg, { extractable: true })
+  const { publicKey, privateKey } = alg === 'RS256' ? keyPair('rsa', { modulusLength: 2048 }) : alg === 'ES256' ? keyPair('ec', { namedCurve: 'P-256' }) : keyPair('ed25519')
   const jwk = { ...(await exportJWK(publicKey)), kid, alg, use: 'sig' }
   return {
     kid,

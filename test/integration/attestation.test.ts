@@ -4,11 +4,11 @@
  * a gate without a policy on memory and Redis.
  */
 import t, { type Test } from 'tap'
-import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto'
+import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { decodeJwt, decodeProtectedHeader, exportJWK, generateKeyPair, SignJWT } from 'jose'
+import { decodeJwt, decodeProtectedHeader, exportJWK, SignJWT } from 'jose'
 import type { Config } from '../../lib/config.js'
 import { refusedWith, startGate } from '../helpers/gate.js'
 import { DEV, agentFiles } from '../helpers/pki.js'
@@ -17,9 +17,10 @@ import { AGENT, run, startServer } from '../helpers/spawn.js'
 import { startEchoUpstream } from '../helpers/upstream.js'
 import { createAgent, getChallenge, localAttestationJwks, localAttestationSigner, pass, solve, submitTask, GateError } from '../../lib/client/agent.js'
 import { DEV_ATTESTATION_JWKS, DEV_ATTESTATION_KEY, count, submitWith } from './attestation-fixtures.js'
+import { keyPair } from '../helpers/keys.js'
 
 async function fixture (): Promise<{ jwks: string, sign: (claims: Record<string, unknown>) => Promise<string>, signRaw: (claims: Record<string, unknown>) => Promise<string> }> {
-  const { publicKey, privateKey } = await generateKeyPair('ES256')
+  const { publicKey, privateKey } = keyPair('ec', { namedCurve: 'P-256' })
   const jwk = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }
   const dir = mkdtempSync(join(tmpdir(), 'aog-att-'))
   const jwks = join(dir, 'jwks.json')
@@ -101,7 +102,7 @@ t.test('an agent with the development signer passes a gate that requires attesta
   t.teardown(() => failing.close())
   await t.rejects(pass(failing), /the attestation service is down/, 'a provider that fails: pass rejects with its error, nothing is submitted')
   // A P-256 JWK key and an audience: the gate's options must agree.
-  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+  const { privateKey } = keyPair('ec', { namedCurve: 'P-256' })
   const jwkFile = join(mkdtempSync(join(tmpdir(), 'aog-att-')), 'key.jwk')
   writeFileSync(jwkFile, JSON.stringify(privateKey.export({ format: 'jwk' })))
   const jwksFile = join(mkdtempSync(join(tmpdir(), 'aog-att-')), 'jwks.json')
@@ -122,7 +123,7 @@ t.test('an agent with the development signer passes a gate that requires attesta
 t.test('the signer refuses keys it cannot use, naming the file, never the key', async (t) => {
   t.throws(() => localAttestationSigner({ key: '/nonexistent/key.pem', issuer: 'x' }), /^attestation key \/nonexistent\/key\.pem: cannot be read \(ENOENT\)$/)
   t.throws(() => localAttestationSigner({ key: join(DEV, 'agent.pem'), issuer: 'x' }), /attestation key .*agent\.pem: holds a public key or certificate/)
-  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey
+  const rsa = keyPair('rsa', { modulusLength: 2048 }).privateKey
   t.throws(() => localAttestationSigner({ key: rsa, issuer: 'x' }), /only Ed25519 \(EdDSA\) and P-256 \(ES256\)/)
   t.throws(() => localAttestationSigner({ key: createPublicKey(rsa), issuer: 'x' }), /a private key is required/)
   t.throws(() => localAttestationSigner({ key: DEV_ATTESTATION_KEY, issuer: 'x', ttlSeconds: 0 }), /ttlSeconds/)

@@ -7,7 +7,7 @@
  */
 import t, { type Test } from 'tap'
 import { connect } from 'node:tls'
-import { generateKeyPairSync, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { Agent, request } from 'undici'
 import { startGate, type TestGate } from '../helpers/gate.js'
 import { startEchoUpstream } from '../helpers/upstream.js'
@@ -22,6 +22,7 @@ import { startNginx, NGINX } from '../helpers/nginx.js'
 import { hasTool, missing as missingTool } from '../helpers/tools.js'
 import { signRequest } from '../../lib/webbotauth/sign.js'
 import { keyThumbprint } from '../../lib/webbotauth/httpsig.js'
+import { keyPair } from '../helpers/keys.js'
 
 type Line = Record<string, unknown>
 
@@ -236,7 +237,7 @@ t.test('through a real nginx: nginx\'s $request_id is the gate\'s, and the clien
 })
 
 t.test('a Web Bot Auth identity: its line names the key (fingerprint prefix, keyid) and its directory', async (t) => {
-  const { privateKey, publicKey } = generateKeyPairSync('ed25519')
+  const { privateKey, publicKey } = keyPair('ed25519')
   const keyid = keyThumbprint(publicKey)
   const dir = mkdtempSync(join(tmpdir(), 'aog-wba-log-'))
   const { d: _d, ...pub } = privateKey.export({ format: 'jwk' })

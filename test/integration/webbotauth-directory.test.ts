@@ -9,12 +9,13 @@ import t, { type Test } from 'tap'
 import { createServer, type Server } from 'node:https'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto'
+import { createPublicKey, type KeyObject } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createKeyDirectories, WELL_KNOWN_DIRECTORY, type FetchReport, type KeyDirectories, type KeyDirectoriesOptions } from '../../lib/webbotauth/directory.js'
 import { keyThumbprint, verifyRequest } from '../../lib/webbotauth/httpsig.js'
 import { signRequest } from '../../lib/webbotauth/sign.js'
 import { pem } from '../helpers/pki.js'
+import { keyPair } from '../helpers/keys.js'
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void
 
@@ -41,7 +42,7 @@ const ORIGIN = `https://localhost:${PORT}`
 const CA = pem('ca.pem')
 
 function ed (): { priv: KeyObject, pub: KeyObject, kid: string } {
-  const priv = generateKeyPairSync('ed25519').privateKey
+  const priv = keyPair('ed25519').privateKey
   const pub = createPublicKey(priv)
   return { priv, pub, kid: keyThumbprint(pub) }
 }

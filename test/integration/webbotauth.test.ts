@@ -5,7 +5,7 @@
  * certificate that fails are refused; no keys is 503. Memory and Redis.
  */
 import t, { type Test } from 'tap'
-import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto'
+import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto'
 import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { mkdtempSync, readFileSync as readFileSyncText, writeFileSync } from 'node:fs'
@@ -19,13 +19,14 @@ import { startRedis } from '../helpers/redis.js'
 import { signRequest } from '../../lib/webbotauth/sign.js'
 import { keyThumbprint } from '../../lib/webbotauth/httpsig.js'
 import { solveChain } from '../../lib/chain/chain.js'
+import { keyPair } from '../helpers/keys.js'
 
 const DIRECTORY = 'https://agent.example'
 
 interface Signer { key: KeyObject, F: string }
 
 function newKey (): Signer {
-  const { privateKey, publicKey } = generateKeyPairSync('ed25519')
+  const { privateKey, publicKey } = keyPair('ed25519')
   return { key: privateKey, F: Buffer.from(keyThumbprint(publicKey), 'base64url').toString('hex') }
 }
 

@@ -4,7 +4,7 @@
  * rotation, tampering, cnf, certs/gen.sh's keys and the JWKS on the operations listener.
  */
 import t from 'tap'
-import { createHash, generateKeyPairSync, X509Certificate, type KeyObject } from 'node:crypto'
+import { createHash, X509Certificate, type KeyObject } from 'node:crypto'
 import { execFileSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -18,6 +18,7 @@ import { createLogger } from '../../lib/log.js'
 import { createMetrics } from '../../lib/metrics.js'
 import { fingerprintOf } from '../../lib/identity/tls.js'
 import { pem, ROOT } from '../helpers/pki.js'
+import { keyPair } from '../helpers/keys.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'aog-assertion-'))
 t.teardown(() => rmSync(dir, { recursive: true, force: true }))
@@ -28,11 +29,11 @@ function file (name: string, content: string | Buffer): string {
 }
 
 function pair (type: 'ed25519' | 'p256' | 'p384' | 'rsa' | 'x25519'): KeyObject {
-  if (type === 'p256') return generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey
-  if (type === 'p384') return generateKeyPairSync('ec', { namedCurve: 'P-384' }).privateKey
-  if (type === 'rsa') return generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey
-  if (type === 'x25519') return generateKeyPairSync('x25519').privateKey
-  return generateKeyPairSync('ed25519').privateKey
+  if (type === 'p256') return keyPair('ec', { namedCurve: 'P-256' }).privateKey
+  if (type === 'p384') return keyPair('ec', { namedCurve: 'P-384' }).privateKey
+  if (type === 'rsa') return keyPair('rsa', { modulusLength: 2048 }).privateKey
+  if (type === 'x25519') return keyPair('x25519').privateKey
+  return keyPair('ed25519').privateKey
 }
 const pkcs8 = (k: KeyObject): string => k.export({ type: 'pkcs8', format: 'pem' }) as string
 const jwkOf = (k: KeyObject): string => JSON.stringify(k.export({ format: 'jwk' }))
@@ -201,7 +202,7 @@ t.test('refused files: the message names the file and the reason, never key mate
     ['P-384 PEM', file('p384.pem', pkcs8(p384)), /is an EC key on P-384/],
     ['P-384 JWK', file('p384.jwk', jwkOf(p384)), /kty EC, crv P-384/],
     ['X25519 PEM', file('x25519.pem', pkcs8(pair('x25519'))), /is a x25519 key/],
-    ['public PEM', file('pub.pem', generateKeyPairSync('ed25519').publicKey.export({ type: 'spki', format: 'pem' }) as string), /holds a public key or certificate, not a private key/],
+    ['public PEM', file('pub.pem', keyPair('ed25519').publicKey.export({ type: 'spki', format: 'pem' }) as string), /holds a public key or certificate, not a private key/],
     ['certificate', file('cert.pem', pem('agent.pem')), /holds a public key or certificate/],
     ['public JWK', file('pub.jwk', JSON.stringify(publicEdJwk)), /is a public JWK \(no "d"\)/],
     ['JWK set', file('set.jwk', JSON.stringify({ keys: [JSON.parse(jwkOf(ed))] })), /is a JWK set/],

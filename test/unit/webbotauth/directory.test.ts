@@ -4,7 +4,7 @@
  * keys, and pinned files (the HTTPS behaviour is test/integration/webbotauth-directory.test.ts).
  */
 import t from 'tap'
-import { generateKeyPairSync, type KeyObject } from 'node:crypto'
+import { type KeyObject } from 'node:crypto'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -13,6 +13,7 @@ import {
   type FetchReport,
 } from '../../../lib/webbotauth/directory.js'
 import { keyThumbprint } from '../../../lib/webbotauth/httpsig.js'
+import { keyPair } from '../../helpers/keys.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'aog-wba-dir-'))
 t.teardown(() => rmSync(dir, { recursive: true, force: true }))
@@ -21,8 +22,8 @@ function pubJwk (k: KeyObject): Record<string, unknown> {
   const j = k.export({ format: 'jwk' })
   return { kty: j.kty, crv: j.crv, x: j.x }
 }
-const keyA = generateKeyPairSync('ed25519').publicKey
-const keyB = generateKeyPairSync('ed25519').publicKey
+const keyA = keyPair('ed25519').publicKey
+const keyB = keyPair('ed25519').publicKey
 
 t.test('normalizeDirectoryUrl: HTTPS only; an origin stands for its well-known directory', async (t) => {
   t.equal(normalizeDirectoryUrl('https://Agent.Example'), `https://agent.example${WELL_KNOWN_DIRECTORY}`)
@@ -79,12 +80,12 @@ t.test('directoryKeys: Ed25519 public keys by thumbprint; others skipped; none u
     keys: [
       pubJwk(keyA),
       { ...pubJwk(keyB), kid: 'whatever', alg: 'EdDSA', use: 'sig' },
-      { ...pubJwk(generateKeyPairSync('ed25519').publicKey), d: 'private-part' },
-      { ...pubJwk(generateKeyPairSync('ed25519').publicKey), use: 'enc' },
-      { ...pubJwk(generateKeyPairSync('ed25519').publicKey), alg: 'RS256' },
+      { ...pubJwk(keyPair('ed25519').publicKey), d: 'private-part' },
+      { ...pubJwk(keyPair('ed25519').publicKey), use: 'enc' },
+      { ...pubJwk(keyPair('ed25519').publicKey), alg: 'RS256' },
       { kty: 'OKP', crv: 'Ed25519', x: 'short' },
       { kty: 'OKP', crv: 'X25519', x: pubJwk(keyA).x },
-      generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' }),
+      keyPair('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' }),
       'text',
       null,
       [1],

@@ -3,9 +3,10 @@
  * unless AOG_NATIVE=0, and keys anyone could sign for (small order, non-canonical) are refused.
  */
 import t from 'tap'
-import { createPublicKey, generateKeyPairSync, randomBytes, sign, verify, type KeyObject } from 'node:crypto'
+import { createPublicKey, randomBytes, sign, verify, type KeyObject } from 'node:crypto'
 import { ed25519Verifier, loadSodiumVerifier, nodeCryptoVerifier, weakEd25519Key, type Ed25519Verifier } from '../../../lib/webbotauth/ed25519.js'
 import { directoryKeys } from '../../../lib/webbotauth/directory.js'
+import { keyPair } from '../../helpers/keys.js'
 
 const native = process.env.AOG_NATIVE !== '0'
 const sodium = loadSodiumVerifier()
@@ -44,8 +45,8 @@ t.test('both verifiers: RFC 8032 test 1, and 300 random keys with good, tampered
   let disagreements = 0
   let accepted = 0
   for (let i = 0; i < 300; i++) {
-    const { publicKey, privateKey } = generateKeyPairSync('ed25519')
-    const other = generateKeyPairSync('ed25519').publicKey
+    const { publicKey, privateKey } = keyPair('ed25519')
+    const other = keyPair('ed25519').publicKey
     const data = randomBytes(i % 7 === 0 ? 0 : 1 + (i % 600))
     const good = sign(null, data, privateKey)
     const flipped = Buffer.from(good)
@@ -72,7 +73,7 @@ t.test('both verifiers: RFC 8032 test 1, and 300 random keys with good, tampered
   t.equal(disagreements, 0, `${verifiers.map((v) => v.name).join(' and ')} agree with the expected answer on 2,400 cases`)
   t.equal(accepted, 300, 'exactly the 300 good signatures are accepted')
   // A key of another type never throws (sodium-native throws on a key that is not 32 bytes).
-  const ed448 = generateKeyPairSync('ed448')
+  const ed448 = keyPair('ed448')
   const sig448 = Buffer.alloc(64)
   for (const v of verifiers) t.equal(v.verify(Buffer.from('x'), ed448.publicKey, sig448), false, `${v.name}: an Ed448 key is false, not a throw`)
 })
@@ -130,7 +131,7 @@ t.test('weak keys: all eight small-order points (derived here) and the non-canon
   }
   let weak = 0
   for (let i = 0; i < 500; i++) {
-    const x = Buffer.from(String(generateKeyPairSync('ed25519').publicKey.export({ format: 'jwk' }).x), 'base64url')
+    const x = Buffer.from(String(keyPair('ed25519').publicKey.export({ format: 'jwk' }).x), 'base64url')
     if (weakEd25519Key(x)) weak++
   }
   t.equal(weak, 0, 'none of 500 generated keys')
@@ -158,7 +159,7 @@ t.test('why: node:crypto accepts signatures made without a secret under small-or
   t.ok(underOthers > 0, `OpenSSL, keys of order 2, 4 and 8: ${underOthers} of ${3 * messages.length} messages`)
   if (sodium.verifier !== undefined) t.notOk(sodium.verifier.verify(Buffer.from('any message'), key, forged), 'libsodium: refused')
   t.throws(() => directoryKeys({ keys: [{ kty: 'OKP', crv: 'Ed25519', x: identity.toString('base64url') }] }), /no usable Ed25519 key/)
-  const good = generateKeyPairSync('ed25519').publicKey.export({ format: 'jwk' })
+  const good = keyPair('ed25519').publicKey.export({ format: 'jwk' })
   const keys = directoryKeys({ keys: [{ kty: 'OKP', crv: 'Ed25519', x: identity.toString('base64url') }, { kty: 'OKP', crv: 'Ed25519', x: good.x }] })
   t.equal(keys.size, 1, 'only the good key is kept')
 })

@@ -5,7 +5,7 @@
  * (http-message-signatures) accepted, and every check's refusal with its detail and Accept-Signature.
  */
 import t, { type Test } from 'tap'
-import { constants, createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, sign as cryptoSign, verify as cryptoVerify, type JsonWebKey, type KeyObject } from 'node:crypto'
+import { constants, createHmac, createPrivateKey, createPublicKey, sign as cryptoSign, verify as cryptoVerify, type JsonWebKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseDictionary, serializeDictionary, type BareItem, type InnerList, type Item } from 'structured-headers'
@@ -18,6 +18,7 @@ import {
   type KeyLookup, type SignedRequest, type VerifyOptions,
 } from '../../../lib/webbotauth/httpsig.js'
 import { ROOT } from '../../helpers/pki.js'
+import { keyPair } from '../../helpers/keys.js'
 
 const FIXTURES = join(ROOT, 'test', 'fixtures', 'webbotauth')
 const rfc = JSON.parse(readFileSync(join(FIXTURES, 'rfc9421-appendix-b.json'), 'utf8')) as {
@@ -58,9 +59,9 @@ t.test('RFC 9421 Appendix B.2: signature bases byte for byte, and the RFC signat
 
 t.test('keyThumbprint is RFC 7638 (as jose computes it) for OKP, EC and RSA keys, public or private', async (t) => {
   for (const k of [
-    generateKeyPairSync('ed25519').privateKey,
-    generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey,
-    generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey,
+    keyPair('ed25519').privateKey,
+    keyPair('ec', { namedCurve: 'P-256' }).privateKey,
+    keyPair('rsa', { modulusLength: 1024 }).privateKey,
   ]) {
     const pub = createPublicKey(k)
     const expected = await calculateJwkThumbprint(pub.export({ format: 'jwk' }) as JWK, 'sha256')
@@ -98,7 +99,7 @@ const NOW = 1_780_000_000_000
 const DIR = 'https://agent.example'
 const AUTHORITY = 'gate.example:8443'
 
-function ed (): KeyObject { return generateKeyPairSync('ed25519').privateKey }
+function ed (): KeyObject { return keyPair('ed25519').privateKey }
 const agentKey = ed()
 const agentPub = createPublicKey(agentKey)
 const KEYID = keyThumbprint(agentPub)
@@ -309,7 +310,7 @@ t.test('refusals, in the order of section 8, each naming its check', async (t) =
     await refused(t, make({ key: ed(), agent: null }), 'keyid not in any allowed directory')
     // The resolver answers with another key than the keyid's (a broken directory): refused.
     await refused(t, make(), 'keyid is not the thumbprint of the directory key', opts(NOW, async () => createPublicKey(ed())))
-    const rsa = generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey
+    const rsa = keyPair('rsa', { modulusLength: 1024 }).publicKey
     await refused(t, make(), 'the key is not an Ed25519 key (only ed25519 is supported)', opts(NOW, async () => rsa))
   })
   await t.test('no keys for the directory: 503 with Retry-After, never an accept', async (t) => {

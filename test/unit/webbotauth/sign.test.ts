@@ -5,7 +5,7 @@
  * (web-bot-auth, http-message-signatures) both ways, and the options it refuses.
  */
 import t from 'tap'
-import { createPrivateKey, createPublicKey, generateKeyPairSync, verify as cryptoVerify, type JsonWebKey, type KeyObject } from 'node:crypto'
+import { createPrivateKey, createPublicKey, verify as cryptoVerify, type JsonWebKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseDictionary, type InnerList } from 'structured-headers'
@@ -15,12 +15,13 @@ import { signerFromJWK, verifierFromJWK } from 'web-bot-auth/crypto'
 import { NONCE_BYTES, signRequest } from '../../../lib/webbotauth/sign.js'
 import { keyThumbprint, signatureBase, verifyRequest, type SignedRequest, type VerifyOptions } from '../../../lib/webbotauth/httpsig.js'
 import { ROOT } from '../../helpers/pki.js'
+import { keyPair } from '../../helpers/keys.js'
 
 const FIXTURES = join(ROOT, 'test', 'fixtures', 'webbotauth')
 const DIR = 'https://agent.example'
 const AUTHORITY = 'gate.example:8443'
 
-const key = generateKeyPairSync('ed25519').privateKey
+const key = keyPair('ed25519').privateKey
 const pub = createPublicKey(key)
 const KEYID = keyThumbprint(pub)
 
@@ -151,11 +152,11 @@ t.test('http-message-signatures (independent) verifies what this signer makes, i
 t.test('options it refuses', async (t) => {
   const r = { method: 'GET', authority: AUTHORITY, target: '/' }
   t.throws(() => signRequest(r, { key: pub }), /the key must be an Ed25519 private key/)
-  t.throws(() => signRequest(r, { key: generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey }), /the key must be an Ed25519 private key/)
+  t.throws(() => signRequest(r, { key: keyPair('ec', { namedCurve: 'P-256' }).privateKey }), /the key must be an Ed25519 private key/)
   t.throws(() => signRequest(r, { key, label: 'Sig1' }), /the label must be a structured-field key/)
   t.throws(() => signRequest(r, { key, validitySeconds: 0 }), /validitySeconds must be a positive integer/)
   t.throws(() => signRequest(r, { key, validitySeconds: 1.5 }), /validitySeconds must be a positive integer/)
   t.throws(() => signRequest(r, { key, cover: ['x-missing'] }), /x-missing is to be covered but is not among the headers/)
-  const k2: KeyObject = generateKeyPairSync('ed25519').privateKey
+  const k2: KeyObject = keyPair('ed25519').privateKey
   t.not(keyThumbprint(k2), KEYID)
 })
