@@ -86,7 +86,9 @@ function createWebBotAuth (config: Readonly<Config>, logger: Logger, metrics: Me
     maxBytes: DIRECTORY_MAX_BYTES,
     onFetch: (url, r) => {
       metrics.directoryFetches.inc({ outcome: r.outcome })
-      if (r.outcome === 'ok') logger.info({ url, keys: r.keys, ttlSeconds: r.ttlSeconds }, 'signature agent directory loaded')
+      // A skipped key (published with its private part, weak, not Ed25519) is an agent's mistake to hear about.
+      if (r.outcome === 'ok' && r.skipped !== undefined) logger.warn({ url, keys: r.keys, skipped: r.skipped, ttlSeconds: r.ttlSeconds }, 'signature agent directory loaded; some of its keys are not usable')
+      else if (r.outcome === 'ok') logger.info({ url, keys: r.keys, ttlSeconds: r.ttlSeconds }, 'signature agent directory loaded')
       else logger.warn({ url, outcome: r.outcome, status: r.status, detail: r.detail }, 'signature agent directory fetch failed')
     },
   })

@@ -52,6 +52,8 @@ export interface FetchReport {
   outcome: FetchOutcome
   /** Usable keys, when it succeeded. */
   keys?: number
+  /** Keys it skipped, by reason (describeSkipped), when it succeeded and skipped any. */
+  skipped?: string
   /** The cache lifetime it was given (s), when it succeeded over the network. */
   ttlSeconds?: number
   /** The HTTP status, when one came. */
@@ -147,32 +149,45 @@ export function parseSignatureAgentsFile (text: string, opts: { baseDir?: string
 /** A base64url Ed25519 public key: 32 bytes, 43 characters. */
 const ED25519_X = /^[A-Za-z0-9_-]{43}$/
 
+/** Why a directory's key was skipped, as the fetch report counts them. */
+export type SkipReason = 'not an Ed25519 public key' | 'private part published' | 'not for signatures' | 'weak (small order or not canonical)'
+
 /**
  * The usable keys of a directory body (see the module comment), by thumbprint. A key already held in
- * `previous` is reused, so that its parsed KeyObject (and its cached thumbprint) lives on.
+ * `previous` is reused, so that its parsed KeyObject (and its cached thumbprint) lives on. Each
+ * skipped key is counted in `skipped` by its reason; with no usable key the error names them.
  */
-export function directoryKeys (doc: unknown, previous?: ReadonlyMap<string, KeyObject>): Map<string, KeyObject> {
+export function directoryKeys (doc: unknown, previous?: ReadonlyMap<string, KeyObject>, skipped = new Map<SkipReason, number>()): Map<string, KeyObject> {
   if (typeof doc !== 'object' || doc === null || !Array.isArray((doc as { keys?: unknown }).keys)) throw new Error('not a JWKS (no "keys" array)')
   const keys = new Map<string, KeyObject>()
+  const skip = (reason: SkipReason): void => { skipped.set(reason, (skipped.get(reason) ?? 0) + 1) }
   for (const k of (doc as { keys: unknown[] }).keys) {
-    if (typeof k !== 'object' || k === null || Array.isArray(k)) continue
-    const j = k as Record<string, unknown>
-    if (j.kty !== 'OKP' || j.crv !== 'Ed25519' || typeof j.x !== 'string' || !ED25519_X.test(j.x)) continue
-    if (j.d !== undefined) continue
-    if (j.use !== undefined && j.use !== 'sig') continue
-    if (j.alg !== undefined && j.alg !== 'EdDSA' && j.alg !== 'Ed25519') continue
-    if (weakEd25519Key(Buffer.from(j.x, 'base64url'))) continue
+    const j = (typeof k === 'object' && k !== null && !Array.isArray(k) ? k : {}) as Record<string, unknown>
+    if (j.kty !== 'OKP' || j.crv !== 'Ed25519' || typeof j.x !== 'string' || !ED25519_X.test(j.x)) { skip('not an Ed25519 public key'); continue }
+    if (j.d !== undefined) { skip('private part published'); continue }
+    if ((j.use !== undefined && j.use !== 'sig') || (j.alg !== undefined && j.alg !== 'EdDSA' && j.alg !== 'Ed25519')) { skip('not for signatures'); continue }
+    if (weakEd25519Key(Buffer.from(j.x, 'base64url'))) { skip('weak (small order or not canonical)'); continue }
     let key: KeyObject
     try {
       key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: j.x }, format: 'jwk' })
     } catch {
+      skip('not an Ed25519 public key')
       continue
     }
     const thumbprint = keyThumbprint(key)
     keys.set(thumbprint, previous?.get(thumbprint) ?? key)
   }
-  if (keys.size === 0) throw new Error('no usable Ed25519 key')
+  if (keys.size === 0) throw new Error(`no usable Ed25519 key${skipped.size === 0 ? '' : ` (skipped: ${describeSkipped(skipped)})`}`)
   return keys
+}
+
+/** "2 private part published, 1 weak (…)": the skipped keys of a directory, for the log. */
+export function describeSkipped (skipped: ReadonlyMap<SkipReason, number>): string {
+  return [...skipped].map(([reason, n]) => `${n} ${reason}`).join(', ')
+}
+
+function skippedField (skipped: ReadonlyMap<SkipReason, number>): { skipped?: string } {
+  return skipped.size === 0 ? {} : { skipped: describeSkipped(skipped) }
 }
 
 /** The cache lifetime of a response (s): its max-age clamped to [MIN_TTL_SECONDS, MAX_TTL_SECONDS]. */
@@ -223,12 +238,15 @@ export function createKeyDirectories (opts: KeyDirectoriesOptions): KeyDirectori
     const e: Entry = { url, file: a.file, keys: undefined, freshUntil: Number.NEGATIVE_INFINITY, failedAt: Number.NEGATIVE_INFINITY, inflight: undefined }
     if (a.file !== undefined) {
       // A pinned file is read now: a broken one stops the start, with its name and the reason.
+      const t0 = now()
+      const skipped = new Map<SkipReason, number>()
       try {
-        e.keys = readPinned(a.file)
+        e.keys = readPinned(a.file, undefined, skipped)
       } catch (err) {
         throw new Error(`signature agent ${url}: file ${a.file}: ${(err as Error).message}`)
       }
       e.freshUntil = Number.POSITIVE_INFINITY
+      onFetch?.(url, { outcome: 'ok', keys: e.keys.size, ...skippedField(skipped), ms: now() - t0 })
     }
     entries.set(url, e)
   }
@@ -244,7 +262,7 @@ export function createKeyDirectories (opts: KeyDirectoriesOptions): KeyDirectori
     return dispatcher
   }
 
-  function readPinned (file: string, previous?: ReadonlyMap<string, KeyObject>): Map<string, KeyObject> {
+  function readPinned (file: string, previous: ReadonlyMap<string, KeyObject> | undefined, skipped: Map<SkipReason, number>): Map<string, KeyObject> {
     let text: string
     try {
       text = readFileSync(file, 'utf8')
@@ -257,7 +275,7 @@ export function createKeyDirectories (opts: KeyDirectoriesOptions): KeyDirectori
     } catch {
       throw new Error('is not JSON')
     }
-    return directoryKeys(doc, previous)
+    return directoryKeys(doc, previous, skipped)
   }
 
   /** Why a request or its body failed: close(), the timeout, or the network. */
@@ -267,7 +285,7 @@ export function createKeyDirectories (opts: KeyDirectoriesOptions): KeyDirectori
     return new FetchError('network', (err as Error).message, status)
   }
 
-  async function fetchKeys (e: Entry): Promise<{ keys: Map<string, KeyObject>, ttl: number, status: number }> {
+  async function fetchKeys (e: Entry, skipped: Map<SkipReason, number>): Promise<{ keys: Map<string, KeyObject>, ttl: number, status: number }> {
     const signal = AbortSignal.any([AbortSignal.timeout(timeoutMs), closing.signal])
     let res: Dispatcher.ResponseData
     try {
@@ -306,7 +324,7 @@ export function createKeyDirectories (opts: KeyDirectoriesOptions): KeyDirectori
     }
     let keys: Map<string, KeyObject>
     try {
-      keys = directoryKeys(JSON.parse(Buffer.concat(chunks).toString('utf8')), e.keys)
+      keys = directoryKeys(JSON.parse(Buffer.concat(chunks).toString('utf8')), e.keys, skipped)
     } catch (err) {
       throw new FetchError('invalid', err instanceof SyntaxError ? 'the body is not JSON' : (err as Error).message, status)
     }
@@ -317,11 +335,12 @@ export function createKeyDirectories (opts: KeyDirectoriesOptions): KeyDirectori
   function load (e: Entry): Promise<void> {
     if (e.inflight !== undefined) return e.inflight
     const t0 = now()
-    e.inflight = fetchKeys(e).then(({ keys, ttl, status }) => {
+    const skipped = new Map<SkipReason, number>()
+    e.inflight = fetchKeys(e, skipped).then(({ keys, ttl, status }) => {
       e.keys = keys
       e.freshUntil = now() + ttl * 1000
       e.failedAt = Number.NEGATIVE_INFINITY
-      onFetch?.(e.url, { outcome: 'ok', keys: keys.size, ttlSeconds: ttl, status, ms: now() - t0 })
+      onFetch?.(e.url, { outcome: 'ok', keys: keys.size, ...skippedField(skipped), ttlSeconds: ttl, status, ms: now() - t0 })
     }, (err: unknown) => {
       e.failedAt = now()
       const f = err instanceof FetchError ? err : new FetchError('network', String(err))
@@ -332,9 +351,10 @@ export function createKeyDirectories (opts: KeyDirectoriesOptions): KeyDirectori
 
   function reloadPinned (e: Entry, file: string): void {
     const t0 = now()
+    const skipped = new Map<SkipReason, number>()
     try {
-      e.keys = readPinned(file, e.keys)
-      onFetch?.(e.url, { outcome: 'ok', keys: e.keys.size, ms: now() - t0 })
+      e.keys = readPinned(file, e.keys, skipped)
+      onFetch?.(e.url, { outcome: 'ok', keys: e.keys.size, ...skippedField(skipped), ms: now() - t0 })
     } catch (err) {
       // The keys read before keep serving: a file caught mid-write must not lock agents out.
       onFetch?.(e.url, { outcome: 'file', detail: `${file} ${(err as Error).message}`, ms: now() - t0 })

@@ -95,6 +95,21 @@ t.test('--web-bot-auth: the start-up line names the Ed25519 verifier (libsodium;
   t.ok(line !== undefined && !('signatureVerifier' in line), 'without --web-bot-auth: not named')
 })
 
+t.test('--web-bot-auth without sodium-native: node:crypto verifies, and the start-up warns with the reason (not under AOG_NATIVE=0)', async (t) => {
+  const noSodium = { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${join(ROOT, 'test/fixtures/no-sodium.cjs')}` }
+  for (const env of [noSodium, { ...noSodium, AOG_NATIVE: '0' }] as Array<Record<string, string>>) {
+    const s = await startServer(['--dev', '--web-bot-auth', ...SMALL], env)
+    t.teardown(() => { s.child.kill('SIGKILL') })
+    t.match(s.lines.find((l) => l.msg === 'aog gate listening'), { signatureVerifier: 'node:crypto' })
+    const signed = await run(AGENT, ['--url', s.url, '--ca', join(DEV, 'ca.pem'), '--sign-key', join(DEV, 'signing-key.pem'), '--signature-agent', 'https://agent.aog.dev', '--count', '1'])
+    t.equal(signed.code, 0, signed.stderr)
+    const warning = s.lines.find((l) => String(l.msg).startsWith('libsodium unavailable'))
+    if (env.AOG_NATIVE === '0') t.equal(warning, undefined, 'AOG_NATIVE=0: chosen, not warned about')
+    else t.match(warning, { level: 40, reason: 'sodium-native not installed (MODULE_NOT_FOUND)' }, 'missing: warned, with the reason')
+    s.child.kill('SIGKILL')
+  }
+})
+
 t.test('SIGTERM finishes an in-flight verification, then exits 0', async (t) => {
   const s = await startServer([...TLS, '--iterations', String(1 << 20), '--checkpoint-interval', '1024', '--workers', '1', '--min-ns-per-iteration', '0', '--no-require-checkpoints'])
   t.teardown(() => { s.child.kill('SIGKILL') })

@@ -10,7 +10,7 @@ import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { mkdtempSync, readFileSync as readFileSyncText, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { Agent, request, type Dispatcher } from 'undici'
 import { startGate, type TestGate } from '../helpers/gate.js'
 import { DEV, agentFiles, pem } from '../helpers/pki.js'
@@ -267,6 +267,22 @@ t.test('forwarded mode warns at start-up when any host is accepted (no --signatu
   const warned = (g: { logs: string[] }): boolean => g.logs.some((l) => l.includes('"level":40') && l.includes('without --signature-authorities'))
   t.ok(warned(await startGate(t, common)), 'any host: warned')
   t.notOk(warned(await startGate(t, { ...common, signatureAuthorities: 'gate.test' })), 'hosts named: no warning')
+})
+
+t.test('a directory with keys the gate cannot use: the usable ones load, and the start-up log warns with the reasons', async (t) => {
+  const good = newKey()
+  const file = agentsFile([good.key])
+  const jwks = join(dirname(file), 'jwks.json')
+  const doc = JSON.parse(readFileSyncText(jwks, 'utf8')) as { keys: object[] }
+  const leaked = keyPair('ed25519').privateKey.export({ format: 'jwk' })
+  writeFileSync(jwks, JSON.stringify({ keys: [...doc.keys, leaked, { kty: 'OKP', crv: 'Ed25519', x: Buffer.alloc(32).toString('base64url') }] }))
+  const g = await startGate(t, { webBotAuth: true, signatureAgents: file })
+  const line = g.logs.find((l) => l.includes('some of its keys are not usable'))
+  t.ok(line, 'warned')
+  t.match(JSON.parse(line ?? '{}'), { level: 40, keys: 1, skipped: '1 private part published, 1 weak (small order or not canonical)' })
+  t.notOk(line?.includes(String(leaked.d)), 'the leaked private part is not logged')
+  const r = await signed(g, client(t), good, 'GET', '/challenge')
+  t.equal(r.status, 200, 'the usable key passes')
 })
 
 function createPrivateKeyOf (file: string): KeyObject {

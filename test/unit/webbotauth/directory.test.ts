@@ -9,8 +9,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import {
-  cacheSeconds, createKeyDirectories, directoryKeys, normalizeDirectoryUrl, parseSignatureAgentsFile, WELL_KNOWN_DIRECTORY,
-  type FetchReport,
+  cacheSeconds, createKeyDirectories, describeSkipped, directoryKeys, normalizeDirectoryUrl, parseSignatureAgentsFile, WELL_KNOWN_DIRECTORY,
+  type FetchReport, type SkipReason,
 } from '../../../lib/webbotauth/directory.js'
 import { keyThumbprint } from '../../../lib/webbotauth/httpsig.js'
 import { keyPair } from '../../helpers/keys.js'
@@ -75,7 +75,8 @@ t.test('cacheSeconds: max-age clamped to [60 s, 1 day], 60 s without one', async
   t.equal(cacheSeconds(['max-age=900', 'max-age=700']), 700, 'the smaller of two')
 })
 
-t.test('directoryKeys: Ed25519 public keys by thumbprint; others skipped; none usable is an error', async (t) => {
+t.test('directoryKeys: Ed25519 public keys by thumbprint; others skipped and counted; none usable is an error', async (t) => {
+  const skipped = new Map<SkipReason, number>()
   const keys = directoryKeys({
     keys: [
       pubJwk(keyA),
@@ -89,15 +90,19 @@ t.test('directoryKeys: Ed25519 public keys by thumbprint; others skipped; none u
       'text',
       null,
       [1],
+      { kty: 'OKP', crv: 'Ed25519', x: Buffer.concat([Buffer.from([1]), Buffer.alloc(31)]).toString('base64url') },
     ],
-  })
+  }, undefined, skipped)
   t.same([...keys.keys()].sort(), [keyThumbprint(keyA), keyThumbprint(keyB)].sort())
+  t.same(Object.fromEntries(skipped), { 'not an Ed25519 public key': 6, 'private part published': 1, 'not for signatures': 2, 'weak (small order or not canonical)': 1 })
+  t.equal(describeSkipped(skipped), '1 private part published, 2 not for signatures, 6 not an Ed25519 public key, 1 weak (small order or not canonical)', 'in the order first seen')
   t.equal(keys.get(keyThumbprint(keyA))!.asymmetricKeyType, 'ed25519')
   // A key held before is reused (its parsed form and its thumbprint are kept).
   const again = directoryKeys({ keys: [pubJwk(keyA)] }, keys)
   t.equal(again.get(keyThumbprint(keyA)), keys.get(keyThumbprint(keyA)))
   t.throws(() => directoryKeys({ keys: [] }), /no usable Ed25519 key/)
-  t.throws(() => directoryKeys({ keys: [{ kty: 'RSA', n: 'x', e: 'AQAB' }] }), /no usable Ed25519 key/)
+  t.throws(() => directoryKeys({ keys: [{ kty: 'RSA', n: 'x', e: 'AQAB' }] }), /^no usable Ed25519 key \(skipped: 1 not an Ed25519 public key\)$/)
+  t.throws(() => directoryKeys({ keys: [{ ...pubJwk(keyA), d: 'x' }, { ...pubJwk(keyB), d: 'y' }] }), /^no usable Ed25519 key \(skipped: 2 private part published\)$/)
   t.throws(() => directoryKeys([]), /not a JWKS/)
   t.throws(() => directoryKeys(null), /not a JWKS/)
   t.throws(() => directoryKeys({ keys: {} }), /not a JWKS/)
@@ -121,13 +126,17 @@ t.test('pinned files: read at creation, never fetched, re-read by refresh(); a b
   t.equal(await d.resolve('https://other.example', keyThumbprint(keyA)), 'unknown-directory')
   t.equal(await d.resolve('not a url', keyThumbprint(keyA)), 'unknown-directory')
   t.equal(await d.resolve('http://pinned.example', keyThumbprint(keyA)), 'unknown-directory')
-  t.same(reports, [], 'no fetch')
+  t.same(reports, [[url, { outcome: 'ok', keys: 1, ms: 0 }]], 'read once at creation, no fetch')
 
   writeFileSync(file, JSON.stringify({ keys: [pubJwk(keyB)] }))
   await d.refresh()
   t.equal(await d.resolve(url, keyThumbprint(keyA)), undefined, 'rotated by refresh()')
   t.ok(await d.resolve(url, keyThumbprint(keyB)))
   t.match(reports.at(-1), [url, { outcome: 'ok', keys: 1 }])
+  t.notOk('skipped' in reports.at(-1)![1], 'nothing skipped, no skipped field')
+  writeFileSync(file, JSON.stringify({ keys: [pubJwk(keyB), { kty: 'OKP', crv: 'Ed25519', x: Buffer.alloc(32).toString('base64url') }] }))
+  await d.refresh()
+  t.match(reports.at(-1), [url, { outcome: 'ok', keys: 1, skipped: '1 weak (small order or not canonical)' }], 'a skipped key is reported')
   writeFileSync(file, '{"keys": [')
   await d.refresh()
   t.ok(await d.resolve(url, keyThumbprint(keyB)), 'a file caught mid-write keeps the keys read before')
