@@ -13,7 +13,9 @@
  * application/http-message-signatures-directory+json); its Ed25519 public keys are indexed by RFC
  * 7638 thumbprint (base64url), which is a signature's `keyid`. Other keys are skipped, and so are a
  * key published with its private part and a weak key (small order or non-canonical: anyone could sign
- * for it). A directory with no usable key is a failed fetch.
+ * for it), each counted in the fetch's report. A directory that answers with no usable key has none
+ * to trust: its keys held before are dropped (a removed last key is not served stale), and every
+ * keyid is unknown until it publishes one. A pinned file without one is an error (kept or refused).
  *
  * Keys are cached for the response's `Cache-Control: max-age`, clamped to [60 s, 1 day] (60 s when
  * absent). Past that, a lookup waits for a new fetch, one in flight per directory however many
@@ -155,7 +157,8 @@ export type SkipReason = 'not an Ed25519 public key' | 'private part published' 
 /**
  * The usable keys of a directory body (see the module comment), by thumbprint. A key already held in
  * `previous` is reused, so that its parsed KeyObject (and its cached thumbprint) lives on. Each
- * skipped key is counted in `skipped` by its reason; with no usable key the error names them.
+ * skipped key is counted in `skipped` by its reason. None usable is an empty map: the directory's
+ * answer that it has no key to trust.
  */
 export function directoryKeys (doc: unknown, previous?: ReadonlyMap<string, KeyObject>, skipped = new Map<SkipReason, number>()): Map<string, KeyObject> {
   if (typeof doc !== 'object' || doc === null || !Array.isArray((doc as { keys?: unknown }).keys)) throw new Error('not a JWKS (no "keys" array)')
@@ -177,7 +180,6 @@ export function directoryKeys (doc: unknown, previous?: ReadonlyMap<string, KeyO
     const thumbprint = keyThumbprint(key)
     keys.set(thumbprint, previous?.get(thumbprint) ?? key)
   }
-  if (keys.size === 0) throw new Error(`no usable Ed25519 key${skipped.size === 0 ? '' : ` (skipped: ${describeSkipped(skipped)})`}`)
   return keys
 }
 
@@ -275,7 +277,10 @@ export function createKeyDirectories (opts: KeyDirectoriesOptions): KeyDirectori
     } catch {
       throw new Error('is not JSON')
     }
-    return directoryKeys(doc, previous, skipped)
+    const keys = directoryKeys(doc, previous, skipped)
+    // The operator's own file: one without a usable key is a mistake to hear about, not a revocation.
+    if (keys.size === 0) throw new Error(`no usable Ed25519 key${skipped.size === 0 ? '' : ` (skipped: ${describeSkipped(skipped)})`}`)
+    return keys
   }
 
   /** Why a request or its body failed: close(), the timeout, or the network. */

@@ -156,7 +156,6 @@ t.test('never fetched: no-keys (fail closed), for every kind of failure', async 
       res.end()
     }, 'too_large'],
     ['not JSON', (_req, res) => { res.writeHead(200).end('<html>') }, 'invalid'],
-    ['no usable key', (_req, res) => { res.writeHead(200).end('{"keys":[{"kty":"RSA","n":"x","e":"AQAB"}]}') }, 'invalid'],
   ]
   for (const [name, handler, outcome] of cases) {
     const p = fresh()
@@ -166,6 +165,30 @@ t.test('never fetched: no-keys (fail closed), for every kind of failure', async 
     t.match(reports, [[ORIGIN + p, { outcome }]], `${name}: ${String(outcome)}`)
   }
   t.equal(count(target), 0, 'the redirect was not followed')
+})
+
+t.test('a directory that answers with no usable key has none: keys held before are dropped, not served stale; back when it publishes one', async (t) => {
+  const p = fresh()
+  const a = ed()
+  let body = jwks(a.pub)
+  serve(p, () => body, 'max-age=60')
+  const { d, reports, clock } = rig(t, [{ url: ORIGIN + p }])
+  t.ok(await d.resolve(ORIGIN + p, a.kid))
+  // The agent retires its last key (or publishes only keys no one should trust).
+  for (const retired of ['{"keys":[]}', '{"keys":[{"kty":"RSA","n":"x","e":"AQAB"}]}', JSON.stringify({ keys: [{ ...JSON.parse(jwks(a.pub)).keys[0], d: 'leaked' }] })]) {
+    body = retired
+    clock.now += 60_000
+    t.equal(await d.resolve(ORIGIN + p, a.kid), undefined, `${retired.slice(0, 40)}: the key is unknown (401 at the gate), not served stale, not no-keys`)
+    t.match(reports.at(-1), [ORIGIN + p, { outcome: 'ok', keys: 0, ttlSeconds: 60 }])
+  }
+  t.match(reports.at(-1), [ORIGIN + p, { skipped: '1 private part published' }])
+  const fetched = count(p)
+  t.equal(await d.resolve(ORIGIN + p, a.kid), undefined)
+  t.equal(count(p), fetched, 'an empty answer is cached like any other')
+  const b = ed()
+  body = jwks(b.pub)
+  clock.now += 60_000
+  t.ok(await d.resolve(ORIGIN + p, b.kid), 'a new key, once the cache expires')
 })
 
 t.test('slow answers time out: no headers, or a body that stalls', async (t) => {

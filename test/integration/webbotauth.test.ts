@@ -140,6 +140,30 @@ t.test('a directory with no keys: 503 with Retry-After, never an accept', async 
   t.ok(Number(r.headers['retry-after']) >= 1)
 })
 
+t.test('a directory that answers with no usable key: 401 (the key is not in it), not 503, and a warning naming why', async (t) => {
+  const s = newKey()
+  const leaked = createPublicKey(s.key).export({ format: 'jwk' })
+  const dirServer = createHttpsServer({ key: pem('server-key.pem'), cert: pem('server.pem') }, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/http-message-signatures-directory+json', 'cache-control': 'max-age=600' })
+    res.end(JSON.stringify({ keys: [{ kty: leaked.kty, crv: leaked.crv, x: leaked.x, d: 'the private part, published by mistake' }] }))
+  })
+  await new Promise<void>((resolve) => dirServer.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { dirServer.closeAllConnections(); dirServer.close() })
+  const url = `https://localhost:${(dirServer.address() as AddressInfo).port}/keys`
+  const dir = mkdtempSync(join(tmpdir(), 'aog-wba-'))
+  writeFileSync(join(dir, 'agents'), `${url}\n`)
+  const g = await startGate(t, { webBotAuth: true, signatureAgents: join(dir, 'agents'), signatureAgentsCa: join(DEV, 'ca.pem') })
+  const r = await request(g.url + '/challenge', {
+    dispatcher: client(t),
+    headers: signRequest({ method: 'GET', authority: new URL(g.url).host, target: '/challenge' }, { key: s.key, directoryUrl: url }),
+  })
+  t.equal(r.statusCode, 401)
+  t.match(await r.body.json(), { code: 'AOG_SIGNATURE_INVALID', detail: /not in the directory|no key/ })
+  const line = g.logs.find((l) => l.includes('holds no usable key'))
+  t.match(JSON.parse(line ?? '{}'), { level: 40, url, keys: 0, skipped: '1 private part published' })
+  t.notOk(g.logs.some((l) => l.includes('published by mistake')), 'the private part is never logged')
+})
+
 t.test('a signature that expires while its directory is being fetched is refused (step 7 after the key lookup)', async (t) => {
   const s = newKey()
   const pub = createPublicKey(s.key).export({ format: 'jwk' })

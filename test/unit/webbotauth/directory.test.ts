@@ -75,7 +75,7 @@ t.test('cacheSeconds: max-age clamped to [60 s, 1 day], 60 s without one', async
   t.equal(cacheSeconds(['max-age=900', 'max-age=700']), 700, 'the smaller of two')
 })
 
-t.test('directoryKeys: Ed25519 public keys by thumbprint; others skipped and counted; none usable is an error', async (t) => {
+t.test('directoryKeys: Ed25519 public keys by thumbprint; others skipped and counted; none usable is an empty map', async (t) => {
   const skipped = new Map<SkipReason, number>()
   const keys = directoryKeys({
     keys: [
@@ -100,9 +100,10 @@ t.test('directoryKeys: Ed25519 public keys by thumbprint; others skipped and cou
   // A key held before is reused (its parsed form and its thumbprint are kept).
   const again = directoryKeys({ keys: [pubJwk(keyA)] }, keys)
   t.equal(again.get(keyThumbprint(keyA)), keys.get(keyThumbprint(keyA)))
-  t.throws(() => directoryKeys({ keys: [] }), /no usable Ed25519 key/)
-  t.throws(() => directoryKeys({ keys: [{ kty: 'RSA', n: 'x', e: 'AQAB' }] }), /^no usable Ed25519 key \(skipped: 1 not an Ed25519 public key\)$/)
-  t.throws(() => directoryKeys({ keys: [{ ...pubJwk(keyA), d: 'x' }, { ...pubJwk(keyB), d: 'y' }] }), /^no usable Ed25519 key \(skipped: 2 private part published\)$/)
+  t.equal(directoryKeys({ keys: [] }).size, 0)
+  const none = new Map<SkipReason, number>()
+  t.equal(directoryKeys({ keys: [{ ...pubJwk(keyA), d: 'x' }, { ...pubJwk(keyB), d: 'y' }] }, keys, none).size, 0, 'keys held before are not kept')
+  t.equal(describeSkipped(none), '2 private part published')
   t.throws(() => directoryKeys([]), /not a JWKS/)
   t.throws(() => directoryKeys(null), /not a JWKS/)
   t.throws(() => directoryKeys({ keys: {} }), /not a JWKS/)
@@ -137,6 +138,10 @@ t.test('pinned files: read at creation, never fetched, re-read by refresh(); a b
   writeFileSync(file, JSON.stringify({ keys: [pubJwk(keyB), { kty: 'OKP', crv: 'Ed25519', x: Buffer.alloc(32).toString('base64url') }] }))
   await d.refresh()
   t.match(reports.at(-1), [url, { outcome: 'ok', keys: 1, skipped: '1 weak (small order or not canonical)' }], 'a skipped key is reported')
+  writeFileSync(file, JSON.stringify({ keys: [] }))
+  await d.refresh()
+  t.ok(await d.resolve(url, keyThumbprint(keyB)), 'a pinned file without a usable key keeps the keys read before (the operator\'s mistake)')
+  t.match(reports.at(-1), [url, { outcome: 'file', detail: /no usable Ed25519 key/ }])
   writeFileSync(file, '{"keys": [')
   await d.refresh()
   t.ok(await d.resolve(url, keyThumbprint(keyB)), 'a file caught mid-write keeps the keys read before')
@@ -147,7 +152,9 @@ t.test('pinned files: read at creation, never fetched, re-read by refresh(); a b
 
   t.throws(() => createKeyDirectories({ allow: [{ url: 'https://p.example', file: join(dir, 'missing.jwks') }], timeoutMs: 1000, maxBytes: 1000 }), { message: `signature agent https://p.example${WELL_KNOWN_DIRECTORY}: file ${join(dir, 'missing.jwks')}: cannot be read (ENOENT)` })
   writeFileSync(join(dir, 'empty.jwks'), '{"keys": []}')
-  t.throws(() => createKeyDirectories({ allow: [{ url: 'https://p.example', file: join(dir, 'empty.jwks') }], timeoutMs: 1000, maxBytes: 1000 }), /file .*empty\.jwks: no usable Ed25519 key/)
+  t.throws(() => createKeyDirectories({ allow: [{ url: 'https://p.example', file: join(dir, 'empty.jwks') }], timeoutMs: 1000, maxBytes: 1000 }), /file .*empty\.jwks: no usable Ed25519 key$/)
+  writeFileSync(join(dir, 'leaked.jwks'), JSON.stringify({ keys: [{ ...pubJwk(keyA), d: 'x' }] }))
+  t.throws(() => createKeyDirectories({ allow: [{ url: 'https://p.example', file: join(dir, 'leaked.jwks') }], timeoutMs: 1000, maxBytes: 1000 }), /file .*leaked\.jwks: no usable Ed25519 key \(skipped: 1 private part published\)$/)
   t.throws(() => createKeyDirectories({ allow: [{ url: 'https://p.example' }, { url: `https://p.example${WELL_KNOWN_DIRECTORY}` }], timeoutMs: 1000, maxBytes: 1000 }), /is allowed twice/)
   t.throws(() => createKeyDirectories({ allow: [{ url: 'http://p.example' }], timeoutMs: 1000, maxBytes: 1000 }), /is not an https URL/)
 })

@@ -158,7 +158,7 @@ t.test('why: node:crypto accepts signatures made without a secret under small-or
   }
   t.ok(underOthers > 0, `OpenSSL, keys of order 2, 4 and 8: ${underOthers} of ${3 * messages.length} messages`)
   if (sodium.verifier !== undefined) t.notOk(sodium.verifier.verify(Buffer.from('any message'), key, forged), 'libsodium: refused')
-  t.throws(() => directoryKeys({ keys: [{ kty: 'OKP', crv: 'Ed25519', x: identity.toString('base64url') }] }), /no usable Ed25519 key/)
+  t.equal(directoryKeys({ keys: [{ kty: 'OKP', crv: 'Ed25519', x: identity.toString('base64url') }] }).size, 0, 'the identity key is not kept')
   const good = keyPair('ed25519').publicKey.export({ format: 'jwk' })
   const keys = directoryKeys({ keys: [{ kty: 'OKP', crv: 'Ed25519', x: identity.toString('base64url') }, { kty: 'OKP', crv: 'Ed25519', x: good.x }] })
   t.equal(keys.size, 1, 'only the good key is kept')
