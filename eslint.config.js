@@ -14,6 +14,7 @@ export default [
       'no-restricted-imports': ['error', {
         paths: [
           { name: 'node:crypto', importNames: ['generateKeyPair', 'generateKeyPairSync'], message: 'use keyPair() from test/helpers/keys.ts (lib/keys.ts says why)' },
+          { name: 'crypto', importNames: ['generateKeyPair', 'generateKeyPairSync'], message: 'use keyPair() from test/helpers/keys.ts (lib/keys.ts says why)' },
           { name: 'jose', importNames: ['generateKeyPair'], message: 'use keyPair() from test/helpers/keys.ts (lib/keys.ts says why)' },
         ],
       }],

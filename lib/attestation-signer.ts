@@ -36,9 +36,10 @@ export interface LocalAttestationSignerOptions {
 function keyOf (key: KeyObject): AssertionKey {
   if (key.type !== 'private') throw new Error('attestation key: a private key is required')
   const type = key.asymmetricKeyType
-  const alg: AssertionAlg | undefined = type === 'ed25519' ? 'EdDSA' : type === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1' ? 'ES256' : undefined
-  if (alg === undefined) throw new Error('attestation key: only Ed25519 (EdDSA) and P-256 (ES256) private keys are allowed')
-  const pub = publicJwk(key)
+  // The curve from the JWK, not asymmetricKeyDetails: on a generated key that can deadlock (lib/keys.ts).
+  const pub = type === 'ed25519' || type === 'ec' ? publicJwk(key) : undefined
+  const alg: AssertionAlg | undefined = pub?.crv === 'Ed25519' ? 'EdDSA' : pub?.crv === 'P-256' ? 'ES256' : undefined
+  if (pub === undefined || alg === undefined) throw new Error('attestation key: only Ed25519 (EdDSA) and P-256 (ES256) private keys are allowed')
   const kid = jwkThumbprint(pub)
   const jwk = alg === 'EdDSA'
     ? { kty: 'OKP' as const, crv: 'Ed25519' as const, x: pub.x!, kid, alg, use: 'sig' as const }

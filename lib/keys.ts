@@ -15,12 +15,21 @@ export function publicJwk (key: KeyObject): JsonWebKey {
   return createPublicKey({ key: pub.export({ type: 'spki', format: 'der' }), format: 'der', type: 'spki' }).export({ format: 'jwk' })
 }
 
-/** RFC 7638 thumbprint: SHA-256 of the required public members in lexicographic order, base64url. */
+/** The required members of each key type (RFC 7638 section 3.2), in lexicographic order. */
+const REQUIRED: Record<string, readonly string[]> = { OKP: ['crv', 'kty', 'x'], EC: ['crv', 'kty', 'x', 'y'], RSA: ['e', 'kty', 'n'] }
+
+/**
+ * RFC 7638 thumbprint: SHA-256 of the required public members in lexicographic order, base64url.
+ * Throws for another key type or a missing member (which JSON.stringify would silently drop).
+ */
 export function jwkThumbprint (jwk: JsonWebKey): string {
-  const members = jwk.kty === 'OKP'
-    ? { crv: jwk.crv, kty: jwk.kty, x: jwk.x }
-    : jwk.kty === 'EC'
-      ? { crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y }
-      : { e: jwk.e, kty: jwk.kty, n: jwk.n }
+  const required = typeof jwk.kty === 'string' ? REQUIRED[jwk.kty] : undefined
+  if (required === undefined) throw new TypeError(`no thumbprint for a key of type ${String(jwk.kty)}`)
+  const members: Record<string, string> = {}
+  for (const m of required) {
+    const v = (jwk as Record<string, unknown>)[m]
+    if (typeof v !== 'string') throw new TypeError(`a ${jwk.kty} key without its ${m}`)
+    members[m] = v
+  }
   return createHash('sha256').update(JSON.stringify(members)).digest('base64url')
 }

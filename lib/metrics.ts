@@ -102,7 +102,7 @@ export function createMetrics (opts: { defaults?: boolean } = {}): Metrics {
       registers,
     }),
     upstreamPool: new Gauge({ name: 'aog_upstream_pool_connections', help: 'The upstream pool by state: connected, free and size (connections), pending and running (requests).', labelNames: ['state'], registers }),
-    directoryFetches: new Counter({ name: 'aog_signature_directory_fetches_total', help: 'Web Bot Auth key directory fetches and pinned file reads (start-up included) by outcome (ok, status, redirect, timeout, too_large, invalid, network, file, closed).', labelNames: ['outcome'], registers }),
+    directoryFetches: new Counter({ name: 'aog_signature_directory_fetches_total', help: 'Web Bot Auth key directory fetches and pinned file reads (start-up included) by outcome (ok, empty: no usable key, status, redirect, timeout, too_large, invalid, network, file, closed).', labelNames: ['outcome'], registers }),
     crlReloads: new Counter({ name: 'aog_crl_reloads_total', help: 'CRL loads by result (ok, or refused: the previous CRL stays in force).', labelNames: ['result'], registers }),
     attestationOutcomes: new Counter({
       name: 'aog_attestation_outcomes_total',

@@ -87,7 +87,7 @@ function createWebBotAuth (config: Readonly<Config>, logger: Logger, metrics: Me
     onFetch: (url, r) => {
       metrics.directoryFetches.inc({ outcome: r.outcome })
       // A skipped key (published with its private part, weak, not Ed25519) is an agent's mistake to hear about.
-      if (r.outcome === 'ok' && r.keys === 0) logger.warn({ url, keys: 0, skipped: r.skipped, ttlSeconds: r.ttlSeconds }, 'signature agent directory holds no usable key: its signatures are refused until it does')
+      if (r.outcome === 'empty') logger.warn({ url, keys: 0, skipped: r.skipped, ttlSeconds: r.ttlSeconds }, 'signature agent directory holds no usable key: its signatures are refused until it does')
       else if (r.outcome === 'ok' && r.skipped !== undefined) logger.warn({ url, keys: r.keys, skipped: r.skipped, ttlSeconds: r.ttlSeconds }, 'signature agent directory loaded; some of its keys are not usable')
       else if (r.outcome === 'ok') logger.info({ url, keys: r.keys, ttlSeconds: r.ttlSeconds }, 'signature agent directory loaded')
       else logger.warn({ url, outcome: r.outcome, status: r.status, detail: r.detail }, 'signature agent directory fetch failed')

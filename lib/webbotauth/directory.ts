@@ -14,13 +14,14 @@
  * 7638 thumbprint (base64url), which is a signature's `keyid`. Other keys are skipped, and so are a
  * key published with its private part and a weak key (small order or non-canonical: anyone could sign
  * for it), each counted in the fetch's report. A directory that answers with no usable key has none
- * to trust: its keys held before are dropped (a removed last key is not served stale), and every
- * keyid is unknown until it publishes one. A pinned file without one is an error (kept or refused).
+ * to trust: its keys held before are dropped (a removed last key is not served stale), every keyid
+ * is unknown until it publishes one, and it is asked again after MIN_TTL_SECONDS whatever its
+ * max-age (outcome 'empty'). A pinned file without one is an error (kept or refused).
  *
  * Keys are cached for the response's `Cache-Control: max-age`, clamped to [60 s, 1 day] (60 s when
  * absent). Past that, a lookup waits for a new fetch, one in flight per directory however many
  * lookups wait for it. When fetches fail, the keys held keep serving for at most a day after they
- * went stale, and the next attempt waits `retrySeconds`; a directory without keys (never fetched,
+ * went stale, and the next attempt waits `retrySeconds`; a directory whose keys are unknown (never fetched,
  * or stale beyond the day) answers 'no-keys', which the verifier turns into 503 with Retry-After.
  * A key that is not in a fresh directory is unknown until the directory's cache expires: rotation
  * takes effect within max-age. refresh() fetches every directory again and re-reads pinned files
@@ -48,7 +49,7 @@ export interface DirectoryAllow {
 }
 
 /** How a fetch (or a pinned file's read) ended, as a metric label would say it. */
-export type FetchOutcome = 'ok' | 'status' | 'redirect' | 'timeout' | 'too_large' | 'invalid' | 'network' | 'file' | 'closed'
+export type FetchOutcome = 'ok' | 'empty' | 'status' | 'redirect' | 'timeout' | 'too_large' | 'invalid' | 'network' | 'file' | 'closed'
 
 export interface FetchReport {
   outcome: FetchOutcome
@@ -234,6 +235,8 @@ export function createKeyDirectories (opts: KeyDirectoriesOptions): KeyDirectori
   const { timeoutMs, maxBytes, onFetch } = opts
   const retryMs = (opts.retrySeconds ?? 30) * 1000
   const entries = new Map<string, Entry>()
+  // Reported once the whole list is accepted: a list refused at a later entry loaded nothing.
+  const pinnedReads: Array<[string, FetchReport]> = []
   for (const a of opts.allow) {
     const url = normalizeDirectoryUrl(a.url)
     if (entries.has(url)) throw new Error(`signature agent ${url} is allowed twice`)
@@ -248,10 +251,11 @@ export function createKeyDirectories (opts: KeyDirectoriesOptions): KeyDirectori
         throw new Error(`signature agent ${url}: file ${a.file}: ${(err as Error).message}`)
       }
       e.freshUntil = Number.POSITIVE_INFINITY
-      onFetch?.(url, { outcome: 'ok', keys: e.keys.size, ...skippedField(skipped), ms: now() - t0 })
+      pinnedReads.push([url, { outcome: 'ok', keys: e.keys.size, ...skippedField(skipped), ms: now() - t0 }])
     }
     entries.set(url, e)
   }
+  for (const [url, report] of pinnedReads) onFetch?.(url, report)
   const closing = new AbortController()
   let dispatcher: Agent | undefined
 
@@ -342,10 +346,13 @@ export function createKeyDirectories (opts: KeyDirectoriesOptions): KeyDirectori
     const t0 = now()
     const skipped = new Map<SkipReason, number>()
     e.inflight = fetchKeys(e, skipped).then(({ keys, ttl, status }) => {
+      // No usable key: none held any more, but asked again within the shortest lifetime, so that
+      // one bad answer (a deploy, an error page) does not lock its agents out for max-age.
+      if (keys.size === 0) ttl = Math.min(ttl, MIN_TTL_SECONDS)
       e.keys = keys
       e.freshUntil = now() + ttl * 1000
       e.failedAt = Number.NEGATIVE_INFINITY
-      onFetch?.(e.url, { outcome: 'ok', keys: keys.size, ...skippedField(skipped), ttlSeconds: ttl, status, ms: now() - t0 })
+      onFetch?.(e.url, { outcome: keys.size === 0 ? 'empty' : 'ok', keys: keys.size, ...skippedField(skipped), ttlSeconds: ttl, status, ms: now() - t0 })
     }, (err: unknown) => {
       e.failedAt = now()
       const f = err instanceof FetchError ? err : new FetchError('network', String(err))

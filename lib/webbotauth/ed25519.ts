@@ -6,7 +6,7 @@
  * both accept the same keys.
  */
 import { createRequire } from 'node:module'
-import { verify as cryptoVerify, type KeyObject } from 'node:crypto'
+import { createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:crypto'
 
 export interface Ed25519Verifier {
   readonly name: 'libsodium' | 'node:crypto'
@@ -25,15 +25,15 @@ const SELF_TEST = {
 }
 
 /**
- * An Ed25519 public key's 32 raw bytes, the end of its SPKI encoding (not its JWK: lib/keys.ts says
- * why), read once per KeyObject; undefined for a key of another type.
+ * An Ed25519 key's 32 raw public bytes, the end of its SPKI encoding (not its JWK: lib/keys.ts says
+ * why), read once per KeyObject (a private key's from its public half); undefined for another type.
  */
 const rawKeys = new WeakMap<KeyObject, Buffer>()
 function rawKey (key: KeyObject): Buffer | undefined {
   if (key.asymmetricKeyType !== 'ed25519') return undefined
   let raw = rawKeys.get(key)
   if (raw === undefined) {
-    raw = key.export({ type: 'spki', format: 'der' }).subarray(-32)
+    raw = (key.type === 'private' ? createPublicKey(key) : key).export({ type: 'spki', format: 'der' }).subarray(-32)
     rawKeys.set(key, raw)
   }
   return raw

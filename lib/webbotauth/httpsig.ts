@@ -16,7 +16,7 @@
  *
  * verifyRequest performs the checks of section 8 in order and refuses with 401
  * AOG_SIGNATURE_INVALID, whose detail names the check, and `Accept-Signature` (RFC 9421 section 5.1);
- * a directory with no keys is 503 AOG_UNAVAILABLE with Retry-After (fail closed). The single use of
+ * a directory whose keys are unknown is 503 AOG_UNAVAILABLE with Retry-After (fail closed). The single use of
  * the nonce and the deny list are the caller's: it gets the nonce, `expires` and the thumbprint.
  */
 import type { KeyObject } from 'node:crypto'
@@ -92,7 +92,7 @@ export interface VerifyOptions {
    * another service cannot be replayed here by that service. Unset: any authority.
    */
   authorities?: readonly string[] | undefined
-  /** Retry-After of the 503 when a directory has no keys (default 30). */
+  /** Retry-After of the 503 when a directory's keys are unknown (default 30). */
   retryAfterSeconds?: number | undefined
 }
 

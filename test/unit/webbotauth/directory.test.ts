@@ -151,6 +151,10 @@ t.test('pinned files: read at creation, never fetched, re-read by refresh(); a b
   t.match(reports.at(-1), [url, { outcome: 'file', detail: /cannot be read \(ENOENT\)/ }])
 
   t.throws(() => createKeyDirectories({ allow: [{ url: 'https://p.example', file: join(dir, 'missing.jwks') }], timeoutMs: 1000, maxBytes: 1000 }), { message: `signature agent https://p.example${WELL_KNOWN_DIRECTORY}: file ${join(dir, 'missing.jwks')}: cannot be read (ENOENT)` })
+  const refused: Array<[string, FetchReport]> = []
+  writeFileSync(join(dir, 'good.jwks'), JSON.stringify({ keys: [pubJwk(keyA)] }))
+  t.throws(() => createKeyDirectories({ allow: [{ url: 'https://a.example', file: join(dir, 'good.jwks') }, { url: 'https://b.example', file: join(dir, 'missing.jwks') }], timeoutMs: 1000, maxBytes: 1000, onFetch: (u, r) => refused.push([u, r]) }), /b\.example.*ENOENT/)
+  t.same(refused, [], 'a list refused at a later file reports nothing loaded')
   writeFileSync(join(dir, 'empty.jwks'), '{"keys": []}')
   t.throws(() => createKeyDirectories({ allow: [{ url: 'https://p.example', file: join(dir, 'empty.jwks') }], timeoutMs: 1000, maxBytes: 1000 }), /file .*empty\.jwks: no usable Ed25519 key$/)
   writeFileSync(join(dir, 'leaked.jwks'), JSON.stringify({ keys: [{ ...pubJwk(keyA), d: 'x' }] }))

@@ -72,6 +72,10 @@ t.test('both verifiers: RFC 8032 test 1, and 300 random keys with good, tampered
   }
   t.equal(disagreements, 0, `${verifiers.map((v) => v.name).join(' and ')} agree with the expected answer on 2,400 cases`)
   t.equal(accepted, 300, 'exactly the 300 good signatures are accepted')
+  // A private key stands for its public half, in both.
+  const { publicKey, privateKey } = keyPair('ed25519')
+  const good = sign(null, Buffer.from('x'), privateKey)
+  for (const v of verifiers) t.ok(v.verify(Buffer.from('x'), privateKey, good) && v.verify(Buffer.from('x'), publicKey, good), `${v.name}: a private key verifies as its public half`)
   // A key of another type never throws (sodium-native throws on a key that is not 32 bytes).
   const ed448 = keyPair('ed448')
   const sig448 = Buffer.alloc(64)
