@@ -348,7 +348,7 @@ export function createKeyDirectories (opts: KeyDirectoriesOptions): KeyDirectori
     e.inflight = fetchKeys(e, skipped).then(({ keys, ttl, status }) => {
       // No usable key: none held any more, but asked again within the shortest lifetime, so that
       // one bad answer (a deploy, an error page) does not lock its agents out for max-age.
-      if (keys.size === 0) ttl = Math.min(ttl, MIN_TTL_SECONDS)
+      if (keys.size === 0) ttl = MIN_TTL_SECONDS
       e.keys = keys
       e.freshUntil = now() + ttl * 1000
       e.failedAt = Number.NEGATIVE_INFINITY

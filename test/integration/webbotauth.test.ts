@@ -7,6 +7,7 @@
 import t, { type Test } from 'tap'
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto'
 import { createServer as createHttpsServer } from 'node:https'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { mkdtempSync, readFileSync as readFileSyncText, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -140,19 +141,25 @@ t.test('a directory with no keys: 503 with Retry-After, never an accept', async 
   t.ok(Number(r.headers['retry-after']) >= 1)
 })
 
-t.test('a directory that answers with no usable key: 401 (the key is not in it), not 503, and a warning naming why', async (t) => {
-  const s = newKey()
-  const leaked = createPublicKey(s.key).export({ format: 'jwk' })
-  const dirServer = createHttpsServer({ key: pem('server-key.pem'), cert: pem('server.pem') }, (_req, res) => {
-    res.writeHead(200, { 'content-type': 'application/http-message-signatures-directory+json', 'cache-control': 'max-age=600' })
-    res.end(JSON.stringify({ keys: [{ kty: leaked.kty, crv: leaked.crv, x: leaked.x, d: 'the private part, published by mistake' }] }))
-  })
+/** A real HTTPS directory server (dev CA) answering with `handler`, and a gate allowing only it. */
+async function gateWithDirectory (t: Test, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ g: TestGate, url: string }> {
+  const dirServer = createHttpsServer({ key: pem('server-key.pem'), cert: pem('server.pem') }, handler)
   await new Promise<void>((resolve) => dirServer.listen(0, '127.0.0.1', resolve))
   t.teardown(() => { dirServer.closeAllConnections(); dirServer.close() })
   const url = `https://localhost:${(dirServer.address() as AddressInfo).port}/keys`
   const dir = mkdtempSync(join(tmpdir(), 'aog-wba-'))
   writeFileSync(join(dir, 'agents'), `${url}\n`)
   const g = await startGate(t, { webBotAuth: true, signatureAgents: join(dir, 'agents'), signatureAgentsCa: join(DEV, 'ca.pem') })
+  return { g, url }
+}
+
+t.test('a directory that answers with no usable key: 401 (the key is not in it), not 503, and a warning naming why', async (t) => {
+  const s = newKey()
+  const leaked = createPublicKey(s.key).export({ format: 'jwk' })
+  const { g, url } = await gateWithDirectory(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/http-message-signatures-directory+json', 'cache-control': 'max-age=600' })
+    res.end(JSON.stringify({ keys: [{ kty: leaked.kty, crv: leaked.crv, x: leaked.x, d: 'the private part, published by mistake' }] }))
+  })
   const r = await request(g.url + '/challenge', {
     dispatcher: client(t),
     headers: signRequest({ method: 'GET', authority: new URL(g.url).host, target: '/challenge' }, { key: s.key, directoryUrl: url }),
@@ -169,19 +176,13 @@ t.test('a signature that expires while its directory is being fetched is refused
   const pub = createPublicKey(s.key).export({ format: 'jwk' })
   // A real HTTPS directory (dev CA) that takes 1.6 s to answer its first fetch.
   let fetches = 0
-  const dirServer = createHttpsServer({ key: pem('server-key.pem'), cert: pem('server.pem') }, (_req, res) => {
+  const { g, url } = await gateWithDirectory(t, (_req, res) => {
     fetches++
     setTimeout(() => {
       res.writeHead(200, { 'content-type': 'application/http-message-signatures-directory+json', 'cache-control': 'max-age=600' })
       res.end(JSON.stringify({ keys: [{ kty: pub.kty, crv: pub.crv, x: pub.x }] }))
     }, fetches === 1 ? 1600 : 0)
   })
-  await new Promise<void>((resolve) => dirServer.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { dirServer.closeAllConnections(); dirServer.close() })
-  const url = `https://localhost:${(dirServer.address() as AddressInfo).port}/keys`
-  const dir = mkdtempSync(join(tmpdir(), 'aog-wba-'))
-  writeFileSync(join(dir, 'agents'), `${url}\n`)
-  const g = await startGate(t, { webBotAuth: true, signatureAgents: join(dir, 'agents'), signatureAgentsCa: join(DEV, 'ca.pem') })
   const d = client(t)
   const send = async (validitySeconds: number): Promise<{ status: number, json: any }> => {
     const r = await request(g.url + '/challenge', {
