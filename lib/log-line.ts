@@ -1,39 +1,134 @@
 /**
- * The request log line, written in pino's exact bytes for a logger `createLogger` made (its level,
- * time, base and message key are known), without pino's per-key serializer lookups, which cost
- * GET /challenge more than its bench:http target allows (figures: docs/decisions/request-log-line.md).
- * Any other logger gets `logger.info`, so an embedding program's formatters, hooks and redaction
- * shape the line as they shape its own.
+ * The request log line. For a logger `createLogger` made (its level, time, base and message key
+ * are known) it is written in pino's exact bytes from the request's fixed fields, without pino's
+ * per-key serializer lookups, its float-to-text of the duration or a regular expression per value,
+ * which together cost GET /challenge more than its bench:http target allows (figures:
+ * docs/decisions/request-log-line.md). Any other logger gets `logger.info(lineFields(r), 'request')`,
+ * so an embedding program's formatters, hooks and redaction shape the line as they shape its own.
  */
 import { pino, type Logger } from 'pino'
+import type { Identity } from './identity/tls.js'
 import { REDACTED_FIELDS, isOwnLogger } from './log.js'
 
-/** The fields of one request line: strings, numbers or undefined (left out, as pino leaves it out). */
+/** Log fields: strings, numbers or undefined (left out, as pino leaves them out). */
 export type LineFields = Record<string, string | number | undefined>
 
+/** What one request's line says. */
+export interface RequestLine {
+  reqId: string
+  /** The TCP peer's address. */
+  addr: string | undefined
+  /** Forwarded mode: the agent's address as the proxy saw it. */
+  clientAddr: string | undefined
+  identity: Identity | undefined
+  method: string
+  route: string
+  /** An unmatched request's path (shortened). */
+  path: string | undefined
+  status: number
+  /** Duration in milliseconds (logged rounded to hundredths). */
+  ms: number
+  outcome: string
+  upstream: { status: number, ms: number } | undefined
+}
+
+/**
+ * The log fields naming a caller: request id, addresses, identity (a certificate's fingerprint
+ * prefix, subject CN and first URI SAN; a Web Bot Auth key's fingerprint prefix, keyid and directory).
+ */
+export function whoFields (reqId: string, addr: string | undefined, clientAddr: string | undefined, id: Identity | undefined): LineFields {
+  const signature = id?.source === 'signature'
+  return {
+    reqId,
+    addr,
+    clientAddr,
+    fp: id?.fingerprint.slice(0, 16),
+    subject: signature ? undefined : nonEmpty(id?.subject),
+    uri: signature ? undefined : nonEmpty(id?.uri),
+    keyid: signature ? id.subject : undefined,
+    directory: signature ? nonEmpty(id.uri) : undefined,
+  }
+}
+
+/** A request line as log fields, in the order they are written. */
+export function lineFields (r: RequestLine): LineFields {
+  const line = whoFields(r.reqId, r.addr, r.clientAddr, r.identity)
+  line.method = r.method
+  line.route = r.route
+  line.path = r.path
+  line.status = r.status
+  line.durationMs = Math.round(r.ms * 100) / 100
+  line.outcome = r.outcome
+  line.upstreamStatus = r.upstream?.status
+  line.upstreamMs = r.upstream?.ms
+  return line
+}
+
+function nonEmpty (s: string | undefined): string | undefined {
+  return s === '' ? undefined : s
+}
+
 const INFO = 30
-/** Text JSON writes as it is: printable ASCII other than the quote and the backslash. */
-const PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/
 const { chindingsSym, streamSym } = pino.symbols
+/** The fields lineFields writes: pino would censor none of them (a test checks REDACTED_FIELDS). */
+export const LINE_KEYS = ['reqId', 'addr', 'clientAddr', 'fp', 'subject', 'uri', 'keyid', 'directory', 'method', 'route', 'path', 'status', 'durationMs', 'outcome', 'upstreamStatus', 'upstreamMs'] as const
 
 /** A function that writes one request line (message `request`, level info) to `logger`. */
-export function requestLineWriter (logger: Logger): (fields: LineFields) => void {
-  if (!isOwnLogger(logger)) return (fields) => { logger.info(fields, 'request') }
+export function requestLineWriter (logger: Logger): (r: RequestLine) => void {
+  if (!isOwnLogger(logger) || LINE_KEYS.some((k) => REDACTED_FIELDS.has(k))) return (r) => { logger.info(lineFields(r), 'request') }
   const internals = logger as unknown as Record<symbol, unknown>
   const stream = internals[streamSym] as { write: (line: string) => void }
-  return (fields) => {
-    if (logger.levelVal > INFO) return
-    // pino's order: level, time (epoch ms), the bindings, the fields as given, the message.
-    let line = `{"level":${INFO},"time":${Date.now()}${internals[chindingsSym] as string}`
-    for (const key in fields) {
-      const v = fields[key]
-      if (v === undefined) continue
-      // A field pino would censor, or a value that is not text or a number: pino writes the line.
-      if (REDACTED_FIELDS.has(key) || (typeof v !== 'string' && typeof v !== 'number')) { logger.info(fields, 'request'); return }
-      // Keys are the gate's own identifiers (nothing to escape); strings as JSON.stringify writes
-      // them (printable ASCII without " or \\ as is), numbers as pino does (non-finite as null).
-      line += `,"${key}":${typeof v === 'string' ? (PLAIN.test(v) ? `"${v}"` : JSON.stringify(v)) : Number.isFinite(v) ? v : 'null'}`
+  // An identity's fields, written once per identity (one per connection in direct mode).
+  const whoTexts = new WeakMap<Identity, string>()
+  const who = (id: Identity): string => {
+    let text = whoTexts.get(id)
+    if (text === undefined) {
+      const f = whoFields('', undefined, undefined, id) as Record<string, string | undefined>
+      text = `,"fp":${jsonText(f.fp!)}${optional('subject', f.subject)}${optional('uri', f.uri)}${optional('keyid', f.keyid)}${optional('directory', f.directory)}`
+      whoTexts.set(id, text)
     }
-    stream.write(`${line},"msg":"request"}\n`)
+    return text
   }
+  return (r) => {
+    if (logger.levelVal > INFO) return
+    // pino's order: level, time (epoch ms), the bindings, the fields as lineFields gives them, the message.
+    stream.write(`{"level":${INFO},"time":${Date.now()}${internals[chindingsSym] as string},"reqId":${jsonText(r.reqId)}` +
+      `${optional('addr', r.addr)}${optional('clientAddr', r.clientAddr)}${r.identity === undefined ? '' : who(r.identity)}` +
+      `,"method":${jsonText(r.method)},"route":${jsonText(r.route)}${optional('path', r.path)},"status":${numberText(r.status)}` +
+      `,"durationMs":${hundredths(r.ms)},"outcome":${jsonText(r.outcome)}` +
+      `${r.upstream === undefined ? '' : `,"upstreamStatus":${numberText(r.upstream.status)},"upstreamMs":${numberText(r.upstream.ms)}`},"msg":"request"}\n`)
+  }
+}
+
+/** `,"key":value` for a string field, nothing for undefined (pino leaves it out). */
+function optional (key: string, v: string | undefined): string {
+  return v === undefined ? '' : `,"${key}":${jsonText(v)}`
+}
+
+/** A string as JSON.stringify writes it: printable ASCII other than `"` and `\` as it is. */
+export function jsonText (s: string): string {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) return JSON.stringify(s)
+  }
+  return `"${s}"`
+}
+
+/** A number as pino writes it (non-finite as null). */
+function numberText (n: number): string {
+  return Number.isFinite(n) ? `${n}` : 'null'
+}
+
+/**
+ * `Math.round(ms * 100) / 100` as JSON writes it, from the integer number of hundredths (no
+ * float-to-text): the exact decimal with at most two fraction digits is the shortest text of that
+ * double while one hundredth is more than half its spacing, far beyond any duration (a test compares).
+ */
+export function hundredths (ms: number): string {
+  const h = Math.round(ms * 100)
+  if (!(h >= 0 && h < 1e15)) return numberText(Math.round(ms * 100) / 100)
+  const whole = Math.floor(h / 100)
+  const frac = h - whole * 100
+  if (frac === 0) return `${whole}`
+  return frac % 10 === 0 ? `${whole}.${frac / 10}` : `${whole}.${frac < 10 ? '0' : ''}${frac}`
 }

@@ -7,7 +7,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Config } from '../config.js'
 import type { Logger } from '../log.js'
-import { requestLineWriter, type LineFields } from '../log-line.js'
+import { requestLineWriter, whoFields } from '../log-line.js'
 import type { Metrics } from '../metrics.js'
 import { AogError, PoolBusyError, StoreUnavailableError } from '../errors.js'
 import { problemHeaders, problemJson } from '../http/reply.js'
@@ -54,42 +54,7 @@ class Context implements RequestContext {
    * A child logger with the request's id, addresses and identity (as known when it is made), made
    * only when a handler logs something of its own.
    */
-  get log (): Logger { return (this.#child ??= this.logger.child(whoFields(this))) }
-}
-
-/** The log fields naming a request's caller: request id, addresses, identity. */
-function whoFields (ctx: Context): LineFields {
-  const id = ctx.identity as Identity | undefined
-  const signature = id?.source === 'signature'
-  return {
-    reqId: ctx.reqId,
-    addr: ctx.addr,
-    clientAddr: ctx.clientAddr,
-    fp: id?.fingerprint.slice(0, 16),
-    // A certificate's subject CN and first URI SAN; a Web Bot Auth key's keyid and directory.
-    subject: signature ? undefined : nonEmpty(id?.subject),
-    uri: signature ? undefined : nonEmpty(id?.uri),
-    keyid: signature ? id.subject : undefined,
-    directory: signature ? nonEmpty(id.uri) : undefined,
-  }
-}
-
-/** A request's log line: whoFields' fields, then what was asked and answered (undefined fields are not written). */
-function requestLine (ctx: Context, method: string, status: number, ms: number): LineFields {
-  const line = whoFields(ctx)
-  line.method = method
-  line.route = ctx.route
-  line.path = ctx.route === UNMATCHED ? loggedPath(ctx.req.url) : undefined
-  line.status = status
-  line.durationMs = Math.round(ms * 100) / 100
-  line.outcome = ctx.outcome
-  line.upstreamStatus = ctx.upstream?.status
-  line.upstreamMs = ctx.upstream?.ms
-  return line
-}
-
-function nonEmpty (s: string | undefined): string | undefined {
-  return s === '' ? undefined : s
+  get log (): Logger { return (this.#child ??= this.logger.child(whoFields(this.reqId, this.addr, this.clientAddr, this.identity as Identity | undefined))) }
 }
 
 /** An unmatched request's path for its log line: without the query, at most PATH_LOG_CHARS characters. */
@@ -172,7 +137,19 @@ export function createPipeline (o: PipelineOptions): Pipeline {
     const method = ctx.req.method ?? ''
     const status = ctx.res.statusCode
     metrics.requestDuration.observe({ route: ctx.route, method, status: String(status) }, ms / 1000)
-    writeLine(requestLine(ctx, method, status, ms))
+    writeLine({
+      reqId: ctx.reqId,
+      addr: ctx.addr,
+      clientAddr: ctx.clientAddr,
+      identity: ctx.identity as Identity | undefined,
+      method,
+      route: ctx.route,
+      path: ctx.route === UNMATCHED ? loggedPath(ctx.req.url) : undefined,
+      status,
+      ms,
+      outcome: ctx.outcome,
+      upstream: ctx.upstream,
+    })
     if (inflight === 0) for (const resolve of idle.splice(0)) resolve()
   }
 

@@ -2,20 +2,21 @@ import t from 'tap'
 import fc from 'fast-check'
 import { pino } from 'pino'
 import { Writable } from 'node:stream'
-import { createLogger } from '../../lib/log.js'
-import { requestLineWriter, type LineFields } from '../../lib/log-line.js'
+import { createLogger, REDACTED_FIELDS } from '../../lib/log.js'
+import { hundredths, jsonText, lineFields, LINE_KEYS, requestLineWriter, type RequestLine } from '../../lib/log-line.js'
+import type { Identity } from '../../lib/identity/tls.js'
 
 function sink (): { destination: Writable, lines: string[] } {
   const lines: string[] = []
   return { destination: new Writable({ write (chunk, _enc, cb) { lines.push(String(chunk)); cb() } }), lines }
 }
 
-/** The writer's line and logger.info's line for the same fields, their times made equal. */
-function both (fields: LineFields, level = 'info'): [string | undefined, string | undefined] {
+/** The writer's line and logger.info's line of lineFields(r), their times made equal. */
+function both (r: RequestLine, level = 'info'): [string | undefined, string | undefined] {
   const s = sink()
   const logger = createLogger({ level, destination: s.destination })
-  requestLineWriter(logger)(fields)
-  logger.info(fields, 'request')
+  requestLineWriter(logger)(r)
+  logger.info(lineFields(r), 'request')
   const [a, b] = s.lines
   const time = /"time":\d+/
   return [a, b === undefined || a === undefined ? b : b.replace(time, a.match(time)![0])]
@@ -24,58 +25,99 @@ function both (fields: LineFields, level = 'info'): [string | undefined, string 
 /** A high surrogate not followed by a low one, or a low one not preceded by a high one. */
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
 
-const REQUEST: LineFields = {
-  reqId: '3fa2c1-000000002a',
+const AGENT: Identity = { fingerprint: '0123456789abcdef'.repeat(4), serial: '01', subject: 'agent-1', uri: 'spiffe://aog/agent/1', source: 'tls' }
+
+const REQUEST: RequestLine = {
+  reqId: '3fa2c1000000002a',
   addr: '127.0.0.1',
   clientAddr: undefined,
-  fp: '0123456789abcdef',
-  subject: 'agent-1',
-  uri: 'spiffe://aog/agent/1',
-  keyid: undefined,
-  directory: undefined,
+  identity: AGENT,
   method: 'GET',
   route: '/challenge',
   path: undefined,
   status: 200,
-  durationMs: 0.37,
+  ms: 0.3712,
   outcome: 'ok',
-  upstreamStatus: undefined,
-  upstreamMs: undefined,
+  upstream: undefined,
 }
 
 t.test('a createLogger logger: the same bytes as logger.info, field for field', async (t) => {
   const [line, info] = both(REQUEST)
   t.equal(line, info)
-  t.match(JSON.parse(line!), { level: 30, service: 'aog', reqId: REQUEST.reqId, status: 200, durationMs: 0.37, msg: 'request' })
+  t.match(JSON.parse(line!), { level: 30, service: 'aog', reqId: REQUEST.reqId, fp: '0123456789abcdef', subject: 'agent-1', status: 200, durationMs: 0.37, msg: 'request' })
   t.notOk('clientAddr' in JSON.parse(line!), 'undefined fields are left out, as pino leaves them out')
-  const cases: LineFields[] = [
-    { path: 'a "quoted" \\ back\\slash' },
-    { subject: 'tab\tnewline\nnul\u0000 del\u007f' },
-    { subject: 'accents é ü, emoji 😀, CJK 漢字' },
-    { uri: 'x'.repeat(41), path: 'y'.repeat(42), route: '"'.repeat(60), outcome: 'z'.repeat(6000) },
-    { status: 0, durationMs: -1.5, upstreamMs: 1e21, upstreamStatus: Number.NaN, n: Infinity, m: -Infinity },
-    {},
+  const cases: Array<Partial<RequestLine>> = [
+    { path: 'a "quoted" \\ back\\slash', route: 'unmatched' },
+    { identity: { ...AGENT, subject: 'tab\tnewline\nnul\u0000 del\u007f' } },
+    { identity: { ...AGENT, subject: 'accents é ü, emoji 😀, CJK 漢字', uri: '' } },
+    { identity: { ...AGENT, subject: '', uri: '' } },
+    { identity: { fingerprint: 'ab'.repeat(32), serial: '', subject: 'key-1', uri: 'https://dir.example/.well-known/http-message-signatures-directory', source: 'signature' } },
+    { identity: { fingerprint: 'ab'.repeat(32), serial: '', subject: 'key-1', uri: '', source: 'signature' } },
+    { identity: undefined, addr: undefined, clientAddr: '203.0.113.9' },
+    { route: '"'.repeat(60), outcome: 'z'.repeat(6000), method: 'M-SEARCH' },
+    { status: 0, ms: -1.5, upstream: { status: Number.NaN, ms: 1e21 } },
+    { status: 502, upstream: { status: 502, ms: 12.25 } },
+    { ms: 1e13 }, { ms: 1e14 }, { ms: Number.NaN }, { ms: Infinity }, { ms: -0.001 }, { ms: 0.005 }, { ms: 0.015 }, { ms: 1.005 },
   ]
-  for (const fields of cases) {
-    const [a, b] = both(fields)
-    t.equal(a, b, JSON.stringify(fields).slice(0, 60))
+  for (const c of cases) {
+    const [a, b] = both({ ...REQUEST, ...c })
+    t.equal(a, b, JSON.stringify(c).slice(0, 60))
   }
 })
 
+t.test('an identity\'s fields are written once per identity: a later line of the same identity is unchanged, another identity gets its own', async (t) => {
+  const s = sink()
+  const write = requestLineWriter(createLogger({ destination: s.destination }))
+  const other: Identity = { ...AGENT, fingerprint: 'fe'.repeat(32), subject: 'agent-2' }
+  write(REQUEST)
+  write({ ...REQUEST, identity: other })
+  write(REQUEST)
+  const parsed = s.lines.map((l) => JSON.parse(l))
+  t.match(parsed, [{ fp: '0123456789abcdef', subject: 'agent-1' }, { fp: 'fefefefefefefefe', subject: 'agent-2' }, { fp: '0123456789abcdef', subject: 'agent-1' }])
+})
+
+t.test('no field of the line is one pino would censor (else every line would go through logger.info)', async (t) => {
+  for (const k of LINE_KEYS) t.notOk(REDACTED_FIELDS.has(k), k)
+  t.same(Object.keys(lineFields({ ...REQUEST, identity: { ...AGENT, source: 'signature' }, clientAddr: 'x', path: 'p', upstream: { status: 1, ms: 1 } })).sort(), [...LINE_KEYS].sort())
+})
+
+t.test('hundredths: the text of Math.round(ms * 100) / 100, for any duration', async () => {
+  const expected = (ms: number): string => JSON.stringify(Math.round(ms * 100) / 100)
+  fc.assert(fc.property(fc.oneof(fc.double(), fc.double({ min: 0, max: 1e6 }), fc.double({ min: 0, max: 100 }), fc.integer({ min: 0, max: 1e9 }).map((h) => h / 100)), (ms) => {
+    if (hundredths(ms) !== expected(ms)) throw new Error(`${ms}: ${hundredths(ms)} !== ${expected(ms)}`)
+  }), { numRuns: 20000 })
+  for (let h = 0; h < 100000; h++) if (hundredths(h / 100) !== expected(h / 100)) throw new Error(`${h / 100}`)
+})
+
 t.test('property: any well-formed text and any number give the bytes logger.info gives', async () => {
+  const text = fc.oneof(fc.string({ maxLength: 80 }), fc.string({ unit: 'binary', maxLength: 60 }))
+  const maybe = <T>(a: fc.Arbitrary<T>): fc.Arbitrary<T | undefined> => fc.option(a, { nil: undefined })
+  const identity: fc.Arbitrary<Identity | undefined> = maybe(fc.record({
+    fingerprint: fc.stringMatching(/^[0-9a-f]{64}$/),
+    serial: fc.constant(''),
+    subject: text,
+    uri: text,
+    source: fc.constantFrom('tls' as const, 'forwarded' as const, 'signature' as const),
+  }))
+  const number = fc.oneof(fc.double(), fc.integer())
   fc.assert(fc.property(
-    fc.dictionary(fc.constantFrom('reqId', 'addr', 'subject', 'uri', 'path', 'route', 'outcome', 'status', 'durationMs'),
-      fc.oneof(fc.string({ maxLength: 80 }), fc.string({ unit: 'binary', maxLength: 60 }), fc.double(), fc.integer(), fc.constant(undefined))),
-    (fields) => {
+    fc.record({ reqId: text, addr: maybe(text), clientAddr: maybe(text), identity, method: text, route: text, path: maybe(text), status: number, ms: number, outcome: text, upstream: maybe(fc.record({ status: number, ms: number })) }),
+    (r) => {
       // pino writes a lone surrogate of a short string raw; the writer escapes it (see below).
-      if (Object.values(fields).some((v) => typeof v === 'string' && LONE_SURROGATE.test(v))) return
-      const [a, b] = both(fields)
+      if (Object.values(lineFields(r)).some((v) => typeof v === 'string' && LONE_SURROGATE.test(v))) return
+      const [a, b] = both(r)
       if (a !== b) throw new Error(`${String(a)} !== ${String(b)}`)
     }), { numRuns: 2000 })
 })
 
+t.test('jsonText: JSON.stringify\'s text of any string (printable ASCII kept as it is)', async () => {
+  fc.assert(fc.property(fc.oneof(fc.string(), fc.string({ unit: 'binary' }), fc.string({ unit: 'grapheme-ascii' })), (s) => {
+    if (jsonText(s) !== JSON.stringify(s)) throw new Error(JSON.stringify(s))
+  }), { numRuns: 5000 })
+})
+
 t.test('a lone surrogate: escaped (pino writes it raw, which UTF-8 turns into U+FFFD); the line is still JSON of the same text', async (t) => {
-  const [a] = both({ subject: 'x\ud800y' })
+  const [a] = both({ ...REQUEST, identity: { ...AGENT, subject: 'x\ud800y' } })
   t.match(a, /"subject":"x\\ud800y"/)
   t.equal(JSON.parse(a!).subject, 'x\ud800y')
 })
@@ -91,15 +133,8 @@ t.test('below the logger\'s level nothing is written; a level changed later is f
   t.equal(s.lines.length, 1)
   logger.setBindings({ instance: 'b' })
   write(REQUEST)
-  logger.info(REQUEST, 'request')
+  logger.info(lineFields(REQUEST), 'request')
   t.equal(s.lines[1], s.lines[2]!.replace(/"time":\d+/, s.lines[1]!.match(/"time":\d+/)![0]), 'bindings set later are in the line')
-})
-
-t.test('a field pino would censor goes through pino (redacted)', async (t) => {
-  const [a, b] = both({ ...REQUEST, token: 'secret-token' })
-  t.equal(a, b)
-  t.match(a, /"token":"\[redacted\]"/)
-  t.notMatch(a, /secret-token/)
 })
 
 t.test('any other pino logger: the line is logger.info\'s, shaped by that logger (formatters, redaction, message key)', async (t) => {

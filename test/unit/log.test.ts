@@ -49,6 +49,17 @@ t.test('a buffered stdout logger flushes on its own timer and at exit', async (t
   t.same(seen, ['first', 'second'])
 })
 
+t.test('a full batch is written without waiting for the timer; only the last, partial one waits', async (t) => {
+  // 100 lines of about 150 bytes into a 1,024-byte batch, then killed 50 ms later (before the
+  // 200 ms timer): the full batches have been written, the partial last one is lost with the process.
+  const seen = await loggerChild(1024, [
+    "for (let i = 0; i < 100; i++) logger.info({ i, pad: 'x'.repeat(60) }, 'line ' + i)",
+    "setTimeout(() => process.kill(process.pid, 'SIGKILL'), 50)",
+  ])
+  t.ok(seen.length >= 85 && seen.length < 100, `${seen.length} of 100 lines written before the kill`)
+  t.same(seen, seen.map((_, i) => `line ${i}`), 'in order, none twice')
+})
+
 t.test('bufferBytes 0 writes each line synchronously', async (t) => {
   // A synchronous destination has written the line before info() returns: killed without any flush.
   t.same(await loggerChild(0, ["logger.info('only')", "process.kill(process.pid, 'SIGKILL')"]), ['only'])
