@@ -21,7 +21,7 @@ import { RandomPool } from '../lib/random.js'
 import { MemoryStore } from '../lib/stores/memory.js'
 import { IssueStatus } from '../lib/stores/store.js'
 import { challengeJson } from '../lib/handlers/challenge.js'
-import { jsonHeaders, rateHeaders } from '../lib/http/reply.js'
+import { jsonHeaders, rateHeaderList } from '../lib/http/reply.js'
 import { createLogger } from '../lib/log.js'
 import { createMetrics } from '../lib/metrics.js'
 import { BODY, HEADERS, serverOptions } from './baseline-shape.js'
@@ -49,7 +49,7 @@ const server = createServer(serverOptions(dev), (req, res) => {
     if (r instanceof Promise || r.status !== IssueStatus.OK) throw new Error('the memory store refused')
     if (step >= 4) {
       const text = challengeJson(r.challenge)
-      res.writeHead(200, jsonHeaders(text, rateHeaders(r.rate, rate.perSecond))).end(text)
+      res.writeHead(200, jsonHeaders(text, rateHeaderList(r.rate, rate.perSecond), text.length)).end(text)
     }
   }
   if (step < 4) {

@@ -9,6 +9,7 @@
 import { pino, type Logger } from 'pino'
 import type { Identity } from './identity/tls.js'
 import { REDACTED_FIELDS, isOwnLogger } from './log.js'
+import { wholeText } from './whole-text.js'
 
 /** Log fields: strings, numbers or undefined (left out, as pino leaves them out). */
 export type LineFields = Record<string, string | number | undefined>
@@ -78,7 +79,7 @@ export function requestLineWriter (logger: Logger): (r: RequestLine) => void {
   if (!isOwnLogger(logger) || LINE_KEYS.some((k) => REDACTED_FIELDS.has(k))) return (r) => { logger.info(lineFields(r), 'request') }
   const internals = logger as unknown as Record<symbol, unknown>
   const stream = internals[streamSym] as { write: (line: string) => void }
-  // An identity's fields, written once per identity (one per connection in direct mode).
+  // An identity's fields, as JSON text, written once per identity (one per connection in direct mode).
   const whoTexts = new WeakMap<Identity, string>()
   const who = (id: Identity): string => {
     let text = whoTexts.get(id)
@@ -89,14 +90,15 @@ export function requestLineWriter (logger: Logger): (r: RequestLine) => void {
     }
     return text
   }
+  // pino's order: level, time (epoch ms), the bindings, the fields as lineFields gives them, the message.
+  const line = (r: RequestLine): string =>
+    `{"level":${INFO},"time":${wholeText(Date.now())}${internals[chindingsSym] as string},"reqId":${jsonText(r.reqId)}` +
+    `${optional('addr', r.addr)}${optional('clientAddr', r.clientAddr)}${r.identity === undefined ? '' : who(r.identity)}` +
+    `,"method":${jsonText(r.method)},"route":${jsonText(r.route)}${optional('path', r.path)},"status":${numberText(r.status)}` +
+    `,"durationMs":${hundredths(r.ms)},"outcome":${jsonText(r.outcome)}` +
+    `${r.upstream === undefined ? '' : `,"upstreamStatus":${numberText(r.upstream.status)},"upstreamMs":${numberText(r.upstream.ms)}`},"msg":"request"}\n`
   return (r) => {
-    if (logger.levelVal > INFO) return
-    // pino's order: level, time (epoch ms), the bindings, the fields as lineFields gives them, the message.
-    stream.write(`{"level":${INFO},"time":${Date.now()}${internals[chindingsSym] as string},"reqId":${jsonText(r.reqId)}` +
-      `${optional('addr', r.addr)}${optional('clientAddr', r.clientAddr)}${r.identity === undefined ? '' : who(r.identity)}` +
-      `,"method":${jsonText(r.method)},"route":${jsonText(r.route)}${optional('path', r.path)},"status":${numberText(r.status)}` +
-      `,"durationMs":${hundredths(r.ms)},"outcome":${jsonText(r.outcome)}` +
-      `${r.upstream === undefined ? '' : `,"upstreamStatus":${numberText(r.upstream.status)},"upstreamMs":${numberText(r.upstream.ms)}`},"msg":"request"}\n`)
+    if (logger.levelVal <= INFO) stream.write(line(r))
   }
 }
 

@@ -6,6 +6,7 @@
  * carrying one reaches a log line anyway.
  */
 import { pino, type Logger, type DestinationStream } from 'pino'
+import { LineBatch } from './log-batch.js'
 
 export type { Logger }
 
@@ -56,7 +57,7 @@ function destination (opts: LogOptions): DestinationStream {
   // pino.destination flushes what is buffered at exit; periodicFlush bounds how long a line waits.
   // SonicBoom requires minLength below maxWrite (16 KiB by default).
   const sonic = pino.destination({ dest: opts.dest ?? 1, sync: false, minLength: buffer, maxWrite: Math.max(16384, 2 * buffer), periodicFlush: LOG_FLUSH_MS, contentMode: 'buffer' })
-  return batching(sonic, buffer)
+  return new LineBatch(sonic, buffer)
 }
 
 /** The loggers createLogger made: their options are the ones above (log-line.ts writes their format). */
@@ -64,33 +65,4 @@ const OWN = new WeakSet<Logger>()
 
 export function isOwnLogger (logger: Logger): boolean {
   return OWN.has(logger)
-}
-
-/**
- * Lines are gathered into one string and handed to SonicBoom (in its buffer mode) as bytes once
- * `batch` characters have accumulated: one UTF-8 encoding per batch instead of one buffer per line
- * (docs/decisions/request-log-line.md). SonicBoom in its string mode would measure the UTF-8 length
- * of its whole pending buffer on every line instead. Its flush and flushSync, which its periodic
- * timer and pino's flush at exit call, hand over what is gathered first.
- */
-function batching (sonic: DestinationStream & { flush: (cb?: (err?: Error) => unknown) => void, flushSync: () => void }, batch: number): DestinationStream {
-  let pending = ''
-  const handOver = (): void => {
-    if (pending === '') return
-    const bytes = Buffer.from(pending, 'utf8')
-    pending = ''
-    sonic.write(bytes as unknown as string)
-  }
-  const flush = sonic.flush.bind(sonic)
-  const flushSync = sonic.flushSync.bind(sonic)
-  sonic.flush = (cb) => { handOver(); flush(cb) }
-  sonic.flushSync = () => { handOver(); flushSync() }
-  return {
-    write: (line: string) => {
-      pending += line
-      if (pending.length >= batch) handOver()
-    },
-    flush: (cb?: (err?: Error) => void) => { sonic.flush(cb) },
-    flushSync: () => { sonic.flushSync() },
-  } as DestinationStream
 }

@@ -39,7 +39,8 @@ class Context implements RequestContext {
   settling: Promise<void> | undefined = undefined
   #child: Logger | undefined
 
-  constructor (public reqId: string, readonly req: IncomingMessage, readonly res: ServerResponse, readonly start: number, private readonly logger: Logger) {
+  /** `open`: the requests of its connection not booked yet, this one among them. */
+  constructor (public reqId: string, readonly req: IncomingMessage, readonly res: ServerResponse, readonly start: number, private readonly logger: Logger, readonly open: Context[]) {
     this.addr = req.socket.remoteAddress
   }
 
@@ -97,22 +98,23 @@ export function createPipeline (o: PipelineOptions): Pipeline {
   let closing = false
   const idle: Array<() => void> = []
 
-  // The requests of each connection not booked yet: a response queued behind a pipelined one emits
-  // no 'close' when node destroys the socket, so the socket's own close books what is left.
-  const unbooked = new WeakMap<object, Set<Context>>()
+  // The requests of each connection not booked yet (oldest first): a response queued behind a
+  // pipelined one emits no 'close' when node destroys the socket, so the socket's own close books
+  // what is left.
+  const unbooked = new WeakMap<object, Context[]>()
 
   function start (req: IncomingMessage, res: ServerResponse): Context {
-    const ctx = new Context(`${o.idPrefix}${(++seq).toString(16).padStart(10, '0')}`, req, res, performance.now(), logger)
-    inflight++
     const socket = req.socket
     let open = unbooked.get(socket)
     if (open === undefined) {
-      const set = open = new Set()
-      unbooked.set(socket, set)
-      socket.once('close', () => { for (const c of set) closed(c) })
+      const list: Context[] = open = []
+      unbooked.set(socket, list)
+      socket.once('close', () => { for (const c of [...list]) closed(c) })
     }
-    open.add(ctx)
-    res.once('close', () => { closed(ctx) })
+    const ctx = new Context(`${o.idPrefix}${(++seq).toString(16).padStart(10, '0')}`, req, res, performance.now(), logger, open)
+    inflight++
+    open.push(ctx)
+    res.on('close', () => { closed(ctx) })
     if (closing) res.setHeader('connection', 'close')
     return ctx
   }
@@ -126,7 +128,8 @@ export function createPipeline (o: PipelineOptions): Pipeline {
   function book (ctx: Context): void {
     if (ctx.booked) return
     ctx.booked = true
-    unbooked.get(ctx.req.socket)?.delete(ctx)
+    const at = ctx.open.indexOf(ctx)
+    if (at === 0) ctx.open.shift(); else if (at > 0) ctx.open.splice(at, 1)
     inflight--
     // A request whose client left before any answer: logged as 499 (nginx's "client closed request").
     if (!ctx.answered && !ctx.res.headersSent) {

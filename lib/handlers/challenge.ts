@@ -1,6 +1,7 @@
 /** GET /challenge (docs/protocol.md section 2): one store call that takes a token and creates the challenge. */
 import { AogError } from '../errors.js'
-import { jsonHeaders, rateHeaders } from '../http/reply.js'
+import { jsonHeaders, rateHeaderList } from '../http/reply.js'
+import { wholeText } from '../whole-text.js'
 import { IssueStatus, type ChallengeRecord, type IssueResult } from '../stores/store.js'
 import { ALGORITHM } from '../protocol/constants.js'
 import { rateLimited, replayedIdentity, type GateParts, type Handler, type RequestContext } from './context.js'
@@ -34,7 +35,8 @@ function answer (ctx: RequestContext, { config, store, metrics }: GateParts, r: 
   metrics.challengesIssued.inc({ store: store.kind })
   ctx.outcome = 'ok'
   const text = challengeJson(r.challenge)
-  ctx.send(200, jsonHeaders(text, rateHeaders(r.rate, config.ratePerSecond)), text)
+  // The body is ASCII: its length is its byte length.
+  ctx.send(200, jsonHeaders(text, rateHeaderList(r.rate, config.ratePerSecond), text.length), text)
 }
 
 /**
@@ -44,5 +46,5 @@ function answer (ctx: RequestContext, { config, store, metrics }: GateParts, r: 
  * third of JSON.stringify's time on the request path (docs/decisions/request-path-caches.md).
  */
 export function challengeJson (c: ChallengeRecord): string {
-  return `{"nonce":"${c.nonce}","seed":"${c.seed}","iterations":${c.iterations},"checkpoint_interval":${c.checkpointInterval},"algorithm":"${ALGORITHM}","issued_at":${c.issuedAt},"deadline_ts":${c.deadline}}`
+  return `{"nonce":"${c.nonce}","seed":"${c.seed}","iterations":${c.iterations},"checkpoint_interval":${c.checkpointInterval},"algorithm":"${ALGORITHM}","issued_at":${wholeText(c.issuedAt)},"deadline_ts":${wholeText(c.deadline)}}`
 }

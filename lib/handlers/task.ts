@@ -12,7 +12,7 @@
  */
 import { AogError, PoolBusyError } from '../errors.js'
 import { readJsonBody } from '../http/body.js'
-import { jsonHeaders, rateHeaders } from '../http/reply.js'
+import { jsonHeaders, rateHeaderList } from '../http/reply.js'
 import { BindStatus, ConsumeStatus, TakeStatus, type BucketSpec, type RateState } from '../stores/store.js'
 import { checkPlausible, planVerification, sameHex } from '../verification/policy.js'
 import { checkTaskBody, type TaskBody, type TaskResponse } from '../protocol/schemas.js'
@@ -122,7 +122,7 @@ export const postTask: Handler = async (ctx, parts) => {
     ctx.outcome = 'ok'
     metrics.submissions.inc({ outcome: 'accepted', reason: 'ok' })
     const text = JSON.stringify(res)
-    ctx.send(200, jsonHeaders(text, rateHeaders(c.rate, rate.perSecond)), text)
+    ctx.send(200, jsonHeaders(text, rateHeaderList(c.rate, rate.perSecond)), text)
   } finally {
     if (reserved) pool.release(tasks)
   }

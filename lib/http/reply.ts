@@ -7,10 +7,13 @@ import type { RateState } from '../stores/store.js'
 export const BASE_HEADERS = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' }
 const BASE_LIST = Object.entries(BASE_HEADERS).flat()
 
-/** The flat header list of a JSON body `text` (writeHead's form), with `headers` added. */
-export function jsonHeaders (text: string, headers?: Record<string, string>): string[] {
-  const list = [...BASE_LIST, 'content-type', 'application/json', 'content-length', String(Buffer.byteLength(text))]
-  if (headers !== undefined) for (const k in headers) list.push(k, headers[k]!)
+/**
+ * The flat header list of a JSON body `text` (writeHead's form), with the name, value pairs of
+ * `extra` added; `bytes`: the body's length in bytes when the caller knows it.
+ */
+export function jsonHeaders (text: string, extra?: readonly string[], bytes: number = Buffer.byteLength(text)): string[] {
+  const list = [...BASE_LIST, 'content-type', 'application/json', 'content-length', String(bytes)]
+  if (extra !== undefined) for (const x of extra) list.push(x)
   return list
 }
 
@@ -64,6 +67,11 @@ export function problemHeaders (err: AogError, text: string): string[] {
  */
 export function rateHeaders (rate: RateState, perSecond: number): Record<string, string> {
   return { 'ratelimit-policy': policyText(rate.limit, perSecond), ratelimit: rateText(rate) }
+}
+
+/** rateHeaders as a flat list of names and values (writeHead's form). */
+export function rateHeaderList (rate: RateState, perSecond: number): string[] {
+  return ['ratelimit-policy', policyText(rate.limit, perSecond), 'ratelimit', rateText(rate)]
 }
 
 function policyText (limit: number, perSecond: number): string {

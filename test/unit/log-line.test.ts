@@ -1,22 +1,39 @@
 import t from 'tap'
 import fc from 'fast-check'
-import { pino } from 'pino'
+import { pino, type DestinationStream } from 'pino'
 import { Writable } from 'node:stream'
 import { createLogger, REDACTED_FIELDS } from '../../lib/log.js'
 import { hundredths, jsonText, lineFields, LINE_KEYS, requestLineWriter, type RequestLine } from '../../lib/log-line.js'
 import type { Identity } from '../../lib/identity/tls.js'
+import { LineBatch } from '../../lib/log-batch.js'
 
-function sink (): { destination: Writable, lines: string[] } {
+/** Where the lines go: a plain stream (the writer builds text), or the buffered destination's batch (it writes bytes). */
+type Mode = 'text' | 'bytes'
+
+function sink (mode: Mode = 'text', batchBytes = 4096): { destination: DestinationStream, lines: string[], flush: () => void } {
   const lines: string[] = []
-  return { destination: new Writable({ write (chunk, _enc, cb) { lines.push(String(chunk)); cb() } }), lines }
+  if (mode === 'text') return { destination: new Writable({ write (chunk, _enc, cb) { lines.push(String(chunk)); cb() } }), lines, flush: () => {} }
+  // A SonicBoom stand-in: what it is given, split into lines when flushed.
+  let given: Buffer[] = []
+  const sonic = {
+    write: (data: string) => { given.push(data as unknown as Buffer); return true },
+    flush: () => {},
+    flushSync: () => {
+      for (const l of Buffer.concat(given).toString('utf8').split('\n')) if (l !== '') lines.push(`${l}\n`)
+      given = []
+    },
+  }
+  const batch = new LineBatch(sonic, batchBytes)
+  return { destination: batch, lines, flush: () => { batch.flushSync() } }
 }
 
 /** The writer's line and logger.info's line of lineFields(r), their times made equal. */
-function both (r: RequestLine, level = 'info'): [string | undefined, string | undefined] {
-  const s = sink()
+function both (r: RequestLine, mode: Mode = 'text', level = 'info'): [string | undefined, string | undefined] {
+  const s = sink(mode)
   const logger = createLogger({ level, destination: s.destination })
   requestLineWriter(logger)(r)
   logger.info(lineFields(r), 'request')
+  s.flush()
   const [a, b] = s.lines
   const time = /"time":\d+/
   return [a, b === undefined || a === undefined ? b : b.replace(time, a.match(time)![0])]
@@ -41,40 +58,45 @@ const REQUEST: RequestLine = {
   upstream: undefined,
 }
 
-t.test('a createLogger logger: the same bytes as logger.info, field for field', async (t) => {
-  const [line, info] = both(REQUEST)
-  t.equal(line, info)
-  t.match(JSON.parse(line!), { level: 30, service: 'aog', reqId: REQUEST.reqId, fp: '0123456789abcdef', subject: 'agent-1', status: 200, durationMs: 0.37, msg: 'request' })
-  t.notOk('clientAddr' in JSON.parse(line!), 'undefined fields are left out, as pino leaves them out')
-  const cases: Array<Partial<RequestLine>> = [
-    { path: 'a "quoted" \\ back\\slash', route: 'unmatched' },
-    { identity: { ...AGENT, subject: 'tab\tnewline\nnul\u0000 del\u007f' } },
-    { identity: { ...AGENT, subject: 'accents é ü, emoji 😀, CJK 漢字', uri: '' } },
-    { identity: { ...AGENT, subject: '', uri: '' } },
-    { identity: { fingerprint: 'ab'.repeat(32), serial: '', subject: 'key-1', uri: 'https://dir.example/.well-known/http-message-signatures-directory', source: 'signature' } },
-    { identity: { fingerprint: 'ab'.repeat(32), serial: '', subject: 'key-1', uri: '', source: 'signature' } },
-    { identity: undefined, addr: undefined, clientAddr: '203.0.113.9' },
-    { route: '"'.repeat(60), outcome: 'z'.repeat(6000), method: 'M-SEARCH' },
-    { status: 0, ms: -1.5, upstream: { status: Number.NaN, ms: 1e21 } },
-    { status: 502, upstream: { status: 502, ms: 12.25 } },
-    { ms: 1e13 }, { ms: 1e14 }, { ms: Number.NaN }, { ms: Infinity }, { ms: -0.001 }, { ms: 0.005 }, { ms: 0.015 }, { ms: 1.005 },
-  ]
-  for (const c of cases) {
-    const [a, b] = both({ ...REQUEST, ...c })
-    t.equal(a, b, JSON.stringify(c).slice(0, 60))
-  }
-})
+for (const mode of ['text', 'bytes'] as const) {
+  t.test(`a createLogger logger (${mode}): the same bytes as logger.info, field for field`, async (t) => {
+    const [line, info] = both(REQUEST, mode)
+    t.equal(line, info)
+    t.match(JSON.parse(line!), { level: 30, service: 'aog', reqId: REQUEST.reqId, fp: '0123456789abcdef', subject: 'agent-1', status: 200, durationMs: 0.37, msg: 'request' })
+    t.notOk('clientAddr' in JSON.parse(line!), 'undefined fields are left out, as pino leaves them out')
+    const cases: Array<Partial<RequestLine>> = [
+      { path: 'a "quoted" \\ back\\slash', route: 'unmatched' },
+      { identity: { ...AGENT, subject: 'tab\tnewline\nnul\u0000 del\u007f' } },
+      { identity: { ...AGENT, subject: 'accents é ü, emoji 😀, CJK 漢字', uri: '' } },
+      { identity: { ...AGENT, subject: '', uri: '' } },
+      { identity: { fingerprint: 'ab'.repeat(32), serial: '', subject: 'key-1', uri: 'https://dir.example/.well-known/http-message-signatures-directory', source: 'signature' } },
+      { identity: { fingerprint: 'ab'.repeat(32), serial: '', subject: 'key-1', uri: '', source: 'signature' } },
+      { identity: undefined, addr: undefined, clientAddr: '203.0.113.9' },
+      { route: '"'.repeat(60), outcome: 'z'.repeat(6000), method: 'M-SEARCH' },
+      { status: 0, ms: -1.5, upstream: { status: Number.NaN, ms: 1e21 } },
+      { status: 502, upstream: { status: 502, ms: 12.25 } },
+      { ms: 1e13 }, { ms: 1e14 }, { ms: Number.NaN }, { ms: Infinity }, { ms: -0.001 }, { ms: 0.005 }, { ms: 0.015 }, { ms: 1.005 },
+    ]
+    for (const c of cases) {
+      const [a, b] = both({ ...REQUEST, ...c }, mode)
+      t.equal(a, b, JSON.stringify(c).slice(0, 60))
+    }
+  })
+}
 
-t.test('an identity\'s fields are written once per identity: a later line of the same identity is unchanged, another identity gets its own', async (t) => {
-  const s = sink()
-  const write = requestLineWriter(createLogger({ destination: s.destination }))
-  const other: Identity = { ...AGENT, fingerprint: 'fe'.repeat(32), subject: 'agent-2' }
-  write(REQUEST)
-  write({ ...REQUEST, identity: other })
-  write(REQUEST)
-  const parsed = s.lines.map((l) => JSON.parse(l))
-  t.match(parsed, [{ fp: '0123456789abcdef', subject: 'agent-1' }, { fp: 'fefefefefefefefe', subject: 'agent-2' }, { fp: '0123456789abcdef', subject: 'agent-1' }])
-})
+for (const mode of ['text', 'bytes'] as const) {
+  t.test(`an identity's fields are written once per identity (${mode}): a later line of the same identity is unchanged, another identity gets its own`, async (t) => {
+    const s = sink(mode)
+    const write = requestLineWriter(createLogger({ destination: s.destination }))
+    const other: Identity = { ...AGENT, fingerprint: 'fe'.repeat(32), subject: 'agent-2' }
+    write(REQUEST)
+    write({ ...REQUEST, identity: other })
+    write(REQUEST)
+    s.flush()
+    const parsed = s.lines.map((l) => JSON.parse(l))
+    t.match(parsed, [{ fp: '0123456789abcdef', subject: 'agent-1' }, { fp: 'fefefefefefefefe', subject: 'agent-2' }, { fp: '0123456789abcdef', subject: 'agent-1' }])
+  })
+}
 
 t.test('no field of the line is one pino would censor (else every line would go through logger.info)', async (t) => {
   for (const k of LINE_KEYS) t.notOk(REDACTED_FIELDS.has(k), k)
@@ -89,26 +111,28 @@ t.test('hundredths: the text of Math.round(ms * 100) / 100, for any duration', a
   for (let h = 0; h < 100000; h++) if (hundredths(h / 100) !== expected(h / 100)) throw new Error(`${h / 100}`)
 })
 
-t.test('property: any well-formed text and any number give the bytes logger.info gives', async () => {
-  const text = fc.oneof(fc.string({ maxLength: 80 }), fc.string({ unit: 'binary', maxLength: 60 }))
-  const maybe = <T>(a: fc.Arbitrary<T>): fc.Arbitrary<T | undefined> => fc.option(a, { nil: undefined })
-  const identity: fc.Arbitrary<Identity | undefined> = maybe(fc.record({
-    fingerprint: fc.stringMatching(/^[0-9a-f]{64}$/),
-    serial: fc.constant(''),
-    subject: text,
-    uri: text,
-    source: fc.constantFrom('tls' as const, 'forwarded' as const, 'signature' as const),
-  }))
-  const number = fc.oneof(fc.double(), fc.integer())
-  fc.assert(fc.property(
-    fc.record({ reqId: text, addr: maybe(text), clientAddr: maybe(text), identity, method: text, route: text, path: maybe(text), status: number, ms: number, outcome: text, upstream: maybe(fc.record({ status: number, ms: number })) }),
-    (r) => {
+for (const mode of ['text', 'bytes'] as const) {
+  t.test(`property (${mode}): any well-formed text and any number give the bytes logger.info gives`, async () => {
+    const text = fc.oneof(fc.string({ maxLength: 80 }), fc.string({ unit: 'binary', maxLength: 60 }))
+    const maybe = <T>(a: fc.Arbitrary<T>): fc.Arbitrary<T | undefined> => fc.option(a, { nil: undefined })
+    const identity: fc.Arbitrary<Identity | undefined> = maybe(fc.record({
+      fingerprint: fc.stringMatching(/^[0-9a-f]{64}$/),
+      serial: fc.constant(''),
+      subject: text,
+      uri: text,
+      source: fc.constantFrom('tls' as const, 'forwarded' as const, 'signature' as const),
+    }))
+    const number = fc.oneof(fc.double(), fc.integer())
+    fc.assert(fc.property(
+      fc.record({ reqId: text, addr: maybe(text), clientAddr: maybe(text), identity, method: text, route: text, path: maybe(text), status: number, ms: number, outcome: text, upstream: maybe(fc.record({ status: number, ms: number })) }),
+      (r) => {
       // pino writes a lone surrogate of a short string raw; the writer escapes it (see below).
-      if (Object.values(lineFields(r)).some((v) => typeof v === 'string' && LONE_SURROGATE.test(v))) return
-      const [a, b] = both(r)
-      if (a !== b) throw new Error(`${String(a)} !== ${String(b)}`)
-    }), { numRuns: 2000 })
-})
+        if (Object.values(lineFields(r)).some((v) => typeof v === 'string' && LONE_SURROGATE.test(v))) return
+        const [a, b] = both(r, mode)
+        if (a !== b) throw new Error(`${String(a)} !== ${String(b)}`)
+      }), { numRuns: 2000 })
+  })
+}
 
 t.test('jsonText: JSON.stringify\'s text of any string (printable ASCII kept as it is)', async () => {
   fc.assert(fc.property(fc.oneof(fc.string(), fc.string({ unit: 'binary' }), fc.string({ unit: 'grapheme-ascii' })), (s) => {
@@ -117,9 +141,11 @@ t.test('jsonText: JSON.stringify\'s text of any string (printable ASCII kept as 
 })
 
 t.test('a lone surrogate: escaped (pino writes it raw, which UTF-8 turns into U+FFFD); the line is still JSON of the same text', async (t) => {
-  const [a] = both({ ...REQUEST, identity: { ...AGENT, subject: 'x\ud800y' } })
-  t.match(a, /"subject":"x\\ud800y"/)
-  t.equal(JSON.parse(a!).subject, 'x\ud800y')
+  for (const mode of ['text', 'bytes'] as const) {
+    const [a] = both({ ...REQUEST, identity: { ...AGENT, subject: 'x\ud800y' } }, mode)
+    t.match(a, /"subject":"x\\ud800y"/)
+    t.equal(JSON.parse(a!).subject, 'x\ud800y')
+  }
 })
 
 t.test('below the logger\'s level nothing is written; a level changed later is followed', async (t) => {
@@ -144,4 +170,19 @@ t.test('any other pino logger: the line is logger.info\'s, shaped by that logger
   const line = JSON.parse(s.lines[0]!)
   t.match(line, { severity: 'info', message: 'request', subject: '[Redacted]', reqId: REQUEST.reqId })
   t.notOk('level' in line, 'the host\'s level formatter applied')
+})
+
+t.test('the buffered destination: request lines and pino\'s own lines keep their order across many batches, oversized ones included', async (t) => {
+  const s = sink('bytes', 1024)
+  const logger = createLogger({ destination: s.destination })
+  const write = requestLineWriter(logger)
+  const expected: string[] = []
+  for (let i = 0; i < 500; i++) {
+    if (i % 7 === 0) { logger.info({ i }, 'other'); expected.push(`other ${i}`) }
+    const big = i % 50 === 0
+    write({ ...REQUEST, reqId: `r${i}`, outcome: big ? 'y'.repeat(3000) : 'ok' })
+    expected.push(`request r${i}`)
+  }
+  s.flush()
+  t.same(s.lines.map((l) => { const o = JSON.parse(l) as { msg: string, reqId?: string, i?: number }; return o.msg === 'request' ? `request ${o.reqId!}` : `${o.msg} ${o.i!}` }), expected)
 })

@@ -74,8 +74,10 @@ t.test('the GET /challenge body is the response object of the protocol', async (
     const object = { nonce: c.nonce, seed: c.seed, iterations: c.iterations, checkpoint_interval: c.checkpointInterval, algorithm: 'sha256-chain-v2', issued_at: c.issuedAt, deadline_ts: c.deadline }
     if (text !== JSON.stringify(object)) { t.equal(text, JSON.stringify(object)); return }
     if (!check.Check(JSON.parse(text))) { t.fail(`not a ChallengeResponse: ${text}`); return }
+    // The handler sends text.length as its Content-Length.
+    if (Buffer.byteLength(text) !== text.length) { t.fail(`not ASCII: ${text}`); return }
   }
-  t.pass('200 random records: same bytes, valid ChallengeResponse')
+  t.pass('200 random records: same bytes, valid ChallengeResponse, ASCII')
 })
 
 t.test('RateLimit headers follow the policy and the state of each call', async (t) => {
@@ -93,10 +95,10 @@ t.test('RateLimit headers follow the policy and the state of each call', async (
 })
 
 t.test('the GET /challenge answer carries the fixed headers, the RateLimit headers and the body\'s length', async (t) => {
-  const { BASE_HEADERS, jsonHeaders, rateHeaders } = await import('../../../lib/http/reply.js')
+  const { BASE_HEADERS, jsonHeaders, rateHeaderList, rateHeaders } = await import('../../../lib/http/reply.js')
   const rate = { limit: 20, remaining: 7, resetMs: 2600, retryAfterMs: 0 }
   const text = '{"nonce":"abc","n":"é"}'
-  const list = jsonHeaders(text, rateHeaders(rate, 5))
+  const list = jsonHeaders(text, rateHeaderList(rate, 5))
   const headers: Record<string, string> = {}
   for (let i = 0; i < list.length; i += 2) headers[list[i]!] = list[i + 1]!
   t.equal(list.length / 2, Object.keys(headers).length, 'no header twice')
