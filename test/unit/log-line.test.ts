@@ -186,3 +186,41 @@ t.test('the buffered destination: request lines and pino\'s own lines keep their
   s.flush()
   t.same(s.lines.map((l) => { const o = JSON.parse(l) as { msg: string, reqId?: string, i?: number }; return o.msg === 'request' ? `request ${o.reqId!}` : `${o.msg} ${o.i!}` }), expected)
 })
+
+for (const mode of ['text', 'bytes'] as const) {
+  t.test(`property (${mode}): one writer, many lines drawn from few values (its kept parts reused and replaced), each the bytes logger.info gives`, async () => {
+    const ids: Identity[] = [AGENT, { ...AGENT, subject: 'agent-2', fingerprint: 'cd'.repeat(32) }, { fingerprint: 'ef'.repeat(32), serial: '', subject: 'k1', uri: 'https://d.example/', source: 'signature' }]
+    const line = fc.record({
+      reqId: fc.constantFrom('r1', 'r2', 'a"b'),
+      addr: fc.constantFrom(undefined, '127.0.0.1', '::1'),
+      clientAddr: fc.constantFrom(undefined, '203.0.113.9'),
+      identity: fc.constantFrom(undefined, ...ids),
+      method: fc.constantFrom('GET', 'POST'),
+      route: fc.constantFrom('/challenge', '/task', 'unmatched'),
+      path: fc.constantFrom(undefined, '/x', 'é'),
+      status: fc.constantFrom(200, 401, 429),
+      ms: fc.double({ min: 0, max: 50, noNaN: true }),
+      outcome: fc.constantFrom('ok', 'AOG_RATE_LIMITED', 'ünicode'),
+      upstream: fc.constantFrom(undefined, { status: 200, ms: 1.5 }),
+    })
+    fc.assert(fc.property(fc.array(fc.tuple(line, fc.constantFrom(undefined, 'a', 'b')), { minLength: 1, maxLength: 40 }), (lines) => {
+      const s = sink(mode)
+      const logger = createLogger({ destination: s.destination })
+      const write = requestLineWriter(logger)
+      for (const [r, instance] of lines) {
+        // Bindings changed between lines: the kept head follows them.
+        if (instance !== undefined) logger.setBindings({ instance })
+        write(r)
+        logger.info(lineFields(r), 'request')
+      }
+      s.flush()
+      const time = /"time":\d+/
+      for (let i = 0; i < s.lines.length; i += 2) {
+        const a = s.lines[i]!
+        const b = s.lines[i + 1]!.replace(time, a.match(time)![0])
+        if (a !== b) throw new Error(`${a} !== ${b}`)
+      }
+      if (s.lines.length !== 2 * lines.length) throw new Error(`${s.lines.length} lines for ${lines.length}`)
+    }), { numRuns: 300 })
+  })
+}
