@@ -79,17 +79,6 @@ export function requestLineWriter (logger: Logger): (r: RequestLine) => void {
   if (!isOwnLogger(logger) || LINE_KEYS.some((k) => REDACTED_FIELDS.has(k))) return (r) => { logger.info(lineFields(r), 'request') }
   const internals = logger as unknown as Record<symbol, unknown>
   const stream = internals[streamSym] as { write: (line: string) => void }
-  // An identity's fields, as JSON text, written once per identity (one per connection in direct mode).
-  const whoTexts = new WeakMap<Identity, string>()
-  const who = (id: Identity): string => {
-    let text = whoTexts.get(id)
-    if (text === undefined) {
-      const f = whoFields('', undefined, undefined, id) as Record<string, string | undefined>
-      text = `,"fp":${jsonText(f.fp!)}${optional('subject', f.subject)}${optional('uri', f.uri)}${optional('keyid', f.keyid)}${optional('directory', f.directory)}`
-      whoTexts.set(id, text)
-    }
-    return text
-  }
   // pino's order: level, time (epoch ms), the bindings, the fields as lineFields gives them, the
   // message. The parts that repeat from line to line are kept until what they hold changes (a
   // fifth of the concatenations; docs/decisions/request-log-line.md): the head (time, bindings),
@@ -114,7 +103,7 @@ export function requestLineWriter (logger: Logger): (r: RequestLine) => void {
       m.route = r.route
       m.path = r.path
       m.status = r.status
-      m.text = flat(`${optional('addr', r.addr)}${optional('clientAddr', r.clientAddr)}${id === undefined ? '' : who(id)}` +
+      m.text = flat(`${optional('addr', r.addr)}${optional('clientAddr', r.clientAddr)}${id === undefined ? '' : whoText(id)}` +
         `,"method":${jsonText(r.method)},"route":${jsonText(r.route)}${optional('path', r.path)},"status":${numberText(r.status)},"durationMs":`)
     }
     let tail = r.upstream === undefined ? tails.get(r.outcome) : undefined
@@ -129,6 +118,12 @@ export function requestLineWriter (logger: Logger): (r: RequestLine) => void {
   return (r) => {
     if (logger.levelVal <= INFO) stream.write(line(r))
   }
+}
+
+/** An identity's fields as JSON text, each after a comma. */
+function whoText (id: Identity): string {
+  const f = whoFields('', undefined, undefined, id) as Record<string, string | undefined>
+  return `,"fp":${jsonText(f.fp!)}${optional('subject', f.subject)}${optional('uri', f.uri)}${optional('keyid', f.keyid)}${optional('directory', f.directory)}`
 }
 
 function emptyMiddle (): Middle {
