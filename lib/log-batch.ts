@@ -7,7 +7,7 @@
  */
 import type { DestinationStream } from 'pino'
 
-export interface Sonic {
+interface Sonic {
   write: (data: string) => boolean
   flush: (cb?: (err?: Error) => unknown) => void
   flushSync: () => void

@@ -175,7 +175,7 @@ function numberText (n: number): string {
  */
 export function hundredths (ms: number): string {
   const h = Math.round(ms * 100)
-  if (!(h >= 0 && h < 1e15)) return numberText(Math.round(ms * 100) / 100)
+  if (!(h >= 0 && h < 1e15)) return numberText(h / 100)
   const whole = Math.floor(h / 100)
   const frac = h - whole * 100
   if (frac === 0) return `${whole}`

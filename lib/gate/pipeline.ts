@@ -129,7 +129,7 @@ export function createPipeline (o: PipelineOptions): Pipeline {
     if (ctx.booked) return
     ctx.booked = true
     const at = ctx.open.indexOf(ctx)
-    if (at === 0) ctx.open.shift(); else if (at > 0) ctx.open.splice(at, 1)
+    if (at !== -1) ctx.open.splice(at, 1)
     inflight--
     // A request whose client left before any answer: logged as 499 (nginx's "client closed request").
     if (!ctx.answered && !ctx.res.headersSent) {

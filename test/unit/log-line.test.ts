@@ -7,7 +7,7 @@ import { hundredths, jsonText, lineFields, LINE_KEYS, requestLineWriter, type Re
 import type { Identity } from '../../lib/identity/tls.js'
 import { LineBatch } from '../../lib/log-batch.js'
 
-/** Where the lines go: a plain stream (the writer builds text), or the buffered destination's batch (it writes bytes). */
+/** Where the lines go: a plain stream, or the buffered destination (lines gathered as UTF-8, a batch at a time). */
 type Mode = 'text' | 'bytes'
 
 function sink (mode: Mode = 'text', batchBytes = 4096): { destination: DestinationStream, lines: string[], flush: () => void } {
