@@ -5,7 +5,8 @@
  */
 import type { IncomingMessage } from 'node:http'
 import type { TLSSocket } from 'node:tls'
-import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs'
+import { readFileSync } from 'node:fs'
+import { watchFiles } from '../watch.js'
 import type { Config } from '../config.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
@@ -98,8 +99,7 @@ function createWebBotAuth (config: Readonly<Config>, logger: Logger, metrics: Me
     logger.warn('forwarded mode without --signature-authorities: a signature made for any host is accepted here (docs/protocol.md 8.5); name the hosts agents reach the gate by')
   }
   // A changed allow list replaces the directories (their cache starts over); SIGHUP refetches.
-  const changed = (cur: Stats, prev: Stats): void => {
-    if (cur.mtimeMs === prev.mtimeMs && cur.size === prev.size) return
+  const unwatch = watchFiles([file], watchMs, () => {
     try {
       const old = web.directories
       web.directories = load()
@@ -108,10 +108,9 @@ function createWebBotAuth (config: Readonly<Config>, logger: Logger, metrics: Me
     } catch (err) {
       logger.error({ err: (err as Error).message }, 'signature agents reload failed; keeping the previous list')
     }
-  }
-  if (watchMs > 0) watchFile(file, { interval: watchMs, persistent: false }, changed)
+  })
   web.close = () => {
-    unwatchFile(file, changed)
+    unwatch()
     void web.directories.close()
   }
   return web
@@ -184,13 +183,7 @@ function clientCaReloader (opts: IdentityOptions, revocation: Revocation, set: (
     }
     return revocationReloaded
   }
-  if (file === undefined || opts.watchMs <= 0) return { reload, close: () => {} }
-  // Its own listener is removed at close: other gates of the process may watch the same file.
-  const changed = (cur: Stats, prev: Stats): void => {
-    if (cur.mtimeMs !== prev.mtimeMs || cur.ino !== prev.ino || cur.size !== prev.size) void reload()
-  }
-  watchFile(file, { interval: opts.watchMs, persistent: false }, changed)
-  return { reload, close: () => { unwatchFile(file, changed) } }
+  return { reload, close: watchFiles(file === undefined ? [] : [file], opts.watchMs, () => { void reload() }) }
 }
 
 export function createIdentityStep (opts: IdentityOptions): IdentityStep {
@@ -222,11 +215,7 @@ export function createIdentityStep (opts: IdentityOptions): IdentityStep {
       logger.error({ err: (err as Error).message }, 'forward secret reload failed; keeping the previous ones')
     }
   }
-  // Its own listener, removed at close (other gates of the process may watch the same file).
-  const secretChanged = (cur: Stats, prev: Stats): void => {
-    if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size) reloadSecrets()
-  }
-  if (secretFile !== undefined && opts.watchMs > 0) watchFile(secretFile, { interval: opts.watchMs, persistent: false }, secretChanged)
+  const unwatchSecrets = watchFiles(secretFile === undefined ? [] : [secretFile], opts.watchMs, reloadSecrets)
   const onceTtlMs = 2 * config.forwardSkewSeconds * 1000
   const web = config.webBotAuth ? createWebBotAuth(config, logger, opts.metrics, opts.watchMs) : undefined
 
@@ -305,7 +294,7 @@ export function createIdentityStep (opts: IdentityOptions): IdentityStep {
     close () {
       web?.close()
       revocation.close()
-      if (secretFile !== undefined) unwatchFile(secretFile, secretChanged)
+      unwatchSecrets()
       clientCa.close()
     },
   }

@@ -7,7 +7,8 @@ import { createServer as createHttpsServer, type Server as HttpsServer, type Ser
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import type { Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
-import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs'
+import { readFileSync } from 'node:fs'
+import { watchFiles } from '../watch.js'
 import { createPrivateKey, X509Certificate } from 'node:crypto'
 import type { Config } from '../config.js'
 import type { Logger } from '../log.js'
@@ -146,18 +147,15 @@ export function createListener (config: Readonly<Config>, clientCa: Buffer, logg
  * two files: the reload waits one more period after the last change, so a pair is not read half-written).
  */
 function watchTlsFiles (files: string[], every: number, reload: () => void): () => void {
-  if (every <= 0 || files.length === 0) return () => {}
   let pending: NodeJS.Timeout | undefined
-  const changed = (cur: Stats, prev: Stats): void => {
-    if (cur.mtimeMs === prev.mtimeMs && cur.ino === prev.ino && cur.size === prev.size) return
+  const stop = watchFiles(files, every, () => {
     clearTimeout(pending)
     pending = setTimeout(reload, every)
     pending.unref()
-  }
-  for (const f of files) watchFile(f, { interval: every, persistent: false }, changed)
+  })
   return () => {
     clearTimeout(pending)
-    for (const f of files) unwatchFile(f, changed)
+    stop()
   }
 }
 
