@@ -15,8 +15,6 @@ import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { certFacts, children, derSerial, extensions, time, tlv } from './der.js'
 
-export { derSerial } from './der.js'
-
 // DER-encoded OIDs of the signature algorithms we accept → hash for crypto.verify (null: Ed25519).
 const SIG_ALGS: Record<string, string | null> = {
   '2a8648ce3d040302': 'sha256', // ecdsa-with-SHA256
@@ -28,15 +26,11 @@ const SIG_ALGS: Record<string, string | null> = {
   '2b6570': null, // Ed25519
 }
 
-// CRL extensions (OID DER content hex) understood here; any other one marked critical refuses the CRL.
-const AUTHORITY_KEY_ID = '551d23'
-const ISSUER_ALT_NAME = '551d12'
-const CRL_NUMBER = '551d14'
+// CRL extensions (OID DER content hex) understood here; any other one marked critical refuses the CRL:
+// authorityKeyIdentifier, issuerAltName, cRLNumber, issuingDistributionPoint, freshestCRL, authorityInfoAccess.
 const DELTA_CRL_INDICATOR = '551d1b'
 const ISSUING_DISTRIBUTION_POINT = '551d1c'
-const FRESHEST_CRL = '551d2e'
-const AUTHORITY_INFO_ACCESS = '2b06010505070101'
-const KNOWN_CRL_EXTENSIONS = new Set([AUTHORITY_KEY_ID, ISSUER_ALT_NAME, CRL_NUMBER, ISSUING_DISTRIBUTION_POINT, FRESHEST_CRL, AUTHORITY_INFO_ACCESS])
+const KNOWN_CRL_EXTENSIONS = new Set(['551d23', '551d12', '551d14', ISSUING_DISTRIBUTION_POINT, '551d2e', '2b06010505070101'])
 // Entry extensions: reasonCode, invalidityDate. certificateIssuer (indirect CRL) is not supported.
 const KNOWN_ENTRY_EXTENSIONS = new Set(['551d15', '551d18'])
 
@@ -52,7 +46,7 @@ export interface Crl {
 }
 
 /** The CRLs of a file: every PEM "X509 CRL" block, or DER structures back to back. */
-export function splitCrls (data: Buffer): Buffer[] {
+function splitCrls (data: Buffer): Buffer[] {
   const text = data.toString('latin1')
   const blocks = [...text.matchAll(/-----BEGIN X509 CRL-----([\s\S]+?)-----END X509 CRL-----/g)]
   if (blocks.length > 0) return blocks.map((m) => Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64'))
@@ -62,7 +56,7 @@ export function splitCrls (data: Buffer): Buffer[] {
     const t = tlv(data, at)
     if (t.tag !== 0x30) throw new Error('not a CRL')
     out.push(data.subarray(at, t.end))
-    at = t.next
+    at = t.end
   }
   if (out.length === 0) throw new Error('empty CRL file')
   return out
@@ -81,7 +75,7 @@ function fullScope (value: Buffer): boolean {
 }
 
 /** A CRL whose issuer name is none of the configured CAs' (it can revoke nothing the gate trusts). */
-export class UnknownIssuerError extends Error {}
+class UnknownIssuerError extends Error {}
 
 /** The configured CA a CRL belongs to: same subject name (DER bytes) and its key verifies the signature. */
 function issuerOf (cas: X509Certificate[], name: string, hash: string | null, tbs: Buffer, signature: Buffer): X509Certificate {
@@ -111,24 +105,20 @@ export function parseCrl (data: Buffer, cas: X509Certificate[]): Crl {
   if (tbs === undefined || alg === undefined || sig === undefined || tbs.tag !== 0x30 || sig.tag !== 0x03) throw new Error('not a CRL')
   const oid = children(der, alg)[0]
   if (oid === undefined || oid.tag !== 0x06) throw new Error('not a CRL')
-  const oidHex = der.subarray(oid.start, oid.end).toString('hex')
-  if (!(oidHex in SIG_ALGS)) throw new Error('unsupported CRL signature algorithm')
-  const hash = SIG_ALGS[oidHex]!
+  const hash = SIG_ALGS[der.subarray(oid.start, oid.end).toString('hex')]
+  if (hash === undefined) throw new Error('unsupported CRL signature algorithm')
   const signature = der.subarray(sig.start + 1, sig.end) // skip the unused-bits byte
   // The signed bytes are the whole tbsCertList TLV, the first child of the outer SEQUENCE.
   const tbsBytes = der.subarray(outer.start, tbs.end)
   let fields = children(der, tbs)
   if (fields[0]?.tag === 0x02) fields = fields.slice(1) // version
-  const [, name, thisU, maybeNext, ...rest] = fields // signature alg, issuer, thisUpdate, nextUpdate?
+  const [, name, thisU, ...rest] = fields // signature alg, issuer, thisUpdate, then nextUpdate?, revoked?, extensions?
   if (thisU === undefined || name?.tag !== 0x30) throw new Error('not a CRL')
   const issuer = issuerOf(cas, der.subarray(name.start, name.end).toString('hex'), hash, tbsBytes, signature)
+  const next = rest[0]
+  const nextUpdate = next !== undefined && (next.tag === 0x17 || next.tag === 0x18) ? time(der, next) : undefined
 
-  let nextUpdate: number | undefined
-  let remaining = rest
-  if (maybeNext !== undefined && (maybeNext.tag === 0x17 || maybeNext.tag === 0x18)) nextUpdate = time(der, maybeNext)
-  else if (maybeNext !== undefined) remaining = [maybeNext, ...rest]
-
-  const crlExts = remaining.find((f) => f.tag === 0xa0) // [0] crlExtensions
+  const crlExts = rest.find((f) => f.tag === 0xa0) // [0] crlExtensions
   const list = crlExts === undefined ? undefined : children(der, crlExts)[0]
   if (list !== undefined) {
     for (const [key, ext] of extensions(der, list)) {
@@ -139,7 +129,7 @@ export function parseCrl (data: Buffer, cas: X509Certificate[]): Crl {
   }
 
   const serials = new Set<string>()
-  const revoked = remaining.find((f) => f.tag === 0x30)
+  const revoked = rest.find((f) => f.tag === 0x30)
   if (revoked !== undefined) {
     for (const entry of children(der, revoked)) {
       const [serial, , entryExts] = children(der, entry)
@@ -161,14 +151,12 @@ export interface CrlSet {
   serials: Set<string>
   /** The revoked serials by issuing CA (its fingerprint256); a CA without a CRL is absent. */
   revokedBy: Map<string, Set<string>>
-  /** The issuer names of CRLs skipped because no configured CA has that name. */
+  /** Where each CRL skipped because no configured CA has its issuer name is (`CRL #2`, `<file> CRL #1`). */
   skipped: string[]
   /** The PEM of each CRL, for the TLS context. */
   pems: string[]
   /** The earliest nextUpdate of the set (undefined: none has one). */
   nextUpdate: number | undefined
-  /** The latest thisUpdate of the set. */
-  thisUpdate: number
 }
 
 /** CRL files of a --crl directory: its *.pem, *.crl, *.der and `openssl rehash` *.r0… files (not hidden ones), by name. */
@@ -176,14 +164,21 @@ export function crlDirectoryFiles (dir: string): string[] {
   return readdirSync(dir).filter((f) => /^[^.].*\.(pem|crl|der|r[0-9]+)$/i.test(f)).sort().map((f) => join(dir, f)).filter((f) => statSync(f).isFile())
 }
 
+/** A CRL (DER) and where it comes from, for messages: `CRL #2` of a file, `<file> CRL #2` of a directory. */
+interface CrlItem { der: Buffer, where: string }
+
+function numbered (data: Buffer, prefix = ''): CrlItem[] {
+  return splitCrls(data).map((der, i) => ({ der, where: `${prefix}CRL #${i + 1}` }))
+}
+
 /** The CRLs (DER) of --crl: a file, or every CRL file of a directory. */
-export function readCrlSource (path: string): Array<{ der: Buffer, where: string }> {
-  if (!statSync(path).isDirectory()) return splitCrls(readFileSync(path)).map((der, i) => ({ der, where: `CRL #${i + 1}` }))
+export function readCrlSource (path: string): CrlItem[] {
+  if (!statSync(path).isDirectory()) return numbered(readFileSync(path))
   const files = crlDirectoryFiles(path)
   if (files.length === 0) throw new Error('no *.pem, *.crl or *.der file in the CRL directory')
   return files.flatMap((f) => {
     try {
-      return splitCrls(readFileSync(f)).map((der, i) => ({ der, where: `${f} CRL #${i + 1}` }))
+      return numbered(readFileSync(f), `${f} `)
     } catch (err) {
       throw new Error(`${f}: ${(err as Error).message}`)
     }
@@ -196,8 +191,8 @@ export function readCrlSource (path: string): Array<{ der: Buffer, where: string
  * configured CA's is skipped (listed in `skipped`): it revokes nothing the gate trusts, and a CA
  * rotation may publish the new CA's CRL first. At least one CRL must be of a configured CA.
  */
-export function loadCrls (data: Buffer | Array<{ der: Buffer, where: string }>, cas: X509Certificate[]): CrlSet {
-  const items = Buffer.isBuffer(data) ? splitCrls(data).map((der, i) => ({ der, where: `CRL #${i + 1}` })) : data
+export function loadCrls (data: Buffer | CrlItem[], cas: X509Certificate[]): CrlSet {
+  const items = Buffer.isBuffer(data) ? numbered(data) : data
   const newest = new Map<string, Crl[]>()
   const skipped: string[] = []
   for (const { der, where } of items) {
@@ -215,13 +210,9 @@ export function loadCrls (data: Buffer | Array<{ der: Buffer, where: string }>, 
   }
   const crls = [...newest.values()].flat()
   if (crls.length === 0) throw new Error(`no CRL of a configured agent CA (${skipped.join(', ')}: the CRL is not signed by a configured CA)`)
-  const serials = new Set<string>()
   const revokedBy = new Map<string, Set<string>>()
-  for (const c of crls) {
-    const mine = revokedBy.get(c.issuer.fingerprint256) ?? new Set<string>()
-    revokedBy.set(c.issuer.fingerprint256, mine)
-    for (const s of c.serials) { serials.add(s); mine.add(s) }
-  }
+  for (const [ca, held] of newest) revokedBy.set(ca, new Set(held.flatMap((c) => [...c.serials])))
+  const serials = new Set([...revokedBy.values()].flatMap((s) => [...s]))
   const nexts = crls.map((c) => c.nextUpdate).filter((n): n is number => n !== undefined)
   return {
     crls,
@@ -230,6 +221,5 @@ export function loadCrls (data: Buffer | Array<{ der: Buffer, where: string }>, 
     skipped,
     pems: crls.map((c) => crlPem(c.der)),
     nextUpdate: nexts.length === 0 ? undefined : Math.min(...nexts),
-    thisUpdate: Math.max(...crls.map((c) => c.thisUpdate)),
   }
 }

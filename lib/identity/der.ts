@@ -5,7 +5,7 @@
  */
 import { AogError } from '../errors.js'
 
-export interface Tlv { tag: number, start: number, end: number, next: number }
+export interface Tlv { tag: number, start: number, end: number }
 
 export function tlv (b: Uint8Array, at: number): Tlv {
   if (at + 2 > b.length) throw new Error('truncated DER')
@@ -21,7 +21,7 @@ export function tlv (b: Uint8Array, at: number): Tlv {
   }
   const end = start + len
   if (end > b.length) throw new Error('truncated DER')
-  return { tag, start, end, next: end }
+  return { tag, start, end }
 }
 
 export function children (b: Uint8Array, parent: Tlv): Tlv[] {
@@ -29,7 +29,7 @@ export function children (b: Uint8Array, parent: Tlv): Tlv[] {
   for (let at = parent.start; at < parent.end;) {
     const c = tlv(b, at)
     out.push(c)
-    at = c.next
+    at = c.end
   }
   return out
 }
@@ -129,9 +129,7 @@ export function clientAuthAllowed (exts: Map<string, Extension>): boolean {
   const eku = exts.get(EKU)
   if (eku !== undefined) {
     const seq = tlv(eku.value, 0)
-    if (seq.tag !== 0x30) return false
-    const ok = children(eku.value, seq).some((o) => o.tag === 0x06 && Buffer.from(eku.value.subarray(o.start, o.end)).toString('hex') === CLIENT_AUTH)
-    if (!ok) return false
+    if (seq.tag !== 0x30 || !children(eku.value, seq).some((o) => o.tag === 0x06 && eku.value.subarray(o.start, o.end).toString('hex') === CLIENT_AUTH)) return false
   }
   const bits = (e: Extension | undefined): number | undefined => {
     if (e === undefined) return undefined

@@ -12,7 +12,7 @@ import { AogError } from '../errors.js'
 import { firstUri, fingerprintOf, type Identity } from './tls.js'
 import { certFacts, checkValidity, clientAuthAllowed, type CertFacts } from './der.js'
 
-export const SCHEME = 'aog-forward-v1'
+const SCHEME = 'aog-forward-v1'
 export const HEADERS = { cert: 'x-aog-client-cert', verify: 'x-aog-client-verify', signature: 'x-aog-signature' } as const
 
 export interface SignInput {
@@ -28,7 +28,7 @@ export interface SignInput {
 }
 
 /** The v1 HMAC (hex) over the canonical message. */
-export function signatureV1 (secret: string | Buffer, s: SignInput): string {
+function signatureV1 (secret: string | Buffer, s: SignInput): string {
   const msg = [SCHEME, String(s.t), s.rid, s.method, s.target, s.verify, s.cert].join('\n')
   return createHmac('sha256', secret).update(msg, 'latin1').digest('hex')
 }
@@ -85,7 +85,7 @@ export function verifiedRequestId (headers: IncomingHttpHeaders): string | undef
 }
 
 /** The header nginx sets to the address it saw ($remote_addr); read only from a vouched-for request. */
-export const CLIENT_ADDRESS_HEADER = 'x-real-ip'
+const CLIENT_ADDRESS_HEADER = 'x-real-ip'
 const ADDRESS = /^[0-9A-Fa-f:.]{2,45}$/
 
 /**
@@ -130,13 +130,9 @@ export function forwardedIdentity (method: string, target: string, headers: Inco
   if (verdict !== 'SUCCESS') fail('the TLS terminator did not verify the client certificate')
 
   let x509: X509Certificate
-  try {
-    x509 = new X509Certificate(decodeURIComponent(cert))
-  } catch {
-    fail('forwarded certificate unreadable')
-  }
   let facts: CertFacts
   try {
+    x509 = new X509Certificate(decodeURIComponent(cert))
     facts = certFacts(x509.raw)
   } catch {
     fail('forwarded certificate unreadable')
@@ -161,7 +157,6 @@ export function forwardedIdentity (method: string, target: string, headers: Inco
 
 /** Split a PEM bundle into certificates. */
 export function readCertificates (pem: Buffer | string): X509Certificate[] {
-  const text = pem.toString()
-  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []
+  const blocks = pem.toString().match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []
   return blocks.map((b) => new X509Certificate(b))
 }

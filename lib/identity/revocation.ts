@@ -87,18 +87,9 @@ export function parseDenyList (text: string): Set<string> {
   return set
 }
 
-function isDirectory (path: string): boolean {
-  try {
-    return statSync(path).isDirectory()
-  } catch {
-    return false
-  }
-}
-
 export class Revocation {
   readonly #opts: RevocationOptions
   readonly #now: () => number
-  #serials = new Set<string>()
   #denied = new Set<string>()
   #crl: CrlSet | undefined
   /** The TLS context holds the CRLs of #crl. */
@@ -120,7 +111,7 @@ export class Revocation {
     if (every > 0) {
       for (const f of [opts.crlFile, opts.denyFile]) {
         if (f === undefined) continue
-        if (f === opts.crlFile && isDirectory(f)) { this.#watchDirectory(f, every); continue }
+        if (f === opts.crlFile && statSync(f, { throwIfNoEntry: false })?.isDirectory() === true) { this.#watchDirectory(f, every); continue }
         const changed = (cur: Stats, prev: Stats): void => {
           if (cur.mtimeMs !== prev.mtimeMs || cur.ino !== prev.ino || cur.size !== prev.size) this.reload()
         }
@@ -143,15 +134,14 @@ export class Revocation {
     this.#dirPoll = setInterval(() => {
       const now = state()
       if (now !== last) { last = now; this.reload() }
-    }, every)
-    this.#dirPoll.unref()
+    }, every).unref()
   }
 
   /**
    * Replace the agent CAs (a client CA reload): the CRLs are loaded again against them and chains
    * are followed anew. Throws, changing nothing, when the CRLs do not load against the new CAs.
+   * True when that reloaded the CRL and deny list too (with a CRL file).
    */
-  /** Take new agent CAs; true when that reloaded the CRL and deny list too (with a CRL file). */
   setCas (cas: X509Certificate[]): boolean {
     const { crlFile } = this.#opts
     // Checked first, so that a refusal leaves the CAs, the CRLs and the TLS context as they were.
@@ -160,11 +150,6 @@ export class Revocation {
     this.#chains.clear()
     if (crlFile !== undefined) this.reload()
     return crlFile !== undefined
-  }
-
-  /** Revoked serials and denied fingerprints currently in force. */
-  get size (): { serials: number, denied: number } {
-    return { serials: this.#serials.size, denied: this.#denied.size }
   }
 
   /**
@@ -192,7 +177,6 @@ export class Revocation {
    */
   refresh (): void {
     clearTimeout(this.#timer)
-    this.#timer = undefined
     const set = this.#crl
     if (set === undefined) return
     const { logger, crlFile, metrics } = this.#opts
@@ -221,8 +205,7 @@ export class Revocation {
     }
     const next = Math.min(...moments.filter((m) => m > now))
     if (Number.isFinite(next)) {
-      this.#timer = setTimeout(() => { this.refresh() }, Math.min(next - now, MAX_TIMER_MS))
-      this.#timer.unref()
+      this.#timer = setTimeout(() => { this.refresh() }, Math.min(next - now, MAX_TIMER_MS)).unref()
     }
   }
 
@@ -238,7 +221,6 @@ export class Revocation {
         this.#crl = set
         this.#inTls = eligible
         this.#staleLogged = false
-        this.#serials = set.serials
         metrics?.crlReloads.inc({ result: 'ok' })
         metrics?.reloads.inc({ what: 'crl', result: 'ok' })
         if (set.nextUpdate !== undefined) metrics?.crlNextUpdate.set(set.nextUpdate / 1000)
@@ -258,10 +240,9 @@ export class Revocation {
     }
     if (denyFile !== undefined) {
       try {
-        const set = parseDenyList(readFileSync(denyFile, 'utf8'))
-        this.#denied = set
+        this.#denied = parseDenyList(readFileSync(denyFile, 'utf8'))
         metrics?.reloads.inc({ what: 'deny', result: 'ok' })
-        if (!strict) logger.info({ denyFile, denied: set.size }, 'deny list reloaded')
+        if (!strict) logger.info({ denyFile, denied: this.#denied.size }, 'deny list reloaded')
       } catch (err) {
         metrics?.reloads.inc({ what: 'deny', result: 'failed' })
         if (strict) throw new Error(`cannot load the deny list ${denyFile}: ${(err as Error).message}`)
@@ -283,7 +264,7 @@ export class Revocation {
     if (this.#denied.has(id.fingerprint)) throw new AogError('AOG_NOT_AUTHORIZED', 'this client certificate is revoked')
     if (id.source === 'signature') return
     if (peer === undefined) {
-      if (this.#serials.has(id.serial)) throw new AogError('AOG_NOT_AUTHORIZED', 'this client certificate is revoked')
+      if (this.#crl?.serials.has(id.serial) === true) throw new AogError('AOG_NOT_AUTHORIZED', 'this client certificate is revoked')
       return
     }
     const links = this.#chainOf(id.fingerprint, peer)
@@ -327,7 +308,6 @@ export class Revocation {
   close (): void {
     clearInterval(this.#dirPoll)
     clearTimeout(this.#timer)
-    this.#timer = undefined
     for (const [f, changed] of this.#watched) unwatchFile(f, changed)
     this.#watched = []
   }

@@ -6,7 +6,7 @@
  * request: a kept-alive connection or a resumed TLS session outlives the handshake's check.
  */
 import { createHash } from 'node:crypto'
-import type { TLSSocket } from 'node:tls'
+import type { PeerCertificate, TLSSocket } from 'node:tls'
 import { AogError } from '../errors.js'
 import { certFacts, checkValidity } from './der.js'
 
@@ -26,6 +26,7 @@ export interface Identity {
 /** Per connection: the identity and the certificate's dates (the dates, not a verdict, are kept). */
 interface Peer { id: Identity, notBefore: number, notAfter: number }
 const cache = new WeakMap<TLSSocket, Peer>()
+const presentedBy = new WeakMap<TLSSocket, boolean>()
 
 /** F of a DER certificate. */
 export function fingerprintOf (der: Uint8Array): string {
@@ -34,12 +35,13 @@ export function fingerprintOf (der: Uint8Array): string {
 
 /** First URI entry of a subjectAltName string ("URI:spiffe://…, DNS:…"). */
 export function firstUri (san: string | undefined): string {
-  if (san === undefined) return ''
-  for (const part of san.split(',')) {
-    const p = part.trim()
-    if (p.startsWith('URI:')) return p.slice(4)
-  }
-  return ''
+  return /(?:^|,)\s*URI:([^,]*)/.exec(san ?? '')?.[1]!.trimEnd() ?? ''
+}
+
+/** The peer's certificate, when it has DER bytes (getPeerCertificate() gives `{}` for none). */
+function peerCertificate (socket: TLSSocket): PeerCertificate | undefined {
+  const cert = socket.getPeerCertificate(false)
+  return cert !== null && typeof cert === 'object' && Buffer.isBuffer(cert.raw) && cert.raw.length > 0 ? cert : undefined
 }
 
 /**
@@ -51,13 +53,11 @@ export function presentedCertificate (socket: TLSSocket): boolean {
   // Per connection: getPeerCertificate builds a new object from the certificate on every call.
   let presented = presentedBy.get(socket)
   if (presented === undefined) {
-    const cert = socket.getPeerCertificate(false)
-    presented = cert !== null && typeof cert === 'object' && Buffer.isBuffer(cert.raw) && cert.raw.length > 0
+    presented = peerCertificate(socket) !== undefined
     presentedBy.set(socket, presented)
   }
   return presented
 }
-const presentedBy = new WeakMap<TLSSocket, boolean>()
 
 /**
  * The identity of an authorized TLS peer within its validity dates, or AOG_IDENTITY_REQUIRED.
@@ -68,10 +68,8 @@ export function tlsIdentity (socket: TLSSocket, nowMs: number = Date.now()): Ide
   if (socket.authorized !== true) throw new AogError('AOG_IDENTITY_REQUIRED', 'a client certificate signed by the agent CA is required')
   let peer = cache.get(socket)
   if (peer === undefined) {
-    const cert = socket.getPeerCertificate(false)
-    if (cert === null || typeof cert !== 'object' || !Buffer.isBuffer(cert.raw) || cert.raw.length === 0) {
-      throw new AogError('AOG_IDENTITY_REQUIRED', 'a client certificate signed by the agent CA is required')
-    }
+    const cert = peerCertificate(socket)
+    if (cert === undefined) throw new AogError('AOG_IDENTITY_REQUIRED', 'a client certificate signed by the agent CA is required')
     let facts
     try {
       facts = certFacts(cert.raw)
