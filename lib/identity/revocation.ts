@@ -9,13 +9,14 @@
  * leaves the TLS context, whose OpenSSL would refuse every handshake with it; the gate warns, sets
  * aog_crl_stale, and /readyz turns 503 once the grace (--crl-grace-seconds) is over.
  */
-import { readFileSync, statSync, unwatchFile, watchFile, type Stats } from 'node:fs'
+import { readFileSync, statSync } from 'node:fs'
 import type { X509Certificate } from 'node:crypto'
 import { AogError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
 import { crlDirectoryFiles, loadCrls, readCrlSource, type CrlSet } from './crl.js'
 import { certFacts } from './der.js'
+import { watchFiles } from '../watch.js'
 import type { Identity } from './tls.js'
 
 /** The certificate behind an identity, and the CA certificates the peer sent with it (direct mode). */
@@ -96,8 +97,8 @@ export class Revocation {
   #inTls = false
   #staleLogged = false
   #timer: NodeJS.Timeout | undefined
-  /** Each file's own listener (other gates of the process may watch the same file). */
-  #watched: Array<[string, (cur: Stats, prev: Stats) => void]> = []
+  /** Stops watching the CRL file and the deny list. */
+  #unwatch: Array<() => void> = []
   #dirPoll: NodeJS.Timeout | undefined
   #cas: X509Certificate[]
   #chains = new Map<string, Link[] | null>()
@@ -112,11 +113,7 @@ export class Revocation {
       for (const f of [opts.crlFile, opts.denyFile]) {
         if (f === undefined) continue
         if (f === opts.crlFile && statSync(f, { throwIfNoEntry: false })?.isDirectory() === true) { this.#watchDirectory(f, every); continue }
-        const changed = (cur: Stats, prev: Stats): void => {
-          if (cur.mtimeMs !== prev.mtimeMs || cur.ino !== prev.ino || cur.size !== prev.size) this.reload()
-        }
-        watchFile(f, { interval: every, persistent: false }, changed)
-        this.#watched.push([f, changed])
+        this.#unwatch.push(watchFiles([f], every, () => { this.reload() }))
       }
     }
   }
@@ -308,7 +305,6 @@ export class Revocation {
   close (): void {
     clearInterval(this.#dirPoll)
     clearTimeout(this.#timer)
-    for (const [f, changed] of this.#watched) unwatchFile(f, changed)
-    this.#watched = []
+    for (const unwatch of this.#unwatch.splice(0)) unwatch()
   }
 }
