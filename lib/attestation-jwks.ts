@@ -19,8 +19,9 @@
  */
 import { X509Certificate, type JsonWebKey } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { Agent, request, type Dispatcher } from 'undici'
+import type { Agent, Dispatcher } from 'undici'
 import { createLocalJWKSet, errors, type JSONWebKeySet, type JWK, type JWTVerifyGetKey } from 'jose'
+import { FetchError, fetchAgent, fetchJson, type FetchFailure } from './bounded-fetch.js'
 
 /** A source of verification keys for jose's jwtVerify. */
 export interface KeySource {
@@ -41,16 +42,8 @@ export class JwksUnavailableError extends Error {
   }
 }
 
-/** Why a fetch failed, as the metric's `result` label says it. */
-export type FetchResult = 'ok' | 'status' | 'timeout' | 'too_large' | 'invalid' | 'network'
-
-class FetchError extends Error {
-  readonly result: FetchResult
-  constructor (result: FetchResult, message: string, cause?: unknown) {
-    super(message, cause === undefined ? undefined : { cause })
-    this.result = result
-  }
-}
+/** How a fetch ended, as the metric's `result` label says it (a redirect is one more 'status'). */
+export type FetchResult = 'ok' | Exclude<FetchFailure, 'redirect' | 'closed'>
 
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'k', 'oth'] as const
 const KTYS = new Set(['RSA', 'EC', 'OKP'])
@@ -86,17 +79,13 @@ export function normaliseJwks (doc: unknown): JSONWebKeySet {
 
 /** A JWKS file, read once (start-up). Throws an Error naming the file when it is unusable. */
 export function fileKeySource (file: string): KeySource {
-  let doc: unknown
-  try {
-    doc = JSON.parse(readFileSync(file, 'utf8'))
-  } catch (err) {
-    throw new Error(`attestation JWKS ${file}: ${(err as NodeJS.ErrnoException).code ?? 'not JSON'}`)
-  }
   let jwks: JSONWebKeySet
   try {
-    jwks = normaliseJwks(doc)
+    jwks = normaliseJwks(JSON.parse(readFileSync(file, 'utf8')))
   } catch (err) {
-    throw new Error(`attestation JWKS ${file}: ${(err as Error).message}`)
+    // A read error's code, or what is wrong with the document (JSON.parse's message quotes it: not repeated).
+    const why = err instanceof SyntaxError ? 'not JSON' : (err as NodeJS.ErrnoException).code ?? (err as Error).message
+    throw new Error(`attestation JWKS ${file}: ${why}`)
   }
   return { name: file, getKey: createLocalJWKSet(jwks) }
 }
@@ -137,9 +126,6 @@ export class RemoteJwks implements KeySource {
     this.#o = opts
     this.#now = opts.now ?? Date.now
   }
-
-  /** Fetches made so far (tests). */
-  fetches = 0
 
   readonly getKey: JWTVerifyGetKey = async (header, token) => {
     const now = this.#now()
@@ -184,7 +170,6 @@ export class RemoteJwks implements KeySource {
     if (this.#inflight !== undefined) return this.#inflight
     const t0 = this.#now()
     this.#attemptAt = t0
-    this.fetches++
     this.#inflight = this.#fetch().then((jwks) => {
       this.#local = createLocalJWKSet(jwks)
       this.#fetchedAt = this.#now()
@@ -192,67 +177,23 @@ export class RemoteJwks implements KeySource {
       this.#o.onFetch?.('ok', this.#now() - t0)
     }, (err: unknown) => {
       this.#failed = true
-      const e = err instanceof FetchError ? err : new FetchError('network', (err as Error).message, err)
-      this.#o.onFetch?.(e.result, this.#now() - t0, e)
+      const e = err instanceof FetchError ? err : new FetchError('network', (err as Error).message, undefined, err)
+      this.#o.onFetch?.(e.outcome as FetchResult, this.#now() - t0, e)
     }).finally(() => { this.#inflight = undefined })
     return this.#inflight
   }
 
   async #fetch (): Promise<JSONWebKeySet> {
-    const { url, timeoutMs, maxBytes } = this.#o
-    const signal = AbortSignal.timeout(timeoutMs)
-    let res: Dispatcher.ResponseData
-    try {
-      res = await request(url, {
-        method: 'GET',
-        dispatcher: this.#o.dispatcher,
-        headers: { accept: 'application/jwk-set+json, application/json' },
-        signal,
-        headersTimeout: timeoutMs,
-        bodyTimeout: timeoutMs,
-      })
-    } catch (err) {
-      throw signal.aborted ? new FetchError('timeout', `no answer within ${timeoutMs} ms`, err) : new FetchError('network', (err as Error).message, err)
-    }
-    // Dropping the body (a refusal below) makes it emit an abort error: nobody else listens.
-    res.body.on('error', () => {})
-    const chunks: Buffer[] = []
-    let size = 0
-    try {
-      // Redirects are not followed: the configured URL is the one trusted.
-      if (res.statusCode !== 200) throw new FetchError('status', `status ${res.statusCode}`)
-      const declared = Number(res.headers['content-length'])
-      if (declared > maxBytes) throw new FetchError('too_large', `body of ${declared} bytes, over ${maxBytes}`)
-      for await (const chunk of res.body) {
-        size += (chunk as Buffer).length
-        if (size > maxBytes) throw new FetchError('too_large', `body over ${maxBytes} bytes`)
-        chunks.push(chunk as Buffer)
-      }
-    } catch (err) {
-      res.body.destroy()
-      if (err instanceof FetchError) throw err
-      throw signal.aborted ? new FetchError('timeout', `body not received within ${timeoutMs} ms`, err) : new FetchError('network', (err as Error).message, err)
-    }
-    let doc: unknown
-    try {
-      doc = JSON.parse(Buffer.concat(chunks).toString('utf8'))
-    } catch {
-      // JSON.parse's message quotes the body: not repeated.
-      throw new FetchError('invalid', 'the body is not JSON')
-    }
+    const { url, dispatcher, timeoutMs, maxBytes } = this.#o
+    // Redirects are not followed: the configured URL is the one trusted.
+    const { doc } = await fetchJson(url, { dispatcher, timeoutMs, maxBytes, accept: 'application/jwk-set+json, application/json' })
     try {
       return normaliseJwks(doc)
     } catch (err) {
-      throw new FetchError('invalid', (err as Error).message, err)
+      throw new FetchError('invalid', (err as Error).message, undefined, err)
     }
   }
 }
 
 /** The HTTPS client of the JWKS URLs: system CAs, or only `ca` when given. */
-export function jwksDispatcher (ca: Buffer | undefined, timeoutMs: number): Agent {
-  return new Agent({
-    connections: 4,
-    connectTimeout: timeoutMs,
-    connect: { ...(ca === undefined ? {} : { ca }), minVersion: 'TLSv1.2' },
-  })
-}
+export const jwksDispatcher: (ca: Buffer | undefined, timeoutMs: number) => Agent = fetchAgent

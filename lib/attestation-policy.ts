@@ -150,17 +150,11 @@ export function compileAttestationPolicy (raw: unknown, defaultAudience?: string
  * file and the problem.
  */
 export function readAttestationPolicy (file: string, sources: string[], defaultAudience?: string): AttestationPolicy {
-  let text: string
-  try {
-    text = readFileSync(file, 'utf8')
-  } catch (err) {
-    throw new Error(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`)
-  }
   let raw: unknown
   try {
-    raw = JSON.parse(text)
-  } catch {
-    throw new Error(`${file} is not JSON`)
+    raw = JSON.parse(readFileSync(file, 'utf8'))
+  } catch (err) {
+    throw new Error(err instanceof SyntaxError ? `${file} is not JSON` : `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`)
   }
   let policy: AttestationPolicy
   try {

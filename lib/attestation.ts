@@ -87,18 +87,11 @@ export interface AttestationVerifier {
   close (): Promise<void>
 }
 
-/** How one issuer's tokens are checked (a policy entry, or the one rule of a gate without a policy). */
-interface Rule {
-  /** The required `iss`; undefined: any. */
-  issuer: string | undefined
-  audience: string | undefined
-  nonceClaim: readonly string[]
-  noncePath: string
-  subjectClaim: readonly string[]
-  subjectPath: string
-  claims: IssuerPolicy['claims']
-  getKey: JWTVerifyGetKey
-}
+/**
+ * How one issuer's tokens are checked (a policy entry, or the one rule of a gate without a policy),
+ * with the required `iss` (undefined: any).
+ */
+type Rule = Omit<IssuerPolicy, 'issuer' | 'jwks'> & { issuer: string | undefined, getKey: JWTVerifyGetKey }
 
 /**
  * A key function that tries each source in turn: the first that has the key wins. When none has
@@ -190,14 +183,8 @@ export function createAttestationVerifier (opts: AttestationOptions): Attestatio
     opts.metrics?.attestationOutcomes.inc({ issuer, result, reason })
   }
 
-  const check = async (token: string, fingerprint: string, nonce: string): Promise<AttestationResult> => {
-    // Unverified, only to choose the issuer's rule: every claim read here is verified below.
-    let claimed: JWTPayload
-    try {
-      claimed = decodeJwt(token)
-    } catch (err) {
-      throw refuse('malformed', 'attestation is not a JWT', err)
-    }
+  /** `claimed` (the payload, unverified) only chooses the issuer's rule: every claim read is verified here. */
+  const check = async (token: string, claimed: JWTPayload, fingerprint: string, nonce: string): Promise<AttestationResult> => {
     const rule = single ?? (typeof claimed.iss === 'string' ? rules.get(claimed.iss) : undefined)
     if (rule === undefined) {
       throw all.length === 0
@@ -251,12 +238,19 @@ export function createAttestationVerifier (opts: AttestationOptions): Attestatio
       record('unknown', 'rejected', 'missing')
       throw new AogError('AOG_ATTESTATION_INVALID', 'an attestation is required')
     }
+    // Unverified: for the issuer's rule and the metrics label.
+    let claimed: JWTPayload
     try {
-      return await check(token, fingerprint, nonce)
+      claimed = decodeJwt(token)
     } catch (err) {
-      const issuer = label(safeIssuer(token))
+      record('unknown', 'rejected', 'malformed')
+      throw refuse('malformed', 'attestation is not a JWT', err)
+    }
+    try {
+      return await check(token, claimed, fingerprint, nonce)
+    } catch (err) {
       const reason = (err as { reason?: unknown }).reason
-      if (err instanceof AogError && typeof reason === 'string') record(issuer, err.code === 'AOG_UNAVAILABLE' ? 'unavailable' : 'rejected', reason)
+      if (err instanceof AogError && typeof reason === 'string') record(label(claimed.iss), err.code === 'AOG_UNAVAILABLE' ? 'unavailable' : 'rejected', reason)
       throw err
     }
   }
@@ -264,15 +258,6 @@ export function createAttestationVerifier (opts: AttestationOptions): Attestatio
     record,
     close: async () => { await owned?.close() },
   })
-}
-
-/** The `iss` a token claims, unverified (the metrics label only), or undefined. */
-function safeIssuer (token: string): unknown {
-  try {
-    return decodeJwt(token).iss
-  } catch {
-    return undefined
-  }
 }
 
 /** Read a CA bundle for the JWKS URLs (start-up); throws a ConfigError naming the field. */

@@ -31,7 +31,8 @@ import { createPublicKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { isAbsolute, resolve as resolvePath } from 'node:path'
 import { rootCertificates } from 'node:tls'
-import { Agent, request, type Dispatcher } from 'undici'
+import type { Agent } from 'undici'
+import { FetchError, fetchAgent, fetchJson, type FetchFailure } from '../bounded-fetch.js'
 import { keyThumbprint, type KeyLookup } from './httpsig.js'
 import { weakEd25519Key } from './ed25519.js'
 
@@ -49,7 +50,7 @@ export interface DirectoryAllow {
 }
 
 /** How a fetch (or a pinned file's read) ended, as a metric label would say it. */
-export type FetchOutcome = 'ok' | 'empty' | 'status' | 'redirect' | 'timeout' | 'too_large' | 'invalid' | 'network' | 'file' | 'closed'
+export type FetchOutcome = 'ok' | 'empty' | 'file' | FetchFailure
 
 export interface FetchReport {
   outcome: FetchOutcome
@@ -209,16 +210,6 @@ export function cacheSeconds (cacheControl: string | readonly string[] | undefin
   return Math.min(MAX_TTL_SECONDS, Math.max(MIN_TTL_SECONDS, maxAge ?? MIN_TTL_SECONDS))
 }
 
-class FetchError extends Error {
-  readonly outcome: FetchOutcome
-  readonly status: number | undefined
-  constructor (outcome: FetchOutcome, message: string, status?: number) {
-    super(message)
-    this.outcome = outcome
-    this.status = status
-  }
-}
-
 interface Entry {
   url: string
   file: string | undefined
@@ -243,15 +234,12 @@ export function createKeyDirectories (opts: KeyDirectoriesOptions): KeyDirectori
     const e: Entry = { url, file: a.file, keys: undefined, freshUntil: Number.NEGATIVE_INFINITY, failedAt: Number.NEGATIVE_INFINITY, inflight: undefined }
     if (a.file !== undefined) {
       // A pinned file is read now: a broken one stops the start, with its name and the reason.
-      const t0 = now()
-      const skipped = new Map<SkipReason, number>()
       try {
-        e.keys = readPinned(a.file, undefined, skipped)
+        pinnedReads.push([url, readPinned(e, a.file)])
       } catch (err) {
         throw new Error(`signature agent ${url}: file ${a.file}: ${(err as Error).message}`)
       }
       e.freshUntil = Number.POSITIVE_INFINITY
-      pinnedReads.push([url, { outcome: 'ok', keys: e.keys.size, ...skippedField(skipped), ms: now() - t0 }])
     }
     entries.set(url, e)
   }
@@ -259,85 +247,45 @@ export function createKeyDirectories (opts: KeyDirectoriesOptions): KeyDirectori
   const closing = new AbortController()
   let dispatcher: Agent | undefined
 
-  function client (): Dispatcher {
-    dispatcher ??= new Agent({
-      connections: 4,
-      connectTimeout: timeoutMs,
-      connect: { ...(opts.ca === undefined ? {} : { ca: [...rootCertificates, opts.ca] }), minVersion: 'TLSv1.2' },
-    })
+  function client (): Agent {
+    // A private CA is trusted besides the system's.
+    dispatcher ??= fetchAgent(opts.ca === undefined ? undefined : [...rootCertificates, opts.ca], timeoutMs)
     return dispatcher
   }
 
-  function readPinned (file: string, previous: ReadonlyMap<string, KeyObject> | undefined, skipped: Map<SkipReason, number>): Map<string, KeyObject> {
-    let text: string
-    try {
-      text = readFileSync(file, 'utf8')
-    } catch (err) {
-      throw new Error(`cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
-    }
+  /** Read `file`, pinned to `e`, into e.keys: the read's report. Throws an Error saying what is wrong. */
+  function readPinned (e: Entry, file: string): FetchReport {
+    const t0 = now()
     let doc: unknown
     try {
-      doc = JSON.parse(text)
-    } catch {
-      throw new Error('is not JSON')
+      doc = JSON.parse(readFileSync(file, 'utf8'))
+    } catch (err) {
+      throw new Error(err instanceof SyntaxError ? 'is not JSON' : `cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
     }
-    const keys = directoryKeys(doc, previous, skipped)
+    const skipped = new Map<SkipReason, number>()
+    const keys = directoryKeys(doc, e.keys, skipped)
     // The operator's own file: one without a usable key is a mistake to hear about, not a revocation.
     if (keys.size === 0) throw new Error(`no usable Ed25519 key${skipped.size === 0 ? '' : ` (skipped: ${describeSkipped(skipped)})`}`)
-    return keys
-  }
-
-  /** Why a request or its body failed: close(), the timeout, or the network. */
-  function failure (signal: AbortSignal, err: unknown, late: string, status?: number): FetchError {
-    if (closing.signal.aborted) return new FetchError('closed', 'the directories were closed', status)
-    if (signal.aborted) return new FetchError('timeout', late, status)
-    return new FetchError('network', (err as Error).message, status)
+    e.keys = keys
+    return { outcome: 'ok', keys: keys.size, ...skippedField(skipped), ms: now() - t0 }
   }
 
   async function fetchKeys (e: Entry, skipped: Map<SkipReason, number>): Promise<{ keys: Map<string, KeyObject>, ttl: number, status: number }> {
-    const signal = AbortSignal.any([AbortSignal.timeout(timeoutMs), closing.signal])
-    let res: Dispatcher.ResponseData
-    try {
-      // undici's request follows no redirect unless a redirect interceptor is composed: a 3xx is
-      // answered as it is, and refused below.
-      res = await request(e.url, {
-        method: 'GET',
-        dispatcher: client(),
-        headers: { accept: `${DIRECTORY_MEDIA_TYPE}, application/jwk-set+json, application/json` },
-        signal,
-        headersTimeout: timeoutMs,
-        bodyTimeout: timeoutMs,
-      })
-    } catch (err) {
-      throw failure(signal, err, `no answer within ${timeoutMs} ms`)
-    }
-    const status = res.statusCode
-    const chunks: Buffer[] = []
-    try {
-      if (status >= 300 && status < 400) throw new FetchError('redirect', `status ${status} (redirects are not followed)`, status)
-      if (status !== 200) throw new FetchError('status', `status ${status}`, status)
-      const declared = Number(res.headers['content-length'])
-      if (declared > maxBytes) throw new FetchError('too_large', `body of ${declared} bytes, over ${maxBytes}`, status)
-      let size = 0
-      for await (const chunk of res.body) {
-        size += (chunk as Buffer).length
-        if (size > maxBytes) throw new FetchError('too_large', `body over ${maxBytes} bytes`, status)
-        chunks.push(chunk as Buffer)
-      }
-    } catch (err) {
-      // A body destroyed unread emits an error of its own: heard here, not thrown at the process.
-      res.body.on('error', () => {})
-      res.body.destroy()
-      if (err instanceof FetchError) throw err
-      throw failure(signal, err, `body not received within ${timeoutMs} ms`, status)
-    }
+    const { status, headers, doc } = await fetchJson(e.url, {
+      dispatcher: client(),
+      timeoutMs,
+      maxBytes,
+      accept: `${DIRECTORY_MEDIA_TYPE}, application/jwk-set+json, application/json`,
+      redirectOutcome: true,
+      signal: closing.signal,
+    })
     let keys: Map<string, KeyObject>
     try {
-      keys = directoryKeys(JSON.parse(Buffer.concat(chunks).toString('utf8')), e.keys, skipped)
+      keys = directoryKeys(doc, e.keys, skipped)
     } catch (err) {
-      throw new FetchError('invalid', err instanceof SyntaxError ? 'the body is not JSON' : (err as Error).message, status)
+      throw new FetchError('invalid', (err as Error).message, status)
     }
-    return { keys, ttl: cacheSeconds(res.headers['cache-control']), status }
+    return { keys, ttl: cacheSeconds(headers['cache-control']), status }
   }
 
   /** Fetch `e` now, or join its fetch in flight. Never rejects: the outcome is recorded. */
@@ -363,10 +311,8 @@ export function createKeyDirectories (opts: KeyDirectoriesOptions): KeyDirectori
 
   function reloadPinned (e: Entry, file: string): void {
     const t0 = now()
-    const skipped = new Map<SkipReason, number>()
     try {
-      e.keys = readPinned(file, e.keys, skipped)
-      onFetch?.(e.url, { outcome: 'ok', keys: e.keys.size, ...skippedField(skipped), ms: now() - t0 })
+      onFetch?.(e.url, readPinned(e, file))
     } catch (err) {
       // The keys read before keep serving: a file caught mid-write must not lock agents out.
       onFetch?.(e.url, { outcome: 'file', detail: `${file} ${(err as Error).message}`, ms: now() - t0 })
@@ -411,7 +357,7 @@ export function createKeyDirectories (opts: KeyDirectoriesOptions): KeyDirectori
     },
     async close () {
       if (closing.signal.aborted) return
-      closing.abort()
+      closing.abort(new Error('the directories were closed'))
       await Promise.all([...entries.values()].map((e) => e.inflight))
       await dispatcher?.close()
     },
