@@ -7,18 +7,18 @@
 import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto'
 import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { dirname } from 'node:path'
-import { ConfigError, PATH_OPTIONS, type Config } from './config.js'
+import { PATH_OPTIONS, type Config, type Problem } from './config.js'
 import { loadCrls, readCrlSource } from './identity/crl.js'
 import { parseDenyList } from './identity/revocation.js'
 import { loadAssertionKeys } from './assertion.js'
 import { fileKeySource } from './attestation-jwks.js'
 import { parseSignatureAgentsFile } from './webbotauth/directory.js'
 
-export interface Problem { field: string, message: string }
+export type { Problem }
 
 type PathOption = typeof PATH_OPTIONS[number]
 /** The path options as given (strings, or anything a raw configuration may hold). */
-export type ConfigPaths = Partial<Record<PathOption, unknown>>
+type ConfigPaths = Partial<Record<PathOption, unknown>>
 
 /** Read a file, or throw an Error saying why in words (the errno code, not a stack). */
 function read (file: string): Buffer {
@@ -32,7 +32,7 @@ function read (file: string): Buffer {
 }
 
 /** Every certificate of a PEM bundle; throws when there is none or a block does not parse. */
-export function readCertificateFile (file: string): X509Certificate[] {
+function readCertificateFile (file: string): X509Certificate[] {
   const text = read(file).toString('latin1')
   const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []
   if (blocks.length === 0) throw new Error(`${file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`)
@@ -51,6 +51,15 @@ function readPrivateKey (file: string): KeyObject {
     return createPrivateKey(data)
   } catch {
     throw new Error(`${file} is not an unencrypted PEM or DER private key`)
+  }
+}
+
+/** The certificates of another option's file; undefined when it is unset or unusable (it reports its own problem). */
+function certificatesOf (file: string | undefined): X509Certificate[] | undefined {
+  try {
+    return file === undefined ? undefined : readCertificateFile(file)
+  } catch {
+    return undefined
   }
 }
 
@@ -74,11 +83,8 @@ function checkCrl (path: string, clientCa: string | undefined): void {
       throw new Error(`${path} is a directory that cannot be listed (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
     }
   } else read(path) // says why it cannot be read
-  // Without a usable clientCa its own problem is reported; the signatures cannot be checked then.
-  let cas: X509Certificate[] | undefined
-  try {
-    cas = clientCa === undefined ? undefined : readCertificateFile(clientCa)
-  } catch {}
+  // Without a usable clientCa the signatures cannot be checked.
+  const cas = certificatesOf(clientCa)
   try {
     const source = readCrlSource(path)
     if (cas !== undefined) loadCrls(source, cas)
@@ -107,10 +113,7 @@ function checkers (c: Record<string, string | undefined>): Partial<Record<PathOp
     tlsCert: bundle,
     tlsKey: (v) => {
       const key = readPrivateKey(v)
-      let cert: X509Certificate | undefined
-      try {
-        cert = c.tlsCert === undefined ? undefined : readCertificateFile(c.tlsCert)[0]
-      } catch {} // tlsCert reports its own problem
+      const cert = certificatesOf(c.tlsCert)?.[0]
       if (cert !== undefined && !cert.checkPrivateKey(key)) throw new Error(`${v} is not the private key of the certificate in ${c.tlsCert!}`)
     },
     clientCa: bundle,
@@ -149,12 +152,6 @@ export function configFileProblems (config: ConfigPaths): Problem[] {
     }
   }
   return problems
-}
-
-/** Throws a ConfigError naming every field whose file is unusable. */
-export function checkConfigFiles (config: ConfigPaths): void {
-  const problems = configFileProblems(config)
-  if (problems.length > 0) throw new ConfigError(problems)
 }
 
 /** A URL with its password (and any query, which may carry a token) masked. */

@@ -17,15 +17,14 @@ import { HOST_PORT_PATTERN } from './host-port.js'
 import { MAX_CHECKPOINTS, shapeProblem } from './protocol/constants.js'
 import { readAttestationPolicy } from './attestation-policy.js'
 
-const HostPort = Type.String({ pattern: HOST_PORT_PATTERN })
 // A comma-separated list of HOST:PORT (Redis Cluster seeds, Sentinels).
 const HOST_PORT_LIST = `^(${HOST_PORT_PATTERN.slice(1, -1)})(,(${HOST_PORT_PATTERN.slice(1, -1)}))*$`
 // A comma-separated list of https URLs (no spaces, no commas inside one).
 const HTTPS_URL = 'https://[^\\s/?#,]+(/[^\\s,]*)?'
 const HTTPS_URL_LIST = `^${HTTPS_URL}(,${HTTPS_URL})*$`
 
-export const ConfigSchema = Type.Object({
-  listen: Type.String({ ...HostPort, default: '127.0.0.1:8443', description: 'Gate listener, HOST:PORT (IPv6 as [::1]:8443).' }),
+const ConfigSchema = Type.Object({
+  listen: Type.String({ pattern: HOST_PORT_PATTERN, default: '127.0.0.1:8443', description: 'Gate listener, HOST:PORT (IPv6 as [::1]:8443).' }),
   tlsCert: Type.Optional(Type.String({ minLength: 1, description: 'Server certificate (PEM). Required unless --dev.' })),
   tlsKey: Type.Optional(Type.String({ minLength: 1, description: 'Server private key (PEM). Required unless --dev.' })),
   clientCa: Type.Optional(Type.String({ minLength: 1, description: 'CA bundle (PEM) that agent certificates must chain to. Required unless --dev.' })),
@@ -49,7 +48,7 @@ export const ConfigSchema = Type.Object({
   livenessStoreDownSeconds: Type.Integer({ minimum: 1, maximum: 86400, default: 60, description: '/healthz answers 503 (so a supervisor restarts the gate) once the store has been unusable this long even after the client was replaced; /readyz is 503 as soon as it is unusable.' }),
   redisWaitReplicas: Type.Integer({ minimum: 0, default: 0, description: 'After a claim, WAIT for this many replicas; fewer acknowledgements → 503, nothing accepted.' }),
   redisWaitTimeoutMs: Type.Integer({ minimum: 1, default: 100, description: 'How long WAIT may take (ms).' }),
-  opsListen: Type.String({ ...HostPort, default: '127.0.0.1:9464', description: 'Operations listener (plain HTTP): /metrics, /healthz, /readyz, /.well-known/jwks.json.' }),
+  opsListen: Type.String({ pattern: HOST_PORT_PATTERN, default: '127.0.0.1:9464', description: 'Operations listener (plain HTTP): /metrics, /healthz, /readyz, /.well-known/jwks.json.' }),
   iterations: Type.Integer({ minimum: 1, maximum: 1 << 30, default: 1048576, description: 'Chain length N of each challenge.' }),
   checkpointInterval: Type.Integer({ minimum: 1, default: 16384, description: 'Checkpoint interval k; must divide N, N/k at most 1024.' }),
   deadlineMs: Type.Integer({ minimum: 100, default: 10000, description: 'Time from issue to deadline (ms).' }),
@@ -111,12 +110,15 @@ export const ConfigSchema = Type.Object({
 
 export type Config = Static<typeof ConfigSchema>
 
+/** One bad field and what is wrong with it. */
+export interface Problem { field: string, message: string }
+
 /** Raised when configuration is invalid; `fields` names every bad field. */
 export class ConfigError extends Error {
   readonly code = 'AOG_CONFIG_INVALID'
   readonly fields: string[]
-  readonly problems: Array<{ field: string, message: string }>
-  constructor (problems: Array<{ field: string, message: string }>) {
+  readonly problems: Problem[]
+  constructor (problems: Problem[]) {
     super('invalid configuration:\n' + problems.map((p) => `  ${p.field}: ${p.message}`).join('\n'))
     this.name = 'ConfigError'
     this.fields = problems.map((p) => p.field)
@@ -143,24 +145,28 @@ export function describeOptions (): Array<{ key: string, flag: string, env: stri
     flag: '--' + flagName(key),
     env: envName(key),
     type: typeName(s),
-    default: key === 'workers' ? 'CPU count' : (s as { default?: unknown }).default,
-    description: String((s as { description?: string }).description ?? ''),
+    default: key === 'workers' ? 'CPU count' : s.default,
+    description: String(s.description ?? ''),
   }))
 }
 
 function typeName (s: TSchema): string {
-  const any = s as { type?: string, anyOf?: Array<{ const?: unknown }> }
-  if (any.anyOf !== undefined) return any.anyOf.map((x) => String(x.const)).join(' \\| ')
-  if (any.type === 'integer' || any.type === 'number') return 'number'
-  if (any.type === 'boolean') return 'boolean'
-  const pattern = (s as { pattern?: string }).pattern
-  if (pattern === undefined) return 'string'
+  const values = literals(s)
+  if (values !== undefined) return values.join(' \\| ')
+  if (s.type === 'integer' || s.type === 'number') return 'number'
+  if (s.type === 'boolean') return 'boolean'
+  if (s.pattern === undefined) return 'string'
   // A URL pattern begins with its scheme (^https://, ^https?://, ^rediss?://).
-  return /^\^[a-z]+\??:\/\//.test(pattern) ? 'url' : 'host:port'
+  return /^\^[a-z]+\??:\/\//.test(s.pattern) ? 'url' : 'host:port'
+}
+
+/** The allowed values of a union (an `anyOf` of literals). */
+function literals (s: TSchema | undefined): string[] | undefined {
+  return (s?.anyOf as Array<{ const: unknown }> | undefined)?.map((x) => String(x.const))
 }
 
 export function isBooleanOption (key: string): boolean {
-  return (props[key] as { type?: string } | undefined)?.type === 'boolean'
+  return props[key]?.type === 'boolean'
 }
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, coerceTypes: true, strict: false })
@@ -181,7 +187,7 @@ export function loadConfig (raw: Record<string, unknown>): Readonly<Config> {
     throw new ConfigError([...problems, ...portProblems(input).filter((p) => !problems.some((q) => q.field === p.field))])
   }
   const c = input as Config
-  const problems: Array<{ field: string, message: string }> = []
+  const problems: Problem[] = []
   const shape = shapeProblem(c.iterations, c.checkpointInterval)
   if (shape !== undefined) problems.push(shape)
   else {
@@ -213,18 +219,17 @@ export function loadConfig (raw: Record<string, unknown>): Readonly<Config> {
   return Object.freeze(c)
 }
 
-/** HOST:PORT values (the schema checks their form) whose port is beyond 65535. */
-function portProblems (c: Record<string, unknown>): Array<{ field: string, message: string }> {
-  const problems: Array<{ field: string, message: string }> = []
+/** HOST:PORT values (the schema checks their form) whose port is beyond 65535; a Redis URL that does not parse. */
+function portProblems (c: Record<string, unknown>): Problem[] {
+  const problems: Problem[] = []
   for (const k of ['listen', 'opsListen', 'redisCluster', 'redisSentinels']) {
     const v = c[k]
     const bad = typeof v === 'string' ? v.split(',').find((hp) => Number(hp.slice(hp.lastIndexOf(':') + 1)) > 65535) : undefined
     if (bad !== undefined) problems.push({ field: k, message: `port of ${bad} is above 65535` })
   }
-  if (typeof c.redisUrl === 'string' && /^rediss?:\/\//.test(c.redisUrl)) {
-    let port: string | undefined
-    try { port = new URL(c.redisUrl).port } catch { problems.push({ field: 'redisUrl', message: 'is not a valid URL' }) }
-    if (port !== undefined && Number(port) > 65535) problems.push({ field: 'redisUrl', message: `port ${port} is above 65535` })
+  // A URL parser refuses a port beyond 65535 too.
+  if (typeof c.redisUrl === 'string' && /^rediss?:\/\//.test(c.redisUrl) && !URL.canParse(c.redisUrl)) {
+    problems.push({ field: 'redisUrl', message: 'is not a valid URL' })
   }
   return problems
 }
@@ -233,7 +238,7 @@ function portProblems (c: Record<string, unknown>): Array<{ field: string, messa
  * Values that pass the schema one by one but can never work together: listen ports beyond 65535,
  * timeouts Node refuses, a deadline no honest agent can meet, a WAIT the command timeout cuts.
  */
-function crossFieldProblems (c: Config): Array<{ field: string, message: string }> {
+function crossFieldProblems (c: Config): Problem[] {
   const problems = portProblems(c)
   if (c.listen === c.opsListen && !c.listen.endsWith(':0')) problems.push({ field: 'opsListen', message: `is the same address as listen (${c.listen})` })
   if (c.requestTimeoutMs < c.headersTimeoutMs) problems.push({ field: 'requestTimeoutMs', message: `${c.requestTimeoutMs} is below headersTimeoutMs (${c.headersTimeoutMs}): the whole request cannot take less time than its headers` })
@@ -245,7 +250,7 @@ function crossFieldProblems (c: Config): Array<{ field: string, message: string 
 }
 
 /** The attestation key sources as configured: the JWKS file, then each JWKS URL. */
-export function attestationSources (c: Pick<Config, 'attestationJwks' | 'attestationJwksUrl'>): string[] {
+function attestationSources (c: Pick<Config, 'attestationJwks' | 'attestationJwksUrl'>): string[] {
   return [...(c.attestationJwks === undefined ? [] : [c.attestationJwks]), ...(c.attestationJwksUrl?.split(',') ?? [])]
 }
 
@@ -254,8 +259,8 @@ export function attestationSources (c: Pick<Config, 'attestationJwks' | 'attesta
  * to name the trusted issuers, each source tied to its issuers, and the policy file itself (read
  * and checked here, so that a bad one stops the start with exit 2 like any bad option).
  */
-function attestationProblems (c: Config): Array<{ field: string, message: string }> {
-  const problems: Array<{ field: string, message: string }> = []
+function attestationProblems (c: Config): Problem[] {
+  const problems: Problem[] = []
   const sources = attestationSources(c)
   if (new Set(sources).size !== sources.length) problems.push({ field: 'attestationJwksUrl', message: 'names a key source twice' })
   if (c.requireAttestation && sources.length === 0) problems.push({ field: 'attestationJwks', message: 'is required when requireAttestation is set (or attestationJwksUrl)' })
@@ -279,7 +284,7 @@ function attestationProblems (c: Config): Array<{ field: string, message: string
 }
 
 /** One problem per field; a union (`anyOf` of literals) is reported as its allowed values. */
-function describeErrors (errors: ErrorObject[]): Array<{ field: string, message: string }> {
+function describeErrors (errors: ErrorObject[]): Problem[] {
   const out = new Map<string, string>()
   for (const e of errors) {
     if (e.keyword === 'additionalProperties') {
@@ -287,8 +292,8 @@ function describeErrors (errors: ErrorObject[]): Array<{ field: string, message:
       continue
     }
     const field = e.instancePath.replace(/^\//, '') || '(root)'
-    const allowed = (props[field] as { anyOf?: Array<{ const?: unknown }> } | undefined)?.anyOf
-    if (allowed !== undefined) out.set(field, 'must be one of: ' + allowed.map((a) => String(a.const)).join(', '))
+    const allowed = literals(props[field])
+    if (allowed !== undefined) out.set(field, 'must be one of: ' + allowed.join(', '))
     else if (!out.has(field)) out.set(field, e.message ?? 'is invalid')
   }
   return [...out].map(([field, message]) => ({ field, message }))
@@ -312,20 +317,17 @@ export function resolvePaths (raw: Record<string, unknown>, base: string): Recor
 /** Read the JSON config file, if any; its relative paths resolve against its own directory. */
 export function readConfigFile (path: string): Record<string, unknown> {
   let text: string
-  let parsed: Record<string, unknown>
   try {
     text = readFileSync(path, 'utf8')
   } catch (err) {
     throw new ConfigError([{ field: 'config', message: `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}` }])
   }
+  let v: unknown // stays undefined when the text is not JSON
   try {
-    const v: unknown = JSON.parse(text)
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not an object')
-    parsed = v as Record<string, unknown>
-  } catch {
-    throw new ConfigError([{ field: 'config', message: `${path} is not a JSON object` }])
-  }
-  return resolvePaths(parsed, dirname(resolve(path)))
+    v = JSON.parse(text)
+  } catch {}
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError([{ field: 'config', message: `${path} is not a JSON object` }])
+  return resolvePaths(v as Record<string, unknown>, dirname(resolve(path)))
 }
 
 /** Options from the environment (`AOG_*`); unknown AOG_ variables are ignored. */

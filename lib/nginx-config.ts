@@ -61,13 +61,31 @@ export const EXAMPLE: NginxOptions = {
   protect: 'http://127.0.0.1:8080',
 }
 
-/** The problem+json body the gate sends for `code` (lib/http/reply.ts), for a literal nginx `return`. */
+/** nginx's `return` of the gate's answer for `code`: its status and problem+json body (lib/http/reply.ts). */
 function problem (code: ErrorCode, detail: string): string {
   const { status, title } = ERRORS[code]
   const body = JSON.stringify({ type: `urn:aog:problem:${code.toLowerCase().replaceAll('_', '-')}`, title, status, detail, code })
   // Inside '…' nginx would end the string at a quote and expand $variables.
   if (/['$\\]/.test(body)) throw new Error(`a problem body nginx cannot return literally: ${body}`)
-  return `'${body}'`
+  return `return ${status} '${body}';`
+}
+
+/** A named location answering `code` as the gate does; `branches` come before its own answer. */
+function problemLocation (name: string, code: ErrorCode, detail: string, branches = ''): string {
+  return `    location @${name} {
+        default_type application/problem+json;
+        add_header Cache-Control no-store always;
+${branches}        ${problem(code, detail)}
+    }`
+}
+
+/** A branch of @aog_401/@aog_403 for the gate's X-AOG-Code `code`, with `headers` added (and Cache-Control again). */
+function codeBranch (code: ErrorCode, detail: string, headers: string[] = []): string {
+  const added = headers.length === 0 ? [] : ['Cache-Control no-store', ...headers]
+  return `        if ($aog_code = ${code}) {
+${added.map((h) => `            add_header ${h} always;\n`).join('')}            ${problem(code, detail)}
+        }
+`
 }
 
 const IDENTITY_DETAIL = 'a client certificate signed by the agent CA is required'
@@ -123,9 +141,18 @@ function size (what: string, s: string): string {
   return s
 }
 
-/** The lines that proxy one request to the gate (location / without protect; the gate's own paths with it). */
-function gateProxy (o: NginxOptions, again = false, task = false): string {
-  return `        client_max_body_size ${size('max-body', o.maxBody ?? '64k')};
+/** The identity headers signed for the gate, with the request id it logs. */
+const FORWARDED = `        proxy_set_header X-AOG-Client-Cert $ssl_client_escaped_cert;
+        proxy_set_header X-AOG-Client-Verify $ssl_client_verify;
+        proxy_set_header X-AOG-Signature $aog_signature;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Request-Id $request_id;
+`
+
+/** A location proxied to the gate (location / without protect; the gate's own paths with it). */
+function gateLocation (o: NginxOptions, match: string, again = false, task = false): string {
+  return `    location ${match} {
+        client_max_body_size ${size('max-body', o.maxBody ?? '64k')};
         proxy_pass http://aog_gate;
         proxy_http_version 1.1;
         proxy_set_header Connection "";
@@ -135,19 +162,15 @@ ${again
 : `        # The three forwarded headers are set here, on every request, so whatever a client sends
         # under these names is replaced. Careful: a location that sets any proxy_set_header of its
         # own inherits none of these; the signature, not this block, is what the gate trusts.
-`}        proxy_set_header X-AOG-Client-Cert $ssl_client_escaped_cert;
-        proxy_set_header X-AOG-Client-Verify $ssl_client_verify;
-        proxy_set_header X-AOG-Signature $aog_signature;
-        proxy_set_header X-Real-IP $remote_addr;
-        proxy_set_header X-Request-Id $request_id;
-${nextUpstream(again, task)}`
+`}${FORWARDED}${nextUpstream(again, task)}
+    }
+`
 }
 
 /**
- * When nginx tries the next gate instance: a refused or failed connection, a connect timeout and a
- * gate's 503. Another POST only if nothing of it was sent, except POST /task (non_idempotent), which
- * the gate answers at most once. Not http_502/504: the gate answers those for its protected
- * upstream, which every instance reaches the same way; nginx's own 502/504 are error/timeout.
+ * When nginx tries the next gate instance (the rendered comments say why). Not http_502/504: the
+ * gate answers those for its protected upstream, which every instance reaches the same way; nginx's
+ * own 502/504 are error/timeout.
  */
 function nextUpstream (again: boolean, task: boolean): string {
   return `${again
@@ -170,18 +193,9 @@ function nextUpstream (again: boolean, task: boolean): string {
 
 /** The protected application's locations: auth_request to the gate, refusals as problem+json. */
 function protectedLocations (o: NginxOptions, app: { host: string, uri: string }): string {
-  const retry = '            add_header Cache-Control no-store always;\n            add_header Retry-After $aog_retry_after always;\n'
+  const retry = ['Retry-After $aog_retry_after']
   return `    # The gate's own endpoints go to the gate; every other path is the protected application.
-    location = /challenge {
-${gateProxy(o)}
-    }
-    location = /task {
-${gateProxy(o, true, true)}
-    }
-    location ^~ /.well-known/aog/ {
-${gateProxy(o, true)}
-    }
-
+${gateLocation(o, '= /challenge')}${gateLocation(o, '= /task', true, true)}${gateLocation(o, '^~ /.well-known/aog/', true)}
     # The protected application: each request is first authorized by the gate's GET /auth (an
     # auth_request subrequest), then proxied with the gate's X-AOG-Agent assertion.
     location / {
@@ -248,69 +262,24 @@ ${gateProxy(o, true)}
         proxy_set_header Content-Length "";
         proxy_set_header X-Original-Method $request_method;
         proxy_set_header X-Original-URI $request_uri;
-        proxy_set_header X-AOG-Client-Cert $ssl_client_escaped_cert;
-        proxy_set_header X-AOG-Client-Verify $ssl_client_verify;
-        proxy_set_header X-AOG-Signature $aog_signature;
-        proxy_set_header X-Real-IP $remote_addr;
-        proxy_set_header X-Request-Id $request_id;
-${nextUpstream(true, false)}
+${FORWARDED}${nextUpstream(true, false)}
     }
 
     # The gate's refusals, as the gate answers them in direct mode. nginx's return takes a literal
     # status, hence one branch per code (an if holding only add_header and return is safe; an
     # add_header inside it hides the location's, hence Cache-Control again). On a 401 auth_request
     # itself copies the gate's WWW-Authenticate to the answer (adding it here would send it twice).
-    location @aog_401 {
-        default_type application/problem+json;
-        add_header Cache-Control no-store always;
-        if ($aog_code = AOG_GRANT_REQUIRED) {
-            add_header Cache-Control no-store always;
-            add_header Link $aog_link always;
-            return 401 ${problem('AOG_GRANT_REQUIRED', 'no live grant for this identity: pass a challenge first (GET /challenge, then POST /task)')};
-        }${o.webBotAuth === true
-? `
-        if ($aog_code = AOG_SIGNATURE_INVALID) {
-            add_header Cache-Control no-store always;
-            add_header Accept-Signature $aog_accept_signature always;
-            return 401 ${problem('AOG_SIGNATURE_INVALID', 'the request signature is missing or invalid (the gate logs which check failed)')};
-        }`
-: ''}
-        return 401 ${problem('AOG_IDENTITY_REQUIRED', IDENTITY_DETAIL)};
-    }
-    location @aog_403 {
-        default_type application/problem+json;
-        add_header Cache-Control no-store always;
-        if ($aog_code = AOG_RATE_LIMITED) {
-${retry}            add_header RateLimit $aog_ratelimit always;
-            add_header RateLimit-Policy $aog_ratelimit_policy always;
-            return 429 ${problem('AOG_RATE_LIMITED', 'too many requests for this identity')};
-        }
-        if ($aog_code = AOG_UNAVAILABLE) {
-${retry}            return 503 ${problem('AOG_UNAVAILABLE', 'the gate cannot decide now; try again shortly')};
-        }
-        if ($aog_code = AOG_OVERLOADED) {
-${retry}            return 503 ${problem('AOG_OVERLOADED', 'the gate is overloaded; try again shortly')};
-        }
-        if ($aog_code = AOG_BAD_REQUEST) {
-            return 400 ${problem('AOG_BAD_REQUEST', 'the request cannot be authorized as sent')};
-        }
-        return 403 ${problem('AOG_NOT_AUTHORIZED', 'this client certificate is revoked')};
-    }
-    location @aog_body_too_large {
-        default_type application/problem+json;
-        add_header Cache-Control no-store always;
-        return 413 ${problem('AOG_BODY_TOO_LARGE', 'the request body is larger than the protected application accepts')};
-    }
-    location @aog_upstream_unavailable {
-        default_type application/problem+json;
-        add_header Cache-Control no-store always;
-        return 502 ${problem('AOG_UPSTREAM_UNAVAILABLE', 'the protected application cannot be reached')};
-    }
-    location @aog_upstream_timeout {
-        default_type application/problem+json;
-        add_header Cache-Control no-store always;
-        return 504 ${problem('AOG_UPSTREAM_TIMEOUT', 'the protected application did not answer in time')};
-    }
+${problemLocation('aog_401', 'AOG_IDENTITY_REQUIRED', IDENTITY_DETAIL,
+  codeBranch('AOG_GRANT_REQUIRED', 'no live grant for this identity: pass a challenge first (GET /challenge, then POST /task)', ['Link $aog_link']) +
+  (o.webBotAuth === true ? codeBranch('AOG_SIGNATURE_INVALID', 'the request signature is missing or invalid (the gate logs which check failed)', ['Accept-Signature $aog_accept_signature']) : ''))}
+${problemLocation('aog_403', 'AOG_NOT_AUTHORIZED', 'this client certificate is revoked',
+  codeBranch('AOG_RATE_LIMITED', 'too many requests for this identity', [...retry, 'RateLimit $aog_ratelimit', 'RateLimit-Policy $aog_ratelimit_policy']) +
+  codeBranch('AOG_UNAVAILABLE', 'the gate cannot decide now; try again shortly', retry) +
+  codeBranch('AOG_OVERLOADED', 'the gate is overloaded; try again shortly', retry) +
+  codeBranch('AOG_BAD_REQUEST', 'the request cannot be authorized as sent'))}
+${problemLocation('aog_body_too_large', 'AOG_BODY_TOO_LARGE', 'the request body is larger than the protected application accepts')}
+${problemLocation('aog_upstream_unavailable', 'AOG_UPSTREAM_UNAVAILABLE', 'the protected application cannot be reached')}
+${problemLocation('aog_upstream_timeout', 'AOG_UPSTREAM_TIMEOUT', 'the protected application did not answer in time')}
 `
 }
 
@@ -381,31 +350,16 @@ ${o.crl === undefined
     # A missing or refused certificate answers like the gate does (problem+json 401), not nginx's
     # HTML page. 495: certificate error, 496: no certificate, 497: plain HTTP to this TLS port.
     error_page 495 496 497 = @aog_identity_required;
-    location @aog_identity_required {
-        default_type application/problem+json;
-        add_header Cache-Control no-store always;
-        return 401 ${problem('AOG_IDENTITY_REQUIRED', IDENTITY_DETAIL)};
-    }
+${problemLocation('aog_identity_required', 'AOG_IDENTITY_REQUIRED', IDENTITY_DETAIL)}
 
     # nginx's own 502/503/504 (no gate instance answered, or none in time) as the gate's 503: fail
     # closed, retry shortly. The gate's own answers pass unchanged (proxy_intercept_errors is off).
     # Also where auth_request cannot pass on a gate's answer (error_page 500 in location /).
     error_page 502 503 504 = @aog_unavailable;
-    location @aog_unavailable {
-        default_type application/problem+json;
-        add_header Cache-Control no-store always;
-        add_header Retry-After 1 always;
-        return 503 ${problem('AOG_UNAVAILABLE', 'the gate is unavailable; try again shortly')};
-    }
+${problemLocation('aog_unavailable', 'AOG_UNAVAILABLE', 'the gate is unavailable; try again shortly', '        add_header Retry-After 1 always;\n')}
 
 ${app === undefined
-? `    location / {
-${gateProxy(o)}
-    }
-    location = /task {
-${gateProxy(o, true, true)}
-    }
-`
+? gateLocation(o, '/') + gateLocation(o, '= /task', true, true)
 : protectedLocations(o, app)}}
 `
 }

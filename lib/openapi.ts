@@ -27,6 +27,9 @@ function plain (schema: object): Json {
 
 const ref = (name: string): Json => ({ $ref: `#/components/schemas/${name}` })
 const header = (name: string): Json => ({ $ref: `#/components/headers/${name}` })
+const rateLimitHeaders = (): Json => ({ RateLimit: header('RateLimit'), 'RateLimit-Policy': header('RateLimit-Policy') })
+/** The way in, on a 401 AOG_GRANT_REQUIRED. */
+const grantHeaders = (): Json => ({ 'WWW-Authenticate': header('WWW-Authenticate'), Link: header('Link') })
 
 /** Codes every route can answer: the identity step, the store, the process. */
 const COMMON: ErrorCode[] = ['AOG_IDENTITY_REQUIRED', 'AOG_NOT_AUTHORIZED', 'AOG_UNAVAILABLE']
@@ -50,29 +53,22 @@ const OWN = {
 const PLACED = new Set<string>([...COMMON, ...Object.values(OWN).flat(), 'AOG_METHOD_NOT_ALLOWED'])
 const ALWAYS: ErrorCode[] = [...COMMON, ...(Object.keys(ERRORS) as ErrorCode[]).filter((c) => !PLACED.has(c))]
 
-const CHALLENGE_CODES: ErrorCode[] = [...ALWAYS, ...OWN.challenge]
-const TASK_CODES: ErrorCode[] = [...ALWAYS, ...OWN.task]
-const AUTH_CODES: ErrorCode[] = [...ALWAYS, ...OWN.auth]
-const PROTECTED_CODES: ErrorCode[] = [...ALWAYS, ...OWN.protected]
+/** The codes a route can answer. */
+const codesOf = (route: keyof typeof OWN): ErrorCode[] => [...ALWAYS, ...OWN[route]]
 
-/** The problem+json schema of an answer with `status` carrying one of `codes`. */
-function problemSchema (status: number, codes: ErrorCode[]): Json {
-  return {
-    allOf: [ref('Problem'), {
-      properties: {
-        status: { const: status },
-        code: codes.length === 1 ? { const: codes[0] } : { enum: codes },
-      },
-    }],
-  }
+/** The problem+json content of an answer with `status` carrying one of `codes`. */
+function problemContent (status: number, codes: ErrorCode[]): Json {
+  const code = codes.length === 1 ? { const: codes[0] } : { enum: codes }
+  const schema = { allOf: [ref('Problem'), { properties: { status: { const: status }, code } }] }
+  return { 'application/problem+json': { schema } }
 }
 
 /** Headers of a refusal: Retry-After on 429 and 503, RateLimit on 429, the way in on 401 AOG_GRANT_REQUIRED. */
 function refusalHeaders (status: number, codes: ErrorCode[]): Json | undefined {
   const h: Json = {}
   if (status === 429 || status === 503) h['Retry-After'] = header('Retry-After')
-  if (status === 429) Object.assign(h, { RateLimit: header('RateLimit'), 'RateLimit-Policy': header('RateLimit-Policy') })
-  if (codes.includes('AOG_GRANT_REQUIRED')) Object.assign(h, { 'WWW-Authenticate': header('WWW-Authenticate'), Link: header('Link') })
+  if (status === 429) Object.assign(h, rateLimitHeaders())
+  if (codes.includes('AOG_GRANT_REQUIRED')) Object.assign(h, grantHeaders())
   return Object.keys(h).length === 0 ? undefined : h
 }
 
@@ -86,7 +82,7 @@ function refusals (codes: ErrorCode[]): Json {
     out[String(status)] = {
       description: list.map((c) => `${c}: ${ERRORS[c].title}`).join('; '),
       ...(headers === undefined ? {} : { headers }),
-      content: { 'application/problem+json': { schema: problemSchema(status, list) } },
+      content: problemContent(status, list),
     }
   }
   return out
@@ -96,28 +92,38 @@ function refusals (codes: ErrorCode[]): Json {
 const EXPECTATION_FAILED = {
   417: {
     description: 'AOG_BAD_REQUEST: only Expect: 100-continue is supported (the connection is closed)',
-    content: { 'application/problem+json': { schema: problemSchema(417, ['AOG_BAD_REQUEST']) } },
+    content: problemContent(417, ['AOG_BAD_REQUEST']),
   },
 }
 
+/** A pass's 200: its JSON body, and the identity's bucket in RateLimit. */
+function passed (description: string, schema: string): Json {
+  return { description, headers: rateLimitHeaders(), content: { 'application/json': { schema: ref(schema) } } }
+}
+
 /**
- * GET /auth's refusals: 401 or 403 only (what a reverse proxy's authorization subrequest can pass
- * on), the code's own status in X-AOG-Status and the code in X-AOG-Code.
+ * GET /auth's answers: `allowed` with X-AOG-Agent, or a refusal as 401 or 403 only (what a reverse
+ * proxy's authorization subrequest can pass on), the code's own status in X-AOG-Status and the
+ * code in X-AOG-Code.
  */
-function authRefusals (): Json {
+function authResponses (allowed: number, description: string): Json {
   const reshaped = (status: 401 | 403): Json => {
-    const codes = AUTH_CODES.filter((c) => (ERRORS[c].status === 401) === (status === 401))
+    const codes = codesOf('auth').filter((c) => (ERRORS[c].status === 401) === (status === 401))
     return {
       description: `${codes.join(', ')}: the body's status is ${status}; the code's own status is in X-AOG-Status`,
       headers: {
         'X-AOG-Code': header('X-AOG-Code'),
         'X-AOG-Status': header('X-AOG-Status'),
-        ...(status === 401 ? { 'WWW-Authenticate': header('WWW-Authenticate'), Link: header('Link') } : { 'Retry-After': header('Retry-After'), RateLimit: header('RateLimit'), 'RateLimit-Policy': header('RateLimit-Policy') }),
+        ...(status === 401 ? grantHeaders() : { 'Retry-After': header('Retry-After'), ...rateLimitHeaders() }),
       },
-      content: { 'application/problem+json': { schema: problemSchema(status, codes) } },
+      content: problemContent(status, codes),
     }
   }
-  return { 401: reshaped(401), 403: reshaped(403) }
+  return {
+    [allowed]: { description, headers: { 'X-AOG-Agent': header('X-AOG-Agent') } },
+    401: reshaped(401),
+    403: reshaped(403),
+  }
 }
 
 const ORIGINAL = [
@@ -134,7 +140,6 @@ export function openApiDocument (): Json {
   const taskResponse = plain(TaskResponse)
   // The grant is published once, under its own name; TaskResponse refers to it.
   ;(taskResponse.properties as Json).grant = ref('Grant')
-  const identity = refusals(ALWAYS)
   return {
     openapi: '3.1.0',
     info: {
@@ -169,12 +174,8 @@ export function openApiDocument (): Json {
           summary: 'Fetch a one-time compute challenge',
           description: 'Takes a token from the identity\'s bucket (shared with POST /task). Other methods: 405 AOG_METHOD_NOT_ALLOWED.',
           responses: {
-            200: {
-              description: 'A challenge, bound to the caller\'s identity, to be answered before deadline_ts.',
-              headers: { RateLimit: header('RateLimit'), 'RateLimit-Policy': header('RateLimit-Policy') },
-              content: { 'application/json': { schema: ref('ChallengeResponse') } },
-            },
-            ...refusals(CHALLENGE_CODES),
+            200: passed('A challenge, bound to the caller\'s identity, to be answered before deadline_ts.', 'ChallengeResponse'),
+            ...refusals(codesOf('challenge')),
           },
         },
       },
@@ -186,12 +187,8 @@ export function openApiDocument (): Json {
           description: 'Checks in order: rate limit, body, fingerprint, atomic claim of the nonce, deadline, plausibility of the runtime, the chain (full or sampled), the attestation. A pass opens (or extends) the identity\'s grant. Other methods: 405 AOG_METHOD_NOT_ALLOWED.',
           requestBody: { required: true, content: { 'application/json': { schema: ref('TaskBody') } } },
           responses: {
-            200: {
-              description: 'Accepted: the nonce is consumed and the identity holds a grant.',
-              headers: { RateLimit: header('RateLimit'), 'RateLimit-Policy': header('RateLimit-Policy') },
-              content: { 'application/json': { schema: ref('TaskResponse') } },
-            },
-            ...refusals(TASK_CODES),
+            200: passed('Accepted: the nonce is consumed and the identity holds a grant.', 'TaskResponse'),
+            ...refusals(codesOf('task')),
             ...EXPECTATION_FAILED,
           },
         },
@@ -203,10 +200,7 @@ export function openApiDocument (): Json {
           summary: 'Authorize a request for a reverse proxy (nginx auth_request, Traefik forwardAuth)',
           description: 'The decision a protected request gets, for the request named by X-Original-Method and X-Original-URI: identity and revocation, the identity\'s upstream bucket, its grant (counted). Served when the gate has --assertion-key. Refusals are 401 or 403 only, the real status and code in X-AOG-Status and X-AOG-Code.',
           parameters: ORIGINAL,
-          responses: {
-            204: { description: 'Allowed.', headers: { 'X-AOG-Agent': header('X-AOG-Agent') } },
-            ...authRefusals(),
-          },
+          responses: authResponses(204, 'Allowed.'),
         },
       },
       '/auth/{target}': {
@@ -216,10 +210,7 @@ export function openApiDocument (): Json {
           summary: 'Authorize a request, Envoy ext_authz form (any method)',
           description: 'Envoy\'s HTTP ext_authz sends its check with the original method to path_prefix + the original path: any method on a path under /auth/ is a check of that method and of the target after /auth (X-Original-Method and X-Original-URI win when sent). Allowed answers 200 (Envoy allows on 200 only). Only GET is listed here; every method is answered the same way.',
           parameters: [{ name: 'target', in: 'path', required: true, schema: { type: 'string' }, description: 'The original path (and query) after /auth/; it may hold further / (OpenAPI path templates match one segment).' }, ...ORIGINAL],
-          responses: {
-            200: { description: 'Allowed (empty body).', headers: { 'X-AOG-Agent': header('X-AOG-Agent') } },
-            ...authRefusals(),
-          },
+          responses: authResponses(200, 'Allowed (empty body).'),
         },
       },
       '/{protectedPath}': {
@@ -229,14 +220,14 @@ export function openApiDocument (): Json {
           operationId: 'protectedGet',
           tags: ['access'],
           summary: 'A protected request (GET), proxied once the identity holds a grant',
-          responses: { default: { $ref: '#/components/responses/UpstreamAnswer' }, ...refusals(PROTECTED_CODES) },
+          responses: { default: { $ref: '#/components/responses/UpstreamAnswer' }, ...refusals(codesOf('protected')) },
         },
         post: {
           operationId: 'protectedPost',
           tags: ['access'],
           summary: 'A protected request (POST), its body streamed to the upstream',
           requestBody: { required: false, content: { '*/*': { schema: {} } } },
-          responses: { default: { $ref: '#/components/responses/UpstreamAnswer' }, ...refusals(PROTECTED_CODES), ...EXPECTATION_FAILED },
+          responses: { default: { $ref: '#/components/responses/UpstreamAnswer' }, ...refusals(codesOf('protected')), ...EXPECTATION_FAILED },
         },
       },
       [OPENAPI_PATH]: {
@@ -246,7 +237,7 @@ export function openApiDocument (): Json {
           summary: 'This document',
           responses: {
             200: { description: 'The OpenAPI 3.1 document of this API.', content: { 'application/json': { schema: { type: 'object' } } } },
-            ...identity,
+            ...refusals(ALWAYS),
           },
         },
       },
