@@ -84,18 +84,10 @@ export interface AogAgent {
 
 /** An error answer from the gate (problem+json), or a transport failure (status 0). */
 export class GateError extends Error {
-  readonly status: number
-  readonly code: string
-  readonly retryAfter: number | undefined
-  /** The gate's problem+json body, when it sent one. */
-  readonly problem: Record<string, unknown> | undefined
-  constructor (status: number, code: string, detail: string, retryAfter?: number, problem?: Record<string, unknown>) {
+  /** `problem`: the gate's problem+json body, when it sent one. */
+  constructor (readonly status: number, readonly code: string, detail: string, readonly retryAfter?: number, readonly problem?: Record<string, unknown>) {
     super(`${status} ${code}: ${detail}`)
     this.name = 'GateError'
-    this.status = status
-    this.code = code
-    this.retryAfter = retryAfter
-    this.problem = problem
   }
 }
 
@@ -119,7 +111,7 @@ export function createAgent (opts: AgentOptions): AogAgent {
   const dispatcher: Dispatcher = signing === undefined ? tls : tls.compose(signer(signing))
   // Protected requests go through the same connections, with the gate's own refusals turned into GateErrors.
   const gated = dispatcher.compose(gateProblems)
-  const access: Access = { grant: 'unknown', expiresAt: undefined, margin: 0, requests: null, generation: 0, step: undefined, probe: undefined, now: opts.now ?? Date.now }
+  const access: Access = { grant: 'unknown', renewAt: undefined, requests: null, generation: 0, step: undefined, probe: undefined, now: opts.now ?? Date.now, attestation: opts.attestation }
   const agent: AogAgent = {
     url: opts.url.replace(/\/+$/, ''),
     fingerprint: signing === undefined ? certificateFingerprint(opts.cert!) : signing.fingerprint,
@@ -128,7 +120,6 @@ export function createAgent (opts: AgentOptions): AogAgent {
     close: async () => { await dispatcher.close() },
   }
   accesses.set(agent, access)
-  if (opts.attestation !== undefined) attesters.set(agent, opts.attestation)
   return agent
 }
 
@@ -145,40 +136,29 @@ function signingKey (o: NonNullable<AgentOptions['signing']>): SigningKey {
 function signer (k: SigningKey): Dispatcher.DispatcherComposeInterceptor {
   return (dispatch) => (options, handler) => {
     const origin = new URL(String(options.origin))
-    const sig = signRequest({ method: options.method, authority: origin.host, target: options.path }, { key: k.key, directoryUrl: k.directoryUrl, validitySeconds: k.validitySeconds })
-    const extra = Object.entries(sig).flat()
-    const h = options.headers
+    const sig = signRequest({ method: options.method, authority: origin.host, target: options.path }, k)
+    const h = options.headers ?? {}
     let headers: Dispatcher.DispatchOptions['headers']
-    if (h === undefined || h === null) headers = extra
-    else if (Array.isArray(h)) headers = [...(h as string[]), ...extra]
-    else if (typeof (h as Iterable<unknown>)[Symbol.iterator] === 'function') headers = [...[...(h as Iterable<[string, string]>)].flat(), ...extra]
+    if (Array.isArray(h)) headers = [...(h as string[]), ...Object.entries(sig).flat()]
+    else if (typeof (h as Iterable<unknown>)[Symbol.iterator] === 'function') headers = [...[...(h as Iterable<[string, string]>)].flat(), ...Object.entries(sig).flat()]
     else headers = { ...(h as Record<string, string>), ...sig }
     return dispatch({ ...options, headers }, handler)
   }
 }
 
-/** Each agent's attestation provider, when it has one. */
-const attesters = new WeakMap<AogAgent, AttestationProvider>()
-
 /**
- * The connection was closed under the request before any answer: reset (ECONNRESET, EPIPE) or
- * closed by the other side (undici's UND_ERR_SOCKET), typically a kept-alive connection the server
- * closed as the request went out. Not a timeout or an abort: then the server may be working on it.
- */
-function connectionClosed (err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code
-  return code === 'ECONNRESET' || code === 'EPIPE' || code === 'UND_ERR_SOCKET'
-}
-
-/**
- * Send; when the connection was closed before any answer (undici's request() resolves at the
- * response headers, so a later failure is not seen here), send once more, on another connection.
+ * Send; when the connection was closed before any answer, send once more, on another connection
+ * (undici's request() resolves at the response headers, so a later failure is not seen here).
+ * Closed means reset (ECONNRESET, EPIPE) or closed by the other side (undici's UND_ERR_SOCKET),
+ * typically a kept-alive connection the server closed as the request went out; not a timeout or an
+ * abort: then the server may be working on it.
  */
 async function resending<T> (send: () => Promise<T>, resend: boolean): Promise<{ value: T, resent: unknown }> {
   try {
     return { value: await send(), resent: undefined }
   } catch (err) {
-    if (!resend || !connectionClosed(err)) throw err
+    const code = (err as { code?: unknown } | null)?.code
+    if (!resend || (code !== 'ECONNRESET' && code !== 'EPIPE' && code !== 'UND_ERR_SOCKET')) throw err
     return { value: await send(), resent: err }
   }
 }
@@ -187,28 +167,29 @@ async function call (agent: AogAgent, method: 'GET' | 'POST', path: string, body
   // GET /challenge is safe to send twice. POST /task too: the gate claims a nonce at most once
   // (docs/protocol.md section 4), so a resent submission it had in fact received is refused 409,
   // never verified or accepted twice; that 409 says so below.
-  const { value: res, resent } = await resending(async () => await request(agent.url + path, {
-    method,
-    dispatcher: agent.dispatcher,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  }), method === 'GET' || path === '/task')
+  const init = body === undefined ? { method } : { method, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }
+  const { value: res, resent } = await resending(async () => await request(agent.url + path, { ...init, dispatcher: agent.dispatcher }), method === 'GET' || path === '/task')
   const text = await res.body.text()
-  let json: unknown
-  try { json = JSON.parse(text) } catch { json = undefined }
-  if (res.statusCode !== 200) {
-    const p = (json ?? {}) as { code?: string, detail?: string }
-    const problem = typeof json === 'object' && json !== null && !Array.isArray(json) ? json as Record<string, unknown> : undefined
-    let detail = p.detail ?? text.slice(0, 200)
-    if (resent !== undefined && p.code === 'AOG_NONCE_CONSUMED') detail += ` (resent after the connection closed: ${(resent as Error).message}; the first submission reached the gate, its outcome is unknown)`
-    throw new GateError(res.statusCode, p.code ?? 'UNKNOWN', detail, retryAfterOf(res.headers['retry-after']), problem)
+  if (res.statusCode === 200) {
+    try { return JSON.parse(text) } catch { return undefined }
   }
-  return json
+  const problem = jsonObject(text)
+  const code = problem?.code as string | undefined
+  let detail = (problem?.detail as string | undefined) ?? text.slice(0, 200)
+  if (resent !== undefined && code === 'AOG_NONCE_CONSUMED') detail += ` (resent after the connection closed: ${(resent as Error).message}; the first submission reached the gate, its outcome is unknown)`
+  throw new GateError(res.statusCode, code ?? 'UNKNOWN', detail, retryAfterOf(res.headers['retry-after']), problem)
 }
 
 function retryAfterOf (v: string | string[] | undefined): number | undefined {
   const n = Number(v)
   return typeof v === 'string' && v !== '' && Number.isFinite(n) ? n : undefined
+}
+
+/** The JSON object `text` holds, else undefined. */
+function jsonObject (text: string): Record<string, unknown> | undefined {
+  let v: unknown
+  try { v = JSON.parse(text) } catch { return undefined }
+  return typeof v === 'object' && v !== null && !Array.isArray(v) ? v as Record<string, unknown> : undefined
 }
 
 /** GET /challenge. */
@@ -271,8 +252,7 @@ export async function submitTask (agent: AogAgent, body: TaskBody): Promise<Task
  */
 export async function pass (agent: AogAgent, impl?: ChainImpl): Promise<TaskResponse & { runtime_ms: number }> {
   const c = await getChallenge(agent)
-  const attest = attesters.get(agent)
-  const attestation = attest?.(c, agent.fingerprint)
+  const attestation = accesses.get(agent)?.attestation?.(c, agent.fingerprint)
   // Settled either way before anything is thrown, so that a failed solve leaves no rejection unhandled.
   attestation?.catch(() => {})
   const body = impl === undefined ? await solveAsync(c, agent.fingerprint) : solve(c, agent.fingerprint, impl)
@@ -290,10 +270,8 @@ export async function pass (agent: AogAgent, impl?: ChainImpl): Promise<TaskResp
  */
 interface Access {
   grant: 'unknown' | 'live' | 'stale'
-  /** The grant's expiry (epoch ms), undefined when not known (then only a 401 says it is over). */
-  expiresAt: number | undefined
-  /** How long before expiresAt the agent re-passes. */
-  margin: number
+  /** When to re-pass (epoch ms), shortly before the grant expires; undefined when not known (then only a 401 says it is over). */
+  renewAt: number | undefined
   /** Requests left on the grant, counted down per request; null when unlimited or unknown. */
   requests: number | null
   /** Bumped by every pass: a 401 for a request sent under an older grant does not pass again. */
@@ -303,22 +281,18 @@ interface Access {
   /** The step when it is a probe (see ready). */
   probe: Promise<void> | undefined
   now: () => number
+  attestation: AttestationProvider | undefined
 }
 
 const accesses = new WeakMap<AogAgent, Access>()
 
-/** Re-pass when less than 10% of the ttl or 5 s is left, whichever is more, but at most half the ttl. */
-function marginOf (ttl: number): number {
-  return Math.min(Math.max(ttl / 10, 5000), ttl / 2)
-}
-
 function recordGrant (a: Access, grant: TaskResponse['grant'] | undefined): void {
   a.generation++
   a.grant = 'live'
+  // Re-pass when less than 10% of the ttl or 5 s is left, whichever is more, but at most half the ttl.
   // A gate without grants, or a clock so far ahead that the grant looks over: rely on the 401.
   const ttl = grant === undefined ? 0 : grant.expires_at - a.now()
-  a.expiresAt = ttl > 0 ? grant!.expires_at : undefined
-  a.margin = ttl > 0 ? marginOf(ttl) : 0
+  a.renewAt = ttl > 0 ? grant!.expires_at - Math.min(Math.max(ttl / 10, 5000), ttl / 2) : undefined
   a.requests = grant?.requests ?? null
 }
 
@@ -380,7 +354,7 @@ async function ready (agent: AogAgent, a: Access, probe: boolean): Promise<{ gen
       a.probe = step
       return { generation: a.generation, probe: { step, release } }
     }
-    const expiring = a.expiresAt !== undefined && a.now() >= a.expiresAt - a.margin
+    const expiring = a.renewAt !== undefined && a.now() >= a.renewAt
     if ((a.grant !== 'live' || expiring || a.requests === 0) && passes < MAX_PASSES) {
       passes++
       await sharedPass(agent, a)
@@ -391,48 +365,39 @@ async function ready (agent: AogAgent, a: Access, probe: boolean): Promise<{ gen
   }
 }
 
-/** A string, Buffer or Uint8Array body can be sent twice; a stream cannot. */
-function replayable (body: FetchInit['body']): boolean {
-  return body === undefined || body === null || typeof body === 'string' || body instanceof Uint8Array
-}
-
-function isGrantRequired (err: unknown): err is GateError {
-  return err instanceof GateError && err.code === 'AOG_GRANT_REQUIRED'
-}
-
 async function protectedFetch (agent: AogAgent, a: Access, gated: Dispatcher, path: string, init: FetchInit): Promise<FetchResponse> {
   if (!path.startsWith('/')) throw new TypeError(`agent.fetch: the path must start with "/": ${path}`)
-  const again = replayable(init.body)
+  const { body } = init
+  const bodiless = body === undefined || body === null
+  // A string, Buffer or Uint8Array body can be sent twice; a stream cannot.
+  const again = bodiless || typeof body === 'string' || body instanceof Uint8Array
+  // A GET or HEAD without a body is sent again when its connection was closed before any answer.
+  const method = (init.method ?? 'GET').toUpperCase()
+  const resend = bodiless && (method === 'GET' || method === 'HEAD')
   for (let retried = false; ; retried = true) {
     const r = await ready(agent, a, again && !retried)
     let res: FetchResponse
     try {
-      // A GET or HEAD without a body is sent again when its connection was closed before any answer.
-      const method = (init.method ?? 'GET').toUpperCase()
-      res = (await resending(async () => await request(agent.url + path, { ...init, dispatcher: gated }), (method === 'GET' || method === 'HEAD') && (init.body === undefined || init.body === null))).value
+      res = (await resending(async () => await request(agent.url + path, { ...init, dispatcher: gated }), resend)).value
     } catch (err) {
+      const noGrant = err instanceof GateError && err.code === 'AOG_GRANT_REQUIRED'
       if (r.probe !== undefined) {
         // No grant: pass (the others wait for it, unless they already passed), then send again.
         // Anything else says nothing about the grant.
-        if (isGrantRequired(err)) {
-          const next = a.generation === r.generation ? a.step === r.probe.step ? sharedPass(agent, a) : a.step : undefined
-          r.probe.release(next)
-          await next
-          continue
-        }
-        r.probe.release()
-        throw err
+        const next = noGrant && a.generation === r.generation ? a.step === r.probe.step ? sharedPass(agent, a) : a.step : undefined
+        r.probe.release(next)
+        if (!noGrant) throw err
+        await next
+        continue
       }
-      if (isGrantRequired(err)) {
-        // Only a 401 under the current grant makes it stale: later ones were sent before the new pass.
-        if (a.generation === r.generation && a.grant === 'live') a.grant = 'stale'
-        if (!retried && again) continue
-      }
+      // Only a 401 under the current grant makes it stale: later ones were sent before the new pass.
+      if (noGrant && a.generation === r.generation && a.grant === 'live') a.grant = 'stale'
+      if (noGrant && !retried && again) continue
       throw err
     }
     if (r.probe !== undefined) {
       // Allowed without a pass of ours: a grant is held, its expiry and budget unknown.
-      if (a.grant === 'unknown') { a.grant = 'live'; a.expiresAt = undefined; a.requests = null }
+      if (a.grant === 'unknown') { a.grant = 'live'; a.renewAt = undefined; a.requests = null }
       r.probe.release()
     }
     return res
@@ -441,16 +406,6 @@ async function protectedFetch (agent: AogAgent, a: Access, gated: Dispatcher, pa
 
 /** Largest problem body taken as the gate's (its own are a few hundred bytes). */
 const PROBLEM_MAX_BYTES = 64 * 1024
-
-/** The GateError of a held response that is the gate's own refusal, else undefined. */
-function gateProblem (status: number, headers: Record<string, string | string[] | undefined>, body: Buffer): GateError | undefined {
-  let p: unknown
-  try { p = JSON.parse(body.toString('utf8')) } catch { return undefined }
-  if (typeof p !== 'object' || p === null || Array.isArray(p)) return undefined
-  const { code, detail } = p as { code?: unknown, detail?: unknown }
-  if (typeof code !== 'string' || !/^AOG_[A-Z0-9_]+$/.test(code)) return undefined
-  return new GateError(status, code, typeof detail === 'string' ? detail : '', retryAfterOf(headers['retry-after']), p as Record<string, unknown>)
-}
 
 /**
  * A dispatch handler that holds back every problem+json error response until its end: when it is
@@ -491,10 +446,10 @@ class GateProblemHandler implements Dispatcher.DispatchHandler {
   onResponseEnd (c: Dispatcher.DispatchController, trailers: Record<string, string | string[] | undefined>): void {
     const held = this.#held
     if (held !== undefined) {
-      const err = gateProblem(held.status, held.headers, Buffer.concat(held.chunks))
-      if (err !== undefined) {
+      const p = jsonObject(Buffer.concat(held.chunks).toString('utf8'))
+      if (p !== undefined && typeof p.code === 'string' && /^AOG_[A-Z0-9_]+$/.test(p.code)) {
         this.#held = undefined
-        this.#next.onResponseError?.(c, err)
+        this.#next.onResponseError?.(c, new GateError(held.status, p.code, typeof p.detail === 'string' ? p.detail : '', retryAfterOf(held.headers['retry-after']), p))
         return
       }
       this.#release(c)

@@ -22,7 +22,6 @@ export interface RequestToSign {
   authority: string
   /** Path and query as sent, e.g. `/challenge`. */
   target: string
-  scheme?: 'https' | 'http'
   /** Header fields, for the ones named in `cover`. */
   headers?: Readonly<Record<string, string>>
 }
@@ -75,13 +74,9 @@ export function signRequest (req: RequestToSign, opts: SignRequestOptions): Sign
   }
   let agent: string | undefined
   if (opts.directoryUrl !== undefined) {
-    if (opts.signatureAgentForm === 'string') {
-      agent = serializeItem(opts.directoryUrl)
-      components.push(['signature-agent', new Map()])
-    } else {
-      agent = serializeDictionary(new Map([[label, [opts.directoryUrl, new Map()]]]))
-      components.push(['signature-agent', new Map([['key', label]])])
-    }
+    const bare = opts.signatureAgentForm === 'string'
+    agent = bare ? serializeItem(opts.directoryUrl) : serializeDictionary(new Map([[label, [opts.directoryUrl, new Map()]]]))
+    components.push(['signature-agent', new Map(bare ? [] : [['key', label]])])
     headers['signature-agent'] = agent
   }
   const params = new Map<string, BareItem>([
@@ -93,13 +88,7 @@ export function signRequest (req: RequestToSign, opts: SignRequestOptions): Sign
     ['tag', WEB_BOT_AUTH_TAG],
   ])
   const input = serializeDictionary(new Map([[label, [components, params]]]))
-  const base = signatureBase({
-    method: req.method,
-    authority: req.authority,
-    target: req.target,
-    scheme: req.scheme ?? 'https',
-    headers,
-  }, input, label)
+  const base = signatureBase({ method: req.method, authority: req.authority, target: req.target, scheme: 'https', headers }, input, label)
   const signature = cryptoSign(null, Buffer.from(base, 'latin1'), key)
   const out: SignatureHeaders = {
     'signature-input': input,
