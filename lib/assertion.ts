@@ -9,9 +9,10 @@
  * RFC 7638 thumbprint of the public key. Claims: iss, aud, sub (F), iat, exp, jti, htm, htu, cnf,
  * grant_exp (ms). Error messages name the file and the reason, never key material.
  */
-import { createPrivateKey, randomFillSync, sign as cryptoSign, type JsonWebKey, type KeyObject } from 'node:crypto'
+import { createPrivateKey, sign as cryptoSign, type JsonWebKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { jwkThumbprint, publicJwk } from './keys.js'
+import { RandomPool } from './random.js'
 
 export type AssertionAlg = 'EdDSA' | 'ES256'
 
@@ -67,13 +68,14 @@ export interface AssertionSigner {
   alg: AssertionAlg
   /** The JWKS of every loaded key (a frozen object, the same one on every call). */
   jwks: () => { keys: readonly AssertionPublicJwk[] }
-  sign: (claims: AssertionClaims) => Promise<string>
+  sign: (claims: AssertionClaims) => string
 }
 
 export const ASSERTION_TYP = 'aog-agent+jwt'
-export const ASSERTION_MAX_TTL_SECONDS = 60
+const ASSERTION_MAX_TTL_SECONDS = 60
 
 const ALLOWED = 'only Ed25519 (EdDSA) and P-256 (ES256) private keys are allowed'
+const ENCRYPTED = 'is an encrypted private key (give it unencrypted and protect the file)'
 
 function keyError (file: string, reason: string): Error {
   return new Error(`assertion key ${file}: ${reason}`)
@@ -116,7 +118,7 @@ function loadKey (file: string): AssertionKey {
 function fromPem (file: string, text: string): KeyObject {
   const labels = [...text.matchAll(/-----BEGIN ([A-Z0-9 ]+)-----/g)].map((m) => m[1]!)
   if (labels.length === 0) throw keyError(file, 'is neither a PEM private key nor a JWK')
-  if (labels.includes('ENCRYPTED PRIVATE KEY')) throw keyError(file, 'is an encrypted private key (give it unencrypted and protect the file)')
+  if (labels.includes('ENCRYPTED PRIVATE KEY')) throw keyError(file, ENCRYPTED)
   if (!labels.some((l) => l.endsWith('PRIVATE KEY'))) {
     throw keyError(file, labels.some((l) => l.includes('PUBLIC KEY') || l.includes('CERTIFICATE')) ? 'holds a public key or certificate, not a private key' : 'holds no PEM private key')
   }
@@ -125,7 +127,7 @@ function fromPem (file: string, text: string): KeyObject {
   } catch (err) {
     // Node's message is not repeated: only its code, which never quotes the file.
     const code = (err as { code?: string }).code
-    throw keyError(file, code === 'ERR_MISSING_PASSPHRASE' ? 'is an encrypted private key (give it unencrypted and protect the file)' : `is not a readable PEM private key${code === undefined ? '' : ` (${code})`}`)
+    throw keyError(file, code === 'ERR_MISSING_PASSPHRASE' ? ENCRYPTED : `is not a readable PEM private key${code === undefined ? '' : ` (${code})`}`)
   }
 }
 
@@ -199,20 +201,6 @@ export function encodedHeaderOf (key: AssertionKey): string {
   return Buffer.from(JSON.stringify({ alg: key.alg, kid: key.kid, typ: ASSERTION_TYP })).toString('base64url')
 }
 
-const JTI_BYTES = 16
-const JTI_POOL = 256
-
-/** jti values: 16 bytes of the CSPRNG each, drawn from a pool filled 256 at a time. */
-function jtiSource (): () => string {
-  const pool = Buffer.alloc(JTI_BYTES * JTI_POOL)
-  let next = JTI_POOL
-  return () => {
-    if (next === JTI_POOL) { randomFillSync(pool); next = 0 }
-    const start = JTI_BYTES * next++
-    return pool.toString('base64url', start, start + JTI_BYTES)
-  }
-}
-
 export function createAssertionSigner (opts: AssertionSignerOptions): AssertionSigner {
   const { issuer, audience, ttlSeconds } = opts
   if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1 || ttlSeconds > ASSERTION_MAX_TTL_SECONDS) {
@@ -223,12 +211,13 @@ export function createAssertionSigner (opts: AssertionSignerOptions): AssertionS
   const key = opts.keys.keys[0]
   const header = encodedHeaderOf(key)
   const jwks = Object.freeze({ keys: Object.freeze(opts.keys.keys.map((k) => Object.freeze({ ...k.jwk }))) })
-  const jti = jtiSource()
+  // jti: 16 bytes of the CSPRNG, base64url, drawn from a pre-filled pool.
+  const random = new RandomPool()
   return {
     kid: key.kid,
     alg: key.alg,
     jwks: () => jwks,
-    sign: async (c) => {
+    sign: (c) => {
       const iat = Math.floor(now() / 1000)
       return signCompact(header, {
         iss: issuer,
@@ -236,7 +225,7 @@ export function createAssertionSigner (opts: AssertionSignerOptions): AssertionS
         sub: c.sub,
         iat,
         exp: iat + ttlSeconds,
-        jti: jti(),
+        jti: random.nonce(),
         htm: c.htm,
         htu: c.htu,
         cnf: c.cnf,

@@ -73,6 +73,14 @@ const REASON_PHRASE = /^[\t\x20-\x7e]*$/
 
 function noop (): void {}
 
+function tooLarge (max: number): AogError {
+  return new AogError('AOG_BODY_TOO_LARGE', `the request body exceeds ${max} bytes`)
+}
+
+function timedOut (cause?: unknown): AogError {
+  return new AogError('AOG_UPSTREAM_TIMEOUT', 'the upstream did not answer in time', { cause })
+}
+
 /** The client left: the abort reason of its upstream request. */
 class ClientClosed extends Error {
   constructor () {
@@ -106,11 +114,7 @@ export class Upstream {
     })
   }
 
-  /**
-   * Proxy `req` to the upstream and write its answer to `res`. Resolves once the response was
-   * written in full, or was cut (see ForwardResult). Rejects with an AogError only while nothing
-   * was written to `res`: 400 (Upgrade, CONNECT, a target that is not a path), 413, 502, 504.
-   */
+  /** Proxy `req` to the upstream and write its answer to `res` (errors: see the module comment). */
   async forward (req: IncomingMessage, res: ServerResponse, info: ForwardInfo): Promise<ForwardResult> {
     // Upgrade (WebSocket, h2c) and CONNECT turn the connection into a tunnel the pool cannot carry.
     if (req.method === 'CONNECT' || req.headers.upgrade !== undefined) {
@@ -119,13 +123,16 @@ export class Upstream {
     const target = req.url ?? ''
     if (!target.startsWith('/')) throw new AogError('AOG_BAD_REQUEST', 'the request target must be a path')
     const length = req.headers['content-length']
-    const chunked = req.headers['transfer-encoding'] !== undefined
     if (length !== undefined && Number(length) > this.#maxBodyBytes) {
       res.shouldKeepAlive = false
-      throw new AogError('AOG_BODY_TOO_LARGE', `the request body exceeds ${this.#maxBodyBytes} bytes`)
+      throw tooLarge(this.#maxBodyBytes)
     }
-    const headers = requestHeaders(req.rawHeaders, this.#host, info)
-    const body = chunked || (length !== undefined && length !== '0') ? this.#limited(req) : undefined
+    // The client's headers, then the ones the gate sets.
+    const headers = copyHeaders(req.rawHeaders, REQUEST_DROPPED, true, ['host', this.#host])
+    headers.push('x-forwarded-for', info.clientIp, 'x-real-ip', info.clientIp, 'x-forwarded-proto', info.proto, 'x-forwarded-host', info.host)
+    if (info.assertion !== undefined) headers.push('x-aog-agent', info.assertion)
+    if (info.requestId !== undefined) headers.push('x-request-id', info.requestId)
+    const body = req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0') ? this.#limited(req) : undefined
     if (body !== undefined && length !== undefined) headers.push('content-length', length)
 
     // undici takes an EventEmitter as its abort signal: cheaper per request than an AbortController
@@ -137,8 +144,7 @@ export class Upstream {
       aborted = reason
       signal.emit('abort')
     }
-    const onClose = (): void => { if (!res.writableFinished) abort(new ClientClosed()) }
-    res.once('close', onClose)
+    res.once('close', () => { if (!res.writableFinished) abort(new ClientClosed()) })
 
     // The wait for the upstream's headers, paused while the upload waits on the client: armed
     // from the start, off while undici reads the body, on again when the upstream stops reading
@@ -148,7 +154,7 @@ export class Upstream {
     const arm = (): void => {
       if (answered) return
       clearTimeout(timer)
-      timer = setTimeout(() => { abort(new AogError('AOG_UPSTREAM_TIMEOUT', 'the upstream did not answer in time')) }, this.#timeoutMs)
+      timer = setTimeout(() => { abort(timedOut()) }, this.#timeoutMs)
     }
     arm()
     if (body !== undefined) {
@@ -168,7 +174,6 @@ export class Upstream {
         responseHeaders: 'raw',
       })
     } catch (thrown) {
-      clearTimeout(timer)
       const err = aborted ?? thrown
       if (body !== undefined) req.unpipe(body)
       if (err instanceof ClientClosed || req.socket.destroyed) return { status: 499, cut: { reason: 'client_closed', cause: err } }
@@ -177,14 +182,14 @@ export class Upstream {
       throw toAogError(err)
     } finally {
       answered = true
+      clearTimeout(timer)
     }
-    clearTimeout(timer)
 
     const status = data.statusCode
     // The upstream answered while the client was still uploading: close the connection after this answer.
     if (!req.complete) res.shouldKeepAlive = false
     try {
-      const out = responseHeaders(data.headers as unknown as string[])
+      const out = copyHeaders(data.headers as unknown as string[], HOP_BY_HOP, false, [])
       if (REASON_PHRASE.test(data.statusText)) res.writeHead(status, data.statusText, out)
       else res.writeHead(status, out)
     } catch (err) {
@@ -227,7 +232,7 @@ export class Upstream {
     const body = new Transform({
       transform (chunk: Buffer, _enc, cb) {
         seen += chunk.length
-        if (seen > max) cb(new AogError('AOG_BODY_TOO_LARGE', `the request body exceeds ${max} bytes`))
+        if (seen > max) cb(tooLarge(max))
         else cb(null, chunk)
       },
     })
@@ -244,57 +249,32 @@ export class Upstream {
  * aborts it (a DOMException with its stack) when done: a few percent of the proxy's CPU per request.
  */
 async function relay (body: Readable, res: ServerResponse): Promise<unknown> {
+  // The first event settles it: a promise resolves once.
   return await new Promise<unknown>((resolve) => {
-    let settled = false
-    const settle = (failure: unknown): void => {
-      if (settled) return
-      settled = true
-      resolve(failure)
-    }
-    body.once('error', settle)
-    res.once('finish', () => { settle(undefined) })
+    body.once('error', resolve)
+    res.once('finish', () => { resolve(undefined) })
     res.once('close', () => {
       if (res.writableFinished) return
       body.destroy()
-      settle(new ClientClosed())
+      resolve(new ClientClosed())
     })
     body.pipe(res)
   })
 }
 
-/** The header names a Connection header lists (lower case). */
-function connectionTokens (raw: string[]): Set<string> {
+/**
+ * `raw` (a flat name/value list) appended to `out` in its order and case, duplicates kept, without
+ * the names in `dropped`, the ones a Connection header lists, and X-AOG-* when `dropAog`.
+ */
+function copyHeaders (raw: string[], dropped: Set<string>, dropAog: boolean, out: string[]): string[] {
   const named = new Set<string>()
   for (let i = 0; i < raw.length; i += 2) {
     if (raw[i]!.toLowerCase() !== 'connection') continue
     for (const token of raw[i + 1]!.split(',')) named.add(token.trim().toLowerCase())
   }
-  return named
-}
-
-/** The client's headers as the upstream gets them (flat name/value list, client order and case). */
-function requestHeaders (raw: string[], upstreamHost: string, info: ForwardInfo): string[] {
-  const named = connectionTokens(raw)
-  const out: string[] = ['host', upstreamHost]
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!
-    const lower = name.toLowerCase()
-    if (REQUEST_DROPPED.has(lower) || named.has(lower) || lower.startsWith('x-aog-')) continue
-    out.push(name, raw[i + 1]!)
-  }
-  out.push('x-forwarded-for', info.clientIp, 'x-real-ip', info.clientIp, 'x-forwarded-proto', info.proto, 'x-forwarded-host', info.host)
-  if (info.assertion !== undefined) out.push('x-aog-agent', info.assertion)
-  if (info.requestId !== undefined) out.push('x-request-id', info.requestId)
-  return out
-}
-
-/** The upstream's headers as the client gets them: all but the hop-by-hop ones, duplicates kept. */
-function responseHeaders (raw: string[]): string[] {
-  const named = connectionTokens(raw)
-  const out: string[] = []
   for (let i = 0; i < raw.length; i += 2) {
     const lower = raw[i]!.toLowerCase()
-    if (HOP_BY_HOP.has(lower) || named.has(lower)) continue
+    if (dropped.has(lower) || named.has(lower) || (dropAog && lower.startsWith('x-aog-'))) continue
     out.push(raw[i]!, raw[i + 1]!)
   }
   return out
@@ -304,9 +284,7 @@ function responseHeaders (raw: string[]): string[] {
 function toAogError (err: unknown): AogError {
   if (err instanceof AogError) return err
   const code = (err as { code?: unknown } | null)?.code
-  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT') {
-    return new AogError('AOG_UPSTREAM_TIMEOUT', 'the upstream did not answer in time', { cause: err })
-  }
+  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT') return timedOut(err)
   // Refused, reset, DNS, TLS, a malformed response, a closed pool: the upstream cannot be used.
   return new AogError('AOG_UPSTREAM_UNAVAILABLE', 'the upstream could not be reached', { cause: err })
 }

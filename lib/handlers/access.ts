@@ -9,7 +9,7 @@ import type { IncomingMessage } from 'node:http'
 import { AogError } from '../errors.js'
 import { BASE_HEADERS } from '../http/reply.js'
 import { cnfOf } from '../assertion.js'
-import { AuthorizeStatus, type Grant } from '../stores/store.js'
+import { AuthorizeStatus } from '../stores/store.js'
 import { rateLimited, replayedIdentity, type Handler, type RequestContext, type GateParts } from './context.js'
 
 /** The gate's own paths: never proxied (docs/protocol.md section 7). */
@@ -19,34 +19,32 @@ const RESERVED_PREFIX = '/.well-known/aog/'
 /** The route label of a proxied request (metrics and logs: one label, not the path). */
 export const UPSTREAM_ROUTE = 'upstream'
 
+/** What the 401 of an identity without a live grant carries: how to get one. */
 const GRANT_HEADERS = {
   'www-authenticate': 'AOG challenge="/challenge"',
   link: '</challenge>; rel="https://aog.dev/rel/challenge"',
 }
 
-/** The 401 of an identity without a live grant, saying how to get one. */
-export function grantRequired (): AogError {
-  return new AogError('AOG_GRANT_REQUIRED', 'no live grant for this identity: pass a challenge first (GET /challenge, then POST /task)', { headers: GRANT_HEADERS })
-}
-
-/** Take an upstream token, check and count the grant (one store call); throws the refusal. */
-async function authorize (ctx: RequestContext, parts: GateParts): Promise<Grant> {
+/**
+ * Allow a request or throw its refusal: one store call takes an upstream token, checks the grant and
+ * counts the request; then the decision is counted and the X-AOG-Agent returned.
+ */
+async function allow (ctx: RequestContext, parts: GateParts, method: string, target: string): Promise<string> {
   const { config, store } = parts
   const rate = { burst: config.upstreamRateBurst, perSecond: config.upstreamRatePerSecond }
   const a = await store.authorize({ fingerprint: ctx.identity.fingerprint, rate, once: ctx.once })
   switch (a.status) {
-    case AuthorizeStatus.OK: return a.grant
     case AuthorizeStatus.REPLAYED: throw replayedIdentity(ctx)
     case AuthorizeStatus.RATE_LIMITED: throw rateLimited(a.rate, rate.perSecond)
-    case AuthorizeStatus.NO_GRANT: throw grantRequired()
+    case AuthorizeStatus.NO_GRANT: throw new AogError('AOG_GRANT_REQUIRED', 'no live grant for this identity: pass a challenge first (GET /challenge, then POST /task)', { headers: GRANT_HEADERS })
   }
-}
-
-async function assertion (ctx: RequestContext, parts: GateParts, grant: Grant, method: string, target: string): Promise<string> {
   if (parts.assertion === undefined) throw new Error('no assertion signer')
   const { fingerprint, source } = ctx.identity
   const cnf = cnfOf({ fingerprint, kind: source === 'signature' ? 'signature-key' : 'certificate' })
-  return await parts.assertion.sign({ sub: fingerprint, htm: method, htu: target, cnf, grant_exp: grant.expiresAt })
+  const jws = parts.assertion.sign({ sub: fingerprint, htm: method, htu: target, cnf, grant_exp: a.grant.expiresAt })
+  parts.metrics.authDecisions.inc({ result: 'allowed', code: 'ok' })
+  ctx.outcome = 'ok'
+  return jws
 }
 
 /** A header sent exactly once (a repeated one is never trusted), non-empty. */
@@ -77,12 +75,6 @@ export function originalRequest (req: IncomingMessage): { method: string, target
   return { method, target }
 }
 
-/** The path of a request target (no query). */
-export function pathOf (url: string): string {
-  const q = url.indexOf('?')
-  return q === -1 ? url : url.slice(0, q)
-}
-
 const NO_CONTENT = Object.entries(BASE_HEADERS).flat()
 
 /**
@@ -92,10 +84,7 @@ const NO_CONTENT = Object.entries(BASE_HEADERS).flat()
 export const getAuth: Handler = async (ctx, parts) => {
   const original = originalRequest(ctx.req)
   if (original === undefined) throw new AogError('AOG_BAD_REQUEST', 'X-Original-Method and X-Original-URI (or X-Forwarded-Method and X-Forwarded-Uri) are required')
-  const grant = await authorize(ctx, parts)
-  const jws = await assertion(ctx, parts, grant, original.method, original.target)
-  parts.metrics.authDecisions.inc({ result: 'allowed', code: 'ok' })
-  ctx.outcome = 'ok'
+  const jws = await allow(ctx, parts, original.method, original.target)
   // Envoy allows on 200 only; nginx and Traefik take any 2xx.
   if (ctx.req.url?.startsWith(AUTH_PREFIX) === true) ctx.send(200, [...NO_CONTENT, 'content-length', '0', 'x-aog-agent', jws], '')
   else ctx.send(204, [...NO_CONTENT, 'x-aog-agent', jws], '')
@@ -116,14 +105,11 @@ export function authRefusal (e: AogError): { status: number, headers: Record<str
 /** Every path not the gate's own, with --upstream: checked, then proxied. */
 export const proxyRequest: Handler = async (ctx, parts) => {
   const { req, res } = ctx
-  if (parts.upstream === undefined) throw new AogError('AOG_NOT_FOUND', 'no such route')
   const target = req.url ?? '/'
-  if (pathOf(target).startsWith(RESERVED_PREFIX)) throw new AogError('AOG_NOT_FOUND', 'no such route')
-  const grant = await authorize(ctx, parts)
-  const jws = await assertion(ctx, parts, grant, req.method ?? 'GET', target)
-  parts.metrics.authDecisions.inc({ result: 'allowed', code: 'ok' })
+  // The reserved prefix holds no '?': testing the target is testing its path.
+  if (parts.upstream === undefined || target.startsWith(RESERVED_PREFIX)) throw new AogError('AOG_NOT_FOUND', 'no such route')
+  const jws = await allow(ctx, parts, req.method ?? 'GET', target)
   const t0 = performance.now()
-  ctx.outcome = 'ok'
   let status = 0
   try {
     const r = await parts.upstream.forward(req, res, { clientIp: req.socket.remoteAddress ?? '', proto: 'https', host: req.headers.host ?? '', assertion: jws, requestId: ctx.reqId })

@@ -55,9 +55,6 @@ export const ACCEPT_SIGNATURE = serializeDictionary(new Map([[
 
 const REFUSAL_HEADERS: Record<string, string> = Object.freeze({ 'accept-signature': ACCEPT_SIGNATURE }) as Record<string, string>
 
-/** A header value as node gives it (IncomingHttpHeaders). */
-export type HeaderValue = string | readonly string[] | undefined
-
 /** What the verifier reads of a request. */
 export interface SignedRequest {
   /** The method as sent. */
@@ -68,7 +65,7 @@ export interface SignedRequest {
   target: string
   scheme: 'https' | 'http'
   /** Header fields by lowercase name (node's `req.headers`). */
-  headers: Readonly<Record<string, HeaderValue>>
+  headers: Readonly<Record<string, string | readonly string[] | undefined>>
 }
 
 /** A directory lookup's answer: the key, or why there is none. */
@@ -129,8 +126,9 @@ function unavailable (detail: string, retryAfter: number, cause?: unknown): neve
   throw new AogError('AOG_UNAVAILABLE', detail, { retryAfter, headers: REFUSAL_HEADERS, cause })
 }
 
-/** A field's value: several lines are combined with ", " (RFC 9110 section 5.3), each trimmed. */
-function fieldValue (v: HeaderValue): string | undefined {
+/** The request's field `name`: several lines are combined with ", " (RFC 9110 section 5.3), each trimmed. */
+function fieldValue (req: SignedRequest, name: string): string | undefined {
+  const v = Object.hasOwn(req.headers, name) ? req.headers[name] : undefined
   if (v === undefined) return undefined
   if (typeof v === 'string') return v.trim()
   if (v.length === 0) return undefined
@@ -259,14 +257,8 @@ export function normalizeAuthority (authority: string, scheme: 'https' | 'http')
   return a
 }
 
-/** The directory a Signature-Agent value names, parsed once per request. */
-interface AgentField {
-  text: string
-  /** The dictionary form, when it is one. */
-  dict: Dictionary | undefined
-  /** The bare-string form's URL, when it is one. */
-  url: string | undefined
-}
+/** A Signature-Agent value, parsed once per request: its dictionary form, or the older form's URL. */
+type AgentField = Dictionary | string
 
 function agentField (text: string): AgentField {
   if (text.length > MAX_FIELD_LENGTH) refuse(`Signature-Agent exceeds ${MAX_FIELD_LENGTH} characters`)
@@ -279,9 +271,9 @@ function agentField (text: string): AgentField {
       refuse('Signature-Agent is not a valid structured field (RFC 8941)')
     }
     if (typeof item[0] !== 'string') refuse('Signature-Agent is not a string')
-    return { text, dict: undefined, url: item[0] }
+    return item[0]
   }
-  return { text, dict: strictDictionary(text, 'Signature-Agent'), url: undefined }
+  return strictDictionary(text, 'Signature-Agent')
 }
 
 /** The URL of a Signature-Agent dictionary member: a string, of the directory type. */
@@ -294,16 +286,15 @@ function memberUrl (member: Item | InnerList): string {
 
 /** The directory URL a signature's Signature-Agent names (see the module comment). */
 function agentDirectory (agent: AgentField, key: string | undefined): string {
-  if (agent.url !== undefined) {
+  if (typeof agent === 'string') {
     if (key !== undefined) refuse('Signature-Agent is not a dictionary, yet the signature covers a member of it')
-    return agent.url
+    return agent
   }
-  const dict = agent.dict!
   if (key === undefined) {
-    if (dict.size !== 1) refuse('Signature-Agent names several directories: cover one member with ;key=')
-    return memberUrl(dict.values().next().value!)
+    if (agent.size !== 1) refuse('Signature-Agent names several directories: cover one member with ;key=')
+    return memberUrl(agent.values().next().value!)
   }
-  const member = dict.get(key)
+  const member = agent.get(key)
   if (member === undefined) refuse('Signature-Agent has no member named by the covered key')
   return memberUrl(member)
 }
@@ -349,7 +340,7 @@ function buildBase (req: SignedRequest, il: InnerList, covered: Covered[], agent
       }
       if (value === '') refuse(`the request has no ${c.name}`)
     } else {
-      const raw = Object.hasOwn(req.headers, c.name) ? fieldValue(req.headers[c.name]) : undefined
+      const raw = fieldValue(req, c.name)
       if (raw === undefined) refuse(`signature covers ${c.name}, which the request does not have`)
       const key = c.params.get('key') as string | undefined
       if (c.name === 'signature-agent') {
@@ -359,7 +350,8 @@ function buildBase (req: SignedRequest, il: InnerList, covered: Covered[], agent
       }
       if (key === undefined) value = raw
       else {
-        const dict = c.name === 'signature-agent' ? agent!.dict! : strictDictionary(raw, c.name)
+        // A string Signature-Agent with a covered key was refused by agentDirectory.
+        const dict = c.name === 'signature-agent' ? agent as Dictionary : strictDictionary(raw, c.name)
         const member = dict.get(key)
         if (member === undefined) refuse(`${c.name} has no member named by the covered key`)
         value = serialized(member)
@@ -379,7 +371,7 @@ function buildBase (req: SignedRequest, il: InnerList, covered: Covered[], agent
 export function signatureBase (req: SignedRequest, signatureInput: string, label: string): string {
   const member = strictDictionary(signatureInput, 'Signature-Input').get(label)
   if (member === undefined || !isInnerList(member)) refuse(`Signature-Input has no inner list labelled ${label}`)
-  const sent = fieldValue(Object.hasOwn(req.headers, 'signature-agent') ? req.headers['signature-agent'] : undefined)
+  const sent = fieldValue(req, 'signature-agent')
   return buildBase(req, member, coveredComponents(member), sent === undefined ? undefined : agentField(sent)).base
 }
 
@@ -413,9 +405,8 @@ function integerParam (params: Parameters, name: 'created' | 'expires'): number 
  * order (see the module comment). The nonce's single use and the deny list are left to the caller.
  */
 export async function verifyRequest (req: SignedRequest, opts: VerifyOptions): Promise<VerifiedSignature> {
-  const h = req.headers
-  const inputText = fieldValue(Object.hasOwn(h, 'signature-input') ? h['signature-input'] : undefined)
-  const sigText = fieldValue(Object.hasOwn(h, 'signature') ? h.signature : undefined)
+  const inputText = fieldValue(req, 'signature-input')
+  const sigText = fieldValue(req, 'signature')
   if (inputText === undefined) refuse('Signature-Input header missing')
   if (sigText === undefined) refuse('Signature header missing')
   const inputs = strictDictionary(inputText, 'Signature-Input')
@@ -442,7 +433,7 @@ export async function verifyRequest (req: SignedRequest, opts: VerifyOptions): P
   if (!has('@authority') && !has('@target-uri')) refuse('signature does not cover @authority')
   if (!has('@method')) refuse('signature does not cover @method')
   if (!has('@path')) refuse('signature does not cover @path')
-  const agentText = fieldValue(Object.hasOwn(h, 'signature-agent') ? h['signature-agent'] : undefined)
+  const agentText = fieldValue(req, 'signature-agent')
   if (agentText !== undefined && !has('signature-agent')) refuse('signature does not cover signature-agent')
   if (opts.authorities !== undefined && !opts.authorities.includes(normalizeAuthority(req.authority, req.scheme))) {
     refuse('signature is for another host: @authority is not this gate')
