@@ -3,25 +3,21 @@ import type { Config } from '../config.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
 import { MemoryStore } from './memory.js'
-import { RedisStore, type HostPort } from './redis.js'
+import { RedisStore } from './redis.js'
 import type { Store } from './store.js'
 import { parseHostPort } from '../host-port.js'
-
-function hostPorts (list: string): HostPort[] {
-  return list.split(',').map(parseHostPort)
-}
 
 /**
  * The store named by config.store; connection errors are logged (at most one line a second), a
  * Redis client unusable for config.redisReplaceAfterMs is replaced (logged and counted).
  */
 export function createStore (config: Readonly<Config>, logger: Logger, now?: () => number, metrics?: Metrics): Store {
-  if (config.store === 'memory') return new MemoryStore({ maxChallenges: config.maxChallenges, ...(now === undefined ? {} : { now }) })
+  if (config.store === 'memory') return new MemoryStore({ maxChallenges: config.maxChallenges, now })
   let last = 0
   return new RedisStore({
     url: config.redisUrl,
-    cluster: config.redisCluster === undefined ? undefined : hostPorts(config.redisCluster),
-    sentinels: config.redisSentinels === undefined ? undefined : hostPorts(config.redisSentinels),
+    cluster: config.redisCluster?.split(',').map(parseHostPort),
+    sentinels: config.redisSentinels?.split(',').map(parseHostPort),
     sentinelName: config.redisSentinelName,
     prefix: config.redisPrefix,
     commandTimeoutMs: config.redisCommandTimeoutMs,

@@ -22,7 +22,7 @@ import type {
 import { AuthorizeStatus, BindStatus, ConsumeStatus, IssueStatus, StoreOpError, TakeStatus, type Grant } from './store.js'
 import { HEX64_SOURCE, NONCE_SOURCE } from '../protocol/constants.js'
 
-export interface HostPort { host: string, port: number }
+interface HostPort { host: string, port: number }
 
 export interface RedisStoreOptions {
   /** redis://[user:pass@]host:port[/db] or rediss://… (single node). */
@@ -62,10 +62,10 @@ const SCRIPTS = {
 type ScriptName = keyof typeof SCRIPTS
 type Arg = string | number | Buffer
 type Reply = Array<string | number | Buffer | null>
-type Client = (Redis | Cluster) & Record<ScriptName, (...args: Arg[]) => Promise<Reply | number>>
+type Client = (Redis | Cluster) & Record<ScriptName, (...args: Arg[]) => Promise<Reply>>
 
 /** A script ready for defineCommand: its source with its includes, and the number of keys it takes. */
-export interface Script { lua: string, numberOfKeys: number }
+interface Script { lua: string, numberOfKeys: number }
 
 /**
  * Read one script and the header it opens with (its leading comment lines), BullMQ style:
@@ -118,9 +118,7 @@ export function readScript (dir: string, file: string): Script {
 
 /** Every script the store calls, read once from `dir` (the package's lua/). */
 export function loadScripts (dir = join(packageRoot(), 'lua')): Record<ScriptName, Script> {
-  const out = {} as Record<ScriptName, Script>
-  for (const [name, file] of Object.entries(SCRIPTS) as Array<[ScriptName, string]>) out[name] = readScript(dir, file)
-  return out
+  return Object.fromEntries(Object.entries(SCRIPTS).map(([name, file]) => [name, readScript(dir, file)])) as Record<ScriptName, Script>
 }
 
 const HEX64 = new RegExp(HEX64_SOURCE)
@@ -134,7 +132,6 @@ export class RedisStore implements Store {
   readonly #waitReplicas: number
   readonly #waitTimeoutMs: number
   readonly #scripts: Record<ScriptName, Script>
-  readonly #owned: boolean
   readonly #opts: RedisStoreOptions
   /** Builds a fresh client (undefined for an injected one, which is never replaced). */
   readonly #make: (() => Redis | Cluster) | undefined
@@ -161,7 +158,6 @@ export class RedisStore implements Store {
     const built = buildClient(opts)
     this.kind = built.kind
     this.#make = built.make
-    this.#owned = opts.client === undefined
     this.#client = this.#adopt(opts.client ?? built.make!())
     this.#timer = setInterval(() => { this.#check() }, Math.min(250, Math.max(25, this.#replaceAfterMs / 4)))
     this.#timer.unref()
@@ -220,21 +216,19 @@ export class RedisStore implements Store {
   }
 
   #downSince (): number | undefined {
-    const a = this.#failingSince
-    const b = this.#notReadySince
-    return a === undefined ? b : b === undefined ? a : Math.min(a, b)
+    const failing = this.#failingSince
+    return failing === undefined ? this.#notReadySince : Math.min(failing, this.#notReadySince ?? failing)
   }
 
   /** The connection state, and since when (and after how many replacements) it has been unusable. */
   health (): StoreHealth {
-    const down = this.#downSince()
     const status = this.#client.status
     let state: StoreState
     if (status === 'ready') state = !this.#connected() ? 'connecting' : this.#failingSince === undefined ? 'ready' : 'down'
     else if (status === 'reconnecting' || status === 'close') state = 'reconnecting'
     else if (status === 'end' || status === 'disconnecting') state = 'down'
     else state = 'connecting'
-    return { state, downSince: down, replacements: this.#make === undefined ? undefined : this.#replacements }
+    return { state, downSince: this.#downSince(), replacements: this.#make === undefined ? undefined : this.#replacements }
   }
 
   /** Resolves once connected and the scripts are loaded (rejects after `timeoutMs`). */
@@ -287,13 +281,13 @@ export class RedisStore implements Store {
     return [this.#key(fingerprint, 'o:', once.id), Math.max(1, Math.ceil(once.ttlMs))]
   }
 
-  async #call<T> (op: StoreOp, fn: () => Promise<T>): Promise<T> {
+  /** The reply to a command sent for `op`, or a StoreOpError naming it. */
+  async #call<T> (op: StoreOp, pending: Promise<T>): Promise<T> {
     try {
-      const r = await fn()
+      const r = await pending
       this.#usable()
       return r
     } catch (err) {
-      if (err instanceof TypeError) throw err
       // A reply that says the claim is not replicated: Redis answered, the client is fine.
       if (err instanceof ReplicaShortfall) this.#usable()
       else this.#failingSince ??= Date.now()
@@ -309,94 +303,79 @@ export class RedisStore implements Store {
 
   async issue (req: IssueRequest): Promise<IssueResult> {
     const [onceKey, onceTtl] = this.#onceArgs(req.fingerprint, req.once)
-    const r = await this.#call('issue', async () => await this.#client.aogIssue(
+    const r = await this.#call('issue', this.#client.aogIssue(
       this.#key(req.fingerprint, 'b'), this.#challengeKey(req.fingerprint, req.nonce), onceKey,
       req.rate.burst, req.rate.perSecond, Buffer.from(req.seed, 'hex').toString('base64url'), req.iterations, req.checkpointInterval, req.deadlineMs, req.graceMs, onceTtl
-    ) as Reply)
+    ))
     const status = Number(r[0]) as IssueStatus
     const rate = rateOf(r, req.rate.burst)
-    if (status !== IssueStatus.OK) return { status: status as IssueStatus.RATE_LIMITED, rate }
-    return {
-      status,
-      rate,
-      challenge: {
-        nonce: req.nonce,
-        seed: req.seed,
-        fingerprint: req.fingerprint,
-        iterations: req.iterations,
-        checkpointInterval: req.checkpointInterval,
-        issuedAt: Number(r[4]),
-        deadline: Number(r[5]),
-      },
-    }
+    if (status !== IssueStatus.OK) return { status, rate }
+    const { nonce, seed, fingerprint, iterations, checkpointInterval } = req
+    return { status, rate, challenge: { nonce, seed, fingerprint, iterations, checkpointInterval, issuedAt: Number(r[4]), deadline: Number(r[5]) } }
   }
 
   async consume (req: ConsumeRequest): Promise<ConsumeResult> {
     const [onceKey, onceTtl] = this.#onceArgs(req.fingerprint, req.once)
     const args = [this.#key(req.fingerprint, 'b'), this.#challengeKey(req.fingerprint, req.nonce), onceKey, req.rate.burst, req.rate.perSecond, onceTtl]
-    const r = await this.#call('consume', async () => {
-      if (this.#waitReplicas === 0) return await this.#client.aogConsume(...args) as Reply
-      // The claim and WAIT in one pipeline: same connection (and node), one round trip.
-      const p = this.#client.pipeline() as ChainableCommander & Record<ScriptName, (...a: Arg[]) => ChainableCommander>
-      const res = await p.aogConsume(...args).wait(this.#waitReplicas, this.#waitTimeoutMs).exec()
-      if (res === null) throw new Error('pipeline aborted')
-      const [[e1, claim], [e2, acks]] = res as Array<[Error | null, unknown]> as [[Error | null, Reply], [Error | null, number]]
-      if (e1 !== null) throw e1
-      if (e2 !== null) throw e2
-      const status = Number(claim[0])
-      if ((status === ConsumeStatus.OK || status === ConsumeStatus.EXPIRED) && Number(acks) < this.#waitReplicas) {
-        // The claim may not survive a failover: refuse rather than risk a second accept.
-        throw new ReplicaShortfall(`claim acknowledged by ${Number(acks)} of ${this.#waitReplicas} replicas`)
-      }
-      return claim
-    })
+    const r = await this.#call('consume', this.#waitReplicas === 0 ? this.#client.aogConsume(...args) : this.#claimReplicated(args))
     const status = Number(r[0]) as ConsumeStatus
     const rate = rateOf(r, req.rate.burst)
-    if (status !== ConsumeStatus.OK && status !== ConsumeStatus.EXPIRED) return { status: status as ConsumeStatus.UNKNOWN, rate }
+    if (status !== ConsumeStatus.OK && status !== ConsumeStatus.EXPIRED) return { status, rate }
     return { status, rate, now: Number(r[4]), challenge: parseRecord(String(r[5]), req.nonce, req.fingerprint) }
+  }
+
+  /** The claim and WAIT in one pipeline: same connection (and node), one round trip. */
+  async #claimReplicated (args: Arg[]): Promise<Reply> {
+    const p = this.#client.pipeline() as ChainableCommander & Record<ScriptName, (...a: Arg[]) => ChainableCommander>
+    const res = await p.aogConsume(...args).wait(this.#waitReplicas, this.#waitTimeoutMs).exec()
+    if (res === null) throw new Error('pipeline aborted')
+    const [[e1, claim], [e2, acks]] = res as [[Error | null, Reply], [Error | null, number]]
+    const err = e1 ?? e2
+    if (err !== null) throw err
+    const status = Number(claim[0])
+    if ((status === ConsumeStatus.OK || status === ConsumeStatus.EXPIRED) && Number(acks) < this.#waitReplicas) {
+      // The claim may not survive a failover: refuse rather than risk a second accept.
+      throw new ReplicaShortfall(`claim acknowledged by ${Number(acks)} of ${this.#waitReplicas} replicas`)
+    }
+    return claim
   }
 
   async bind (req: BindRequest): Promise<BindResult> {
     const [onceKey, onceTtl] = this.#onceArgs(req.fingerprint, req.once)
-    const r = await this.#call('bind', async () => await this.#client.aogBind(
+    const r = await this.#call('bind', this.#client.aogBind(
       this.#challengeKey(req.fingerprint, req.nonce), this.#key(req.fingerprint, 'p'), this.#key(req.fingerprint, 'g'), onceKey,
       Math.max(1, Math.ceil(req.grant.ttlMs)), req.grant.maxRequests, onceTtl
-    ) as Reply)
+    ))
     if (Number(r[0]) === BindStatus.REPLAYED) return { status: BindStatus.REPLAYED }
     return { status: BindStatus.OK, passes: Number(r[1]), grant: grantOf(r[2], r[3]) }
   }
 
   async authorize (req: AuthorizeRequest): Promise<AuthorizeResult> {
     const [onceKey, onceTtl] = this.#onceArgs(req.fingerprint, req.once)
-    const r = await this.#call('authorize', async () => await this.#client.aogAuthorize(
+    const r = await this.#call('authorize', this.#client.aogAuthorize(
       this.#key(req.fingerprint, 'u'), this.#key(req.fingerprint, 'g'), onceKey, req.rate.burst, req.rate.perSecond, onceTtl
-    ) as Reply)
+    ))
     const status = Number(r[0]) as AuthorizeStatus
     const rate = rateOf(r, req.rate.burst)
-    if (status !== AuthorizeStatus.OK) return { status: status as AuthorizeStatus.NO_GRANT, rate }
+    if (status !== AuthorizeStatus.OK) return { status, rate }
     return { status, rate, grant: grantOf(r[4], r[5]) }
   }
 
   async take (req: TakeRequest): Promise<TakeResult> {
     const [onceKey, onceTtl] = this.#onceArgs(req.fingerprint, req.once)
-    const r = await this.#call('take', async () => await this.#client.aogTake(this.#key(req.fingerprint, 'b'), onceKey, req.rate.burst, req.rate.perSecond, onceTtl) as Reply)
+    const r = await this.#call('take', this.#client.aogTake(this.#key(req.fingerprint, 'b'), onceKey, req.rate.burst, req.rate.perSecond, onceTtl))
     return { status: Number(r[0]) as TakeStatus, rate: rateOf(r, req.rate.burst) }
   }
 
   async ping (): Promise<void> {
-    await this.#call('ping', async () => {
-      if (this.#client instanceof Cluster) {
-        await Promise.all(this.#client.nodes('master').map(async (n) => await n.ping()))
-      } else {
-        await this.#client.ping()
-      }
-    })
+    const c = this.#client
+    await this.#call<unknown>('ping', c instanceof Cluster ? Promise.all(c.nodes('master').map(async (n) => await n.ping())) : c.ping())
   }
 
   async close (): Promise<void> {
     this.#closed = true
     clearInterval(this.#timer)
-    if (!this.#owned) return
+    if (this.#make === undefined) return
     // QUIT lets pending replies arrive; disconnect() then stops any reconnection (to a Redis or a
     // Sentinel that is gone), so nothing keeps the process alive.
     try {
@@ -411,37 +390,37 @@ class ReplicaShortfall extends Error {}
 
 /** The kind of store the options describe, and how to build its client (unless one was given). */
 function buildClient (opts: RedisStoreOptions): { kind: string, make: (() => Redis | Cluster) | undefined } {
+  if (opts.client !== undefined) return { kind: opts.client instanceof Cluster ? 'redis-cluster' : 'redis', make: undefined }
+  const { cluster, sentinels } = opts
   const timeout = opts.commandTimeoutMs ?? 1000
+  const backoff = (times: number): number => Math.min(50 * times, 1000)
   const common: RedisOptions = {
     enableOfflineQueue: false,
     commandTimeout: timeout,
     maxRetriesPerRequest: 0,
     connectTimeout: Math.max(timeout, 1000),
-    retryStrategy: (times: number) => Math.min(50 * times, 1000),
+    retryStrategy: backoff,
     lazyConnect: false,
   }
-  if (opts.client !== undefined) return { kind: opts.client instanceof Cluster ? 'redis-cluster' : 'redis', make: undefined }
-  if (opts.cluster !== undefined && opts.cluster.length > 0) {
-    const seeds = opts.cluster
+  if (cluster !== undefined && cluster.length > 0) {
     return {
       kind: 'redis-cluster',
-      make: () => new Cluster(seeds, {
+      make: () => new Cluster(cluster, {
         enableOfflineQueue: false,
-        clusterRetryStrategy: (times: number) => Math.min(50 * times, 1000),
+        clusterRetryStrategy: backoff,
         redisOptions: common,
         slotsRefreshTimeout: Math.max(timeout, 1000),
       }),
     }
   }
-  if (opts.sentinels !== undefined && opts.sentinels.length > 0) {
-    const sentinels = opts.sentinels
+  if (sentinels !== undefined && sentinels.length > 0) {
     return {
       kind: 'redis-sentinel',
       make: () => new Redis({
         ...common,
         sentinels,
         name: opts.sentinelName ?? 'mymaster',
-        sentinelRetryStrategy: (times: number) => Math.min(50 * times, 1000),
+        sentinelRetryStrategy: backoff,
         // Follow a failover as soon as the Sentinels announce it, and drop a connection that
         // finds itself on a demoted master (the failing request gets 503; nothing is resent).
         failoverDetector: true,

@@ -192,8 +192,8 @@ export interface Store {
 export type StoreOp = 'issue' | 'consume' | 'bind' | 'authorize' | 'take' | 'ping'
 
 /** A store's connection state, as aog_store_connection_state labels it. */
-export type StoreState = 'ready' | 'connecting' | 'reconnecting' | 'down'
-export const STORE_STATES: readonly StoreState[] = ['ready', 'connecting', 'reconnecting', 'down']
+export const STORE_STATES = ['ready', 'connecting', 'reconnecting', 'down'] as const
+export type StoreState = typeof STORE_STATES[number]
 
 export interface StoreHealth {
   state: StoreState
@@ -205,10 +205,8 @@ export interface StoreHealth {
 
 /** A StoreUnavailableError that names the store operation that failed. */
 export class StoreOpError extends StoreUnavailableError {
-  readonly op: StoreOp
-  constructor (op: StoreOp, message: string, cause?: unknown) {
+  constructor (readonly op: StoreOp, message: string, cause?: unknown) {
     super(message, cause)
-    this.op = op
   }
 }
 
