@@ -288,6 +288,8 @@ export class RedisStore implements Store {
       this.#usable()
       return r
     } catch (err) {
+      // A bug (a reply read wrongly) is not a store failure: it goes to the error path as itself.
+      if (err instanceof TypeError) throw err
       // A reply that says the claim is not replicated: Redis answered, the client is fine.
       if (err instanceof ReplicaShortfall) this.#usable()
       else this.#failingSince ??= Date.now()
