@@ -38,7 +38,10 @@ export async function fetchJson (url: string, o: FetchJsonOptions): Promise<{ st
   const { timeoutMs, maxBytes } = o
   const signal = o.signal === undefined ? AbortSignal.timeout(timeoutMs) : AbortSignal.any([AbortSignal.timeout(timeoutMs), o.signal])
   const failure = (err: unknown, late: string, status?: number): FetchError => {
-    if (o.signal?.aborted === true) return new FetchError('closed', (o.signal.reason as Error).message, status)
+    if (o.signal?.aborted === true) {
+      const reason: unknown = o.signal.reason
+      return new FetchError('closed', reason instanceof Error ? reason.message : String(reason), status)
+    }
     if (signal.aborted) return new FetchError('timeout', late, status, err)
     return new FetchError('network', (err as Error).message, status, err)
   }

@@ -26,11 +26,17 @@ const SIG_ALGS: Record<string, string | null> = {
   '2b6570': null, // Ed25519
 }
 
-// CRL extensions (OID DER content hex) understood here; any other one marked critical refuses the CRL:
-// authorityKeyIdentifier, issuerAltName, cRLNumber, issuingDistributionPoint, freshestCRL, authorityInfoAccess.
+// CRL extensions (OID DER content hex) understood here; any other one marked critical refuses the CRL.
 const DELTA_CRL_INDICATOR = '551d1b'
 const ISSUING_DISTRIBUTION_POINT = '551d1c'
-const KNOWN_CRL_EXTENSIONS = new Set(['551d23', '551d12', '551d14', ISSUING_DISTRIBUTION_POINT, '551d2e', '2b06010505070101'])
+const KNOWN_CRL_EXTENSIONS = new Set([
+  '551d23', // authorityKeyIdentifier
+  '551d12', // issuerAltName
+  '551d14', // cRLNumber
+  ISSUING_DISTRIBUTION_POINT,
+  '551d2e', // freshestCRL
+  '2b06010505070101', // authorityInfoAccess
+])
 // Entry extensions: reasonCode, invalidityDate. certificateIssuer (indirect CRL) is not supported.
 const KNOWN_ENTRY_EXTENSIONS = new Set(['551d15', '551d18'])
 

@@ -129,7 +129,8 @@ export function clientAuthAllowed (exts: Map<string, Extension>): boolean {
   const eku = exts.get(EKU)
   if (eku !== undefined) {
     const seq = tlv(eku.value, 0)
-    if (seq.tag !== 0x30 || !children(eku.value, seq).some((o) => o.tag === 0x06 && eku.value.subarray(o.start, o.end).toString('hex') === CLIENT_AUTH)) return false
+    if (seq.tag !== 0x30) return false
+    if (!children(eku.value, seq).some((o) => o.tag === 0x06 && eku.value.subarray(o.start, o.end).toString('hex') === CLIENT_AUTH)) return false
   }
   const bits = (e: Extension | undefined): number | undefined => {
     if (e === undefined) return undefined
