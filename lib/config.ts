@@ -155,9 +155,9 @@ function typeName (s: TSchema): string {
   if (values !== undefined) return values.join(' \\| ')
   if (s.type === 'integer' || s.type === 'number') return 'number'
   if (s.type === 'boolean') return 'boolean'
-  if (s.pattern === undefined) return 'string'
+  if (s.pattern === HOST_PORT_PATTERN || s.pattern === HOST_PORT_LIST) return 'host:port'
   // A URL pattern begins with its scheme (^https://, ^https?://, ^rediss?://).
-  return /^\^[a-z]+\??:\/\//.test(s.pattern) ? 'url' : 'host:port'
+  return s.pattern !== undefined && /^\^[a-z]+\??:\/\//.test(s.pattern) ? 'url' : 'string'
 }
 
 /** The allowed values of a union (an `anyOf` of literals). */

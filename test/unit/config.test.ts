@@ -78,6 +78,16 @@ t.test('every option has a flag, an environment variable and a description', asy
   for (const o of describeOptions()) t.ok(o.description.length > 10, `${o.key} is described`)
 })
 
+t.test('the table names each option\'s type by its schema: a pattern is host:port or url only when it is one', async (t) => {
+  const type = new Map(describeOptions().map((o) => [o.key, o.type]))
+  t.equal(type.get('listen'), 'host:port')
+  t.equal(type.get('redisCluster'), 'host:port')
+  t.equal(type.get('redisUrl'), 'url')
+  t.equal(type.get('upstream'), 'url')
+  t.equal(type.get('redisPrefix'), 'string', 'a key prefix is not a host:port')
+  t.equal(type.get('tlsCert'), 'string')
+})
+
 t.test('the README configuration table is the one generated from the schema', async (t) => {
   const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
   t.ok(readme.includes(configTable()), 'run `npm run docs:config` and paste its output into README.md')
