@@ -14,16 +14,17 @@ const NONCES = 512
 const GROUP = 18
 
 export class RandomPool {
-  readonly #buf: Buffer
+  readonly #size: number
+  #buf: Buffer | undefined
   #pos: number
   #hex: string | undefined
   readonly #nonceBytes = Buffer.allocUnsafeSlow(GROUP * NONCES)
   #nonceText = ''
   #nonces = NONCES
 
-  /** `size`: bytes per refill of the pool hex() draws from. */
+  /** `size`: bytes per refill of the pool hex() draws from (allocated at its first use). */
   constructor (size = 16384) {
-    this.#buf = Buffer.allocUnsafeSlow(size)
+    this.#size = size
     this.#pos = size
   }
 
@@ -50,15 +51,16 @@ export class RandomPool {
    * (V8 slices without copying).
    */
   hex (n: number): string {
-    if (n > this.#buf.length) throw new RangeError('request larger than the pool')
-    if (this.#pos + n > this.#buf.length) {
+    if (n > this.#size) throw new RangeError('request larger than the pool')
+    if (this.#pos + n > this.#size) {
+      this.#buf ??= Buffer.allocUnsafeSlow(this.#size)
       randomFillSync(this.#buf)
       this.#hex = undefined
       this.#pos = 0
     }
     const at = this.#pos
     this.#pos = at + n
-    this.#hex ??= this.#buf.toString('hex')
+    this.#hex ??= this.#buf!.toString('hex')
     return this.#hex.slice(2 * at, 2 * (at + n))
   }
 }
