@@ -106,8 +106,11 @@ function loadKey (file: string): AssertionKey {
   }
   const trimmed = text.trim()
   const privateKey = trimmed.startsWith('{') || trimmed.startsWith('[') ? fromJwk(file, trimmed) : fromPem(file, trimmed)
-  const alg = algOf(file, privateKey)
-  const pub = publicJwk(privateKey)
+  return assertionKey(file, privateKey, algOf(file, privateKey))
+}
+
+/** A signing key of `alg` with its kid (RFC 7638 thumbprint) and its public JWK. */
+export function assertionKey (file: string, privateKey: KeyObject, alg: AssertionAlg, pub = publicJwk(privateKey)): AssertionKey {
   const kid = jwkThumbprint(pub)
   const jwk: AssertionPublicJwk = alg === 'EdDSA'
     ? { kty: 'OKP', crv: 'Ed25519', x: pub.x!, kid, alg, use: 'sig' }

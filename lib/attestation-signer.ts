@@ -9,8 +9,8 @@
  * challenge's nonce, iat, exp (iat + ttl), jti (16 CSPRNG bytes).
  */
 import { randomBytes, type KeyObject } from 'node:crypto'
-import { loadAssertionKeys, signCompact, type AssertionAlg, type AssertionKey } from './assertion.js'
-import { jwkThumbprint, publicJwk } from './keys.js'
+import { assertionKey, loadAssertionKeys, signCompact, type AssertionAlg, type AssertionKey } from './assertion.js'
+import { publicJwk } from './keys.js'
 import type { ChallengeResponse } from './protocol/schemas.js'
 
 /**
@@ -40,11 +40,7 @@ function keyOf (key: KeyObject): AssertionKey {
   const pub = type === 'ed25519' || type === 'ec' ? publicJwk(key) : undefined
   const alg: AssertionAlg | undefined = pub?.crv === 'Ed25519' ? 'EdDSA' : pub?.crv === 'P-256' ? 'ES256' : undefined
   if (pub === undefined || alg === undefined) throw new Error('attestation key: only Ed25519 (EdDSA) and P-256 (ES256) private keys are allowed')
-  const kid = jwkThumbprint(pub)
-  const jwk = alg === 'EdDSA'
-    ? { kty: 'OKP' as const, crv: 'Ed25519' as const, x: pub.x!, kid, alg, use: 'sig' as const }
-    : { kty: 'EC' as const, crv: 'P-256' as const, x: pub.x!, y: pub.y!, kid, alg, use: 'sig' as const }
-  return { file: '(key object)', kid, alg, privateKey: key, jwk }
+  return assertionKey('(key object)', key, alg, pub)
 }
 
 /** Load the key synchronously; errors name the file and the reason, never key material. */
