@@ -15,12 +15,13 @@
  *   npm run bench:signature [-- --duration 5 --rounds 5 --connections 16]
  */
 import autocannon from 'autocannon'
-import { createPrivateKey, createPublicKey, sign, verify } from 'node:crypto'
+import { createPublicKey, sign, verify } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { signRequest, type SignatureHeaders } from '../lib/webbotauth/sign.js'
+import { signRequest } from '../lib/webbotauth/sign.js'
 import { ed25519Verifier } from '../lib/webbotauth/ed25519.js'
 import { DEV, startGateProcess, type Child } from './servers.js'
+import { DIRECTORY, SIGNING_KEY as key, signedLoad } from './signed.js'
 import { benchArgs } from './args.js'
 import { cpuMs, machine, median, medianNsPerUnit, table } from './util.js'
 
@@ -30,8 +31,6 @@ const values = benchArgs('bench:signature', 'Signed (Web Bot Auth) against mTLS 
   connections: { type: 'number', default: 16, help: 'keep-alive connections of the load generator' },
 })
 const ca = readFileSync(join(DEV, 'ca.pem'))
-const key = createPrivateKey(readFileSync(join(DEV, 'signing-key.pem')))
-const DIRECTORY = 'https://agent.aog.dev'
 
 interface Load { rps: number, serverUs: number | undefined, bad: number, signedLate: number }
 
@@ -43,36 +42,16 @@ function keepPolling (): () => void {
   return () => { on = false }
 }
 
-/** A fresh signature of GET /challenge for `authority`, valid for the whole round. */
-function signChallenge (authority: string): SignatureHeaders {
-  return signRequest({ method: 'GET', authority, target: '/challenge' }, { key, directoryUrl: DIRECTORY, validitySeconds: 300 })
-}
-
 async function load (gate: Child, signed: boolean, expectedRps: number): Promise<Load> {
   const authority = `localhost:${gate.port}`
-  // Enough for the warm-up second and the round at half again the expected rate; a request beyond
-  // the pool is signed as it is sent (and counted: then the round also measured the signing).
-  const pool = signed ? Array.from({ length: Math.ceil(expectedRps * 1.5 * (values.duration + 1)) }, () => signChallenge(authority)) : []
-  let used = 0
-  let signedLate = 0
-  const next = (): SignatureHeaders => {
-    if (used < pool.length) return pool[used++]!
-    signedLate++
-    return signChallenge(authority)
-  }
+  // Enough for the warm-up second and the round at half again the expected rate (a request beyond
+  // the pool is counted: then the round also measured the signing).
+  const pool = signed ? signedLoad(authority, expectedRps * 1.5 * (values.duration + 1)) : undefined
   const opts = {
     url: `https://${authority}/challenge`,
     connections: values.connections,
     tlsOptions: signed ? { ca } : { ca, cert: readFileSync(join(DEV, 'agent.pem')), key: readFileSync(join(DEV, 'agent-key.pem')) },
-    ...(signed
-      ? {
-          requests: [{
-            method: 'GET',
-            path: '/challenge',
-            setupRequest: (req: Record<string, unknown>) => ({ ...req, headers: { ...(req.headers as object), ...next() } }),
-          }],
-        }
-      : {}),
+    ...(pool === undefined ? {} : { requests: pool.requests }),
   } as autocannon.Options
   const stop = keepPolling()
   try {
@@ -80,7 +59,7 @@ async function load (gate: Child, signed: boolean, expectedRps: number): Promise
     const c0 = cpuMs(gate.child.pid)
     const r = await autocannon({ ...opts, duration: values.duration })
     const c1 = cpuMs(gate.child.pid)
-    return { rps: r.requests.average, bad: r.non2xx + r.errors, signedLate, serverUs: c0 === undefined || c1 === undefined ? undefined : (c1 - c0) * 1000 / Math.max(1, r.requests.total) }
+    return { rps: r.requests.average, bad: r.non2xx + r.errors, signedLate: pool?.late() ?? 0, serverUs: c0 === undefined || c1 === undefined ? undefined : (c1 - c0) * 1000 / Math.max(1, r.requests.total) }
   } finally {
     stop()
   }
