@@ -135,29 +135,55 @@ function fieldValue (req: SignedRequest, name: string): string | undefined {
   return v.map((x) => x.trim()).join(', ')
 }
 
-/**
- * Members of a dictionary's text at its top level. Called only on text that parsed as a dictionary,
- * where commas outside strings and inner lists separate members (tokens, byte sequences and display
- * strings hold no comma, quote or parenthesis of their own).
- */
-function topLevelMembers (text: string): number {
-  let n = 1
-  let depth = 0
-  let inString = false
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i)
-    if (inString) {
-      if (c === 0x5c) i++
-      else if (c === 0x22) inString = false
-    } else if (c === 0x22) inString = true
-    else if (c === 0x28) depth++
-    else if (c === 0x29) depth--
-    else if (c === 0x2c && depth === 0) n++
-  }
-  return n
+/** What the parser's result does not show of a dictionary's text (see strictDictionary). */
+interface TextShape {
+  /** Members at the top level. */
+  members: number
+  /** A whole decimal (`1.0`), which the parser returns as the same number as the integer `1`. */
+  wholeDecimal: boolean
 }
 
-/** A bounded structured dictionary whose labels are all distinct, or the refusal naming the field. */
+/**
+ * The shape of a dictionary's text. Called only on text that parsed as a dictionary, where commas
+ * outside strings and inner lists separate members (tokens, byte sequences and dates hold no comma,
+ * quote or parenthesis of their own), a backslash escapes within a string but not within a display
+ * string (`%"…"`, RFC 9651), and a number is a bare item that begins right after `=`, `(` or a space.
+ */
+function textShape (text: string): TextShape {
+  let members = 1
+  let depth = 0
+  let inString = false
+  let display = false
+  let numberAt = -1
+  let wholeDecimal = false
+  for (let i = 0; i <= text.length; i++) {
+    const c = i < text.length ? text.charCodeAt(i) : -1
+    if (inString) {
+      if (c === 0x5c && !display) i++
+      else if (c === 0x22) inString = false
+      continue
+    }
+    if (numberAt >= 0) {
+      if ((c >= 0x30 && c <= 0x39) || c === 0x2e) continue
+      if (/\.0+$/.test(text.slice(numberAt, i))) wholeDecimal = true
+      numberAt = -1
+    }
+    if (c === 0x22) {
+      inString = true
+      display = i > 0 && text.charCodeAt(i - 1) === 0x25
+    } else if (c === 0x28) depth++
+    else if (c === 0x29) depth--
+    else if (c === 0x2c && depth === 0) members++
+    else if ((c === 0x2d || (c >= 0x30 && c <= 0x39)) && i > 0 && '=( '.includes(text[i - 1]!)) numberAt = i
+  }
+  return { members, wholeDecimal }
+}
+
+/**
+ * A bounded structured dictionary whose labels are all distinct and which holds no whole decimal
+ * (its canonical serialization, `1.0`, would be lost: the signature base would hold `1`, where
+ * another verifier builds `1.0`), or the refusal naming the field.
+ */
 function strictDictionary (text: string, field: string): Dictionary {
   if (text.length > MAX_FIELD_LENGTH) refuse(`${field} exceeds ${MAX_FIELD_LENGTH} characters`)
   let dict: Dictionary
@@ -166,8 +192,16 @@ function strictDictionary (text: string, field: string): Dictionary {
   } catch {
     refuse(`${field} is not a valid structured dictionary (RFC 8941)`)
   }
-  if (dict.size > 0 && topLevelMembers(text) !== dict.size) refuse(`${field} repeats a label`)
+  if (dict.size === 0) return dict
+  const shape = textShape(text)
+  if (shape.members !== dict.size) refuse(`${field} repeats a label`)
+  if (shape.wholeDecimal) refuse(`${field} holds a decimal with no fraction (1.0): send an integer`)
   return dict
+}
+
+/** A label or a name from the request, as a refusal's detail shows it: at most 64 characters. */
+function shown (s: string): string {
+  return s.length <= 64 ? s : `${s.slice(0, 64)}…`
 }
 
 const FIELD_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/
@@ -205,11 +239,11 @@ function coveredComponents (il: InnerList): Covered[] {
       if (!FIELD_NAME.test(name)) refuse('a covered component is not a lowercase field name')
       for (const [p, v] of params) {
         if (p !== 'key') refuse(`component parameter ${FIELD_NAME.test(p) ? p : '…'} is not supported (only key)`)
-        if (typeof v !== 'string') refuse(`the key parameter of ${name} is not a string`)
+        if (typeof v !== 'string') refuse(`the key parameter of ${shown(name)} is not a string`)
         id += `;key=${quoted(v)}`
       }
     }
-    if (seen.has(id)) refuse(`signature covers ${name} twice`)
+    if (seen.has(id)) refuse(`signature covers ${shown(name)} twice`)
     seen.add(id)
     out.push({ id, name, params })
   }
@@ -341,7 +375,7 @@ function buildBase (req: SignedRequest, il: InnerList, covered: Covered[], agent
       if (value === '') refuse(`the request has no ${c.name}`)
     } else {
       const raw = fieldValue(req, c.name)
-      if (raw === undefined) refuse(`signature covers ${c.name}, which the request does not have`)
+      if (raw === undefined) refuse(`signature covers ${shown(c.name)}, which the request does not have`)
       const key = c.params.get('key') as string | undefined
       if (c.name === 'signature-agent') {
         if (agentCovered) refuse('signature covers signature-agent twice')
@@ -353,11 +387,11 @@ function buildBase (req: SignedRequest, il: InnerList, covered: Covered[], agent
         // A string Signature-Agent with a covered key was refused by agentDirectory.
         const dict = c.name === 'signature-agent' ? agent as Dictionary : strictDictionary(raw, c.name)
         const member = dict.get(key)
-        if (member === undefined) refuse(`${c.name} has no member named by the covered key`)
+        if (member === undefined) refuse(`${shown(c.name)} has no member named by the covered key`)
         value = serialized(member)
       }
     }
-    if (UNSAFE_VALUE.test(value)) refuse(`${c.name} has a character a signature base cannot hold`)
+    if (UNSAFE_VALUE.test(value)) refuse(`${shown(c.name)} has a character a signature base cannot hold`)
     base += `${c.id}: ${value}\n`
   }
   base += `"@signature-params": ${signatureParams(covered, il[1])}`
@@ -370,7 +404,7 @@ function buildBase (req: SignedRequest, il: InnerList, covered: Covered[], agent
  */
 export function signatureBase (req: SignedRequest, signatureInput: string, label: string): string {
   const member = strictDictionary(signatureInput, 'Signature-Input').get(label)
-  if (member === undefined || !isInnerList(member)) refuse(`Signature-Input has no inner list labelled ${label}`)
+  if (member === undefined || !isInnerList(member)) refuse(`Signature-Input has no inner list labelled ${shown(label)}`)
   const sent = fieldValue(req, 'signature-agent')
   return buildBase(req, member, coveredComponents(member), sent === undefined ? undefined : agentField(sent)).base
 }
@@ -416,15 +450,15 @@ export async function verifyRequest (req: SignedRequest, opts: VerifyOptions): P
   let il: InnerList | undefined
   for (const [k, v] of inputs) {
     if (v[1].get('tag') !== WEB_BOT_AUTH_TAG) continue
-    if (!isInnerList(v)) refuse(`Signature-Input member ${k} is not an inner list`)
+    if (!isInnerList(v)) refuse(`Signature-Input member ${shown(k)} is not an inner list`)
     if (label !== undefined) refuse(`more than one signature labelled with tag="${WEB_BOT_AUTH_TAG}"`)
     label = k
     il = v
   }
   if (label === undefined || il === undefined) refuse(`no signature labelled with tag="${WEB_BOT_AUTH_TAG}"`)
   const sigMember = strictDictionary(sigText, 'Signature').get(label)
-  if (sigMember === undefined) refuse(`Signature has no member labelled ${label}`)
-  if (isInnerList(sigMember) || !(sigMember[0] instanceof ArrayBuffer)) refuse(`Signature member ${label} is not a byte sequence`)
+  if (sigMember === undefined) refuse(`Signature has no member labelled ${shown(label)}`)
+  if (isInnerList(sigMember) || !(sigMember[0] instanceof ArrayBuffer)) refuse(`Signature member ${shown(label)} is not a byte sequence`)
   const signature = Buffer.from(sigMember[0])
 
   // 2. What it covers: @authority (or @target-uri), @method, @path, signature-agent when sent.

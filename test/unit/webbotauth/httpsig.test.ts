@@ -424,3 +424,41 @@ t.test('an independent signer (http-message-signatures) is accepted, in both Sig
     await refused(t, { ...req, target: '/task?x=2' }, 'signature does not verify', opts(now))
   }
 })
+
+t.test('what the parsed value does not show: a label repeated behind a display string, a whole decimal', async (t) => {
+  const g = make()
+  const h = g.headers
+  const input = h['signature-input'] as string
+  // In a display string (RFC 9651) a backslash is a character, not an escape: a member counter that
+  // took it for one would stay "in a string" and miss the repeated sig1 (the parser keeps the last).
+  const hidden = `x=%"\\", sig1=("@method");tag="web-bot-auth";nonce="first", ${input}, y=", , "`
+  t.equal(parseDictionary(hidden).size, 3, 'the parser keeps one sig1')
+  await refused(t, { ...g, headers: { ...h, 'signature-input': hidden } }, 'Signature-Input repeats a label')
+  await refused(t, { ...g, headers: { ...h, signature: `x=%"\\", sig1=:AAAA:, ${h.signature as string}, y=", , "` } }, 'Signature repeats a label')
+  await refused(t, make({ agent: `sig1=%"\\", sig1="${DIR}"` }), 'Signature-Agent repeats a label')
+  t.ok(await verifyRequest({ ...g, headers: { ...h, 'signature-input': `${input}, x=%"a\\b, c", y=%"\\"` } }, opts()), 'display strings with a backslash and a comma are single members')
+
+  // A whole decimal parses as the same number as the integer: the base would hold `1`, where another
+  // verifier rebuilds `1.0`.
+  await refused(t, { ...g, headers: { ...h, 'signature-input': input.replace(/created=(\d+)/, 'created=$1.0') } }, 'Signature-Input holds a decimal with no fraction (1.0): send an integer')
+  await refused(t, { ...g, headers: { ...h, 'signature-input': input.replace(/expires=(\d+)/, 'expires=$1.000') } }, 'Signature-Input holds a decimal with no fraction (1.0): send an integer')
+  await refused(t, { ...g, headers: { ...h, 'signature-input': input.replace(/created=(\d+)/, 'created=$1.5') } }, 'created is not an integer')
+  await refused(t, { ...g, headers: { ...h, 'signature-input': `${input}, x=();p=-7.0` } }, 'Signature-Input holds a decimal with no fraction (1.0): send an integer')
+  const dict = make({ headers: { 'x-d': 'a=1.5, b=(-2.5 3)' }, components: [...STD, c('x-d', { key: 'a' })] })
+  t.ok(await verifyRequest(dict, opts()), 'decimals with a fraction in a covered dictionary')
+  await refused(t, { ...dict, headers: { ...dict.headers, 'x-d': 'a=1.5, b=(-2.0 3)' } }, 'x-d holds a decimal with no fraction (1.0): send an integer')
+  await refused(t, { ...dict, headers: { ...dict.headers, 'x-d': 'a=1.50, b=(3 4.00)' } }, 'x-d holds a decimal with no fraction (1.0): send an integer')
+  // Not numbers: tokens, keys, byte sequences and dates with digits and dots.
+  t.ok(await verifyRequest({ ...g, headers: { ...h, 'signature-input': `${input}, x=a1.0;k1.0=b.0, y=:AA==:, w=("1.0" t.0), z=@1` } }, opts()), 'digits and dots outside numbers')
+})
+
+t.test('a refusal shows at most 64 characters of a label or a field name from the request', async (t) => {
+  const g = make()
+  const long = `z${'a'.repeat(6000)}`
+  const input = (g.headers['signature-input'] as string).replace(/^sig1=/, `${long}=`)
+  await refused(t, { ...g, headers: { ...g.headers, 'signature-input': input } }, `Signature has no member labelled ${long.slice(0, 64)}…`)
+  const field = `x-${'b'.repeat(6000)}`
+  const covering = make({ components: [...STD, c(field)], headers: { [field]: 'v' } })
+  const { [field]: _gone, ...without } = covering.headers
+  await refused(t, { ...covering, headers: without }, `signature covers ${field.slice(0, 64)}…, which the request does not have`)
+})
