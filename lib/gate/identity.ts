@@ -11,7 +11,7 @@ import type { Config } from '../config.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
 import type { RequestContext } from '../handlers/context.js'
-import { createHash, X509Certificate } from 'node:crypto'
+import { hash, X509Certificate } from 'node:crypto'
 import { dirname } from 'node:path'
 import { presentedCertificate, tlsIdentity, type Identity } from '../identity/tls.js'
 import { normalizeAuthority, signatureError, verifyRequest } from '../webbotauth/httpsig.js'
@@ -243,7 +243,7 @@ export function createIdentityStep (opts: IdentityOptions): IdentityStep {
       throw signatureError('the signing key is denied (deny list)')
     }
     ctx.identity = identity
-    ctx.once = { id: createHash('sha256').update(`${v.keyid} ${v.nonce}`).digest('base64url').slice(0, 43), ttlMs: Math.max(1000, v.expires - now + 1000) }
+    ctx.once = { id: hash('sha256', `${v.keyid} ${v.nonce}`, 'base64url'), ttlMs: Math.max(1000, v.expires - now + 1000) }
   }
 
   function identify (ctx: RequestContext): void | Promise<void> {
