@@ -46,7 +46,7 @@ const ConfigSchema = Type.Object({
   redisCommandTimeoutMs: Type.Integer({ minimum: 10, default: 500, description: 'A Redis command slower than this fails (503), so a stalled Redis cannot hang requests.' }),
   redisReplaceAfterMs: Type.Integer({ minimum: 100, maximum: 600000, default: 5000, description: 'A Redis client that has failed every command for this long is replaced by a new one (recovers from a client stuck after a failover).' }),
   livenessStoreDownSeconds: Type.Integer({ minimum: 1, maximum: 86400, default: 60, description: '/healthz answers 503 (so a supervisor restarts the gate) once the store has been unusable this long even after the client was replaced; /readyz is 503 as soon as it is unusable.' }),
-  redisWaitReplicas: Type.Integer({ minimum: 0, default: 0, description: 'After a claim, WAIT for this many replicas; fewer acknowledgements → 503, nothing accepted.' }),
+  redisWaitReplicas: Type.Integer({ minimum: 0, default: 0, description: 'After a claim of a challenge nonce, a signature nonce or a forwarded request id, WAIT for this many replicas; fewer acknowledgements → 503, nothing accepted.' }),
   redisWaitTimeoutMs: Type.Integer({ minimum: 1, default: 100, description: 'How long WAIT may take (ms).' }),
   opsListen: Type.String({ pattern: HOST_PORT_PATTERN, default: '127.0.0.1:9464', description: 'Operations listener (plain HTTP): /metrics, /healthz, /readyz, /.well-known/jwks.json.' }),
   iterations: Type.Integer({ minimum: 1, maximum: 1 << 30, default: 1048576, description: 'Chain length N of each challenge.' }),

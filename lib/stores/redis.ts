@@ -35,7 +35,7 @@ export interface RedisStoreOptions {
   /** Key prefix (before the {F} hash tag). */
   prefix?: string
   commandTimeoutMs?: number
-  /** After a claim, WAIT for this many replicas (0: do not wait). */
+  /** After a call that claimed a nonce or a once-key, WAIT for this many replicas (0: do not wait). */
   waitReplicas?: number
   waitTimeoutMs?: number
   /** An already-built client (ioredis-mock in unit tests). */
@@ -305,10 +305,10 @@ export class RedisStore implements Store {
 
   async issue (req: IssueRequest): Promise<IssueResult> {
     const [onceKey, onceTtl] = this.#onceArgs(req.fingerprint, req.once)
-    const r = await this.#call('issue', this.#client.aogIssue(
+    const r = await this.#run('issue', 'aogIssue', [
       this.#key(req.fingerprint, 'b'), this.#challengeKey(req.fingerprint, req.nonce), onceKey,
-      req.rate.burst, req.rate.perSecond, Buffer.from(req.seed, 'hex').toString('base64url'), req.iterations, req.checkpointInterval, req.deadlineMs, req.graceMs, onceTtl
-    ))
+      req.rate.burst, req.rate.perSecond, Buffer.from(req.seed, 'hex').toString('base64url'), req.iterations, req.checkpointInterval, req.deadlineMs, req.graceMs, onceTtl,
+    ], onceClaimed(req.once, IssueStatus.RATE_LIMITED, IssueStatus.REPLAYED))
     const status = Number(r[0]) as IssueStatus
     const rate = rateOf(r, req.rate.burst)
     if (status !== IssueStatus.OK) return { status, rate }
@@ -319,23 +319,34 @@ export class RedisStore implements Store {
   async consume (req: ConsumeRequest): Promise<ConsumeResult> {
     const [onceKey, onceTtl] = this.#onceArgs(req.fingerprint, req.once)
     const args = [this.#key(req.fingerprint, 'b'), this.#challengeKey(req.fingerprint, req.nonce), onceKey, req.rate.burst, req.rate.perSecond, onceTtl]
-    const r = await this.#call('consume', this.#waitReplicas === 0 ? this.#client.aogConsume(...args) : this.#claimReplicated(args))
+    const once = onceClaimed(req.once, ConsumeStatus.RATE_LIMITED, ConsumeStatus.REPLAYED)
+    // A consume may claim its nonce, with or without a once-key: it always waits.
+    const r = await this.#run('consume', 'aogConsume', args, (s) => s === ConsumeStatus.OK || s === ConsumeStatus.EXPIRED || once?.(s) === true)
     const status = Number(r[0]) as ConsumeStatus
     const rate = rateOf(r, req.rate.burst)
     if (status !== ConsumeStatus.OK && status !== ConsumeStatus.EXPIRED) return { status, rate }
     return { status, rate, now: Number(r[4]), challenge: parseRecord(String(r[5]), req.nonce, req.fingerprint) }
   }
 
+  /**
+   * Run `script` for `op`. With --redis-wait-replicas and a `claimed` test (undefined: the call
+   * claims nothing, so it does not wait), WAIT follows in the same pipeline, and a reply whose
+   * status `claimed` says wrote a claim fails unless enough replicas acknowledged it.
+   */
+  async #run (op: StoreOp, script: ScriptName, args: Arg[], claimed: ((status: number) => boolean) | undefined): Promise<Reply> {
+    const pending = this.#waitReplicas === 0 || claimed === undefined ? this.#client[script](...args) : this.#claimReplicated(script, args, claimed)
+    return await this.#call(op, pending)
+  }
+
   /** The claim and WAIT in one pipeline: same connection (and node), one round trip. */
-  async #claimReplicated (args: Arg[]): Promise<Reply> {
+  async #claimReplicated (script: ScriptName, args: Arg[], claimed: (status: number) => boolean): Promise<Reply> {
     const p = this.#client.pipeline() as ChainableCommander & Record<ScriptName, (...a: Arg[]) => ChainableCommander>
-    const res = await p.aogConsume(...args).wait(this.#waitReplicas, this.#waitTimeoutMs).exec()
+    const res = await p[script](...args).wait(this.#waitReplicas, this.#waitTimeoutMs).exec()
     if (res === null) throw new Error('pipeline aborted')
     const [[e1, claim], [e2, acks]] = res as [[Error | null, Reply], [Error | null, number]]
     const err = e1 ?? e2
     if (err !== null) throw err
-    const status = Number(claim[0])
-    if ((status === ConsumeStatus.OK || status === ConsumeStatus.EXPIRED) && Number(acks) < this.#waitReplicas) {
+    if (claimed(Number(claim[0])) && Number(acks) < this.#waitReplicas) {
       // The claim may not survive a failover: refuse rather than risk a second accept.
       throw new ReplicaShortfall(`claim acknowledged by ${Number(acks)} of ${this.#waitReplicas} replicas`)
     }
@@ -354,9 +365,9 @@ export class RedisStore implements Store {
 
   async authorize (req: AuthorizeRequest): Promise<AuthorizeResult> {
     const [onceKey, onceTtl] = this.#onceArgs(req.fingerprint, req.once)
-    const r = await this.#call('authorize', this.#client.aogAuthorize(
-      this.#key(req.fingerprint, 'u'), this.#key(req.fingerprint, 'g'), onceKey, req.rate.burst, req.rate.perSecond, onceTtl
-    ))
+    const r = await this.#run('authorize', 'aogAuthorize', [
+      this.#key(req.fingerprint, 'u'), this.#key(req.fingerprint, 'g'), onceKey, req.rate.burst, req.rate.perSecond, onceTtl,
+    ], onceClaimed(req.once, AuthorizeStatus.RATE_LIMITED, AuthorizeStatus.REPLAYED))
     const status = Number(r[0]) as AuthorizeStatus
     const rate = rateOf(r, req.rate.burst)
     if (status !== AuthorizeStatus.OK) return { status, rate }
@@ -365,7 +376,7 @@ export class RedisStore implements Store {
 
   async take (req: TakeRequest): Promise<TakeResult> {
     const [onceKey, onceTtl] = this.#onceArgs(req.fingerprint, req.once)
-    const r = await this.#call('take', this.#client.aogTake(this.#key(req.fingerprint, 'b'), onceKey, req.rate.burst, req.rate.perSecond, onceTtl))
+    const r = await this.#run('take', 'aogTake', [this.#key(req.fingerprint, 'b'), onceKey, req.rate.burst, req.rate.perSecond, onceTtl], onceClaimed(req.once, TakeStatus.RATE_LIMITED, TakeStatus.REPLAYED))
     return { status: Number(r[0]) as TakeStatus, rate: rateOf(r, req.rate.burst) }
   }
 
@@ -389,6 +400,15 @@ export class RedisStore implements Store {
 
 /** WAIT counted fewer replicas than required (Redis answered: not a connection failure). */
 class ReplicaShortfall extends Error {}
+
+/**
+ * Whether a reply's status says the script claimed the once-key: with one, every status but
+ * `limited` (no token: nothing claimed) and `replayed` (the key was there). Undefined without one.
+ */
+function onceClaimed (once: OnceKey | undefined, limited: number, replayed: number): ((status: number) => boolean) | undefined {
+  if (once === undefined) return undefined
+  return (status) => status !== limited && status !== replayed
+}
 
 /** The kind of store the options describe, and how to build its client (unless one was given). */
 function buildClient (opts: RedisStoreOptions): { kind: string, make: (() => Redis | Cluster) | undefined } {

@@ -1,17 +1,30 @@
 /** Replication: WAIT after the claim, and a Sentinel failover with no double accept. */
-import t from 'tap'
+import t, { type Test } from 'tap'
+import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { startGate } from '../helpers/gate.js'
-import { startRedis, startSentinel } from '../helpers/redis.js'
-import { getChallenge, pass, solve, submitTask } from '../../lib/client/agent.js'
+import { startRedis, startSentinel, type RedisProcess } from '../helpers/redis.js'
+import { DEV, pem } from '../helpers/pki.js'
+import { startEchoUpstream } from '../helpers/upstream.js'
+import { createAgent, getChallenge, pass, solve, submitTask } from '../../lib/client/agent.js'
+import { RedisStore } from '../../lib/stores/redis.js'
+import { AuthorizeStatus, ConsumeStatus, IssueStatus, StoreOpError, TakeStatus, type OnceKey } from '../../lib/stores/store.js'
 import { outcome, sleep } from '../helpers/outcome.js'
 
-t.test('--redis-wait-replicas 1: accepted while the replica follows, 503 and nothing accepted while it is stopped', async (t) => {
+/** A master and a replica that follows it. */
+async function replicated (t: Test): Promise<{ master: RedisProcess, replica: RedisProcess }> {
   const master = await startRedis()
   const replica = await startRedis(['--replicaof', '127.0.0.1', String(master.port)])
   t.teardown(async () => { await replica.stop(); await master.stop() })
   const end = Date.now() + 10_000
   while (!(await master.cli('info', 'replication')).includes('connected_slaves:1') && Date.now() < end) await sleep(50)
   while (!(await replica.cli('info', 'replication')).includes('master_link_status:up') && Date.now() < end) await sleep(50)
+  return { master, replica }
+}
+
+t.test('--redis-wait-replicas 1: accepted while the replica follows, 503 and nothing accepted while it is stopped', async (t) => {
+  const { master, replica } = await replicated(t)
   const g = await startGate(t, { store: 'redis', redisUrl: master.url, redisWaitReplicas: 1, redisWaitTimeoutMs: 300 })
   const agent = g.agent()
   t.equal(await outcome(pass(agent)), 'accepted', 'the replica acknowledged the claim')
@@ -24,6 +37,71 @@ t.test('--redis-wait-replicas 1: accepted while the replica follows, 503 and not
   replica.child.kill('SIGCONT')
   await sleep(200)
   t.equal(await outcome(pass(agent)), 'accepted', 'accepted again once the replica follows')
+})
+
+t.test('--redis-wait-replicas 1: every store call that claimed a once-key waits for the replica; one that claimed none does not', async (t) => {
+  const { master, replica } = await replicated(t)
+  const store = new RedisStore({ url: master.url, prefix: 'aogwait:', waitReplicas: 1, waitTimeoutMs: 200 })
+  t.teardown(() => store.close())
+  await store.ready()
+  const f = randomBytes(32).toString('hex')
+  const rate = { burst: 1000, perSecond: 1000 }
+  const key = (): OnceKey => ({ id: randomBytes(16).toString('hex'), ttlMs: 60_000 })
+  const issue = (once?: OnceKey): ReturnType<RedisStore['issue']> => store.issue({ fingerprint: f, rate, nonce: randomBytes(16).toString('base64url'), seed: randomBytes(32).toString('hex'), iterations: 16, checkpointInterval: 4, deadlineMs: 10_000, graceMs: 1000, ...(once === undefined ? {} : { once }) })
+  const unknown = randomBytes(16).toString('base64url')
+  /** Each call that claims a once-key (consume with an unknown nonce claims only the key): its status, then a replay's. */
+  const calls: Array<[string, (once: OnceKey) => Promise<{ status: number }>, number, number]> = [
+    ['issue', async (once) => await issue(once), IssueStatus.OK, IssueStatus.REPLAYED],
+    ['consume', async (once) => await store.consume({ fingerprint: f, nonce: unknown, rate, once }), ConsumeStatus.UNKNOWN, ConsumeStatus.REPLAYED],
+    ['take', async (once) => await store.take({ fingerprint: f, rate, once }), TakeStatus.OK, TakeStatus.REPLAYED],
+    ['authorize', async (once) => await store.authorize({ fingerprint: f, rate, once }), AuthorizeStatus.NO_GRANT, AuthorizeStatus.REPLAYED],
+  ]
+  for (const [op, call, status] of calls) t.equal((await call(key())).status, status, `${op}: acknowledged while the replica follows`)
+
+  replica.child.kill('SIGSTOP')
+  for (const [op, call, , replayed] of calls) {
+    const once = key()
+    const err = await call(once).then(() => undefined, (e: unknown) => e)
+    t.ok(err instanceof StoreOpError && err.op === op && /acknowledged by 0 of 1/.test(err.message), `${op}: the unacknowledged claim fails (${String(err)})`)
+    t.equal((await call(once)).status, replayed, `${op}: its key is spent all the same (a replay claims nothing: answered)`)
+  }
+  // Calls that claim no once-key send no WAIT (consume, which may claim its nonce, always does).
+  const waits = async (): Promise<number> => Number(/cmdstat_wait:calls=(\d+)/.exec(await master.cli('info', 'commandstats'))?.[1] ?? 0)
+  const before = await waits()
+  t.equal((await issue()).status, IssueStatus.OK)
+  t.equal((await store.take({ fingerprint: f, rate })).status, TakeStatus.OK)
+  t.equal((await store.authorize({ fingerprint: f, rate })).status, AuthorizeStatus.NO_GRANT)
+  t.equal(await waits(), before, 'issue, take and authorize without a once-key: no WAIT')
+  t.equal((await store.consume({ fingerprint: f, nonce: unknown, rate })).status, ConsumeStatus.UNKNOWN, 'consume claiming nothing: waits, and answers')
+  t.equal(await waits(), before + 1)
+  // A 429 claims no key: it waits (the status is known only after), and answers.
+  const tight = { burst: 1, perSecond: 0.001 }
+  const g = randomBytes(32).toString('hex')
+  t.equal((await store.take({ fingerprint: g, rate: tight })).status, TakeStatus.OK)
+  t.equal((await store.take({ fingerprint: g, rate: tight, once: key() })).status, TakeStatus.RATE_LIMITED, 'a 429 with a once-key is answered')
+})
+
+t.test('--redis-wait-replicas 1, Web Bot Auth: signed requests whose nonce was not acknowledged get 503 and nothing is accepted', async (t) => {
+  const { master, replica } = await replicated(t)
+  const up = await startEchoUpstream(t)
+  const wba = { webBotAuth: true, signatureAgents: join(DEV, 'signature-agents'), upstream: up.url, assertionKey: join(DEV, 'assertion-key.pem') }
+  const g = await startGate(t, { store: 'redis', redisUrl: master.url, redisWaitReplicas: 1, redisWaitTimeoutMs: 300, ...wba })
+  const agent = createAgent({ url: g.url, ca: pem('ca.pem'), signing: { key: readFileSync(join(DEV, 'signing-key.pem')), directoryUrl: 'https://agent.aog.dev' } })
+  t.teardown(() => agent.close())
+  t.equal(await outcome(pass(agent)), 'accepted', 'the replica acknowledged every nonce')
+  t.equal(await outcome(agent.fetch('/before')), 'accepted')
+  const c = await getChallenge(agent)
+
+  replica.child.kill('SIGSTOP')
+  t.equal(await outcome(getChallenge(agent)), '503 AOG_UNAVAILABLE retry', 'GET /challenge (issue)')
+  t.equal(await outcome(agent.fetch('/during')), '503 AOG_UNAVAILABLE retry', 'a protected request (authorize)')
+  t.equal(await outcome(submitTask(agent, { ...solve(c, agent.fingerprint), client_fingerprint: 'ab'.repeat(32) })), '503 AOG_UNAVAILABLE retry', 'POST /task refused before the claim (take)')
+  t.same(up.seen.map((e) => e.url), ['/before'], 'nothing reached the upstream')
+
+  replica.child.kill('SIGCONT')
+  await sleep(200)
+  t.equal(await outcome(submitTask(agent, solve(c, agent.fingerprint))), 'accepted', 'served again once the replica follows')
+  t.equal(await outcome(agent.fetch('/after')), 'accepted')
 })
 
 t.test('Sentinel: a failover mid-run keeps the gate serving with no double accept', async (t) => {
