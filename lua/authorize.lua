@@ -1,6 +1,5 @@
 -- authorize: a protected request (docs/protocol.md section 7): take a token from the identity's
--- upstream bucket, then claim the once-key, check its grant and count the request against it, in
--- one step.
+-- upstream bucket, then check its grant and count the request against it, in one step.
 --- @keys 3
 --- @include "includes/bucket"
 -- KEYS[1] upstream bucket aog:{F}:u
@@ -11,9 +10,10 @@
 --   status 0 OK, 1 RATE_LIMITED, 2 NO_GRANT (missing, expired or used up), 3 REPLAYED
 --   (AuthorizeStatus in lib/stores/store.ts); the grant only for 0.
 local now = now_ms()
+local replay = seen_once(KEYS[3], tonumber(ARGV[3]))
 local ok, remaining, reset_ms, retry_ms = take_token(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), now)
+if replay then return { 3, remaining, reset_ms, retry_ms } end
 if not ok then return { 1, remaining, reset_ms, retry_ms } end
-if seen_once(KEYS[3], tonumber(ARGV[3])) then return { 3, remaining, reset_ms, retry_ms } end
 local g = redis.call('HMGET', KEYS[2], 'e', 'n')
 local expiry = tonumber(g[1])
 local left = tonumber(g[2])

@@ -10,8 +10,6 @@
 -- Reply: { 0, passes, grant expiry ms (decimal string), requests left (-1: unlimited) }, or { 1 }
 -- when the once-key was already seen: then nothing else is written (no pass, no grant).
 -- The pass counter lives as long as the longest-lived record it counted; the grant until it expires.
--- No token here: bind follows a consume that claimed this identity's nonce, one bind per challenge,
--- so its once-keys are bounded by the bucket all the same.
 if seen_once(KEYS[4], tonumber(ARGV[3])) then return { 1 } end
 local now = now_ms()
 local ttl = redis.call('PTTL', KEYS[1])

@@ -1,4 +1,4 @@
--- consume: take a token, then claim the once-key and the nonce, marking it consumed in the same step.
+-- consume: take a token, then claim the nonce, marking it consumed in the same step.
 --- @keys 3
 --- @include "includes/bucket"
 -- KEYS[1] bucket    aog:{F}:b
@@ -10,9 +10,10 @@
 --   5 REPLAYED (ConsumeStatus in lib/stores/store.ts); now and record (as issue.lua wrote it, the
 --   state byte already '1') only for 0 and 4.
 local now = now_ms()
+local replay = seen_once(KEYS[3], tonumber(ARGV[3]))
 local ok, remaining, reset_ms, retry_ms = take_token(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), now)
+if replay then return { 5, remaining, reset_ms, retry_ms } end
 if not ok then return { 1, remaining, reset_ms, retry_ms } end
-if seen_once(KEYS[3], tonumber(ARGV[3])) then return { 5, remaining, reset_ms, retry_ms } end
 local record = redis.call('GET', KEYS[2])
 if type(record) ~= 'string' then return { 2, remaining, reset_ms, retry_ms } end
 if string.sub(record, 1, 1) ~= '0' then return { 3, remaining, reset_ms, retry_ms } end

@@ -1,4 +1,4 @@
--- issue: take a token from the identity's bucket, then claim the once-key, then create the challenge.
+-- issue: take a token from the identity's bucket, then create the challenge.
 --- @keys 3
 --- @include "includes/bucket"
 -- KEYS[1] bucket    aog:{F}:b          ({F}: the fingerprint, base64url, as the Cluster hash tag)
@@ -13,9 +13,10 @@
 -- SETRANGE, which keeps the TTL); it lives until deadline + grace. One string rather than a hash
 -- keeps a record small (docs/decisions/redis-record-format.md).
 local now = now_ms()
+local replay = seen_once(KEYS[3], tonumber(ARGV[8]))
 local ok, remaining, reset_ms, retry_ms = take_token(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), now)
+if replay then return { 3, remaining, reset_ms, retry_ms, 0, 0 } end
 if not ok then return { 1, remaining, reset_ms, retry_ms, 0, 0 } end
-if seen_once(KEYS[3], tonumber(ARGV[8])) then return { 3, remaining, reset_ms, retry_ms, 0, 0 } end
 local deadline = now + tonumber(ARGV[6])
 local m = string.format('%.0f', tonumber(ARGV[4]) / tonumber(ARGV[5]))
 local record = '0' .. ms(now) .. ARGV[6] .. ':' .. ARGV[4] .. ':' .. m .. ':' .. ARGV[3]

@@ -1,4 +1,4 @@
--- take: a bare token bucket (requests refused before a claim still cost a token), then the once-key.
+-- take: a bare token bucket (requests refused before a claim still cost a token).
 --- @keys 2
 --- @include "includes/bucket"
 -- KEYS[1] bucket aog:{F}:b
@@ -7,7 +7,8 @@
 -- Reply: { status, remaining, reset_ms, retry_ms }
 --   status 0 OK, 1 RATE_LIMITED, 2 REPLAYED (TakeStatus in lib/stores/store.ts)
 local now = now_ms()
+local replay = seen_once(KEYS[2], tonumber(ARGV[3]))
 local ok, remaining, reset_ms, retry_ms = take_token(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), now)
+if replay then return { 2, remaining, reset_ms, retry_ms } end
 if not ok then return { 1, remaining, reset_ms, retry_ms } end
-if seen_once(KEYS[2], tonumber(ARGV[3])) then return { 2, remaining, reset_ms, retry_ms } end
 return { 0, remaining, reset_ms, retry_ms }

@@ -273,9 +273,6 @@ export class MemoryStore implements Store {
   /** Live records, consumed tombstones included. */
   get size (): number { return this.#size }
 
-  /** Once-keys held, expired ones included until the next sweep (tests and diagnostics). */
-  get onceKeys (): number { return this.#once.size }
-
   /** In the process: always ready, never replaced. */
   health (): StoreHealth { return { state: 'ready', downSince: undefined, replacements: undefined } }
 
@@ -286,8 +283,8 @@ export class MemoryStore implements Store {
     if (!decodeNonce(req.nonce, key)) throw new TypeError('the memory store takes 16-byte nonces in canonical base64url')
     if (!decodeSeed(req.seed, seed)) throw new TypeError('the memory store takes 32-byte seeds in hex')
     const { rate, replay, admitted } = this.#admit(req, now)
-    if (!admitted) return { status: IssueStatus.RATE_LIMITED, rate }
     if (replay) return { status: IssueStatus.REPLAYED, rate }
+    if (!admitted) return { status: IssueStatus.RATE_LIMITED, rate }
     if (this.#size >= this.#max) {
       this.#sweep(now)
       if (this.#size >= this.#max) return { status: IssueStatus.FULL, rate }
@@ -310,8 +307,8 @@ export class MemoryStore implements Store {
   async consume (req: ConsumeRequest): Promise<ConsumeResult> {
     const now = this.#clock()
     const { rate, replay, admitted } = this.#admit(req, now)
-    if (!admitted) return { status: ConsumeStatus.RATE_LIMITED, rate }
     if (replay) return { status: ConsumeStatus.REPLAYED, rate }
+    if (!admitted) return { status: ConsumeStatus.RATE_LIMITED, rate }
     const found = this.#live(req.nonce, now)
     // A nonce issued to another identity is unknown to this one, and left untouched.
     if (found === undefined || found.g.fingerprint(found.slot) !== req.fingerprint) return { status: ConsumeStatus.UNKNOWN, rate }
@@ -347,9 +344,10 @@ export class MemoryStore implements Store {
 
   async authorize (req: AuthorizeRequest): Promise<AuthorizeResult> {
     const now = this.#clock()
-    const { rate, replay, admitted } = this.#admit(req, now, UPSTREAM + req.fingerprint)
-    if (!admitted) return { status: AuthorizeStatus.RATE_LIMITED, rate }
+    const replay = this.#seen(req.once, now)
+    const { rate, admitted } = this.#take(UPSTREAM + req.fingerprint, req.rate, now)
     if (replay) return { status: AuthorizeStatus.REPLAYED, rate }
+    if (!admitted) return { status: AuthorizeStatus.RATE_LIMITED, rate }
     const g = this.#grants.get(req.fingerprint)
     if (g === undefined || g.expiresAt <= now || g.requests === 0) return { status: AuthorizeStatus.NO_GRANT, rate }
     if (g.requests > 0) g.requests--
@@ -358,8 +356,8 @@ export class MemoryStore implements Store {
 
   async take (req: TakeRequest): Promise<TakeResult> {
     const { rate, replay, admitted } = this.#admit(req, this.#clock())
-    if (!admitted) return { status: TakeStatus.RATE_LIMITED, rate }
-    return { status: replay ? TakeStatus.REPLAYED : TakeStatus.OK, rate }
+    if (replay) return { status: TakeStatus.REPLAYED, rate }
+    return { status: admitted ? TakeStatus.OK : TakeStatus.RATE_LIMITED, rate }
   }
 
   limited (fingerprint: string, spec: BucketSpec): RateState | undefined {
@@ -413,14 +411,11 @@ export class MemoryStore implements Store {
     for (const [k, g] of this.#grants) if (g.expiresAt <= now) this.#grants.delete(k)
   }
 
-  /**
-   * The step every operation but bind starts with: a token from the bucket `key`, then, only when
-   * one was taken, the once-key (marked seen). A refused request records no once-key, so an
-   * identity's live once-keys are bounded by its bucket.
-   */
-  #admit (req: { fingerprint: string, rate: BucketSpec, once?: OnceKey | undefined }, now: number, key = req.fingerprint): { rate: RateState, replay: boolean, admitted: boolean } {
-    const { rate, admitted } = this.#take(key, req.rate, now)
-    return { rate, replay: admitted && this.#seen(req.once, now), admitted }
+  /** The step every operation starts with: the once-key (marked seen), then a token. */
+  #admit (req: { fingerprint: string, rate: BucketSpec, once?: OnceKey | undefined }, now: number): { rate: RateState, replay: boolean, admitted: boolean } {
+    const replay = this.#seen(req.once, now)
+    const { rate, admitted } = this.#take(req.fingerprint, req.rate, now)
+    return { rate, replay, admitted }
   }
 
   /** The generation a new record issued now goes to (a new one when the newest is past its span). */

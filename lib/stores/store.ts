@@ -37,8 +37,6 @@ export interface RateState {
  * An optional single-use key checked in the same atomic step: REPLAYED when it was seen within
  * `ttlMs`. Forwarded mode uses the request id of a signed header set (32 hex), bind an
  * attestation's `jti` (64 hex, docs/protocol.md section 4 step 7); the lengths keep them apart.
- * Claimed only after the token was taken: RATE_LIMITED records no key, so an identity's keys are
- * bounded by its bucket (bind takes no token; it runs only after a claimed nonce).
  */
 export interface OnceKey {
   id: string

@@ -33,9 +33,7 @@ local function take_token(key, burst, per_second, now)
   return admitted, math.floor(tokens), reset_ms, retry_ms
 end
 
--- A single-use key (a request id, a signature's nonce, a jti): true when already seen within its
--- window, else claimed. Called only once take_token admitted the request (bind takes no token): a
--- refused request records no key, so an identity's live keys are bounded by its bucket.
+-- A single-use key (forwarded mode's request id): true when already seen within its window.
 local function seen_once(key, ttl_ms)
   if ttl_ms <= 0 then return false end
   local fresh = redis.call('SET', key, '1', 'NX', 'PX', ttl_ms)

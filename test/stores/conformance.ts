@@ -38,8 +38,6 @@ export interface Capabilities {
    * so as skips; they run on memory, real Redis and the Cluster.
    */
   wallClock: boolean
-  /** Whether the store holds the once-key `id` of identity `f` (a look at the backend itself), where the test can tell. */
-  onceHeld?: (f: string, id: string) => Promise<boolean>
 }
 
 export function storeConformance (t: Test, name: string, make: () => Promise<Store>, caps: Capabilities = { wallClock: true }): void {
@@ -330,55 +328,6 @@ export function storeConformance (t: Test, name: string, make: () => Promise<Sto
       t.equal((await store.consume({ fingerprint: f, nonce: req.nonce, rate: LOOSE, once })).status, ConsumeStatus.REPLAYED)
       t.equal((await store.take({ fingerprint: f, rate: LOOSE, once })).status, TakeStatus.REPLAYED)
       t.equal((await store.consume({ fingerprint: f, nonce: req.nonce, rate: LOOSE })).status, ConsumeStatus.OK, 'the replay did not claim')
-    })
-
-    t.test('a request refused for its rate limit records no once-key; the key is claimed later, once', async (t) => {
-      const tight = { burst: 1, perSecond: 0.001 }
-      const keys = (): OnceKey[] => Array.from({ length: 30 }, () => ({ id: randomBytes(16).toString('hex'), ttlMs: 60_000 }))
-      const held = async (f: string, ks: OnceKey[]): Promise<number> => {
-        if (caps.onceHeld === undefined) return 0
-        return (await Promise.all(ks.map(async (k) => await caps.onceHeld!(f, k.id)))).filter(Boolean).length
-      }
-      // The challenge bucket at its limit: issue, consume and take, each with a fresh key.
-      const f = fp()
-      const req = issueReq(f, { rate: tight })
-      t.equal((await store.issue(req)).status, IssueStatus.OK, 'the one token')
-      const a = keys()
-      const refused: boolean[] = []
-      for (const [i, once] of a.entries()) {
-        if (i % 3 === 0) refused.push((await store.issue(issueReq(f, { rate: tight, once }))).status === IssueStatus.RATE_LIMITED)
-        else if (i % 3 === 1) refused.push((await store.consume({ fingerprint: f, nonce: req.nonce, rate: tight, once })).status === ConsumeStatus.RATE_LIMITED)
-        else refused.push((await store.take({ fingerprint: f, rate: tight, once })).status === TakeStatus.RATE_LIMITED)
-      }
-      t.same(refused, a.map(() => true), 'every one refused with 429')
-      t.equal(await held(f, a), 0, 'and none of their keys is in the store')
-      // Each key can still be claimed, once: here by authorize, whose upstream bucket is full.
-      t.same(await Promise.all(a.map(async (once) => (await store.authorize({ fingerprint: f, rate: LOOSE, once })).status)), a.map(() => AuthorizeStatus.NO_GRANT), 'claimed')
-      t.same(await Promise.all(a.map(async (once) => (await store.authorize({ fingerprint: f, rate: LOOSE, once })).status)), a.map(() => AuthorizeStatus.REPLAYED), 'then replayed')
-      if (caps.onceHeld !== undefined) t.equal(await held(f, a), a.length, 'held once claimed')
-
-      // The upstream bucket at its limit: authorize with fresh keys, then claimed by take.
-      const g = fp()
-      t.equal((await store.authorize({ fingerprint: g, rate: tight })).status, AuthorizeStatus.NO_GRANT, 'the one upstream token')
-      const b = keys()
-      t.same(await Promise.all(b.map(async (once) => (await store.authorize({ fingerprint: g, rate: tight, once })).status)), b.map(() => AuthorizeStatus.RATE_LIMITED), 'every one refused with 429')
-      t.equal(await held(g, b), 0, 'and none of their keys is in the store')
-      t.same(await Promise.all(b.map(async (once) => (await store.take({ fingerprint: g, rate: LOOSE, once })).status)), b.map(() => TakeStatus.OK), 'claimed')
-      t.same(await Promise.all(b.map(async (once) => (await store.take({ fingerprint: g, rate: LOOSE, once })).status)), b.map(() => TakeStatus.REPLAYED), 'then replayed')
-    })
-
-    t.test('a once-key refused with 429 is claimed by the same request once it gets a token; a replay still costs one', { skip: clockSkip }, async (t) => {
-      const f = fp()
-      const rate = { burst: 1, perSecond: 10 }
-      const once = { id: randomBytes(16).toString('hex'), ttlMs: 60_000 }
-      t.equal((await store.take({ fingerprint: f, rate })).status, TakeStatus.OK)
-      t.equal((await store.issue(issueReq(f, { rate, once }))).status, IssueStatus.RATE_LIMITED, 'no token: 429')
-      await sleep(150)
-      t.equal((await store.issue(issueReq(f, { rate, once }))).status, IssueStatus.OK, 'with a token: claimed')
-      t.equal((await store.issue(issueReq(f, { rate, once }))).status, IssueStatus.RATE_LIMITED, 'at once again: 429 comes before the replay')
-      await sleep(150)
-      t.equal((await store.issue(issueReq(f, { rate, once }))).status, IssueStatus.REPLAYED, 'with a token: a replay')
-      t.equal((await store.take({ fingerprint: f, rate })).status, TakeStatus.RATE_LIMITED, 'which took the token')
     })
 
     t.test('concurrent claims of one nonce: exactly one OK', async (t) => {

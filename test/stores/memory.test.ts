@@ -2,7 +2,7 @@ import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { MemoryStore } from '../../lib/stores/memory.js'
 import { RandomPool } from '../../lib/random.js'
-import { AuthorizeStatus, ConsumeStatus, IssueStatus, TakeStatus } from '../../lib/stores/store.js'
+import { ConsumeStatus, IssueStatus, TakeStatus } from '../../lib/stores/store.js'
 import { storeConformance } from './conformance.js'
 
 storeConformance(t, 'memory', async () => new MemoryStore({ maxChallenges: 100_000, sweepIntervalMs: 50 }))
@@ -31,39 +31,6 @@ t.test('memory: a full store refuses new challenges and never evicts a live one'
   now += 2001
   t.equal((await store.issue(mk())).status, IssueStatus.OK, 'expired records make room')
   t.equal(store.size, 1)
-})
-
-t.test('memory: an identity at its rate limit adds no once-key, however many it sends', async (t) => {
-  let now = 1_000_000
-  const store = new MemoryStore({ maxChallenges: 100, now: () => now, sweepIntervalMs: 0 })
-  t.teardown(() => store.close())
-  const f = 'a'.repeat(64)
-  const rate = { burst: 2, perSecond: 1 }
-  let n = 0
-  const once = (): { id: string, ttlMs: number } => ({ id: `k${n++}`, ttlMs: 331_000 })
-  const issue = (o = once()): Parameters<MemoryStore['issue']>[0] => ({ fingerprint: f, rate, nonce: randomBytes(16).toString('base64url'), seed: '0'.repeat(64), iterations: 16, checkpointInterval: 4, deadlineMs: 1000, graceMs: 1000, once: o })
-  // Both buckets spent, each token with a once-key: two each.
-  const first = issue()
-  t.equal(store.issue(first).status, IssueStatus.OK)
-  t.equal((await store.take({ fingerprint: f, rate, once: once() })).status, TakeStatus.OK)
-  t.equal((await store.authorize({ fingerprint: f, rate, once: once() })).status, AuthorizeStatus.NO_GRANT)
-  t.equal((await store.authorize({ fingerprint: f, rate, once: once() })).status, AuthorizeStatus.NO_GRANT)
-  t.equal(store.onceKeys, 4)
-  const refused = once()
-  const statuses = new Set<number>([store.issue(issue(refused)).status])
-  for (let i = 0; i < 1000; i++) {
-    statuses.add(store.issue(issue()).status)
-    statuses.add((await store.consume({ fingerprint: f, nonce: first.nonce, rate, once: once() })).status)
-    statuses.add((await store.take({ fingerprint: f, rate, once: once() })).status)
-    statuses.add((await store.authorize({ fingerprint: f, rate, once: once() })).status)
-  }
-  t.same([...statuses], [IssueStatus.RATE_LIMITED], 'every one 429 (RATE_LIMITED is 1 for each operation)')
-  t.equal(store.onceKeys, 4, '4001 refused requests with distinct keys added none')
-  now += 1000
-  t.equal(store.issue(issue(refused)).status, IssueStatus.OK, 'a key refused with 429 is claimed once a token is there')
-  t.equal(store.onceKeys, 5)
-  now += 1000
-  t.equal((await store.take({ fingerprint: f, rate, once: refused })).status, TakeStatus.REPLAYED, 'and only once')
 })
 
 t.test('memory: the sweep drops idle buckets and expired records', async (t) => {
