@@ -304,6 +304,22 @@ export function storeConformance (t: Test, name: string, make: () => Promise<Sto
       t.equal((await store.take({ fingerprint: f, rate })).status, TakeStatus.OK, 'refilled')
     })
 
+    t.test('a once-key refused with 429 is spent all the same: a captured request cannot be sent again once a token is back', async (t) => {
+      const f = fp()
+      const tight = { burst: 1, perSecond: 0.001 }
+      t.equal((await store.take({ fingerprint: f, rate: tight })).status, TakeStatus.OK, 'the one token')
+      const keys = Array.from({ length: 4 }, () => ({ id: randomBytes(16).toString('hex'), ttlMs: 60_000 }))
+      t.equal((await store.issue({ ...issueReq(f, { rate: tight }), once: keys[0] })).status, IssueStatus.RATE_LIMITED)
+      t.equal((await store.consume({ fingerprint: f, nonce: randomBytes(16).toString('base64url'), rate: tight, once: keys[1] })).status, ConsumeStatus.RATE_LIMITED)
+      t.equal((await store.take({ fingerprint: f, rate: tight, once: keys[2] })).status, TakeStatus.RATE_LIMITED)
+      const u = fp()
+      t.equal((await store.authorize({ fingerprint: u, rate: tight })).status, AuthorizeStatus.NO_GRANT, 'the one upstream token')
+      t.equal((await store.authorize({ fingerprint: u, rate: tight, once: keys[3] })).status, AuthorizeStatus.RATE_LIMITED)
+      // The same keys with tokens to spare (another bucket of the same identity's key space).
+      for (const [i, once] of keys.slice(0, 3).entries()) t.equal((await store.take({ fingerprint: f, rate: LOOSE, once })).status, TakeStatus.REPLAYED, `key ${i}: spent by its 429`)
+      t.equal((await store.take({ fingerprint: u, rate: LOOSE, once: keys[3] })).status, TakeStatus.REPLAYED, 'key 3: spent by its 429')
+    })
+
     t.test('issue and consume take from the same bucket and refuse when it is empty', { skip: clockSkip }, async (t) => {
       const f = fp()
       const rate = { burst: 2, perSecond: 10 }
