@@ -64,7 +64,7 @@ const ConfigSchema = Type.Object({
   workers: Type.Integer({ minimum: 1, maximum: 256, default: Math.max(1, availableParallelism()), description: 'Verification worker threads (default: CPU count).' }),
   maxQueue: Type.Integer({ minimum: 0, default: 256, description: 'Verification tasks that may wait for a worker; beyond that 503 AOG_OVERLOADED.' }),
   taskTimeoutMs: Type.Integer({ minimum: 10, default: 30000, description: 'Per verification task timeout; the worker is replaced.' }),
-  maxChallenges: Type.Integer({ minimum: 1, default: 1000000, description: 'Live challenge records held by the memory store; beyond that 503.' }),
+  maxChallenges: Type.Integer({ minimum: 1, default: 1000000, description: 'Live challenge records held by the memory store, and as many single-use keys (signature nonces, forwarded request ids); beyond either, 503.' }),
   maxBodyBytes: Type.Integer({ minimum: 1024, maximum: 16777216, default: 65536, description: 'Largest accepted POST body (413 beyond). When not set, raised to the largest honest body of the configured N/k (and attestation); when set below it, refused at start-up.' }),
   headersTimeoutMs: Type.Integer({ minimum: 100, default: 10000, description: 'Time allowed to receive the request headers.' }),
   requestTimeoutMs: Type.Integer({ minimum: 100, default: 30000, description: 'Time allowed to receive the whole request.' }),

@@ -19,9 +19,9 @@
  */
 import type {
   AuthorizeRequest, AuthorizeResult, BindRequest, BindResult, BucketSpec, ChallengeRecord, ConsumeRequest, ConsumeResult, IssueRequest,
-  IssueResult, OnceKey, RateState, Store, StoreHealth, TakeRequest, TakeResult,
+  IssueResult, OnceKey, RateState, Store, StoreHealth, StoreOp, TakeRequest, TakeResult,
 } from './store.js'
-import { AuthorizeStatus, BindStatus, ConsumeStatus, IssueStatus, TakeStatus, takeToken } from './store.js'
+import { AuthorizeStatus, BindStatus, ConsumeStatus, IssueStatus, StoreOpError, TakeStatus, takeToken } from './store.js'
 
 interface Bucket { tokens: number, last: number, idleAt: number }
 
@@ -227,7 +227,7 @@ class Generation {
 }
 
 export interface MemoryStoreOptions {
-  /** Upper bound on live challenge records (including consumed tombstones). */
+  /** Upper bound on live challenge records (including consumed tombstones), and on live once-keys. */
   maxChallenges: number
   /** Clock, epoch ms. Tests pass a fake one. */
   now?: () => number
@@ -282,7 +282,7 @@ export class MemoryStore implements Store {
     const seed = this.#seed
     if (!decodeNonce(req.nonce, key)) throw new TypeError('the memory store takes 16-byte nonces in canonical base64url')
     if (!decodeSeed(req.seed, seed)) throw new TypeError('the memory store takes 32-byte seeds in hex')
-    const { rate, replay, admitted } = this.#admit(req, now)
+    const { rate, replay, admitted } = this.#admit('issue', req, now)
     if (replay) return { status: IssueStatus.REPLAYED, rate }
     if (!admitted) return { status: IssueStatus.RATE_LIMITED, rate }
     if (this.#size >= this.#max) {
@@ -306,7 +306,7 @@ export class MemoryStore implements Store {
 
   async consume (req: ConsumeRequest): Promise<ConsumeResult> {
     const now = this.#clock()
-    const { rate, replay, admitted } = this.#admit(req, now)
+    const { rate, replay, admitted } = this.#admit('consume', req, now)
     if (replay) return { status: ConsumeStatus.REPLAYED, rate }
     if (!admitted) return { status: ConsumeStatus.RATE_LIMITED, rate }
     const found = this.#live(req.nonce, now)
@@ -322,7 +322,7 @@ export class MemoryStore implements Store {
   async bind (req: BindRequest): Promise<BindResult> {
     const now = this.#clock()
     // A replayed attestation records nothing: no pass, no grant.
-    if (this.#seen(req.once, now)) return { status: BindStatus.REPLAYED }
+    if (this.#seen('bind', req.once, now)) return { status: BindStatus.REPLAYED }
     const found = this.#live(req.nonce, now)
     let expiresAt = now
     if (found !== undefined && found.g.fingerprint(found.slot) === req.fingerprint) {
@@ -344,7 +344,7 @@ export class MemoryStore implements Store {
 
   async authorize (req: AuthorizeRequest): Promise<AuthorizeResult> {
     const now = this.#clock()
-    const replay = this.#seen(req.once, now)
+    const replay = this.#seen('authorize', req.once, now)
     const { rate, admitted } = this.#take(UPSTREAM + req.fingerprint, req.rate, now)
     if (replay) return { status: AuthorizeStatus.REPLAYED, rate }
     if (!admitted) return { status: AuthorizeStatus.RATE_LIMITED, rate }
@@ -355,7 +355,7 @@ export class MemoryStore implements Store {
   }
 
   async take (req: TakeRequest): Promise<TakeResult> {
-    const { rate, replay, admitted } = this.#admit(req, this.#clock())
+    const { rate, replay, admitted } = this.#admit('take', req, this.#clock())
     if (replay) return { status: TakeStatus.REPLAYED, rate }
     return { status: admitted ? TakeStatus.OK : TakeStatus.RATE_LIMITED, rate }
   }
@@ -412,8 +412,8 @@ export class MemoryStore implements Store {
   }
 
   /** The step every operation starts with: the once-key (marked seen), then a token. */
-  #admit (req: { fingerprint: string, rate: BucketSpec, once?: OnceKey | undefined }, now: number): { rate: RateState, replay: boolean, admitted: boolean } {
-    const replay = this.#seen(req.once, now)
+  #admit (op: StoreOp, req: { fingerprint: string, rate: BucketSpec, once?: OnceKey | undefined }, now: number): { rate: RateState, replay: boolean, admitted: boolean } {
+    const replay = this.#seen(op, req.once, now)
     const { rate, admitted } = this.#take(req.fingerprint, req.rate, now)
     return { rate, replay, admitted }
   }
@@ -451,10 +451,13 @@ export class MemoryStore implements Store {
     return undefined
   }
 
-  #seen (once: OnceKey | undefined, now: number): boolean {
+  #seen (op: StoreOp, once: OnceKey | undefined, now: number): boolean {
     if (once === undefined) return false
     const exp = this.#once.get(once.id)
     if (exp !== undefined && exp > now) return true
+    // Bounded like the records: an allowed agent sending at full speed cannot grow the map without
+    // end; a full map fails closed (503) until keys expire, and a replay is still told apart.
+    if (exp === undefined && this.#once.size >= this.#max) throw new StoreOpError(op, 'the memory store holds --max-challenges single-use keys')
     this.#once.set(once.id, now + once.ttlMs)
     return false
   }

@@ -33,6 +33,29 @@ t.test('memory: a full store refuses new challenges and never evicts a live one'
   t.equal(store.size, 1)
 })
 
+t.test('memory: single-use keys are bounded by maxChallenges; a full map fails closed, still tells a replay, and frees as keys expire', async (t) => {
+  let now = 1_000_000
+  const store = new MemoryStore({ maxChallenges: 3, now: () => now, sweepIntervalMs: 0 })
+  t.teardown(() => store.close())
+  const rate = { burst: 1000, perSecond: 1000 }
+  const key = (id: string): { id: string, ttlMs: number } => ({ id, ttlMs: 1000 })
+  const f = 'f'.repeat(64)
+  for (const id of ['a', 'b', 'c']) t.equal((await store.take({ fingerprint: f, rate, once: key(id) })).status, TakeStatus.OK)
+  // An attacker's fourth key, through each operation that claims one: a store failure (503), nothing written.
+  const calls: Array<[string, () => Promise<unknown>]> = [
+    ['take', async () => await store.take({ fingerprint: f, rate, once: key('d') })],
+    ['consume', async () => await store.consume({ fingerprint: f, nonce: randomBytes(16).toString('base64url'), rate, once: key('d') })],
+    ['authorize', async () => await store.authorize({ fingerprint: f, rate, once: key('d') })],
+  ]
+  for (const [op, call] of calls) {
+    await t.rejects(call(), { name: 'StoreUnavailableError', op }, `${op}: the map is full`)
+  }
+  t.equal((await store.take({ fingerprint: f, rate, once: key('a') })).status, TakeStatus.REPLAYED, 'a replay is still refused as one')
+  now += 1001
+  store.sweep()
+  t.equal((await store.take({ fingerprint: f, rate, once: key('d') })).status, TakeStatus.OK, 'expired keys make room')
+})
+
 t.test('memory: the sweep drops idle buckets and expired records', async (t) => {
   let now = 0
   const store = new MemoryStore({ maxChallenges: 10, now: () => now, sweepIntervalMs: 0 })
