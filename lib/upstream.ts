@@ -7,15 +7,25 @@
  * - `Host` is the upstream URL's host (nginx `proxy_pass`'s default): the upstream is addressed by
  *   its own name, and the Host the client sent goes in `X-Forwarded-Host`.
  * - `X-Forwarded-For` is SET to the client's address, not appended to: in direct mode the gate is
- *   the edge, so any value a client sent is its own claim and is dropped, as are `Forwarded`,
- *   `X-Forwarded-Proto` and `X-Forwarded-Host` (the gate sets the last two).
+ *   the edge, so any value a client sent is its own claim and is dropped, as are `Forwarded` and
+ *   every `X-Forwarded-*` (the gate sets `-Proto` and `-Host`).
  * - Every client-sent `X-AOG-*` header is removed, then `X-AOG-Agent` is set from the assertion.
  * - Hop-by-hop headers (Connection and the headers it names, Keep-Alive, Proxy-Connection, TE,
  *   Trailer, Transfer-Encoding, Upgrade, Proxy-Authorization, Proxy-Authenticate) are dropped both ways.
+ * - A name is compared with `_` read as `-`: servers that map both to one variable (CGI, Rack, PHP)
+ *   would otherwise take `X_AOG_Agent` or `X_Forwarded_For` for the gate's own header.
+ *
+ * Targets: a path with a dot-segment (`.`, `..`, `%2e` in any case) is refused with 400, so that an
+ * upstream that normalises the path cannot be led out of the URL's path prefix.
+ *
+ * Time: no upstream response headers within `timeoutMs` is 504, whether the request was sent or is
+ * still waiting for a pool connection (it is then never sent). At most 4 x `connections` requests
+ * wait for a connection; beyond that 503 at once. A relay whose client does not take the bytes for
+ * `timeoutMs` (its socket does not drain) is cut, which frees the connection.
  *
  * Errors: before anything was written to the client, `forward` rejects with an AogError (400, 413,
- * 502, 504) for the caller to answer as problem+json. Once the upstream's headers were written, a
- * failure destroys the client's response (the only honest signal left) and `forward` resolves with
+ * 502, 503, 504) for the caller to answer as problem+json. Once the upstream's headers were written,
+ * a failure destroys the client's response (the only honest signal left) and `forward` resolves with
  * the upstream status and `cut` saying why; it never rejects then.
  */
 import { EventEmitter } from 'node:events'
@@ -49,7 +59,7 @@ export interface ForwardInfo {
 }
 
 /** Why an exchange did not complete after `forward` stopped being able to answer with an error. */
-export type CutReason = 'client_closed' | 'upstream_failed' | 'upstream_timeout' | 'body_too_large'
+export type CutReason = 'client_closed' | 'client_stalled' | 'upstream_failed' | 'upstream_timeout' | 'body_too_large'
 
 export interface ForwardResult {
   /** The upstream's status; 499 when the client left before the upstream answered. */
@@ -64,9 +74,16 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te'
   'upgrade', 'proxy-authorization', 'proxy-authenticate'])
 
 // Client request headers never forwarded as sent: hop-by-hop, the ones the gate sets itself, Expect
-// (node has answered 100-continue already) and Content-Length (re-added only with a body).
-const REQUEST_DROPPED = new Set([...HOP_BY_HOP, 'host', 'expect', 'content-length', 'forwarded',
-  'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-real-ip', 'x-request-id'])
+// (node has answered 100-continue already) and Content-Length (re-added only with a body); and,
+// by prefix, X-AOG-* and X-Forwarded-*.
+const REQUEST_DROPPED = new Set([...HOP_BY_HOP, 'host', 'expect', 'content-length', 'forwarded', 'x-real-ip', 'x-request-id'])
+
+// A dot-segment of the path: `.` or `..` (either dot as `%2e`, any case) between slashes. A
+// backslash, `%2f` and `%5c` also count as slashes, and `;` ends a segment (`..;` is `..` to Tomcat).
+const DOT_SEGMENT = /(?:[/\\]|%2f|%5c)(?:\.|%2e){1,2}(?:$|[/\\;]|%2f|%5c)/i
+
+// Requests that may wait for a pool connection, per connection.
+const QUEUED_PER_CONNECTION = 4
 
 // A reason phrase node accepts as it is (anything else gets the standard phrase).
 const REASON_PHRASE = /^[\t\x20-\x7e]*$/
@@ -81,11 +98,34 @@ function timedOut (cause?: unknown): AogError {
   return new AogError('AOG_UPSTREAM_TIMEOUT', 'the upstream did not answer in time', { cause })
 }
 
+/** Refusals that need no upstream (see `Upstream.check`), or undefined. */
+function badTarget (req: IncomingMessage): AogError | undefined {
+  // Upgrade (WebSocket, h2c) and CONNECT turn the connection into a tunnel the pool cannot carry.
+  if (req.method === 'CONNECT' || req.headers.upgrade !== undefined) {
+    return new AogError('AOG_BAD_REQUEST', 'Upgrade and CONNECT requests are not supported by the upstream proxy')
+  }
+  const target = req.url ?? ''
+  if (!target.startsWith('/')) return new AogError('AOG_BAD_REQUEST', 'the request target must be a path')
+  const query = target.indexOf('?')
+  if (DOT_SEGMENT.test(query === -1 ? target : target.slice(0, query))) {
+    return new AogError('AOG_BAD_REQUEST', 'the request path must not have a "." or ".." segment')
+  }
+  return undefined
+}
+
 /** The client left: the abort reason of its upstream request. */
 class ClientClosed extends Error {
   constructor () {
     super('the client closed the connection')
     this.name = 'ClientClosed'
+  }
+}
+
+/** The client did not take the response's bytes for the timeout. */
+class ClientStalled extends Error {
+  constructor () {
+    super('the client did not read the response in time')
+    this.name = 'ClientStalled'
   }
 }
 
@@ -95,6 +135,10 @@ export class Upstream {
   readonly #host: string
   readonly #maxBodyBytes: number
   readonly #timeoutMs: number
+  /** Requests undici holds (waiting for a connection, running, or streaming their response), and their bound. */
+  #held = 0
+  readonly #maxHeld: number
+  readonly #release = (): void => { this.#held-- }
   #closing: Promise<void> | undefined
 
   constructor (opts: UpstreamOptions) {
@@ -104,24 +148,33 @@ export class Upstream {
     this.#host = url.host
     this.#maxBodyBytes = opts.maxBodyBytes
     this.#timeoutMs = opts.timeoutMs
+    this.#maxHeld = opts.connections * (1 + QUEUED_PER_CONNECTION)
     this.#pool = new Pool(url.origin, {
       connections: opts.connections,
       // The wait for the response headers is timed by forward() (time spent waiting on the
-      // client's upload does not count against the upstream); undici times the body's pauses.
+      // client's upload does not count against the upstream); undici times the body's pauses,
+      // except while the body is paused by backpressure (relay times those).
       headersTimeout: 0,
       bodyTimeout: opts.timeoutMs,
       connect: { ca: opts.ca, timeout: opts.timeoutMs },
     })
   }
 
+  /**
+   * Throws the refusals that need no upstream, so the caller can refuse before it spends a grant
+   * (forward checks them again): Upgrade, CONNECT, a target that is not a path or whose path has a
+   * dot-segment (400), every place in the pool's queue taken (503).
+   */
+  check (req: IncomingMessage): void {
+    const bad = badTarget(req)
+    if (bad !== undefined) throw bad
+    if (this.#held >= this.#maxHeld) throw new AogError('AOG_OVERLOADED', 'the upstream connections are busy; try again shortly', { retryAfter: 1 })
+  }
+
   /** Proxy `req` to the upstream and write its answer to `res` (errors: see the module comment). */
   async forward (req: IncomingMessage, res: ServerResponse, info: ForwardInfo): Promise<ForwardResult> {
-    // Upgrade (WebSocket, h2c) and CONNECT turn the connection into a tunnel the pool cannot carry.
-    if (req.method === 'CONNECT' || req.headers.upgrade !== undefined) {
-      throw new AogError('AOG_BAD_REQUEST', 'Upgrade and CONNECT requests are not supported by the upstream proxy')
-    }
-    const target = req.url ?? ''
-    if (!target.startsWith('/')) throw new AogError('AOG_BAD_REQUEST', 'the request target must be a path')
+    this.check(req)
+    const target = req.url!
     const length = req.headers['content-length']
     if (length !== undefined && Number(length) > this.#maxBodyBytes) {
       res.shouldKeepAlive = false
@@ -137,12 +190,17 @@ export class Upstream {
 
     // undici takes an EventEmitter as its abort signal: cheaper per request than an AbortController
     // (docs/benchmarks.md); the reason is kept here, since undici reports any abort as its own error.
+    // A request still waiting for a pool connection learns of its abort only once it gets one:
+    // `stopped` answers for it now (undici then drops it unsent).
     const signal = new EventEmitter()
     let aborted: Error | undefined
+    let stop: (reason: Error) => void = noop
+    const stopped = new Promise<never>((_resolve, reject) => { stop = reject })
     const abort = (reason: Error): void => {
       if (aborted !== undefined) return
       aborted = reason
       signal.emit('abort')
+      stop(reason)
     }
     res.once('close', () => { if (!res.writableFinished) abort(new ClientClosed()) })
 
@@ -163,19 +221,29 @@ export class Upstream {
       body.on('resume', () => { if (body.readableFlowing === true) clearTimeout(timer) })
     }
 
-    let data: Awaited<ReturnType<Pool['request']>>
+    const request = this.#pool.request({
+      path: this.#prefix + target,
+      method: req.method ?? 'GET',
+      headers,
+      body,
+      signal,
+      responseHeaders: 'raw',
+    })
+    // Held until undici lets go of it: its answer's body closed, or its failure (a request
+    // answered 504 while waiting in the queue stays there until a connection drops it).
+    this.#held++
+    request.then((d) => { d.body.once('close', this.#release) }, this.#release)
+    let data: Awaited<typeof request>
     try {
-      data = await this.#pool.request({
-        path: this.#prefix + target,
-        method: req.method ?? 'GET',
-        headers,
-        body,
-        signal,
-        responseHeaders: 'raw',
-      })
+      data = await Promise.race([request, stopped])
     } catch (thrown) {
+      // An answer that would still come is not used: dropping its body frees the connection.
+      request.then((d) => { d.body.destroy() }, noop)
       const err = aborted ?? thrown
-      if (body !== undefined) req.unpipe(body)
+      if (body !== undefined) {
+        req.unpipe(body)
+        body.destroy()
+      }
       if (err instanceof ClientClosed || req.socket.destroyed) return { status: 499, cut: { reason: 'client_closed', cause: err } }
       // The client's body was not read to its end: the connection cannot carry another request.
       if (!req.complete) res.shouldKeepAlive = false
@@ -205,7 +273,7 @@ export class Upstream {
       data.body.on('error', noop).resume()
       failure = await new Promise<unknown>((resolve) => { finished(res, resolve); res.end() })
     } else {
-      failure = await relay(data.body, res)
+      failure = await relay(data.body, res, this.#timeoutMs)
     }
     if (failure === undefined || failure === null) return { status }
     if (body !== undefined) req.unpipe(body)
@@ -247,34 +315,64 @@ export class Upstream {
  * Pipe the upstream's body to the client; resolves with the failure, if any (the caller then
  * destroys `res`). stream.pipeline would do the same, but makes an AbortController per call and
  * aborts it (a DOMException with its stack) when done: a few percent of the proxy's CPU per request.
+ *
+ * A client that does not take the bytes makes pipe pause the body until `res` drains; undici does
+ * not time a paused body, so a pause longer than `stallMs` fails the relay here (and destroys the
+ * body, which frees its pool connection).
  */
-async function relay (body: Readable, res: ServerResponse): Promise<unknown> {
-  // The first event settles it: a promise resolves once.
+async function relay (body: Readable, res: ServerResponse, stallMs: number): Promise<unknown> {
   return await new Promise<unknown>((resolve) => {
-    body.once('error', resolve)
-    res.once('finish', () => { resolve(undefined) })
+    let settled = false
+    let stall: NodeJS.Timeout | undefined
+    // The first event settles it.
+    const settle = (failure: unknown): void => {
+      if (settled) return
+      settled = true
+      clearTimeout(stall)
+      resolve(failure)
+    }
+    body.once('error', settle)
+    res.once('finish', () => { settle(undefined) })
     res.once('close', () => {
       if (res.writableFinished) return
       body.destroy()
-      resolve(new ClientClosed())
+      settle(new ClientClosed())
+    })
+    body.on('pause', () => {
+      if (settled || stall !== undefined) return
+      stall = setTimeout(() => {
+        body.destroy()
+        settle(new ClientStalled())
+      }, stallMs)
+    })
+    body.on('resume', () => {
+      clearTimeout(stall)
+      stall = undefined
     })
     body.pipe(res)
   })
 }
 
+/** A header name as compared: lowercase, `_` read as `-`. */
+function nameOf (name: string): string {
+  const lower = name.toLowerCase()
+  return lower.includes('_') ? lower.replaceAll('_', '-') : lower
+}
+
 /**
  * `raw` (a flat name/value list) appended to `out` in its order and case, duplicates kept, without
- * the names in `dropped`, the ones a Connection header lists, and X-AOG-* when `dropAog`.
+ * the names in `dropped`, the ones a Connection header lists, and, when `fromClient`, X-AOG-* and
+ * X-Forwarded-*; names compared by nameOf.
  */
-function copyHeaders (raw: string[], dropped: Set<string>, dropAog: boolean, out: string[]): string[] {
+function copyHeaders (raw: string[], dropped: Set<string>, fromClient: boolean, out: string[]): string[] {
   const named = new Set<string>()
   for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.toLowerCase() !== 'connection') continue
-    for (const token of raw[i + 1]!.split(',')) named.add(token.trim().toLowerCase())
+    if (nameOf(raw[i]!) !== 'connection') continue
+    for (const token of raw[i + 1]!.split(',')) named.add(nameOf(token.trim()))
   }
   for (let i = 0; i < raw.length; i += 2) {
-    const lower = raw[i]!.toLowerCase()
-    if (dropped.has(lower) || named.has(lower) || (dropAog && lower.startsWith('x-aog-'))) continue
+    const name = nameOf(raw[i]!)
+    if (dropped.has(name) || named.has(name) || (fromClient && (name.startsWith('x-aog-') || name.startsWith('x-forwarded-')))) continue
     out.push(raw[i]!, raw[i + 1]!)
   }
   return out
@@ -292,6 +390,7 @@ function toAogError (err: unknown): AogError {
 /** Why a response already started was cut. */
 function cutReason (err: unknown): CutReason {
   if (err instanceof ClientClosed || (err as { code?: unknown }).code === 'ERR_STREAM_PREMATURE_CLOSE') return 'client_closed'
+  if (err instanceof ClientStalled) return 'client_stalled'
   if (err instanceof AogError) return err.code === 'AOG_BODY_TOO_LARGE' ? 'body_too_large' : 'upstream_timeout'
   if ((err as { code?: unknown }).code === 'UND_ERR_BODY_TIMEOUT') return 'upstream_timeout'
   return 'upstream_failed'

@@ -4,7 +4,7 @@ import http, { type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttp
 import https from 'node:https'
 import { createHash, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
-import { createServer, type AddressInfo, type Socket } from 'node:net'
+import { createConnection, createServer, type AddressInfo, type Socket } from 'node:net'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -71,6 +71,13 @@ function upstreamHandler (state: UpState) {
         res.writeHead(200, { 'content-type': 'text/plain' })
         res.write('part of it')
         return
+      case 'trickle': {
+        // A byte every 50 ms until the response is closed: a connection held, never silent.
+        res.writeHead(200, { 'content-type': 'text/plain' })
+        const timer = setInterval(() => res.write('.'), 50)
+        res.once('close', () => { clearInterval(timer) })
+        return
+      }
       case 'hangread':
         req.pause()
         return
@@ -174,7 +181,7 @@ async function until (cond: () => boolean, ms = 5000): Promise<void> {
 
 const json = (r: Reply): any => JSON.parse(r.body.toString())
 
-t.test('request headers: hop-by-hop and client X-AOG-* dropped, X-AOG-Agent and X-Forwarded-* set, upstream Host, prefix + target', async (t) => {
+t.test('request headers: hop-by-hop, client X-AOG-* and X-Forwarded-* dropped (also spelled with `_`), X-AOG-Agent and X-Forwarded-* set, upstream Host, prefix + target', async (t) => {
   const r = await rig(t, { prefix: '/base/' })
   const reply = await call(r.port, '/a/b%20c/?x=1&y=%2F&x=2', {
     method: 'POST',
@@ -196,6 +203,13 @@ t.test('request headers: hop-by-hop and client X-AOG-* dropped, X-AOG-Agent and 
       'x-request-id': 'chosen-by-the-client',
       'x-real-ip': '203.0.113.9',
       forwarded: 'for=203.0.113.9',
+      X_AOG_Agent: 'forged',
+      X_Forwarded_For: '6.6.6.6',
+      'X-Forwarded-Port': '1',
+      'X-Forwarded-Prefix': '/evil',
+      'X-Forwarded-Server': 'evil.example',
+      X_Real_IP: '6.6.6.6',
+      Keep_Alive: 'timeout=5',
       'x-custom': 'kept',
       'x-aogless': 'kept too',
       cookie: 'a=1; b=2',
@@ -216,7 +230,8 @@ t.test('request headers: hop-by-hop and client X-AOG-* dropped, X-AOG-Agent and 
   t.equal(echo.headers['x-request-id'], reply.headers['x-request-id'], 'the upstream gets the gate\'s request id, the one the client is answered with')
   t.not(echo.headers['x-request-id'], 'chosen-by-the-client', 'not the client\'s own')
   const names = echo.rawHeaders.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase())
-  for (const gone of ['x-hop', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'proxy-authorization', 'x-aog-fingerprint', 'x-aog-anything', 'forwarded', 'transfer-encoding', 'expect']) {
+  for (const gone of ['x-hop', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'proxy-authorization', 'x-aog-fingerprint', 'x-aog-anything', 'forwarded', 'transfer-encoding', 'expect',
+    'x_aog_agent', 'x_forwarded_for', 'x-forwarded-port', 'x-forwarded-prefix', 'x-forwarded-server', 'x_real_ip', 'keep_alive']) {
     t.notOk(names.includes(gone), `${gone} is not forwarded`)
   }
   t.equal(names.filter((n) => n === 'x-aog-agent').length, 1)
@@ -340,6 +355,19 @@ t.test('Upgrade requests and targets that are not a path are refused with 400, b
   t.equal(r.up.requests, 0)
 })
 
+t.test('a target whose path has a dot-segment is refused with 400, before the upstream; dots in names pass', async (t) => {
+  const r = await rig(t, { prefix: '/base' })
+  for (const target of ['/x/../../admin', '/..', '/.', '/x/./y', '/%2e%2e/admin', '/%2E%2e/admin', '/x/.%2e', '/x/%2E/', '/x/..%2Fadmin', '/x/..%5cadmin', '/x/..;/admin']) {
+    const a = await call(r.port, target)
+    t.equal(a.status, 400, target)
+    t.equal(json(a).code, 'AOG_BAD_REQUEST')
+  }
+  t.equal(r.up.requests, 0, 'none reached the upstream')
+  for (const target of ['/a.b/c..d/.well-known/x', '/...', '/x/.%2e%2e', '/q?x=/../y']) {
+    t.equal((json(await call(r.port, target)) as Echo).url, '/base' + target, `${target} proxied as it is`)
+  }
+})
+
 t.test('an upstream silent before its headers is 504; one silent within its body has the client connection cut', async (t) => {
   const r = await rig(t, { timeoutMs: 300 })
   const start = performance.now()
@@ -413,6 +441,79 @@ t.test('an upstream that stops reading the request body is 504', async (t) => {
   t.equal(json(a).code, 'AOG_UPSTREAM_TIMEOUT')
   t.ok(sent < 256 * MiB, `the upload stalled (${(sent / MiB).toFixed(1)} MiB sent)`)
   t.equal(a.headers.connection, 'close', 'the unread rest of the body closes the client connection')
+})
+
+t.test('a request waiting for a pool connection gets its 504 at the timeout and is never sent; the wait is bounded (503)', async (t) => {
+  const r = await rig(t, { connections: 1, timeoutMs: 400 })
+  // The one connection held by a body that never pauses long enough to time out.
+  const holder = http.request({ host: '127.0.0.1', port: r.port, path: '/x?do=trickle', agent: false })
+  holder.on('error', () => {})
+  holder.end()
+  const [held] = await once(holder, 'response') as [IncomingMessage]
+  held.resume()
+  // 1 connection: 4 requests may wait for it; a fifth is refused at once.
+  const start = performance.now()
+  const waiting = Array.from({ length: 4 }, async (_, i) => call(r.port, `/wait${i}`))
+  await until(() => r.upstream.stats().pending === 4, 2000)
+  const t0 = performance.now()
+  const full = await call(r.port, '/full')
+  t.equal(full.status, 503)
+  t.equal(json(full).code, 'AOG_OVERLOADED')
+  t.ok(performance.now() - t0 < 300, 'at once')
+  t.equal((r.errors.at(-1) as AogError).retryAfter, 1, 'with Retry-After')
+  const answers = await Promise.all(waiting)
+  const took = performance.now() - start
+  t.same(answers.map((a) => a.status), [504, 504, 504, 504], 'each waiting request: 504')
+  t.ok(answers.every((a) => json(a).code === 'AOG_UPSTREAM_TIMEOUT'))
+  t.ok(took >= 390 && took < 2000, `answered at the timeout while waiting for a connection (${Math.round(took)} ms)`)
+  // Answered, they still count until undici drops them: the next request is refused too.
+  t.equal(r.upstream.stats().pending, 4, 'undici still holds them')
+  t.equal((await call(r.port, '/still-full')).status, 503)
+  held.destroy()
+  holder.destroy()
+  // The connection freed: the requests answered 504 are dropped unsent, a new one goes through.
+  await until(() => r.upstream.stats().pending === 0, 2000)
+  t.equal((await call(r.port, '/after')).status, 200)
+  t.equal(r.up.requests, 2, 'the upstream saw the trickle and /after only')
+})
+
+t.test('a client that does not read the response for the timeout has the exchange cut; one that reads now and then does not', async (t) => {
+  const r = await rig(t, { timeoutMs: 600 })
+  const socket = createConnection({ host: '127.0.0.1', port: r.port })
+  socket.on('error', () => {})
+  t.teardown(() => { socket.destroy() })
+  socket.write(`GET /x?do=download&bytes=${1024 * MiB} HTTP/1.1\r\nhost: x\r\n\r\n`)
+  socket.pause()
+  await until(() => r.results.length === 1, 15_000)
+  t.equal(r.results[0]!.status, 200)
+  t.equal(r.results[0]!.cut?.reason, 'client_stalled')
+  t.equal(await r.up.closed[0], true, 'the upstream response was closed before its end')
+  await until(() => r.upstream.stats().running === 0, 2000)
+  // Its connection was dropped, not kept: read what the kernel held, then the end.
+  socket.resume()
+  let got = 0
+  socket.on('data', (c: Buffer) => { got += c.length })
+  await new Promise((resolve) => socket.once('close', resolve))
+  t.ok(got < 512 * MiB, `the client connection was closed (${(got / MiB).toFixed(1)} MiB read)`)
+
+  // Pauses of 300 ms, half the timeout: the whole body arrives.
+  const req = http.request({ host: '127.0.0.1', port: r.port, path: `/x?do=download&bytes=${48 * MiB}`, agent: false })
+  req.end()
+  const [res] = await once(req, 'response') as [IncomingMessage]
+  let bytes = 0
+  let pauses = 0
+  res.on('data', (c: Buffer) => {
+    bytes += c.length
+    if (bytes > (pauses + 1) * 4 * MiB) {
+      pauses++
+      res.pause()
+      setTimeout(() => res.resume(), 300)
+    }
+  })
+  await once(res, 'end')
+  t.equal(bytes, 48 * MiB, `the whole body, after ${pauses} pauses`)
+  await until(() => r.results.length === 2, 2000)
+  t.equal(r.results[1]!.cut, undefined)
 })
 
 t.test('a body over maxBodyBytes is 413: by Content-Length before connecting, or once a chunked body grows past it', async (t) => {

@@ -1,0 +1,263 @@
+/**
+ * The direct-mode proxy under attack by agents that hold a grant: a real gate (real TLS, the dev
+ * certificates) with --upstream in front of a real node:http upstream. A slow reader cannot hold
+ * the upstream pool past --upstream-timeout-ms nor keep other agents from their answer; client
+ * headers cannot pass for the gate's own by spelling `-` as `_`; a dot-segment cannot lead out of
+ * the --upstream path prefix.
+ */
+import t, { type Test } from 'tap'
+import { connect, type TLSSocket } from 'node:tls'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import { startGate, type TestGate } from '../helpers/gate.js'
+import { DEV, agentFiles, type AgentName } from '../helpers/pki.js'
+import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js'
+import { sleep } from '../helpers/outcome.js'
+import { pass } from '../../lib/client/agent.js'
+import { join } from 'node:path'
+
+const KEY = join(DEV, 'assertion-key.pem')
+
+/** A TLS connection to the gate with an agent's certificate, its bytes counted, its close time kept. */
+interface Conn { socket: TLSSocket, bytes: number, text: string, closedAt: number | undefined }
+
+async function open (t: Test, g: TestGate, who: AgentName): Promise<Conn> {
+  const socket = connect({ host: '127.0.0.1', port: Number(new URL(g.url).port), servername: 'localhost', ...agentFiles(who) })
+  const c: Conn = { socket, bytes: 0, text: '', closedAt: undefined }
+  t.teardown(() => { socket.destroy() })
+  socket.on('error', () => {})
+  socket.on('data', (d: Buffer) => {
+    c.bytes += d.length
+    if (c.text.length < 64 * 1024) c.text += d.toString('latin1')
+  })
+  socket.on('close', () => { c.closedAt = performance.now() })
+  await new Promise<void>((resolve, reject) => { socket.once('secureConnect', resolve).once('error', reject) })
+  return c
+}
+
+interface Answer { status: number, headers: string, body: string, ms: number }
+
+/** One request written as it is (no URL parsing, no header name rules), answered and closed. */
+async function rawRequest (t: Test, g: TestGate, who: AgentName, head: string): Promise<Answer> {
+  const start = performance.now()
+  const c = await open(t, g, who)
+  c.socket.write(head.replace(/\n/g, '\r\n') + 'host: localhost\r\nconnection: close\r\n\r\n')
+  // No answer within 15 s is no answer: the socket is dropped and the status is NaN.
+  const limit = setTimeout(() => { c.socket.destroy() }, 15_000)
+  await new Promise((resolve) => c.socket.once('close', resolve))
+  clearTimeout(limit)
+  const end = c.text.indexOf('\r\n\r\n')
+  const headers = c.text.slice(0, end)
+  let body = c.text.slice(end + 4)
+  if (/\r\ntransfer-encoding: chunked/i.test(headers)) body = dechunk(body)
+  return { status: Number(c.text.slice(9, 12)), headers, body, ms: performance.now() - start }
+}
+
+/** A chunked body's data. */
+function dechunk (text: string): string {
+  let out = ''
+  for (let at = 0; ;) {
+    const eol = text.indexOf('\r\n', at)
+    const size = parseInt(text.slice(at, eol), 16)
+    if (!(size > 0)) return out
+    out += text.slice(eol + 2, eol + 2 + size)
+    at = eol + 2 + size + 2
+  }
+}
+
+/** A /big response at the upstream: since when its writes wait for the gate to read, whether it closed unfinished. */
+interface Big { blockedSince: number | undefined, closedEarly: boolean | undefined }
+
+/** Every /big response blocked for `ms` at least: the gate has stopped reading them (its relays are paused). */
+function stalledFor (big: Big[], ms: number): boolean {
+  return big.every((b) => b.blockedSince !== undefined && performance.now() - b.blockedSince >= ms)
+}
+
+/** A gate fronting an echo upstream whose /big streams 200 MiB (as fast as it is read) and /hang never answers. */
+async function rig (t: Test, overrides: Record<string, unknown> = {}, o: { bigDelayMs?: number, prefix?: string } = {}): Promise<{ g: TestGate, up: EchoUpstream, big: Big[], hangs: number, sockets: Set<Socket> }> {
+  const up = await startEchoUpstream(t)
+  const state = { g: undefined as unknown as TestGate, up, big: [] as Big[], hangs: 0, sockets: new Set<Socket>() }
+  up.server.on('connection', (s: Socket) => { state.sockets.add(s); s.on('close', () => state.sockets.delete(s)) })
+  const chunk = Buffer.alloc(64 * 1024, 97)
+  up.handler = (req: IncomingMessage, res: ServerResponse) => {
+    if (req.url === '/big') {
+      const b: Big = { blockedSince: undefined, closedEarly: undefined }
+      state.big.push(b)
+      res.on('close', () => { b.closedEarly = !res.writableFinished })
+      res.writeHead(200, { 'content-type': 'application/octet-stream' })
+      let sent = 0
+      const push = (): void => {
+        b.blockedSince = undefined
+        while (sent < 200 * 1024 * 1024 && !res.destroyed) {
+          sent += chunk.length
+          if (!res.write(chunk)) { b.blockedSince = performance.now(); res.once('drain', push); return }
+        }
+        res.end()
+      }
+      setTimeout(push, o.bigDelayMs ?? 0)
+      return
+    }
+    if (req.url === '/hang') { state.hangs++; return }
+    req.resume()
+    req.on('end', () => {
+      up.seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, sha256: '', bytes: 0 })
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ url: req.url, headers: req.headers }))
+    })
+  }
+  state.g = await startGate(t, { upstream: up.url + (o.prefix ?? ''), assertionKey: KEY, ...overrides })
+  return state
+}
+
+/** Agent 1's slow reader: GET /big, then never reads. */
+async function slowReader (t: Test, g: TestGate): Promise<Conn> {
+  const c = await open(t, g, 'agent')
+  c.socket.write('GET /big HTTP/1.1\r\nhost: localhost\r\n\r\n')
+  await sleep(50)
+  c.socket.pause()
+  return c
+}
+
+async function until (cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = performance.now() + ms
+  while (!cond()) {
+    if (performance.now() > end) throw new Error(`not in time: ${what}`)
+    await sleep(10)
+  }
+}
+
+const TIMEOUT = 1500
+
+t.test('a slow reader holding every pool connection: another agent still gets its answer, the stalled relays are cut, no socket left', async (t) => {
+  const { g, big, sockets } = await rig(t, { upstreamConnections: 4, upstreamTimeoutMs: TIMEOUT })
+  await pass(g.agent('agent'))
+  await pass(g.agent('agent2'))
+  const slow = await Promise.all(Array.from({ length: 4 }, async () => await slowReader(t, g)))
+  // Every /big blocked at the upstream for a while: the gate has stopped reading them, its relays are paused.
+  await until(() => big.length === 4 && stalledFor(big, 300), 10_000, 'the four relays blocked')
+  const blockedAt = Math.max(...big.map((b) => b.blockedSince!))
+  const probe = await rawRequest(t, g, 'agent2', 'GET /hello HTTP/1.1\n')
+  t.equal(probe.status, 200, 'agent 2 gets the upstream\'s answer')
+  t.match(probe.body, /"url":"\/hello"/)
+  t.ok(probe.ms < TIMEOUT + 1000, `within the timeout + 1 s (${Math.round(probe.ms)} ms)`)
+  await until(() => big.every((b) => b.closedEarly === true), 3000, 'the upstream responses of /big closed')
+  const cutAfter = performance.now() - blockedAt
+  t.ok(cutAfter < TIMEOUT + 1000, `the stalled relays were cut (upstream side closed ${Math.round(cutAfter)} ms after they blocked)`)
+  await until(() => g.gate.inflight === 0, 3000, 'no request in flight at the gate')
+  const lines = g.logs.map((l) => JSON.parse(l) as { route?: string, outcome?: string, status?: number }).filter((l) => l.route === 'upstream')
+  t.equal(lines.filter((l) => l.outcome === 'client_stalled' && l.status === 200).length, 4, 'four relays logged as client_stalled')
+  // The slow reader's connections were destroyed by the gate: reading them now finds their end
+  // after what the kernel buffers held, not the 200 MiB.
+  for (const c of slow) c.socket.resume()
+  await until(() => slow.every((c) => c.closedAt !== undefined), 5000, 'the slow reader\'s connections closed')
+  const most = Math.max(...slow.map((c) => c.bytes))
+  t.ok(most < 100 * 1024 * 1024, `each got a part of the body (at most ${(most / 1048576).toFixed(1)} MiB)`)
+  t.equal(slow.filter((c) => c.closedAt === undefined).length, 0, 'no slow-reader connection left open')
+  t.ok(sockets.size <= 4, `at the upstream, at most the pool's 4 connections are open, idle (${sockets.size})`)
+  const idle = sockets.size
+  await g.gate.close()
+  await until(() => sockets.size === 0, 3000, 'the upstream connections closed')
+  t.equal(sockets.size, 0, `after the gate closed, none of the ${idle} upstream connections is left`)
+})
+
+t.test('the queue for a pool connection is bounded: beyond it 503 AOG_OVERLOADED at once; queued requests get their 504 and are never sent', async (t) => {
+  // /big starts its body 700 ms late, so the relays stall well after the queued requests were made.
+  const r = await rig(t, { upstreamConnections: 2, upstreamTimeoutMs: TIMEOUT }, { bigDelayMs: 700 })
+  const { g, up, big, sockets } = r
+  await pass(g.agent('agent'))
+  await pass(g.agent('agent2'))
+  const slow = await Promise.all(Array.from({ length: 2 }, async () => await slowReader(t, g)))
+  await until(() => big.length === 2, 5000, 'both /big at the upstream')
+  // 2 connections: 8 requests may wait for one. Agent 1 takes every place.
+  const queuedAt = performance.now()
+  const queued = Array.from({ length: 8 }, async () => await rawRequest(t, g, 'agent', 'GET /hang HTTP/1.1\n'))
+  await sleep(300)
+  const full = await rawRequest(t, g, 'agent2', 'GET /hello HTTP/1.1\n')
+  t.equal(full.status, 503, 'the queue is full: 503')
+  t.match(full.body, /"code":"AOG_OVERLOADED"/)
+  t.match(full.headers, /\r\nretry-after: 1\r\n/i, 'with Retry-After')
+  t.match(full.headers, /\r\ncontent-type: application\/problem\+json\r\n/i)
+  t.ok(full.ms < 500, `at once (${Math.round(full.ms)} ms)`)
+  const answers = await Promise.all(queued)
+  t.same(answers.map((a) => a.status), Array(8).fill(504), 'each queued request: 504')
+  t.ok(answers.every((a) => /"code":"AOG_UPSTREAM_TIMEOUT"/.test(a.body)))
+  const waited = performance.now() - queuedAt
+  t.ok(waited < TIMEOUT + 1000, `within the timeout + 1 s (${Math.round(waited)} ms)`)
+  // The stalled relays are cut in turn; the connections freed find the queued requests already answered.
+  await until(() => big.every((b) => b.closedEarly === true), 5000, 'the stalled relays cut')
+  const again = await rawRequest(t, g, 'agent2', 'GET /hello HTTP/1.1\n')
+  t.equal(again.status, 200, 'once the pool is free, agent 2 gets its answer')
+  t.equal(up.seen.filter((e) => e.url === '/hello').length, 1, 'the refused request never reached the upstream')
+  t.equal(up.seen.length, 1)
+  t.equal(r.hangs, 0, 'no request answered 504 while queued was sent to the upstream')
+  for (const c of slow) c.socket.resume()
+  await until(() => slow.every((c) => c.closedAt !== undefined), 5000, 'the slow reader\'s connections closed')
+  await until(() => g.gate.inflight === 0, 3000, 'no request in flight at the gate')
+  t.ok(sockets.size <= 2, `at the upstream, only idle pool connections (${sockets.size})`)
+})
+
+/** The header names the upstream received, as it lowercases them. */
+const namesOf = (a: Answer): Record<string, unknown> => (JSON.parse(a.body) as { headers: Record<string, unknown> }).headers
+
+t.test('a client header spelled with `_` for `-` is dropped like the header it stands for; every X-Forwarded-* is dropped', async (t) => {
+  const { g } = await rig(t)
+  await pass(g.agent('agent'))
+  const smuggled = [
+    'X_AOG_Agent: forged', 'x_aog_agent: forged', 'X-AOG_Agent: forged', 'X_Aog_Fingerprint: forged',
+    'X_Forwarded_For: 6.6.6.6', 'X-Forwarded_For: 6.6.6.6', 'X_Forwarded_Proto: http', 'X_Forwarded_Host: evil.example',
+    'X-Forwarded-Port: 1', 'X-Forwarded-Prefix: /evil', 'X-Forwarded-Server: evil.example', 'X-Forwarded-Ssl: off',
+    'X_Forwarded_Port: 1', 'x-forwarded-anything: evil',
+    'X_Real_IP: 6.6.6.6', 'X_Request_Id: chosen', 'Proxy_Authorization: Basic Zm9vOmJhcg==', 'Keep_Alive: timeout=5',
+    'Proxy_Connection: keep-alive',
+  ]
+  const kept = ['X_Custom: kept', 'X-Forwardedness: kept', 'X-AOGless: kept', 'X_Forwarded: kept']
+  const a = await rawRequest(t, g, 'agent', `GET /h HTTP/1.1\n${[...smuggled, ...kept].join('\n')}\n`)
+  t.equal(a.status, 200)
+  const h = namesOf(a)
+  const names = Object.keys(h)
+  for (const line of smuggled) {
+    const name = line.slice(0, line.indexOf(':')).toLowerCase()
+    t.notOk(names.includes(name), `${name} is not forwarded`)
+  }
+  t.same(names.filter((n) => n.replaceAll('_', '-').startsWith('x-forwarded-')).sort(), ['x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto'], 'only the gate\'s X-Forwarded-*')
+  t.equal(h['x-forwarded-for'], '127.0.0.1')
+  t.equal(h['x-forwarded-proto'], 'https')
+  t.equal(h['x-forwarded-host'], 'localhost')
+  t.equal(h['x-real-ip'], '127.0.0.1')
+  t.notOk(String(h['x-aog-agent']).includes('forged'), 'X-AOG-Agent is the gate\'s assertion')
+  t.equal(names.filter((n) => n.replaceAll('_', '-').startsWith('x-aog-')).length, 1, 'one X-AOG-* header: the gate\'s')
+  t.not(h['x-request-id'], 'chosen')
+  t.equal(h['x-custom'], undefined, 'node reads X_Custom as its own name')
+  t.equal(h.x_custom, 'kept', 'a name with `_` that stands for no dropped header passes')
+  t.equal(h['x-forwardedness'], 'kept')
+  t.equal(h['x-aogless'], 'kept')
+  t.equal(h.x_forwarded, 'kept', 'X_Forwarded (no dash after it) is no X-Forwarded-* header')
+
+  // A header that Connection names, under either spelling, is dropped too.
+  const b = await rawRequest(t, g, 'agent', 'GET /h HTTP/1.1\nConnection: x_hop, X-Other\nX-Hop: 1\nX_Other: 1\nX-Not-Named: 1\n')
+  const n2 = Object.keys(namesOf(b))
+  t.notOk(n2.includes('x-hop'), 'X-Hop named by Connection as x_hop')
+  t.notOk(n2.includes('x_other'), 'X_Other named by Connection as X-Other')
+  t.ok(n2.includes('x-not-named'))
+})
+
+t.test('a dot-segment in the path is refused with 400 before the grant is spent, in every spelling; dots in names pass', async (t) => {
+  const { g, up } = await rig(t, { grantMaxRequests: 6 }, { prefix: '/base' })
+  await pass(g.agent('agent'))
+  const refused = ['/x/../../admin', '/..', '/x/..', '/./admin', '/x/.', '/x/./y', '/%2e%2e/admin', '/x/%2E%2e/%2e%2E/admin', '/x/.%2E/admin',
+    '/x/%2e./admin', '/%2e/admin', '/x/%2E', '/x/..%2fadmin', '/x/..%2Fadmin', '/x/%2e%2e%5cadmin', '/x/..;/admin', '/x/..?q=1', '/x/..\\admin']
+  for (const target of refused) {
+    const a = await rawRequest(t, g, 'agent', `GET ${target} HTTP/1.1\n`)
+    t.equal(a.status, 400, `${target}: 400`)
+    t.match(a.body, /"code":"AOG_BAD_REQUEST"/)
+    t.match(a.headers, /\r\ncontent-type: application\/problem\+json\r\n/i)
+  }
+  t.equal(up.seen.length, 0, 'none reached the upstream')
+  // The grant's 6 requests are all left: the refusals spent none.
+  const passed = ['/a.b/c..d/.well-known/x', '/...', '/x/..a/.b', '/x.y/%2e%2ex', '/x?path=/../../admin', '/.x./']
+  for (const target of passed) {
+    const a = await rawRequest(t, g, 'agent', `GET ${target} HTTP/1.1\n`)
+    t.equal(a.status, 200, `${target}: proxied`)
+  }
+  t.same(up.seen.map((e) => e.url), passed.map((p) => '/base' + p), 'under the prefix, byte for byte')
+  t.equal((await rawRequest(t, g, 'agent', 'GET /one-more HTTP/1.1\n')).status, 401, 'and the budget was exactly the 6 proxied ones')
+})
