@@ -35,6 +35,7 @@ import type { Agent } from 'undici'
 import { FetchError, fetchAgent, fetchJson, type FetchFailure } from '../bounded-fetch.js'
 import { keyThumbprint, type KeyLookup } from './httpsig.js'
 import { weakEd25519Key } from './ed25519.js'
+import { textMemo } from './text-memo.js'
 
 export const WELL_KNOWN_DIRECTORY = '/.well-known/http-message-signatures-directory'
 export const DIRECTORY_MEDIA_TYPE = 'application/http-message-signatures-directory+json'
@@ -114,6 +115,15 @@ export function normalizeDirectoryUrl (text: string): string {
   if (u.pathname === '/' && u.search === '') u.pathname = WELL_KNOWN_DIRECTORY
   return u.href
 }
+
+/** normalizeDirectoryUrl once per text a request sends (textMemo); null: not a directory URL. */
+const normalized = textMemo(256, (text: string): string | null => {
+  try {
+    return normalizeDirectoryUrl(text)
+  } catch {
+    return null
+  }
+})
 
 /**
  * The allow list of `--signature-agents FILE`: one entry per line, `URL` or `URL FILE` (a JWKS file
@@ -340,12 +350,8 @@ export function createKeyDirectories (opts: KeyDirectoriesOptions): KeyDirectori
         // yet (503), not refused.
         return found.some((k) => k === 'no-keys') ? 'no-keys' : undefined
       }
-      let norm: string
-      try {
-        norm = normalizeDirectoryUrl(url)
-      } catch {
-        return 'unknown-directory'
-      }
+      const norm = normalized(url)
+      if (norm === null) return 'unknown-directory'
       const e = entries.get(norm)
       return e === undefined ? 'unknown-directory' : await lookup(e, keyid)
     },

@@ -24,6 +24,7 @@ import { isInnerList, parseDictionary, parseItem, serializeDictionary, serialize
 import { AogError } from '../errors.js'
 import { jwkThumbprint, publicJwk } from '../keys.js'
 import { ed25519Verifier } from './ed25519.js'
+import { textMemo } from './text-memo.js'
 
 /** The `tag` of a Web Bot Auth signature. */
 export const WEB_BOT_AUTH_TAG = 'web-bot-auth'
@@ -294,7 +295,10 @@ export function normalizeAuthority (authority: string, scheme: 'https' | 'http')
 /** A Signature-Agent value, parsed once per request: its dictionary form, or the older form's URL. */
 type AgentField = Dictionary | string
 
-function agentField (text: string): AgentField {
+/** A Signature-Agent value, parsed once per text (textMemo). */
+const agentField = textMemo(256, parseAgentField)
+
+function parseAgentField (text: string): AgentField {
   if (text.length > MAX_FIELD_LENGTH) refuse(`Signature-Agent exceeds ${MAX_FIELD_LENGTH} characters`)
   // The older form is one string; a dictionary member begins with a key, which a string cannot.
   if (text.startsWith('"')) {
