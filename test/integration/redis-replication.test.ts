@@ -41,9 +41,13 @@ t.test('--redis-wait-replicas 1: accepted while the replica follows, 503 and not
 
 t.test('--redis-wait-replicas 1: every store call that claimed a once-key waits for the replica; one that claimed none does not', async (t) => {
   const { master, replica } = await replicated(t)
-  const store = new RedisStore({ url: master.url, prefix: 'aogwait:', waitReplicas: 1, waitTimeoutMs: 200 })
-  t.teardown(() => store.close())
-  await store.ready()
+  // While the replica follows, a patient WAIT (a loaded machine may take longer than 200 ms to
+  // acknowledge); once it is stopped, a short one, since every call then waits the whole timeout.
+  const [patient, quick] = [5000, 200].map((ms) => new RedisStore({ url: master.url, prefix: 'aogwait:', waitReplicas: 1, waitTimeoutMs: ms, commandTimeoutMs: ms + 5000 }))
+  t.teardown(async () => { await patient!.close(); await quick!.close() })
+  await patient!.ready()
+  await quick!.ready()
+  let store = patient!
   const f = randomBytes(32).toString('hex')
   const rate = { burst: 1000, perSecond: 1000 }
   const key = (): OnceKey => ({ id: randomBytes(16).toString('hex'), ttlMs: 60_000 })
@@ -58,6 +62,7 @@ t.test('--redis-wait-replicas 1: every store call that claimed a once-key waits 
   ]
   for (const [op, call, status] of calls) t.equal((await call(key())).status, status, `${op}: acknowledged while the replica follows`)
 
+  store = quick!
   replica.child.kill('SIGSTOP')
   for (const [op, call, , replayed] of calls) {
     const once = key()
@@ -88,7 +93,7 @@ t.test('--redis-wait-replicas 1, Web Bot Auth: signed requests whose nonce was n
   const { master, replica } = await replicated(t)
   const up = await startEchoUpstream(t)
   const wba = { webBotAuth: true, signatureAgents: join(DEV, 'signature-agents'), upstream: up.url, assertionKey: join(DEV, 'assertion-key.pem') }
-  const g = await startGate(t, { store: 'redis', redisUrl: master.url, redisWaitReplicas: 1, redisWaitTimeoutMs: 300, ...wba })
+  const g = await startGate(t, { store: 'redis', redisUrl: master.url, redisWaitReplicas: 1, redisWaitTimeoutMs: 1000, redisCommandTimeoutMs: 3000, ...wba })
   const agent = createAgent({ url: g.url, ca: pem('ca.pem'), signing: { key: readFileSync(join(DEV, 'signing-key.pem')), directoryUrl: 'https://agent.aog.dev' } })
   t.teardown(() => agent.close())
   t.equal(await outcome(pass(agent)), 'accepted', 'the replica acknowledged every nonce')
