@@ -27,7 +27,7 @@ const values = benchArgs('bench:compare', "CPU per request of this checkout's ga
   duration: { type: 'number', default: 5, help: 'seconds of each round' },
   connections: { type: 'number', default: 16, help: 'keep-alive connections to each gate' },
   path: { type: 'string', default: '/challenge', help: 'the path to load', check: (v) => v.startsWith('/') ? undefined : 'expected a path starting with /' },
-  signed: { type: 'boolean', default: false, help: 'load signed GET /challenge (Web Bot Auth) instead of mTLS; both gates get --web-bot-auth' },
+  signed: { type: 'boolean', default: false, help: 'load signed GET /challenge (Web Bot Auth) instead of mTLS; both gates get --web-bot-auth; --path is then ignored' },
   'gate-args': { type: 'string', default: '', help: "gate options for both, e.g. '--workers 1'" },
 })
 const tlsOptions = { cert: readFileSync(join(DEV, 'agent.pem')), key: readFileSync(join(DEV, 'agent-key.pem')), ca: readFileSync(join(DEV, 'ca.pem')) }
