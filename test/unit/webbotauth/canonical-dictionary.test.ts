@@ -1,0 +1,141 @@
+/**
+ * The canonical dictionary reader (lib/webbotauth/canonical-dictionary.ts) against structured-headers,
+ * the parser of record: whatever it reads, the library reads the same; every canonical text of its
+ * subset it reads; anything else it leaves to the library.
+ */
+import t from 'tap'
+import fc from 'fast-check'
+import { isDeepStrictEqual } from 'node:util'
+import { DisplayString, parseDictionary, serializeDictionary, Token, type BareItem, type Dictionary, type InnerList, type Item, type Parameters } from 'structured-headers'
+import { canonicalDictionary } from '../../../lib/webbotauth/canonical-dictionary.js'
+import { signRequest } from '../../../lib/webbotauth/sign.js'
+import { keyPair } from '../../helpers/keys.js'
+
+/** The library's reading of `text`, or 'throws'. */
+function library (text: string): Dictionary | 'throws' {
+  try {
+    return parseDictionary(text)
+  } catch {
+    return 'throws'
+  }
+}
+
+const key = fc.stringMatching(/^[a-z*][a-z0-9_\-.*]{0,8}$/)
+const sfString = fc.string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)), maxLength: 24 })
+const integer = fc.integer({ min: -999_999_999_999_999, max: 999_999_999_999_999 })
+const bytes = fc.uint8Array({ maxLength: 70 }).map((u) => new Uint8Array(u).buffer)
+const subsetBare: fc.Arbitrary<BareItem> = fc.oneof(sfString, integer, bytes)
+// The types it leaves to the library: tokens, decimals, false, dates, display strings.
+const otherBare: fc.Arbitrary<BareItem> = fc.oneof(
+  fc.stringMatching(/^[a-zA-Z*][a-zA-Z0-9:/!#$%&'*+\-.^_`|~]{0,8}$/).map((s) => new Token(s)),
+  fc.integer({ min: -99_999_999, max: 99_999_999 }).map((n) => n / 1000),
+  fc.constant(false),
+  fc.integer({ min: 0, max: 2_000_000_000 }).map((n) => new Date(n * 1000)),
+  fc.string({ maxLength: 8 }).map((s) => new DisplayString(s))
+)
+
+function dictionaryOf (bare: fc.Arbitrary<BareItem>): fc.Arbitrary<Dictionary> {
+  const params: fc.Arbitrary<Parameters> = fc.array(fc.tuple(key, fc.oneof(bare, fc.constant(true as BareItem))), { maxLength: 4 }).map((kv) => new Map(kv))
+  const item: fc.Arbitrary<Item> = fc.tuple(bare, params)
+  const innerList: fc.Arbitrary<InnerList> = fc.tuple(fc.array(fc.tuple(sfString as fc.Arbitrary<BareItem>, params), { maxLength: 5 }), params)
+  return fc.uniqueArray(fc.tuple(key, fc.oneof(item, innerList)), { selector: (m) => m[0], minLength: 1, maxLength: 4 }).map((members) => new Map(members))
+}
+
+t.test('every canonical text of its subset is read, and read as structured-headers reads it', async (t) => {
+  let runs = 0
+  fc.assert(fc.property(dictionaryOf(subsetBare), (dict) => {
+    const text = serializeDictionary(dict)
+    const fast = canonicalDictionary(text)
+    runs++
+    return fast !== undefined && isDeepStrictEqual(fast, library(text))
+  }), { numRuns: 3000 })
+  t.equal(runs, 3000)
+})
+
+t.test('beyond its subset it reads nothing or what the library reads', async (t) => {
+  let read = 0
+  let left = 0
+  fc.assert(fc.property(dictionaryOf(fc.oneof(subsetBare, otherBare)), (dict) => {
+    const text = serializeDictionary(dict)
+    const fast = canonicalDictionary(text)
+    if (fast === undefined) left++
+    else read++
+    return fast === undefined || isDeepStrictEqual(fast, library(text))
+  }), { numRuns: 3000 })
+  t.ok(read > 100 && left > 100, `both kinds were generated (${read} read, ${left} left to the library)`)
+})
+
+t.test('mutated texts: whatever it reads, the library reads the same (and does not refuse)', async (t) => {
+  const alphabet = fc.constantFrom(...'a=()"\\;:, \t-0123456789.?*@%YQ+/'.split(''))
+  const edit = fc.tuple(fc.nat(), fc.nat(3), fc.string({ unit: alphabet, maxLength: 3 }))
+  let read = 0
+  fc.assert(fc.property(dictionaryOf(subsetBare), fc.array(edit, { minLength: 1, maxLength: 3 }), (dict, edits) => {
+    let text = serializeDictionary(dict)
+    for (const [at, cut, insert] of edits) {
+      const i = at % (text.length + 1)
+      text = text.slice(0, i) + insert + text.slice(i + cut)
+    }
+    const fast = canonicalDictionary(text)
+    if (fast === undefined) return true
+    read++
+    return isDeepStrictEqual(fast, library(text))
+  }), { numRuns: 20000 })
+  t.ok(read > 1000, `mutations it still read were compared (${read})`)
+})
+
+t.test('texts the library reads but it leaves to it', async (t) => {
+  const cases: Array<[string, string]> = [
+    ['a=1,b=2', 'no space after the comma'],
+    ['a=1,  b=2', 'two spaces'],
+    ['a=1 , b=2', 'a space before the comma'],
+    ['a=1,\tb=2', 'a tab'],
+    ['a=( "x")', 'a space opening an inner list'],
+    ['a=("x"  "y")', 'two spaces in an inner list'],
+    ['a=("x" )', 'a space closing an inner list'],
+    ['a=1;b', 'a bare true parameter is read'],
+    ['a', 'a member that is bare true'],
+    ['a=?1', 'a boolean written with ?'],
+    ['a=1.0', 'a whole decimal'],
+    ['a=1.5', 'a decimal'],
+    ['a=007', 'a leading zero'],
+    ['a=-0', 'minus zero'],
+    ['a=tok', 'a token'],
+    ['a=@1', 'a date'],
+    ['a=%"x"', 'a display string'],
+    ['a=:YR==:', 'base64 with stray bits'],
+    ['a=:YQ:', 'base64 without padding'],
+    ['a=1;p=1, a=2', 'a repeated member key'],
+    ['a=1; b=2', 'a space after a semicolon'],
+    ['a=("x";key=tok)', 'a token parameter in an inner list'],
+  ]
+  for (const [text, why] of cases) {
+    const lib = library(text)
+    if (why === 'a bare true parameter is read') {
+      t.ok(isDeepStrictEqual(canonicalDictionary(text), lib), `${why}: ${text}`)
+      continue
+    }
+    t.not(lib, 'throws', `the library reads ${text}`)
+    t.equal(canonicalDictionary(text), undefined, `${why}: ${text}`)
+  }
+  for (const text of ['', 'A=1', 'a=', 'a=1,', 'a=1, ', 'a=("x"', 'a="\\x"', 'a="é"', 'a=1234567890123456', 'a=:Y Q==:', 'a=(1)']) {
+    t.equal(canonicalDictionary(text), undefined, `refused or left: ${JSON.stringify(text)}`)
+  }
+})
+
+t.test('the fields a Web Bot Auth signer sends are read, as the library reads them', async (t) => {
+  const { privateKey } = keyPair('ed25519')
+  const differing: string[] = []
+  for (let i = 0; i < 200; i++) {
+    const h = signRequest({ method: 'GET', authority: 'gate.example', target: `/challenge?i=${i}` }, { key: privateKey, directoryUrl: 'https://agent.example' })
+    for (const text of [h['signature-input'], h.signature, h['signature-agent']!]) {
+      const fast = canonicalDictionary(text)
+      if (fast === undefined || !isDeepStrictEqual(fast, library(text))) differing.push(text)
+    }
+  }
+  t.same(differing, [], '200 signed requests: each field read as the library reads it')
+  // RFC 9421 appendix B.2.6's fields.
+  const input = 'sig-b26=("date" "@method" "@path" "@authority" "content-type" "content-length");created=1618884473;keyid="test-key-ed25519"'
+  const signature = 'sig-b26=:wqcAqbmYJ2ji2glfAMaRy4gruYYnx2nEFN2HN6jrnDnQCK1u02Gb04v9EDgwUPiu4A0w6vuQv5lIp5WPpBKRCw==:'
+  t.ok(isDeepStrictEqual(canonicalDictionary(input), library(input)))
+  t.ok(isDeepStrictEqual(canonicalDictionary(signature), library(signature)))
+})
