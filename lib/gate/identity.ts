@@ -16,6 +16,7 @@ import { dirname } from 'node:path'
 import { presentedCertificate, tlsIdentity, type Identity } from '../identity/tls.js'
 import { normalizeAuthority, signatureError, verifyRequest } from '../webbotauth/httpsig.js'
 import { createKeyDirectories, parseSignatureAgentsFile, type KeyDirectories } from '../webbotauth/directory.js'
+import { textMemo } from '../webbotauth/text-memo.js'
 import { forwardedIdentity, HEADERS, readCertificates } from '../identity/forwarded.js'
 import { Revocation, type CrlStatus, type PeerCertificates } from '../identity/revocation.js'
 import { AUTH_PATH, originalRequest } from '../handlers/access.js'
@@ -186,6 +187,17 @@ function clientCaReloader (opts: IdentityOptions, revocation: Revocation, set: (
   return { reload, close: watchFiles(file === undefined ? [] : [file], opts.watchMs, () => { void reload() }) }
 }
 
+/**
+ * The identity of a signature key (thumbprint, then a space and the directory when one is named),
+ * shared by that agent's requests as a connection's identity is shared by its requests over mTLS:
+ * the request log line keeps its text per identity object (log-line.ts). Not to be changed.
+ */
+const signatureIdentityOf = textMemo(256, (text: string): Identity => {
+  const space = text.indexOf(' ')
+  const keyid = space < 0 ? text : text.slice(0, space)
+  return { fingerprint: Buffer.from(keyid, 'base64url').toString('hex'), serial: '', subject: keyid, uri: space < 0 ? '' : text.slice(space + 1), source: 'signature' }
+})
+
 export function createIdentityStep (opts: IdentityOptions): IdentityStep {
   const { config, logger } = opts
   let cas = opts.cas
@@ -235,7 +247,7 @@ export function createIdentityStep (opts: IdentityOptions): IdentityStep {
     // The key lookup may have waited for its directory (up to the fetch timeout): a signature that
     // expired meanwhile is refused like any expired one (docs/protocol.md section 8, step 7).
     if ((opts.now ?? Date.now)() >= v.expires) throw signatureError('signature expired')
-    const identity: Identity = { fingerprint: v.thumbprintHex, serial: '', subject: v.keyid, uri: v.directory ?? '', source: 'signature' }
+    const identity = signatureIdentityOf(v.directory === undefined ? v.keyid : `${v.keyid} ${v.directory}`)
     // A denied key is a signature refusal like the others (docs/protocol.md section 8).
     try {
       revocation.check(identity)
