@@ -253,4 +253,16 @@ t.test('a Web Bot Auth identity: its line names the key (fingerprint prefix, key
   const line = await lineOf(t, g, r.headers['x-request-id'])
   t.match(line, { addr: LOOPBACK, fp: Buffer.from(keyid, 'base64url').toString('hex').slice(0, 16), keyid, directory: 'https://agent.example', route: '/challenge', status: 200 })
   t.notOk('subject' in line || 'uri' in line, 'no certificate fields')
+  // The same key without Signature-Agent (looked up in every allowed directory), then with it
+  // again: each line names what its own request sent (the identity is kept per key and directory).
+  const lines = []
+  for (const directoryUrl of [undefined, 'https://agent.example']) {
+    const again = await request(`${g.url}/challenge`, { dispatcher: d, headers: signRequest({ method: 'GET', authority, target: '/challenge' }, { key: privateKey, directoryUrl }) })
+    await again.body.dump()
+    t.equal(again.statusCode, 200)
+    lines.push(await lineOf(t, g, again.headers['x-request-id']))
+  }
+  t.match(lines[0], { keyid, route: '/challenge', status: 200 })
+  t.notOk('directory' in lines[0]!, 'no directory named: none in the line')
+  t.match(lines[1], { keyid, directory: 'https://agent.example' })
 })
