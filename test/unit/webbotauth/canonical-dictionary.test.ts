@@ -11,6 +11,18 @@ import { canonicalDictionary } from '../../../lib/webbotauth/canonical-dictionar
 import { signRequest } from '../../../lib/webbotauth/sign.js'
 import { keyPair } from '../../helpers/keys.js'
 
+/** Maps as lists of entries, recursively: isDeepStrictEqual ignores a Map's order, which the signature base depends on. */
+function ordered (x: unknown): unknown {
+  if (x instanceof Map) return [...x].map(([k, v]) => [k, ordered(v)])
+  if (Array.isArray(x)) return x.map(ordered)
+  return x
+}
+
+/** Two readings are the same, in the same order. */
+function sameReading (a: unknown, b: unknown): boolean {
+  return isDeepStrictEqual(ordered(a), ordered(b))
+}
+
 /** The library's reading of `text`, or 'throws'. */
 function library (text: string): Dictionary | 'throws' {
   try {
@@ -47,7 +59,7 @@ t.test('every canonical text of its subset is read, and read as structured-heade
     const text = serializeDictionary(dict)
     const fast = canonicalDictionary(text)
     runs++
-    return fast !== undefined && isDeepStrictEqual(fast, library(text))
+    return fast !== undefined && sameReading(fast, library(text))
   }), { numRuns: 3000 })
   t.equal(runs, 3000)
 })
@@ -60,7 +72,7 @@ t.test('beyond its subset it reads nothing or what the library reads', async (t)
     const fast = canonicalDictionary(text)
     if (fast === undefined) left++
     else read++
-    return fast === undefined || isDeepStrictEqual(fast, library(text))
+    return fast === undefined || sameReading(fast, library(text))
   }), { numRuns: 3000 })
   t.ok(read > 100 && left > 100, `both kinds were generated (${read} read, ${left} left to the library)`)
 })
@@ -78,7 +90,7 @@ t.test('mutated texts: whatever it reads, the library reads the same (and does n
     const fast = canonicalDictionary(text)
     if (fast === undefined) return true
     read++
-    return isDeepStrictEqual(fast, library(text))
+    return sameReading(fast, library(text))
   }), { numRuns: 20000 })
   t.ok(read > 1000, `mutations it still read were compared (${read})`)
 })
@@ -111,7 +123,7 @@ t.test('texts the library reads but it leaves to it', async (t) => {
   for (const [text, why] of cases) {
     const lib = library(text)
     if (why === 'a bare true parameter is read') {
-      t.ok(isDeepStrictEqual(canonicalDictionary(text), lib), `${why}: ${text}`)
+      t.ok(sameReading(canonicalDictionary(text), lib), `${why}: ${text}`)
       continue
     }
     t.not(lib, 'throws', `the library reads ${text}`)
@@ -129,13 +141,13 @@ t.test('the fields a Web Bot Auth signer sends are read, as the library reads th
     const h = signRequest({ method: 'GET', authority: 'gate.example', target: `/challenge?i=${i}` }, { key: privateKey, directoryUrl: 'https://agent.example' })
     for (const text of [h['signature-input'], h.signature, h['signature-agent']!]) {
       const fast = canonicalDictionary(text)
-      if (fast === undefined || !isDeepStrictEqual(fast, library(text))) differing.push(text)
+      if (fast === undefined || !sameReading(fast, library(text))) differing.push(text)
     }
   }
   t.same(differing, [], '200 signed requests: each field read as the library reads it')
   // RFC 9421 appendix B.2.6's fields.
   const input = 'sig-b26=("date" "@method" "@path" "@authority" "content-type" "content-length");created=1618884473;keyid="test-key-ed25519"'
   const signature = 'sig-b26=:wqcAqbmYJ2ji2glfAMaRy4gruYYnx2nEFN2HN6jrnDnQCK1u02Gb04v9EDgwUPiu4A0w6vuQv5lIp5WPpBKRCw==:'
-  t.ok(isDeepStrictEqual(canonicalDictionary(input), library(input)))
-  t.ok(isDeepStrictEqual(canonicalDictionary(signature), library(signature)))
+  t.ok(sameReading(canonicalDictionary(input), library(input)))
+  t.ok(sameReading(canonicalDictionary(signature), library(signature)))
 })
