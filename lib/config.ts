@@ -94,6 +94,7 @@ const ConfigSchema = Type.Object({
   upstreamMaxBodyBytes: Type.Integer({ minimum: 0, default: 104857600, description: 'Largest request body proxied to the upstream (413 beyond).' }),
   upstreamTimeoutMs: Type.Integer({ minimum: 100, default: 30000, description: 'Time the upstream may take to send its response headers (waiting for a pool connection included), and any pause within its body, its own or a client\'s that does not read it, before 504 (or, once its answer has started, the connection is cut).' }),
   upstreamConnections: Type.Integer({ minimum: 1, maximum: 4096, default: 64, description: 'Kept-alive connections to the upstream at most; 4 requests per connection may wait for one, beyond that 503 AOG_OVERLOADED.' }),
+  upstreamMaxPerIdentity: Type.Optional(Type.Integer({ minimum: 1, maximum: 65536, description: 'Proxied requests one identity may have in flight at once in this gate (default: half of --upstream-connections, at least 1), so that slow readers of one agent cannot hold the whole pool; beyond it 429 AOG_RATE_LIMITED with Retry-After, before the grant is spent.' })),
   assertionKey: Type.Optional(Type.String({ minLength: 1, description: 'Private key file(s) (PEM or JWK; Ed25519 or P-256) that sign X-AOG-Agent, comma-separated: the first signs, all are published at /.well-known/jwks.json (rotation). Required with --upstream; without it GET /auth is not served.' })),
   assertionIssuer: Type.String({ minLength: 1, default: 'aog', description: 'The `iss` claim of X-AOG-Agent.' }),
   assertionAudience: Type.Optional(Type.String({ minLength: 1, description: 'The `aud` claim of X-AOG-Agent (default: the --upstream origin, else "aog-upstream").' })),
@@ -213,6 +214,7 @@ export function loadConfig (raw: Record<string, unknown>): Readonly<Config> {
   if (c.upstream !== undefined && c.mode !== 'direct') problems.push({ field: 'upstream', message: 'is for direct mode; in forwarded mode the proxy in front asks GET /auth (docs/operations.md)' })
   if (c.upstream !== undefined && c.assertionKey === undefined) problems.push({ field: 'assertionKey', message: 'is required with upstream (it signs X-AOG-Agent)' })
   if (c.upstreamCa !== undefined && c.upstream === undefined) problems.push({ field: 'upstreamCa', message: 'requires upstream' })
+  if (c.upstreamMaxPerIdentity !== undefined && c.upstream === undefined) problems.push({ field: 'upstreamMaxPerIdentity', message: 'requires upstream' })
   if (c.webBotAuth && c.signatureAgents === undefined) problems.push({ field: 'signatureAgents', message: 'is required with webBotAuth (the allowed key directories)' })
   if (!c.webBotAuth && c.signatureAgents !== undefined) problems.push({ field: 'signatureAgents', message: 'requires webBotAuth' })
   if (problems.length > 0) throw new ConfigError(problems)

@@ -45,6 +45,8 @@ export interface UpstreamOptions {
   timeoutMs: number
   /** Kept-alive connections to the upstream at most. */
   connections: number
+  /** Requests one identity may have in flight at once (hold); default half of `connections`, at least 1. */
+  maxPerIdentity?: number | undefined
 }
 
 export interface ForwardInfo {
@@ -139,6 +141,9 @@ export class Upstream {
   #held = 0
   readonly #maxHeld: number
   readonly #release = (): void => { this.#held-- }
+  /** Requests in flight by identity (hold), and their bound. */
+  readonly #byIdentity = new Map<string, number>()
+  readonly #maxPerIdentity: number
   #closing: Promise<void> | undefined
 
   constructor (opts: UpstreamOptions) {
@@ -149,6 +154,7 @@ export class Upstream {
     this.#maxBodyBytes = opts.maxBodyBytes
     this.#timeoutMs = opts.timeoutMs
     this.#maxHeld = opts.connections * (1 + QUEUED_PER_CONNECTION)
+    this.#maxPerIdentity = opts.maxPerIdentity ?? Math.max(1, Math.floor(opts.connections / 2))
     this.#pool = new Pool(url.origin, {
       connections: opts.connections,
       // The wait for the response headers is timed by forward() (time spent waiting on the
@@ -169,6 +175,27 @@ export class Upstream {
     const bad = badTarget(req)
     if (bad !== undefined) throw bad
     if (this.#held >= this.#maxHeld) throw new AogError('AOG_OVERLOADED', 'the upstream connections are busy; try again shortly', { retryAfter: 1 })
+  }
+
+  /**
+   * Count a request of `identity` in flight until the returned release is called (once the exchange
+   * is over, however it ended), or throw 429 when that identity already has its bound in flight: a
+   * slow reader holds its pool connection for as long as it reads, so one agent must not take them all.
+   */
+  hold (identity: string): () => void {
+    const n = this.#byIdentity.get(identity) ?? 0
+    if (n >= this.#maxPerIdentity) {
+      throw new AogError('AOG_RATE_LIMITED', `this identity already has ${this.#maxPerIdentity} proxied requests in flight; try again once one is answered`, { retryAfter: 1 })
+    }
+    this.#byIdentity.set(identity, n + 1)
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      const left = this.#byIdentity.get(identity)! - 1
+      if (left === 0) this.#byIdentity.delete(identity)
+      else this.#byIdentity.set(identity, left)
+    }
   }
 
   /** Proxy `req` to the upstream and write its answer to `res` (errors: see the module comment). */

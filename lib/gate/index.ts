@@ -125,6 +125,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
       maxBodyBytes: config.upstreamMaxBodyBytes,
       timeoutMs: config.upstreamTimeoutMs,
       connections: config.upstreamConnections,
+      maxPerIdentity: config.upstreamMaxPerIdentity,
     })
   const parts: GateParts = { config, store, pool, metrics, attest, random: new RandomPool(), assertion, upstream }
   const router = new Router<Handler>().add('GET', '/challenge', getChallenge).add('POST', '/task', postTask).add('GET', OPENAPI_PATH, getOpenApi)

@@ -104,17 +104,28 @@ export function authRefusal (e: AogError): { status: number, headers: Record<str
 
 /** Every path not the gate's own, with --upstream: checked, then proxied. */
 export const proxyRequest: Handler = async (ctx, parts) => {
-  const { req, res } = ctx
+  const { req } = ctx
   const target = req.url ?? '/'
   // The reserved prefix holds no '?': testing the target is testing its path.
   if (parts.upstream === undefined || target.startsWith(RESERVED_PREFIX)) throw new AogError('AOG_NOT_FOUND', 'no such route')
-  // A request the upstream would not get (a bad target, a full queue) is refused before the grant is spent.
+  // A request the upstream would not get (a bad target, a full queue, too many of this identity's
+  // in flight) is refused before the grant is spent.
   parts.upstream.check(req)
-  const jws = await allow(ctx, parts, req.method ?? 'GET', target)
+  const release = parts.upstream.hold(ctx.identity.fingerprint)
+  try {
+    await relay(ctx, parts, parts.upstream, await allow(ctx, parts, req.method ?? 'GET', target))
+  } finally {
+    release()
+  }
+}
+
+/** The allowed request to the upstream and its answer back, booked on the context and the metrics. */
+async function relay (ctx: RequestContext, parts: GateParts, upstream: NonNullable<GateParts['upstream']>, jws: string): Promise<void> {
+  const { req, res } = ctx
   const t0 = performance.now()
   let status = 0
   try {
-    const r = await parts.upstream.forward(req, res, { clientIp: req.socket.remoteAddress ?? '', proto: 'https', host: req.headers.host ?? '', assertion: jws, requestId: ctx.reqId })
+    const r = await upstream.forward(req, res, { clientIp: req.socket.remoteAddress ?? '', proto: 'https', host: req.headers.host ?? '', assertion: jws, requestId: ctx.reqId })
     status = r.status
     // Cut after the answer started: the connection was destroyed; the log line says why.
     if (r.cut !== undefined) {

@@ -128,7 +128,8 @@ async function until (cond: () => boolean, ms: number, what: string): Promise<vo
 const TIMEOUT = 1500
 
 t.test('a slow reader holding every pool connection: another agent still gets its answer, the stalled relays are cut, no socket left', async (t) => {
-  const { g, big, sockets } = await rig(t, { upstreamConnections: 4, upstreamTimeoutMs: TIMEOUT })
+  // One agent takes the whole pool here: its own bound (half of the pool by default) is lifted.
+  const { g, big, sockets } = await rig(t, { upstreamConnections: 4, upstreamTimeoutMs: TIMEOUT, upstreamMaxPerIdentity: 100 })
   await pass(g.agent('agent'))
   await pass(g.agent('agent2'))
   const slow = await Promise.all(Array.from({ length: 4 }, async () => await slowReader(t, g)))
@@ -161,7 +162,7 @@ t.test('a slow reader holding every pool connection: another agent still gets it
 
 t.test('the queue for a pool connection is bounded: beyond it 503 AOG_OVERLOADED at once; queued requests get their 504 and are never sent', async (t) => {
   // /big starts its body 700 ms late, so the relays stall well after the queued requests were made.
-  const r = await rig(t, { upstreamConnections: 2, upstreamTimeoutMs: TIMEOUT }, { bigDelayMs: 700 })
+  const r = await rig(t, { upstreamConnections: 2, upstreamTimeoutMs: TIMEOUT, upstreamMaxPerIdentity: 100 }, { bigDelayMs: 700 })
   const { g, up, big, sockets } = r
   await pass(g.agent('agent'))
   await pass(g.agent('agent2'))
@@ -193,6 +194,39 @@ t.test('the queue for a pool connection is bounded: beyond it 503 AOG_OVERLOADED
   await until(() => slow.every((c) => c.closedAt !== undefined), 5000, 'the slow reader\'s connections closed')
   await until(() => g.gate.inflight === 0, 3000, 'no request in flight at the gate')
   t.ok(sockets.size <= 2, `at the upstream, only idle pool connections (${sockets.size})`)
+})
+
+t.test('one identity has at most --upstream-max-per-identity proxied requests in flight: beyond, 429 at once and the grant is not spent; another identity is served; an ended exchange frees its place', async (t) => {
+  // Three protected requests per pass: two held, one refused (not counted), one more.
+  const r = await rig(t, { upstreamConnections: 8, upstreamMaxPerIdentity: 2, upstreamTimeoutMs: 10_000, grantMaxRequests: 3 })
+  const { g, up } = r
+  await pass(g.agent('agent'))
+  await pass(g.agent('agent2'))
+  const held = await Promise.all([0, 1].map(async () => {
+    const c = await open(t, g, 'agent')
+    c.socket.write('GET /hang HTTP/1.1\r\nhost: localhost\r\n\r\n')
+    return c
+  }))
+  await until(() => r.hangs === 2, 5000, 'both held at the upstream')
+  const third = await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\n')
+  t.equal(third.status, 429, 'a third in flight: 429')
+  t.match(third.body, /"code":"AOG_RATE_LIMITED"/)
+  t.match(third.headers, /\r\nretry-after: 1\r\n/i, 'with Retry-After')
+  t.match(third.headers, /\r\ncontent-type: application\/problem\+json\r\n/i)
+  t.ok(third.ms < 1000, `at once (${Math.round(third.ms)} ms)`)
+  t.equal(up.seen.length, 0, 'it never reached the upstream')
+  const other = await rawRequest(t, g, 'agent2', 'GET /hello HTTP/1.1\n')
+  t.equal(other.status, 200, 'another identity is served meanwhile')
+  // The agent drops one held exchange: the gate ends it, and its place is free again.
+  held[0]!.socket.destroy()
+  await until(() => g.gate.inflight === 1, 5000, 'the dropped exchange ended at the gate')
+  const again = await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\n')
+  t.equal(again.status, 200, 'a place freed: served, and the refused request did not spend the grant (its third request)')
+  const spent = await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\n')
+  t.equal(spent.status, 401, 'the grant\'s three requests are spent')
+  t.match(spent.body, /"code":"AOG_GRANT_REQUIRED"/)
+  held[1]!.socket.destroy()
+  await until(() => g.gate.inflight === 0, 5000, 'no request in flight at the gate')
 })
 
 /** The header names the upstream received, as it lowercases them. */

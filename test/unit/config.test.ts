@@ -116,6 +116,9 @@ t.test('cross-field rules refuse what can never work, naming the field', async (
   t.ok(loadConfig({ ...tls, iterations: 1 << 30, checkpointInterval: 1 << 20, deadlineMs: 60000 }), 'a deadline that leaves time: accepted')
   t.same(fieldsOf({ ...tls, store: 'redis', redisWaitReplicas: 1, redisWaitTimeoutMs: 500, redisCommandTimeoutMs: 500 }), ['redisWaitTimeoutMs'])
   t.ok(loadConfig({ ...tls, store: 'redis', redisWaitReplicas: 1, redisWaitTimeoutMs: 100 }))
+  t.same(fieldsOf({ ...tls, upstreamMaxPerIdentity: 4 }), ['upstreamMaxPerIdentity'], 'a bound on proxied requests without an upstream')
+  t.same(fieldsOf({ ...tls, upstream: 'http://127.0.0.1:9', assertionKey: 'k.pem', upstreamMaxPerIdentity: 0 }), ['upstreamMaxPerIdentity'], 'at least 1')
+  t.equal(loadConfig({ ...tls, upstream: 'http://127.0.0.1:9', assertionKey: 'k.pem', upstreamMaxPerIdentity: '4' }).upstreamMaxPerIdentity, 4)
 })
 
 t.test('a --config file\'s relative paths resolve against its directory; absolute ones and other keys are kept', async (t) => {
