@@ -26,7 +26,7 @@ import { isInnerList, parseDictionary, parseItem, serializeDictionary, serialize
 import { AogError } from '../errors.js'
 import { jwkThumbprint, publicJwk } from '../keys.js'
 import { canonicalDictionary } from './canonical-dictionary.js'
-import { ed25519Verifier } from './ed25519.js'
+import { verifyInBatch } from './verify-batch.js'
 import { textMemo } from './text-memo.js'
 
 /** The `tag` of a Web Bot Auth signature. */
@@ -522,7 +522,7 @@ export async function verifyRequest (req: SignedRequest, opts: VerifyOptions): P
   if (keyThumbprint(found) !== keyid) refuse('keyid is not the thumbprint of the directory key')
 
   // 7. The signature.
-  if (!ed25519Verifier().verify(Buffer.from(base, 'latin1'), found, signature)) refuse('signature does not verify')
+  if (!await verifyInBatch(Buffer.from(base, 'latin1'), found, signature)) refuse('signature does not verify')
   return {
     label,
     keyid,
