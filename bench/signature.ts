@@ -91,11 +91,12 @@ const verifies: Array<{ node: number, gate: number }> = []
 for (let i = 0; i < values.rounds; i++) {
   mtls.push(await load(gate, false, 0))
   verifies.push(bareVerify())
-  // The first signed round's pool is sized from the mTLS round before it (a signed request costs
-  // more, so half its rate is ample); later rounds' from the round before them.
-  const firstGuess = mtls[mtls.length - 1]!.rps / 2
-  signed.push(await load(gate, true, Math.max(5000, signed[signed.length - 1]?.rps ?? firstGuess)))
-  if (fallback !== undefined) signedFallback.push(await load(fallback, true, Math.max(5000, signedFallback[signedFallback.length - 1]?.rps ?? firstGuess)))
+  // Each signed round's pool is sized from half the rate of the mTLS round before it (a signed
+  // request costs more) or the fastest signed round so far, whichever is higher: a round after a
+  // slow one must not run out (its load generator would sign while the gate is measured).
+  const guess = mtls[mtls.length - 1]!.rps / 2
+  signed.push(await load(gate, true, Math.max(5000, guess, ...signed.map((x) => x.rps))))
+  if (fallback !== undefined) signedFallback.push(await load(fallback, true, Math.max(5000, guess, ...signedFallback.map((x) => x.rps))))
 }
 gate.stop()
 fallback?.stop()
