@@ -127,6 +127,15 @@ async function until (cond: () => boolean, ms: number, what: string): Promise<vo
 
 const TIMEOUT = 1500
 
+/** `a` is the problem+json refusal `status`/`code` with Retry-After: 1, answered within `ms`. */
+function refusedAtOnce (t: Test, a: Answer, status: number, code: string, ms: number, what: string): void {
+  t.equal(a.status, status, `${what}: ${status}`)
+  t.match(a.body, `"code":"${code}"`)
+  t.match(a.headers, /\r\nretry-after: 1\r\n/i, 'with Retry-After')
+  t.match(a.headers, /\r\ncontent-type: application\/problem\+json\r\n/i)
+  t.ok(a.ms < ms, `at once (${Math.round(a.ms)} ms)`)
+}
+
 t.test('a slow reader holding every pool connection: another agent still gets its answer, the stalled relays are cut, no socket left', async (t) => {
   // One agent takes the whole pool here: its own bound (half of the pool by default) is lifted.
   const { g, big, sockets } = await rig(t, { upstreamConnections: 4, upstreamTimeoutMs: TIMEOUT, upstreamMaxPerIdentity: 100 })
@@ -173,11 +182,7 @@ t.test('the queue for a pool connection is bounded: beyond it 503 AOG_OVERLOADED
   const queued = Array.from({ length: 8 }, async () => await rawRequest(t, g, 'agent', 'GET /hang HTTP/1.1\n'))
   await sleep(300)
   const full = await rawRequest(t, g, 'agent2', 'GET /hello HTTP/1.1\n')
-  t.equal(full.status, 503, 'the queue is full: 503')
-  t.match(full.body, /"code":"AOG_OVERLOADED"/)
-  t.match(full.headers, /\r\nretry-after: 1\r\n/i, 'with Retry-After')
-  t.match(full.headers, /\r\ncontent-type: application\/problem\+json\r\n/i)
-  t.ok(full.ms < 500, `at once (${Math.round(full.ms)} ms)`)
+  refusedAtOnce(t, full, 503, 'AOG_OVERLOADED', 500, 'the queue is full')
   const answers = await Promise.all(queued)
   t.same(answers.map((a) => a.status), Array(8).fill(504), 'each queued request: 504')
   t.ok(answers.every((a) => /"code":"AOG_UPSTREAM_TIMEOUT"/.test(a.body)))
@@ -209,11 +214,7 @@ t.test('one identity has at most --upstream-max-per-identity proxied requests in
   }))
   await until(() => r.hangs === 2, 5000, 'both held at the upstream')
   const third = await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\n')
-  t.equal(third.status, 429, 'a third in flight: 429')
-  t.match(third.body, /"code":"AOG_RATE_LIMITED"/)
-  t.match(third.headers, /\r\nretry-after: 1\r\n/i, 'with Retry-After')
-  t.match(third.headers, /\r\ncontent-type: application\/problem\+json\r\n/i)
-  t.ok(third.ms < 1000, `at once (${Math.round(third.ms)} ms)`)
+  refusedAtOnce(t, third, 429, 'AOG_RATE_LIMITED', 1000, 'a third in flight')
   t.equal(up.seen.length, 0, 'it never reached the upstream')
   const other = await rawRequest(t, g, 'agent2', 'GET /hello HTTP/1.1\n')
   t.equal(other.status, 200, 'another identity is served meanwhile')
