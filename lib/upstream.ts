@@ -30,6 +30,7 @@
  */
 import { EventEmitter } from 'node:events'
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import { finished, Transform, type Readable } from 'node:stream'
 import { Pool } from 'undici'
 import { AogError } from './errors.js'
@@ -298,9 +299,16 @@ export class Upstream {
       // No body, whatever the headers say: undici fails a 204 or 304 that carries a Content-Length
       // (its parser expects that many bytes), which must not cut a complete answer.
       data.body.on('error', noop).resume()
-      failure = await new Promise<unknown>((resolve) => { finished(res, resolve); res.end() })
+      failure = await new Promise<unknown>((resolve) => {
+        // As in relay: a queued response whose connection is destroyed never finishes.
+        const gone = (): void => { resolve(new ClientClosed()) }
+        finished(res, (err) => { req.socket.off('close', gone); resolve(err) })
+        if (req.socket.destroyed) gone()
+        else req.socket.once('close', gone)
+        res.end()
+      })
     } else {
-      failure = await relay(data.body, res, this.#timeoutMs)
+      failure = await relay(data.body, res, this.#timeoutMs, req.socket)
     }
     if (failure === undefined || failure === null) return { status }
     if (body !== undefined) req.unpipe(body)
@@ -347,24 +355,30 @@ export class Upstream {
  * not time a paused body, so a pause longer than `stallMs` fails the relay here (and destroys the
  * body, which frees its pool connection).
  */
-async function relay (body: Readable, res: ServerResponse, stallMs: number): Promise<unknown> {
+async function relay (body: Readable, res: ServerResponse, stallMs: number, socket: Socket): Promise<unknown> {
   return await new Promise<unknown>((resolve) => {
     let settled = false
     let stall: NodeJS.Timeout | undefined
+    const gone = (): void => {
+      if (res.writableFinished) return
+      body.destroy()
+      settle(new ClientClosed())
+    }
     // The first event settles it.
     const settle = (failure: unknown): void => {
       if (settled) return
       settled = true
       clearTimeout(stall)
+      socket.off('close', gone)
       resolve(failure)
     }
     body.once('error', settle)
     res.once('finish', () => { settle(undefined) })
-    res.once('close', () => {
-      if (res.writableFinished) return
-      body.destroy()
-      settle(new ClientClosed())
-    })
+    res.once('close', gone)
+    // A response queued behind a pipelined one emits neither 'finish' nor 'close' when its
+    // connection is destroyed: the connection's own close ends it.
+    if (socket.destroyed) gone()
+    else socket.once('close', gone)
     body.on('pause', () => {
       if (settled || stall !== undefined) return
       stall = setTimeout(() => {

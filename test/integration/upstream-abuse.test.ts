@@ -230,6 +230,26 @@ t.test('one identity has at most --upstream-max-per-identity proxied requests in
   await until(() => g.gate.inflight === 0, 5000, 'no request in flight at the gate')
 })
 
+t.test('pipelined proxied requests on a connection that is then dropped: each ends, its place in the identity\'s bound is freed, nothing stays in flight', async (t) => {
+  const r = await rig(t, { upstreamMaxPerIdentity: 2, upstreamTimeoutMs: 10_000 })
+  const { g, up } = r
+  await pass(g.agent('agent'))
+  // The answer to the second request is queued behind the first's, which never ends: node gives a
+  // queued response neither 'finish' nor 'close' when the connection is destroyed.
+  for (const [i, method] of ['GET', 'HEAD', 'GET'].entries()) {
+    const c = await open(t, g, 'agent')
+    c.socket.write(`GET /big HTTP/1.1\r\nhost: localhost\r\n\r\n${method} /small HTTP/1.1\r\nhost: localhost\r\n\r\n`)
+    await until(() => up.seen.filter((e) => e.url === '/small').length === i + 1, 5000, `the second request of connection ${i + 1} answered by the upstream`)
+    await sleep(100)
+    c.socket.destroy()
+    await until(() => g.gate.inflight === 0, 5000, `connection ${i + 1}: both exchanges ended at the gate`)
+  }
+  const after = await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\n')
+  t.equal(after.status, 200, 'the identity\'s places were all freed: served')
+  const lines = g.logs.map((l) => JSON.parse(l) as { route?: string, path?: string, outcome?: string }).filter((l) => l.route === 'upstream')
+  t.equal(lines.filter((l) => l.outcome === 'client_closed').length, 6, 'each of the six dropped exchanges booked as client_closed')
+})
+
 /** The header names the upstream received, as it lowercases them. */
 const namesOf = (a: Answer): Record<string, unknown> => (JSON.parse(a.body) as { headers: Record<string, unknown> }).headers
 
