@@ -300,11 +300,8 @@ export class Upstream {
       // (its parser expects that many bytes), which must not cut a complete answer.
       data.body.on('error', noop).resume()
       failure = await new Promise<unknown>((resolve) => {
-        // As in relay: a queued response whose connection is destroyed never finishes.
-        const gone = (): void => { resolve(new ClientClosed()) }
-        finished(res, (err) => { req.socket.off('close', gone); resolve(err) })
-        if (req.socket.destroyed) gone()
-        else req.socket.once('close', gone)
+        const forget = onConnectionClose(req.socket, () => { resolve(new ClientClosed()) })
+        finished(res, (err) => { forget(); resolve(err) })
         res.end()
       })
     } else {
@@ -347,6 +344,20 @@ export class Upstream {
 }
 
 /**
+ * Calls `f` once `socket` closes (now, if it has); returns what stops that. A response queued behind
+ * a pipelined one emits neither 'finish' nor 'close' when its connection is destroyed: the
+ * connection's own close ends its exchange.
+ */
+function onConnectionClose (socket: Socket, f: () => void): () => void {
+  if (socket.destroyed) {
+    f()
+    return noop
+  }
+  socket.once('close', f)
+  return () => { socket.off('close', f) }
+}
+
+/**
  * Pipe the upstream's body to the client; resolves with the failure, if any (the caller then
  * destroys `res`). stream.pipeline would do the same, but makes an AbortController per call and
  * aborts it (a DOMException with its stack) when done: a few percent of the proxy's CPU per request.
@@ -364,21 +375,19 @@ async function relay (body: Readable, res: ServerResponse, stallMs: number, sock
       body.destroy()
       settle(new ClientClosed())
     }
+    let forget = noop
     // The first event settles it.
     const settle = (failure: unknown): void => {
       if (settled) return
       settled = true
       clearTimeout(stall)
-      socket.off('close', gone)
+      forget()
       resolve(failure)
     }
     body.once('error', settle)
     res.once('finish', () => { settle(undefined) })
     res.once('close', gone)
-    // A response queued behind a pipelined one emits neither 'finish' nor 'close' when its
-    // connection is destroyed: the connection's own close ends it.
-    if (socket.destroyed) gone()
-    else socket.once('close', gone)
+    forget = onConnectionClose(socket, gone)
     body.on('pause', () => {
       if (settled || stall !== undefined) return
       stall = setTimeout(() => {

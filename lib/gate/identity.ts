@@ -14,7 +14,7 @@ import type { RequestContext } from '../handlers/context.js'
 import { hash, X509Certificate } from 'node:crypto'
 import { dirname } from 'node:path'
 import { presentedCertificate, tlsIdentity, type Identity } from '../identity/tls.js'
-import { normalizeAuthority, signatureError, verifyRequest } from '../webbotauth/httpsig.js'
+import { keyidHex, normalizeAuthority, signatureError, verifyRequest } from '../webbotauth/httpsig.js'
 import { createKeyDirectories, parseSignatureAgentsFile, type KeyDirectories } from '../webbotauth/directory.js'
 import { textMemo } from '../webbotauth/text-memo.js'
 import { forwardedIdentity, HEADERS, readCertificates } from '../identity/forwarded.js'
@@ -195,7 +195,7 @@ function clientCaReloader (opts: IdentityOptions, revocation: Revocation, set: (
 const signatureIdentityOf = textMemo(256, (text: string): Identity => {
   const space = text.indexOf(' ')
   const keyid = space < 0 ? text : text.slice(0, space)
-  return { fingerprint: Buffer.from(keyid, 'base64url').toString('hex'), serial: '', subject: keyid, uri: space < 0 ? '' : text.slice(space + 1), source: 'signature' }
+  return { fingerprint: keyidHex(keyid), serial: '', subject: keyid, uri: space < 0 ? '' : text.slice(space + 1), source: 'signature' }
 })
 
 export function createIdentityStep (opts: IdentityOptions): IdentityStep {

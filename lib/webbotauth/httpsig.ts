@@ -103,8 +103,8 @@ export interface VerifiedSignature {
   label: string
   /** The RFC 7638 thumbprint of the key, base64url (as sent). */
   keyid: string
-  /** F: the same thumbprint in lowercase hex (64 characters). */
-  thumbprintHex: string
+  /** F: the same thumbprint in lowercase hex (64 characters; keyidHex, computed when read). */
+  readonly thumbprintHex: string
   nonce: string
   /** ms since the epoch. */
   created: number
@@ -434,6 +434,11 @@ export function keyThumbprint (key: KeyObject): string {
   return t
 }
 
+/** F of a keyid: the thumbprint it encodes (base64url) in lowercase hex. */
+export function keyidHex (keyid: string): string {
+  return Buffer.from(keyid, 'base64url').toString('hex')
+}
+
 /** A SHA-256 thumbprint in base64url: 43 characters without padding. */
 const THUMBPRINT = /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/
 
@@ -526,7 +531,7 @@ export async function verifyRequest (req: SignedRequest, opts: VerifyOptions): P
   return {
     label,
     keyid,
-    thumbprintHex: Buffer.from(keyid, 'base64url').toString('hex'),
+    get thumbprintHex () { return keyidHex(keyid) },
     nonce,
     created: created * 1000,
     expires: expires * 1000,
