@@ -1,15 +1,35 @@
 /**
- * Poll files for a change (modification time, inode or size: a file replaced by a rename counts).
- * Each call has its own listener, removed by the function it returns: other gates of the process
- * may watch the same file.
+ * Poll files for a change (modification time, inode or size: a file replaced by a rename counts),
+ * and call back once the set has settled: no change seen for one and a half periods, at most five
+ * periods after the first change. A file written in place (truncated, then written) or a pair
+ * written one after the other (a key, then its certificate) is read once, whole: not half-written,
+ * not twice. Each call has its own listener, removed by the function it returns: other gates of the
+ * process may watch the same file.
  */
 import { unwatchFile, watchFile, type Stats } from 'node:fs'
 
 export function watchFiles (files: readonly string[], intervalMs: number, onChange: () => void): () => void {
   if (intervalMs <= 0 || files.length === 0) return () => {}
+  let pending: NodeJS.Timeout | undefined
+  let first = 0
+  const fire = (): void => {
+    pending = undefined
+    onChange()
+  }
   const changed = (cur: Stats, prev: Stats): void => {
-    if (cur.mtimeMs !== prev.mtimeMs || cur.ino !== prev.ino || cur.size !== prev.size) onChange()
+    if (cur.mtimeMs === prev.mtimeMs && cur.ino === prev.ino && cur.size === prev.size) return
+    const now = Date.now()
+    if (pending === undefined) first = now
+    // A file that never stops changing is still read, at most five periods after it started.
+    else if (now - first >= 5 * intervalMs) return
+    clearTimeout(pending)
+    // Longer than a period, so the poll after a truncation sees the write before the timer fires.
+    pending = setTimeout(fire, intervalMs * 1.5)
+    pending.unref()
   }
   for (const f of files) watchFile(f, { interval: intervalMs, persistent: false }, changed)
-  return () => { for (const f of files) unwatchFile(f, changed) }
+  return () => {
+    clearTimeout(pending)
+    for (const f of files) unwatchFile(f, changed)
+  }
 }

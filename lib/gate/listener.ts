@@ -125,7 +125,7 @@ export function createListener (config: Readonly<Config>, clientCa: Buffer, logg
       logger.error({ tlsCert: config.tlsCert, tlsKey: config.tlsKey, err: (err as Error).message }, 'server certificate reload failed; keeping the previous certificate and key')
     }
   }
-  const unwatch = watchTlsFiles(tlsBase === undefined ? [] : [config.tlsCert!, config.tlsKey!], opts.watchMs ?? 0, reloadTls)
+  const unwatch = watchFiles(tlsBase === undefined ? [] : [config.tlsCert!, config.tlsKey!], opts.watchMs ?? 0, reloadTls)
   return {
     server,
     setCrls (pems) {
@@ -139,23 +139,6 @@ export function createListener (config: Readonly<Config>, clientCa: Buffer, logg
       for (const socket of sockets) socket.destroy()
     },
     close: unwatch,
-  }
-}
-
-/**
- * Poll the certificate and key files; a change reloads once both have settled (a renewal writes
- * two files: the reload waits one more period after the last change, so a pair is not read half-written).
- */
-function watchTlsFiles (files: string[], every: number, reload: () => void): () => void {
-  let pending: NodeJS.Timeout | undefined
-  const stop = watchFiles(files, every, () => {
-    clearTimeout(pending)
-    pending = setTimeout(reload, every)
-    pending.unref()
-  })
-  return () => {
-    clearTimeout(pending)
-    stop()
   }
 }
 

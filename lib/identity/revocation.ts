@@ -118,7 +118,10 @@ export class Revocation {
     }
   }
 
-  /** A CRL directory: polled for a file added, removed, replaced or changed. */
+  /**
+   * A CRL directory: polled for a file added, removed, replaced or changed, read once the listing
+   * is the same at two polls in a row (or after five polls of change), as watchFiles settles a file.
+   */
   #watchDirectory (dir: string, every: number): void {
     const state = (): string => {
       try {
@@ -127,10 +130,14 @@ export class Revocation {
         return `unreadable: ${(err as Error).message}`
       }
     }
-    let last = state()
+    let loaded = state()
+    let seen = loaded
+    let unsettled = 0
     this.#dirPoll = setInterval(() => {
       const now = state()
-      if (now !== last) { last = now; this.reload() }
+      if (now === loaded) unsettled = 0
+      else if (now === seen || ++unsettled >= 5) { loaded = now; unsettled = 0; this.reload() }
+      seen = now
     }, every).unref()
   }
 

@@ -82,3 +82,31 @@ t.test('deny file formats: 64 hex, colon hex, and the line openssl x509 -fingerp
   t.teardown(() => revocation.close())
   t.throws(() => { revocation.check({ fingerprint: want, serial: '01', subject: 'agent2', uri: '', source: 'tls' }) }, { code: 'AOG_NOT_AUTHORIZED' })
 })
+
+t.test('a CRL directory: a file written in place (truncated, then written) is read once, whole, never refused half-written', async (t) => {
+  const { closeSync, openSync, writeSync } = await import('node:fs')
+  const { X509Certificate } = await import('node:crypto')
+  const { pem } = await import('../../helpers/pki.js')
+  const { buildCrl } = await import('../../helpers/crl.js')
+  const { sleep } = await import('../../helpers/outcome.js')
+  const dir = mkdtempSync(join(tmpdir(), 'aog-revocation-'))
+  const file = join(dir, 'agents.pem')
+  writeFileSync(file, buildCrl({ pem: true }))
+  const lines: string[] = []
+  const logger = createLogger({ level: 'info', destination: { write: (s: string) => { lines.push(s) } } })
+  const every = 100
+  const revocation = new Revocation({ crlFile: dir, cas: [new X509Certificate(pem('ca.pem'))], logger, pollMs: every })
+  t.teardown(() => revocation.close())
+  const count = (re: RegExp): number => lines.filter((l) => re.test(l)).length
+  for (let i = 1; i <= 5; i++) {
+    const fd = openSync(file, 'w')
+    // Half a period: the poll in between sees the empty file about half the time.
+    await sleep(every / 2)
+    writeSync(fd, buildCrl({ pem: true, thisUpdate: new Date(Date.now() - 60_000 + i * 1000), revoked: Array.from({ length: i }, (_, j) => ({ serial: BigInt(j + 1) })) }))
+    closeSync(fd)
+    await sleep(5 * every)
+    t.equal(count(/CRL reloaded/), i, `write ${i}: read once`)
+    t.match(lines.filter((l) => /CRL reloaded/.test(l)).at(-1), new RegExp(`"revoked":${i}[,}]`), `write ${i}: read whole`)
+  }
+  t.equal(count(/refused/), 0, 'never refused half-written')
+})
