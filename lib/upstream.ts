@@ -59,6 +59,11 @@ export interface ForwardInfo {
   host: string
   /** The X-AOG-Agent value (the gate's signed assertion). */
   assertion?: string
+  /**
+   * Frees the caller's place (hold): called once, when undici lets go of the request (a request
+   * answered 504 or 499 while queued keeps its place until then), or when forward refuses it unsent.
+   */
+  release?: () => void
 }
 
 /** Why an exchange did not complete after `forward` stopped being able to answer with an error. */
@@ -179,9 +184,10 @@ export class Upstream {
   }
 
   /**
-   * Count a request of `identity` in flight until the returned release is called (once the exchange
-   * is over, however it ended), or throw 429 when that identity already has its bound in flight: a
-   * slow reader holds its pool connection for as long as it reads, so one agent must not take them all.
+   * Count a request of `identity` in flight until the returned release is called (given to forward,
+   * it is called once undici lets go of the request), or throw 429 when that identity already has
+   * its bound in flight: a slow reader holds its pool connection for as long as it reads, and a
+   * request answered 504 while queued keeps its queue place, so one agent must not take them all.
    */
   hold (identity: string): () => void {
     const n = this.#byIdentity.get(identity) ?? 0
@@ -201,10 +207,17 @@ export class Upstream {
 
   /** Proxy `req` to the upstream and write its answer to `res` (errors: see the module comment). */
   async forward (req: IncomingMessage, res: ServerResponse, info: ForwardInfo): Promise<ForwardResult> {
-    this.check(req)
+    // Refused unsent: the caller's place is free at once.
+    try {
+      this.check(req)
+    } catch (err) {
+      info.release?.()
+      throw err
+    }
     const target = req.url!
     const length = req.headers['content-length']
     if (length !== undefined && Number(length) > this.#maxBodyBytes) {
+      info.release?.()
       res.shouldKeepAlive = false
       throw tooLarge(this.#maxBodyBytes)
     }
@@ -260,7 +273,13 @@ export class Upstream {
     // Held until undici lets go of it: its answer's body closed, or its failure (a request
     // answered 504 while waiting in the queue stays there until a connection drops it).
     this.#held++
-    request.then((d) => { d.body.once('close', this.#release) }, this.#release)
+    const letGo = info.release === undefined
+      ? this.#release
+      : (): void => {
+          this.#release()
+          info.release!()
+        }
+    request.then((d) => { d.body.once('close', letGo) }, letGo)
     let data: Awaited<typeof request>
     try {
       data = await Promise.race([request, stopped])

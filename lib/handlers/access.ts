@@ -112,20 +112,24 @@ export const proxyRequest: Handler = async (ctx, parts) => {
   // in flight) is refused before the grant is spent.
   parts.upstream.check(req)
   const release = parts.upstream.hold(ctx.identity.fingerprint)
+  let jws: string
   try {
-    await relay(ctx, parts, parts.upstream, await allow(ctx, parts, req.method ?? 'GET', target))
-  } finally {
+    jws = await allow(ctx, parts, req.method ?? 'GET', target)
+  } catch (err) {
     release()
+    throw err
   }
+  // From here the place is forward's to free: when undici lets go of the request.
+  await relay(ctx, parts, parts.upstream, jws, release)
 }
 
 /** The allowed request to the upstream and its answer back, booked on the context and the metrics. */
-async function relay (ctx: RequestContext, parts: GateParts, upstream: NonNullable<GateParts['upstream']>, jws: string): Promise<void> {
+async function relay (ctx: RequestContext, parts: GateParts, upstream: NonNullable<GateParts['upstream']>, jws: string, release: () => void): Promise<void> {
   const { req, res } = ctx
   const t0 = performance.now()
   let status = 0
   try {
-    const r = await upstream.forward(req, res, { clientIp: req.socket.remoteAddress ?? '', proto: 'https', host: req.headers.host ?? '', assertion: jws, requestId: ctx.reqId })
+    const r = await upstream.forward(req, res, { clientIp: req.socket.remoteAddress ?? '', proto: 'https', host: req.headers.host ?? '', assertion: jws, requestId: ctx.reqId, release })
     status = r.status
     // Cut after the answer started: the connection was destroyed; the log line says why.
     if (r.cut !== undefined) {

@@ -98,6 +98,13 @@ async function rig (t: Test, overrides: Record<string, unknown> = {}, o: { bigDe
       return
     }
     if (req.url === '/hang') { state.hangs++; return }
+    // A byte every 100 ms for ?ms= milliseconds: a slow answer that never goes silent.
+    if (req.url?.startsWith('/trickle?ms=') === true) {
+      res.writeHead(200, { 'content-type': 'text/plain' })
+      const end = Date.now() + Number(req.url.slice(12))
+      const tick = setInterval(() => { if (Date.now() >= end || res.destroyed) { clearInterval(tick); res.end() } else res.write('.') }, 100)
+      return
+    }
     req.resume()
     req.on('end', () => {
       up.seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, sha256: '', bytes: 0 })
@@ -248,6 +255,26 @@ t.test('pipelined proxied requests on a connection that is then dropped: each en
   t.equal(after.status, 200, 'the identity\'s places were all freed: served')
   const lines = g.logs.map((l) => JSON.parse(l) as { route?: string, path?: string, outcome?: string }).filter((l) => l.route === 'upstream')
   t.equal(lines.filter((l) => l.outcome === 'client_closed').length, 6, 'each of the six dropped exchanges booked as client_closed')
+})
+
+t.test('requests answered 504 while queued keep their identity\'s places until the upstream pool lets go of them: the bound holds for abandoned requests too', async (t) => {
+  // Two pool connections, both taken by agent2's slow answers; agent's requests queue behind them.
+  const r = await rig(t, { upstreamConnections: 2, upstreamMaxPerIdentity: 2, upstreamTimeoutMs: 800, grantMaxRequests: 10 })
+  const { g, up } = r
+  await pass(g.agent('agent'))
+  await pass(g.agent('agent2'))
+  const slow = [0, 1].map(async () => await rawRequest(t, g, 'agent2', 'GET /trickle?ms=5000 HTTP/1.1\n'))
+  await until(() => r.sockets.size === 2, 5000, 'agent2 holds both pool connections')
+  await sleep(100)
+  const queued = await Promise.all([0, 1].map(async () => await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\n')))
+  t.same(queued.map((a) => a.status), [504, 504], 'both queued requests timed out')
+  const third = await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\n')
+  refusedAtOnce(t, third, 429, 'AOG_RATE_LIMITED', 500, 'the two abandoned requests still queued hold the places')
+  t.same((await Promise.all(slow)).map((a) => a.status), [200, 200], 'agent2\'s slow answers complete')
+  await until(() => g.gate.inflight === 0, 5000, 'no request in flight at the gate')
+  const after = await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\n')
+  t.equal(after.status, 200, 'the pool dropped the abandoned requests: their places are free, served')
+  t.equal(up.seen.filter((e) => e.url === '/hello').length, 1, 'the abandoned requests never reached the upstream')
 })
 
 /** The header names the upstream received, as it lowercases them. */
