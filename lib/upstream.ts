@@ -214,6 +214,12 @@ export class Upstream {
       info.release?.()
       throw err
     }
+    // The client left while the gate was deciding (a store round trip): its response's close, and
+    // its upload's end, came before forward could listen, so nothing would end the exchange.
+    if (req.socket.destroyed || res.destroyed) {
+      info.release?.()
+      return { status: 499, cut: { reason: 'client_closed', cause: new ClientClosed() } }
+    }
     const target = req.url!
     const length = req.headers['content-length']
     if (length !== undefined && Number(length) > this.#maxBodyBytes) {

@@ -1,7 +1,7 @@
 /**
  * Poll files for a change (modification time, inode or size: a file replaced by a rename counts),
  * and call back once the set has settled: no change seen for one and a half periods, at most five
- * periods after the first change. A file written in place (truncated, then written) or a pair
+ * periods after the first change was seen. A file written in place (truncated, then written) or a pair
  * written one after the other (a key, then its certificate) is read once, whole: not half-written,
  * not twice. Each call has its own listener, removed by the function it returns: other gates of the
  * process may watch the same file.
@@ -18,13 +18,12 @@ export function watchFiles (files: readonly string[], intervalMs: number, onChan
   }
   const changed = (cur: Stats, prev: Stats): void => {
     if (cur.mtimeMs === prev.mtimeMs && cur.ino === prev.ino && cur.size === prev.size) return
-    const now = Date.now()
+    const now = performance.now()
     if (pending === undefined) first = now
-    // A file that never stops changing is still read, at most five periods after it started.
-    else if (now - first >= 5 * intervalMs) return
     clearTimeout(pending)
-    // Longer than a period, so the poll after a truncation sees the write before the timer fires.
-    pending = setTimeout(fire, intervalMs * 1.5)
+    // Longer than a period, so the poll after a truncation sees the write before the timer fires;
+    // a file that never stops changing is still read, five periods after its first change was seen.
+    pending = setTimeout(fire, Math.max(0, Math.min(intervalMs * 1.5, first + 5 * intervalMs - now)))
     pending.unref()
   }
   for (const f of files) watchFile(f, { interval: intervalMs, persistent: false }, changed)

@@ -14,6 +14,8 @@ import { DEV, agentFiles, type AgentName } from '../helpers/pki.js'
 import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js'
 import { sleep } from '../helpers/outcome.js'
 import { pass } from '../../lib/client/agent.js'
+import { MemoryStore } from '../../lib/stores/memory.js'
+import type { Store } from '../../lib/stores/store.js'
 import { join } from 'node:path'
 
 const KEY = join(DEV, 'assertion-key.pem')
@@ -74,7 +76,7 @@ function stalledFor (big: Big[], ms: number): boolean {
 }
 
 /** A gate fronting an echo upstream whose /big streams 200 MiB (as fast as it is read) and /hang never answers. */
-async function rig (t: Test, overrides: Record<string, unknown> = {}, o: { bigDelayMs?: number, prefix?: string } = {}): Promise<{ g: TestGate, up: EchoUpstream, big: Big[], hangs: number, sockets: Set<Socket> }> {
+async function rig (t: Test, overrides: Record<string, unknown> = {}, o: { bigDelayMs?: number, prefix?: string, store?: Store } = {}): Promise<{ g: TestGate, up: EchoUpstream, big: Big[], hangs: number, sockets: Set<Socket> }> {
   const up = await startEchoUpstream(t)
   const state = { g: undefined as unknown as TestGate, up, big: [] as Big[], hangs: 0, sockets: new Set<Socket>() }
   up.server.on('connection', (s: Socket) => { state.sockets.add(s); s.on('close', () => state.sockets.delete(s)) })
@@ -111,7 +113,7 @@ async function rig (t: Test, overrides: Record<string, unknown> = {}, o: { bigDe
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ url: req.url, headers: req.headers }))
     })
   }
-  state.g = await startGate(t, { upstream: up.url + (o.prefix ?? ''), assertionKey: KEY, ...overrides })
+  state.g = await startGate(t, { upstream: up.url + (o.prefix ?? ''), assertionKey: KEY, ...overrides }, o.store === undefined ? {} : { store: o.store })
   return state
 }
 
@@ -275,6 +277,33 @@ t.test('requests answered 504 while queued keep their identity\'s places until t
   const after = await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\n')
   t.equal(after.status, 200, 'the pool dropped the abandoned requests: their places are free, served')
   t.equal(up.seen.filter((e) => e.url === '/hello').length, 1, 'the abandoned requests never reached the upstream')
+})
+
+/** A memory store whose authorize takes 100 ms (a Redis round trip on a busy network). */
+function slowAuthorizeStore (): Store {
+  const store = new MemoryStore({ maxChallenges: 1000 })
+  const authorize = store.authorize.bind(store)
+  store.authorize = async (...a) => { await sleep(100); return await authorize(...a) }
+  return store
+}
+
+t.test('a client that leaves while the gate decides (a slow store), halfway through its upload: its place and its pool connection are freed', async (t) => {
+  const r = await rig(t, { upstreamConnections: 2, upstreamMaxPerIdentity: 1, upstreamTimeoutMs: 1000, grantMaxRequests: 100 }, { store: slowAuthorizeStore() })
+  const { g, up } = r
+  await pass(g.agent('agent'))
+  t.equal((await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\n')).status, 200, 'before: served')
+  for (let i = 0; i < 3; i++) {
+    const c = await open(t, g, 'agent')
+    c.socket.write('POST /upload HTTP/1.1\r\nhost: localhost\r\ncontent-length: 100\r\n\r\n0123456789')
+    await sleep(30)
+    c.socket.destroy()
+    await until(() => g.gate.inflight === 0, 5000, `upload ${i + 1}: no request in flight at the gate`)
+  }
+  const after = await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\n')
+  t.equal(after.status, 200, 'the identity is served (its one place was freed each time)')
+  t.equal(up.seen.filter((e) => e.url === '/upload').length, 0, 'the abandoned uploads never reached the upstream')
+  const lines = g.logs.map((l) => JSON.parse(l) as { route?: string, outcome?: string }).filter((l) => l.route === 'upstream')
+  t.same(lines.map((l) => l.outcome), ['ok', 'client_closed', 'client_closed', 'client_closed', 'ok'], 'each upload booked as client_closed')
 })
 
 /** The header names the upstream received, as it lowercases them. */
