@@ -146,7 +146,6 @@ export class Upstream {
   /** Requests undici holds (waiting for a connection, running, or streaming their response), and their bound. */
   #held = 0
   readonly #maxHeld: number
-  readonly #release = (): void => { this.#held-- }
   /** Requests in flight by identity (hold), and their bound. */
   readonly #byIdentity = new Map<string, number>()
   readonly #maxPerIdentity: number
@@ -279,12 +278,10 @@ export class Upstream {
     // Held until undici lets go of it: its answer's body closed, or its failure (a request
     // answered 504 while waiting in the queue stays there until a connection drops it).
     this.#held++
-    const letGo = info.release === undefined
-      ? this.#release
-      : (): void => {
-          this.#release()
-          info.release!()
-        }
+    const letGo = (): void => {
+      this.#held--
+      info.release?.()
+    }
     request.then((d) => { d.body.once('close', letGo) }, letGo)
     let data: Awaited<typeof request>
     try {

@@ -16,7 +16,7 @@ import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
 import { crlDirectoryFiles, loadCrls, readCrlSource, type CrlSet } from './crl.js'
 import { certFacts } from './der.js'
-import { watchFiles } from '../watch.js'
+import { settled, watchFiles } from '../watch.js'
 import type { Identity } from './tls.js'
 
 /** The certificate behind an identity, and the CA certificates the peer sent with it (direct mode). */
@@ -97,9 +97,8 @@ export class Revocation {
   #inTls = false
   #staleLogged = false
   #timer: NodeJS.Timeout | undefined
-  /** Stops watching the CRL file and the deny list. */
+  /** Stops watching the CRL file or directory and the deny list. */
   #unwatch: Array<() => void> = []
-  #dirPoll: NodeJS.Timeout | undefined
   #cas: X509Certificate[]
   #chains = new Map<string, Link[] | null>()
 
@@ -118,10 +117,7 @@ export class Revocation {
     }
   }
 
-  /**
-   * A CRL directory: polled for a file added, removed, replaced or changed, read once the listing
-   * is the same at two polls in a row (or after five polls of change), as watchFiles settles a file.
-   */
+  /** A CRL directory: polled for a file added, removed, replaced or changed, read once settled (as a watched file). */
   #watchDirectory (dir: string, every: number): void {
     const state = (): string => {
       try {
@@ -130,15 +126,16 @@ export class Revocation {
         return `unreadable: ${(err as Error).message}`
       }
     }
-    let loaded = state()
-    let seen = loaded
-    let unsettled = 0
-    this.#dirPoll = setInterval(() => {
+    const s = settled(every, () => { this.reload() })
+    let last = state()
+    const poll = setInterval(() => {
       const now = state()
-      if (now === loaded) unsettled = 0
-      else if (now === seen || ++unsettled >= 5) { loaded = now; unsettled = 0; this.reload() }
-      seen = now
+      if (now !== last) { last = now; s.changed() }
     }, every).unref()
+    this.#unwatch.push(() => {
+      clearInterval(poll)
+      s.stop()
+    })
   }
 
   /**
@@ -310,7 +307,6 @@ export class Revocation {
   }
 
   close (): void {
-    clearInterval(this.#dirPoll)
     clearTimeout(this.#timer)
     for (const unwatch of this.#unwatch.splice(0)) unwatch()
   }
