@@ -528,13 +528,20 @@ export async function verifyRequest (req: SignedRequest, opts: VerifyOptions): P
 
   // 7. The signature.
   if (!await verifyInBatch(Buffer.from(base, 'latin1'), found, signature)) refuse('signature does not verify')
-  return {
-    label,
-    keyid,
-    get thumbprintHex () { return keyidHex(keyid) },
-    nonce,
-    created: created * 1000,
-    expires: expires * 1000,
-    ...(directory === undefined ? {} : { directory }),
+  return new Verified(label, keyid, nonce, created * 1000, expires * 1000, directory)
+}
+
+/**
+ * verifyRequest's result. A class, so that thumbprintHex is one getter on the prototype: a getter
+ * written in the returned object literal was a new closure per call, which gave every result its
+ * own hidden class and, through the closure, kept the whole call's parse alive past young-generation
+ * collections (docs/decisions/signature-cost.md).
+ */
+class Verified implements VerifiedSignature {
+  declare readonly directory?: string
+  constructor (readonly label: string, readonly keyid: string, readonly nonce: string, readonly created: number, readonly expires: number, directory: string | undefined) {
+    if (directory !== undefined) this.directory = directory
   }
+
+  get thumbprintHex (): string { return keyidHex(this.keyid) }
 }
