@@ -22,6 +22,7 @@ import type {
   IssueResult, OnceKey, RateState, Store, StoreHealth, StoreOp, TakeRequest, TakeResult,
 } from './store.js'
 import { AuthorizeStatus, BindStatus, ConsumeStatus, IssueStatus, StoreOpError, TakeStatus, takeToken } from './store.js'
+import { ExpiringKeys } from './expiring-keys.js'
 
 interface Bucket { tokens: number, last: number, idleAt: number }
 
@@ -247,7 +248,7 @@ export class MemoryStore implements Store {
   #gens: Generation[] = []
   #size = 0
   readonly #buckets = new Map<string, Bucket>()
-  readonly #once = new Map<string, number>()
+  readonly #once = new ExpiringKeys()
   readonly #passes = new Map<string, { count: number, expiresAt: number }>()
   /** Grants by fingerprint; requests -1: unlimited. */
   readonly #grants = new Map<string, { expiresAt: number, requests: number }>()
@@ -406,7 +407,7 @@ export class MemoryStore implements Store {
     }
     this.#gens = kept
     for (const [k, b] of this.#buckets) if (b.idleAt <= now) this.#buckets.delete(k)
-    for (const [k, exp] of this.#once) if (exp <= now) this.#once.delete(k)
+    this.#once.sweep(now)
     for (const [k, p] of this.#passes) if (p.expiresAt <= now) this.#passes.delete(k)
     for (const [k, g] of this.#grants) if (g.expiresAt <= now) this.#grants.delete(k)
   }
