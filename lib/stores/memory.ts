@@ -457,8 +457,12 @@ export class MemoryStore implements Store {
     const exp = this.#once.get(once.id)
     if (exp !== undefined && exp > now) return true
     // Bounded like the records: an allowed agent sending at full speed cannot grow the map without
-    // end; a full map fails closed (503) until keys expire, and a replay is still told apart.
-    if (exp === undefined && this.#once.size >= this.#max) throw new StoreOpError(op, 'the memory store holds --max-challenges single-use keys')
+    // end; a full map fails closed (503) until keys expire (swept first: a key is swept at the end
+    // of the second it expires in), and a replay is still told apart.
+    if (exp === undefined && this.#once.size >= this.#max) {
+      this.#once.sweep(now)
+      if (this.#once.size >= this.#max) throw new StoreOpError(op, 'the memory store holds --max-challenges single-use keys')
+    }
     this.#once.set(once.id, now + once.ttlMs)
     return false
   }
