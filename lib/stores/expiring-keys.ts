@@ -1,7 +1,7 @@
 /**
  * Keys with an expiry time (the memory store's single-use keys), swept in time proportional to what
- * has expired: a sweep that scanned every live key cost rate × lifetime per second, about 24 ms each
- * second with 2.7 million keys (docs/decisions/signature-cost.md).
+ * has expired rather than to what is live, which grows with rate × lifetime
+ * (docs/decisions/signature-cost.md).
  */
 export class ExpiringKeys {
   readonly #expiry = new Map<string, number>()
@@ -10,6 +10,8 @@ export class ExpiringKeys {
    * given; a sweep deletes a key only if its current expiry has passed.
    */
   readonly #bySecond = new Map<number, string[]>()
+  /** The whole second of the last sweep: another sweep within it would find nothing new to drop. */
+  #sweptSecond = Number.NaN
 
   /** Keys held, expired ones not yet swept included. */
   get size (): number { return this.#expiry.size }
@@ -27,9 +29,13 @@ export class ExpiringKeys {
 
   /**
    * Drop the keys expired at `now` (each at most a second after its expiry); returns how many listed
-   * keys it looked at: those of the seconds that have passed, never the live ones.
+   * keys it looked at: those of the seconds that have passed, never the live ones. At most one walk
+   * of the seconds per whole second, however often it is asked (a full store asks on each refusal).
    */
   sweep (now: number): number {
+    const whole = Math.floor(now / 1000)
+    if (whole === this.#sweptSecond) return 0
+    this.#sweptSecond = whole
     let looked = 0
     for (const [second, keys] of this.#bySecond) {
       if (second * 1000 > now) continue

@@ -532,10 +532,9 @@ export async function verifyRequest (req: SignedRequest, opts: VerifyOptions): P
 }
 
 /**
- * verifyRequest's result. A class, so that thumbprintHex is one getter on the prototype: a getter
- * written in the returned object literal was a new closure per call, which made every result a
- * slow (dictionary-mode) object holding its own closure, and about 2 KB of each call's parse then
- * survived young-generation collections (docs/decisions/signature-cost.md).
+ * verifyRequest's result. A class, so that thumbprintHex is one getter on the prototype: a getter in
+ * an object literal is a new closure per call, which keeps part of the call's parse alive with each
+ * result (docs/decisions/signature-cost.md).
  */
 class Verified implements VerifiedSignature {
   declare readonly directory?: string

@@ -44,3 +44,14 @@ t.test('a sweep visits the expired keys, not every live one', async (t) => {
   t.equal(k.sweep(1_000), 10, 'ten expired keys looked at, the 100,000 live ones not')
   t.equal(k.size, 100_000)
 })
+
+t.test('asked again within the same second (a full store asks on each refusal), a sweep does not walk again', async (t) => {
+  const k = new ExpiringKeys()
+  for (let i = 0; i < 1000; i++) k.set(`old-${i}`, 1_000 + i)
+  t.equal(k.sweep(2_000), 1000)
+  k.set('late', 2_000)
+  t.equal(k.sweep(2_999), 0, 'nothing walked within second 2')
+  t.equal(k.get('late'), 2_000, 'so the key expiring at its start waits for the next second')
+  t.equal(k.sweep(3_000), 1)
+  t.equal(k.size, 0)
+})

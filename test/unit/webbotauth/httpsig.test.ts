@@ -175,8 +175,8 @@ t.test('a good signature: the identity, nonce and expiry the caller needs', asyn
     directory: DIR,
   })
   t.match(v.thumbprintHex, /^[0-9a-f]{64}$/)
-  // F is a getter shared by every result, not one of its own: with a getter made per call, each
-  // result held its own closure and about 2 KB of each call's parse survived young collections.
+  // F is a getter shared by every result, not one of its own (a getter made per call kept part of
+  // the call's parse alive with each result: docs/decisions/signature-cost.md).
   t.equal(Object.getOwnPropertyDescriptor(v, 'thumbprintHex'), undefined, 'no accessor of its own')
   // The older bare-string Signature-Agent, covered as a whole.
   const legacy = await verifyRequest(make({ agent: `"${DIR}"`, components: [...STD.slice(0, 3), c('signature-agent')] }), opts())
