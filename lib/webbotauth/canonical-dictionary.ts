@@ -137,6 +137,33 @@ function innerList (): InnerList {
   return [items, parameters()]
 }
 
+/**
+ * The one member of a dictionary written exactly `key=:base64:` (a `Signature` field holding one
+ * signature, as signers send it), its bytes in canonical base64 as bytes() checks them: the key and
+ * the bytes, or undefined for any other text (then parse it whole). Where it reads a text,
+ * canonicalDictionary and structured-headers read one member, that key, the same bytes and no
+ * parameters; the bytes come as a Buffer, without the ArrayBuffer of its own that the library's
+ * type requires (the larger part of reading such a field: docs/decisions/signature-cost.md).
+ */
+export function canonicalByteSequence (text: string): { key: string, bytes: Buffer } | undefined {
+  s = text
+  p = 0
+  try {
+    const k = key()
+    const end = text.length - 1
+    if (text.charCodeAt(p) !== 0x3d || text.charCodeAt(p + 1) !== 0x3a || text.indexOf(':', p + 2) !== end) return undefined
+    const encoded = text.slice(p + 2, end)
+    const bytes = Buffer.allocUnsafe(Buffer.byteLength(encoded, 'base64'))
+    if (bytes.write(encoded, 'base64') !== bytes.length || bytes.toString('base64') !== encoded) return undefined
+    return { key: k, bytes }
+  } catch (err) {
+    if (err === NOT) return undefined
+    throw err
+  } finally {
+    s = ''
+  }
+}
+
 /** The dictionary `text` serializes canonically, or undefined (see the module comment). */
 export function canonicalDictionary (text: string): Dictionary | undefined {
   s = text

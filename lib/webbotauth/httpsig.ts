@@ -25,7 +25,7 @@ import type { KeyObject } from 'node:crypto'
 import { isInnerList, parseDictionary, parseItem, serializeDictionary, serializeInnerList, serializeItem, serializeParameters, Token, type BareItem, type Dictionary, type InnerList, type Item, type Parameters } from 'structured-headers'
 import { AogError } from '../errors.js'
 import { jwkThumbprint, publicJwk } from '../keys.js'
-import { canonicalDictionary } from './canonical-dictionary.js'
+import { canonicalByteSequence, canonicalDictionary } from './canonical-dictionary.js'
 import { verifyInBatch } from './verify-batch.js'
 import { textMemo } from './text-memo.js'
 
@@ -419,6 +419,20 @@ export function signatureBase (req: SignedRequest, signatureInput: string, label
   return buildBase(req, member, coveredComponents(member), sent === undefined ? undefined : agentField(sent)).base
 }
 
+/**
+ * The bytes of the signature labelled `label` in the Signature field `text`: read directly when the
+ * field holds just that one signature, written canonically (as signers send it), else from the
+ * whole dictionary; the refusal naming the field otherwise.
+ */
+function signatureBytes (text: string, label: string): Buffer {
+  const one = text.length <= MAX_FIELD_LENGTH ? canonicalByteSequence(text) : undefined
+  if (one !== undefined && one.key === label) return one.bytes
+  const member = strictDictionary(text, 'Signature').get(label)
+  if (member === undefined) refuse(`Signature has no member labelled ${shown(label)}`)
+  if (isInnerList(member) || !(member[0] instanceof ArrayBuffer)) refuse(`Signature member ${shown(label)} is not a byte sequence`)
+  return Buffer.from(member[0])
+}
+
 const thumbprints = new WeakMap<KeyObject, string>()
 
 /**
@@ -471,10 +485,7 @@ export async function verifyRequest (req: SignedRequest, opts: VerifyOptions): P
     il = v
   }
   if (label === undefined || il === undefined) refuse(`no signature labelled with tag="${WEB_BOT_AUTH_TAG}"`)
-  const sigMember = strictDictionary(sigText, 'Signature').get(label)
-  if (sigMember === undefined) refuse(`Signature has no member labelled ${shown(label)}`)
-  if (isInnerList(sigMember) || !(sigMember[0] instanceof ArrayBuffer)) refuse(`Signature member ${shown(label)} is not a byte sequence`)
-  const signature = Buffer.from(sigMember[0])
+  const signature = signatureBytes(sigText, label)
 
   // 2. What it covers: @authority (or @target-uri), @method, @path, signature-agent when sent.
   const covered = coveredComponents(il)

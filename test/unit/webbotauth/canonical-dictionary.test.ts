@@ -7,7 +7,7 @@ import t from 'tap'
 import fc from 'fast-check'
 import { isDeepStrictEqual } from 'node:util'
 import { DisplayString, parseDictionary, serializeDictionary, Token, type BareItem, type Dictionary, type InnerList, type Item, type Parameters } from 'structured-headers'
-import { canonicalDictionary } from '../../../lib/webbotauth/canonical-dictionary.js'
+import { canonicalByteSequence, canonicalDictionary } from '../../../lib/webbotauth/canonical-dictionary.js'
 import { signRequest } from '../../../lib/webbotauth/sign.js'
 import { keyPair } from '../../helpers/keys.js'
 
@@ -155,4 +155,71 @@ t.test('the fields a Web Bot Auth signer sends are read, as the library reads th
   const signature = 'sig-b26=:wqcAqbmYJ2ji2glfAMaRy4gruYYnx2nEFN2HN6jrnDnQCK1u02Gb04v9EDgwUPiu4A0w6vuQv5lIp5WPpBKRCw==:'
   t.ok(sameReading(canonicalDictionary(input), library(input)))
   t.ok(sameReading(canonicalDictionary(signature), library(signature)))
+})
+
+/** canonicalByteSequence's reading as the library's type: one member, its bytes, no parameters. */
+function asDictionary (read: { key: string, bytes: Buffer }): Dictionary {
+  const copy = new Uint8Array(read.bytes.length)
+  copy.set(read.bytes)
+  return new Map([[read.key, [copy.buffer, new Map()]]])
+}
+
+t.test('canonicalByteSequence: every one-member byte-sequence text is read, as the library and canonicalDictionary read it', async (t) => {
+  let runs = 0
+  fc.assert(fc.property(key, bytes, (k, b) => {
+    const text = serializeDictionary(new Map([[k, [b, new Map()]]]))
+    const read = canonicalByteSequence(text)
+    runs++
+    return read !== undefined && sameReading(asDictionary(read), library(text)) && sameReading(asDictionary(read), canonicalDictionary(text))
+  }), { numRuns: 3000 })
+  t.equal(runs, 3000)
+})
+
+t.test('canonicalByteSequence: mutated texts and dictionaries of every kind: whatever it reads, the library reads the same', async (t) => {
+  const alphabet = fc.constantFrom(...'a=()"\\;:, \t-0123456789.?*@%YQ+/_'.split(''))
+  const edit = fc.tuple(fc.nat(), fc.nat(3), fc.string({ unit: alphabet, maxLength: 3 }))
+  const oneMember = fc.tuple(key, bytes).map(([k, b]): Dictionary => new Map([[k, [b, new Map()]]]))
+  let read = 0
+  let left = 0
+  fc.assert(fc.property(fc.oneof(oneMember, dictionaryOf(fc.oneof(subsetBare, otherBare))), fc.array(edit, { maxLength: 3 }), (dict, edits) => {
+    let text = serializeDictionary(dict)
+    for (const [at, cut, insert] of edits) {
+      const i = at % (text.length + 1)
+      text = text.slice(0, i) + insert + text.slice(i + cut)
+    }
+    const r = canonicalByteSequence(text)
+    if (r === undefined) {
+      left++
+      return true
+    }
+    read++
+    return sameReading(asDictionary(r), library(text))
+  }), { numRuns: 20000 })
+  t.ok(read > 1000 && left > 1000, `both kinds were met (${read} read and compared, ${left} left)`)
+})
+
+t.test('canonicalByteSequence leaves to the whole reader what is not exactly one canonical byte sequence', async (t) => {
+  const b64 = Buffer.alloc(64, 0xa5).toString('base64')
+  const cases: Array<[string, string]> = [
+    [`a=:${b64}:, b=:AQ==:`, 'two members'],
+    [`a=:${b64}:;p=1`, 'a parameter'],
+    [`a=(:${b64}:)`, 'an inner list'],
+    [`a=:${b64}: `, 'a trailing space'],
+    [` a=:${b64}:`, 'a leading space'],
+    ['a=:AQ:', 'no padding'],
+    ['a=:AR==:', 'padding bits not zero'],
+    ['a=:A-_=:', 'the URL alphabet'],
+    ['a=:AQ=A:', 'inner padding'],
+    ['a=:AQ\n==:', 'a line break'],
+    ['a="AQ=="', 'a string'],
+    ['a=:AQ==', 'no closing colon'],
+    ['A=:AQ==:', 'an uppercase key'],
+    ['a=::AQ==:', 'a colon inside'],
+    ['a', 'a bare key'],
+    ['', 'empty'],
+  ]
+  for (const [text, why] of cases) t.equal(canonicalByteSequence(text), undefined, `${why}: ${JSON.stringify(text)}`)
+  const sig = canonicalByteSequence(`sig1=:${b64}:`)
+  t.same(sig && { key: sig.key, bytes: [...sig.bytes] }, { key: 'sig1', bytes: [...Buffer.alloc(64, 0xa5)] }, 'a Web Bot Auth signature: its label and 64 bytes')
+  t.same(canonicalByteSequence('a=::') && [...canonicalByteSequence('a=::')!.bytes], [], 'an empty byte sequence')
 })
