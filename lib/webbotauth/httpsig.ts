@@ -5,7 +5,8 @@
  * `Signature-Input`, `Signature` and `Signature-Agent` are structured fields (RFC 8941), parsed with
  * `structured-headers`, each bounded to MAX_FIELD_LENGTH characters before it is parsed; a field
  * written exactly as RFC 8941 serializes it, as signers send it, is read in one pass instead
- * (canonical-dictionary.ts: the same result, a fifth of the time). A label
+ * (canonical-dictionary.ts: the same result, a fifth of the time), and a `Signature` holding just
+ * the one signature straight into its bytes (canonicalByteSequence). A label
  * repeated within a field is refused (RFC 8941 would keep the last one silently, where another
  * reader of the same message could take the first). `Signature-Agent` is accepted in the draft's
  * dictionary form (`sig1="https://agent.example"`, covered as `"signature-agent";key="sig1"`) and in
