@@ -91,9 +91,14 @@ function bytes (): ArrayBuffer {
   if (end < 0) throw NOT
   const text = s.slice(p + 1, end)
   const out = Buffer.from(new ArrayBuffer(Buffer.byteLength(text, 'base64')))
-  if (out.write(text, 'base64') !== out.length || out.toString('base64') !== text) throw NOT
+  if (!canonicalBase64(text, out)) throw NOT
   p = end + 1
   return out.buffer
+}
+
+/** Decode `text` into `out` (of Buffer.byteLength(text, 'base64') bytes): true when it is canonical base64 (see bytes). */
+function canonicalBase64 (text: string, out: Buffer): boolean {
+  return out.write(text, 'base64') === out.length && out.toString('base64') === text
 }
 
 function bareItem (): BareItem {
@@ -143,7 +148,8 @@ function innerList (): InnerList {
  * the bytes, or undefined for any other text (then parse it whole). Where it reads a text,
  * canonicalDictionary and structured-headers read one member, that key, the same bytes and no
  * parameters; the bytes come as a Buffer, without the ArrayBuffer of its own that the library's
- * type requires (the larger part of reading such a field: docs/decisions/signature-cost.md).
+ * type requires (the larger part of reading such a field: docs/decisions/signature-cost.md). The
+ * Buffer is a view into Buffer's shared pool: read its bytes, never its `.buffer` (other data).
  */
 export function canonicalByteSequence (text: string): { key: string, bytes: Buffer } | undefined {
   s = text
@@ -153,9 +159,9 @@ export function canonicalByteSequence (text: string): { key: string, bytes: Buff
     const end = text.length - 1
     if (text.charCodeAt(p) !== 0x3d || text.charCodeAt(p + 1) !== 0x3a || text.indexOf(':', p + 2) !== end) return undefined
     const encoded = text.slice(p + 2, end)
+    // A view into Buffer's shared pool (no allocation of its own), every byte written by the decode.
     const bytes = Buffer.allocUnsafe(Buffer.byteLength(encoded, 'base64'))
-    if (bytes.write(encoded, 'base64') !== bytes.length || bytes.toString('base64') !== encoded) return undefined
-    return { key: k, bytes }
+    return canonicalBase64(encoded, bytes) ? { key: k, bytes } : undefined
   } catch (err) {
     if (err === NOT) return undefined
     throw err

@@ -423,7 +423,8 @@ export function signatureBase (req: SignedRequest, signatureInput: string, label
 /**
  * The bytes of the signature labelled `label` in the Signature field `text`: read directly when the
  * field holds just that one signature, written canonically (as signers send it), else from the
- * whole dictionary; the refusal naming the field otherwise.
+ * whole dictionary; the refusal naming the field otherwise. The bytes may be a view into Buffer's
+ * shared pool: only they are read (never their `.buffer`).
  */
 function signatureBytes (text: string, label: string): Buffer {
   const one = text.length <= MAX_FIELD_LENGTH ? canonicalByteSequence(text) : undefined

@@ -54,14 +54,11 @@ function dictionaryOf (bare: fc.Arbitrary<BareItem>): fc.Arbitrary<Dictionary> {
 }
 
 t.test('every canonical text of its subset is read, and read as structured-headers reads it', async (t) => {
-  let runs = 0
-  fc.assert(fc.property(dictionaryOf(subsetBare), (dict) => {
+  t.doesNotThrow(() => fc.assert(fc.property(dictionaryOf(subsetBare), (dict) => {
     const text = serializeDictionary(dict)
     const fast = canonicalDictionary(text)
-    runs++
     return fast !== undefined && sameReading(fast, library(text))
-  }), { numRuns: 3000 })
-  t.equal(runs, 3000)
+  }), { numRuns: 3000 }), '3,000 generated dictionaries')
 })
 
 t.test('beyond its subset it reads nothing or what the library reads', async (t) => {
@@ -165,14 +162,11 @@ function asDictionary (read: { key: string, bytes: Buffer }): Dictionary {
 }
 
 t.test('canonicalByteSequence: every one-member byte-sequence text is read, as the library and canonicalDictionary read it', async (t) => {
-  let runs = 0
-  fc.assert(fc.property(key, bytes, (k, b) => {
+  t.doesNotThrow(() => fc.assert(fc.property(key, bytes, (k, b) => {
     const text = serializeDictionary(new Map([[k, [b, new Map()]]]))
     const read = canonicalByteSequence(text)
-    runs++
     return read !== undefined && sameReading(asDictionary(read), library(text)) && sameReading(asDictionary(read), canonicalDictionary(text))
-  }), { numRuns: 3000 })
-  t.equal(runs, 3000)
+  }), { numRuns: 3000 }), '3,000 generated fields')
 })
 
 t.test('canonicalByteSequence: mutated texts and dictionaries of every kind: whatever it reads, the library reads the same', async (t) => {
