@@ -120,8 +120,8 @@ export function jtiOnceId (issuer: string | undefined, jti: string): string {
   return createHash('sha256').update(JSON.stringify([issuer ?? '', jti])).digest('hex')
 }
 
-function refuse (reason: string, detail: string, cause?: unknown): AogError & { reason: string } {
-  return Object.assign(new AogError('AOG_ATTESTATION_INVALID', detail, cause === undefined ? {} : { cause }), { reason })
+function refuse (reason: string, detail: string, cause?: unknown): AogError {
+  return new AogError('AOG_ATTESTATION_INVALID', detail, cause === undefined ? { reason } : { cause, reason })
 }
 
 /** Build the step-7 check. Throws at start-up when a key file or the policy is unusable. */
@@ -203,7 +203,7 @@ export function createAttestationVerifier (opts: AttestationOptions): Attestatio
       })).payload
     } catch (err) {
       if (err instanceof JwksUnavailableError) {
-        throw Object.assign(new AogError('AOG_UNAVAILABLE', 'the attestation keys are unavailable; this nonce is spent: fetch a new challenge and try again shortly', { retryAfter: err.retryAfter, cause: err }), { reason: 'keys_unavailable' })
+        throw new AogError('AOG_UNAVAILABLE', 'the attestation keys are unavailable; this nonce is spent: fetch a new challenge and try again shortly', { retryAfter: err.retryAfter, cause: err, reason: 'keys_unavailable' })
       }
       if (err instanceof errors.JWTExpired) throw refuse('expired', 'attestation expired', err)
       if (err instanceof errors.JWTClaimValidationFailed) {
@@ -249,8 +249,7 @@ export function createAttestationVerifier (opts: AttestationOptions): Attestatio
     try {
       return await check(token, claimed, fingerprint, nonce)
     } catch (err) {
-      const reason = (err as { reason?: unknown }).reason
-      if (err instanceof AogError && typeof reason === 'string') record(label(claimed.iss), err.code === 'AOG_UNAVAILABLE' ? 'unavailable' : 'rejected', reason)
+      if (err instanceof AogError && err.reason !== undefined) record(label(claimed.iss), err.code === 'AOG_UNAVAILABLE' ? 'unavailable' : 'rejected', err.reason)
       throw err
     }
   }

@@ -38,6 +38,8 @@ export interface AogErrorOptions {
   headers?: Record<string, string>
   /** Private cause: logged, never sent. */
   cause?: unknown
+  /** Which of several checks behind one code refused, for the log's outcome and metrics; never sent. */
+  reason?: string
 }
 
 /**
@@ -56,6 +58,7 @@ export class AogError extends Error {
   readonly detail: string
   readonly retryAfter: number | undefined
   readonly headers: Record<string, string>
+  readonly reason: string | undefined
 
   constructor (code: ErrorCode, detail?: string, opts: AogErrorOptions = {}) {
     const def = ERRORS[code]
@@ -70,6 +73,7 @@ export class AogError extends Error {
     this.detail = detail ?? def.title
     this.retryAfter = opts.retryAfter
     this.headers = opts.headers ?? {}
+    this.reason = opts.reason
   }
 }
 

@@ -15,7 +15,7 @@ export interface Metrics {
   verificationDuration: Histogram<'mode' | 'result'>
   /** Observed on every request: lib/histogram.ts (prom-client's exposition, a fraction of its cost). */
   requestDuration: FastHistogram<'route' | 'method' | 'status'>
-  rateLimited: Counter<'route'>
+  rateLimited: Counter<'route' | 'limit'>
   poolQueueDepth: Gauge
   poolUtilization: Gauge
   poolWorkers: Gauge
@@ -84,7 +84,7 @@ export function createMetrics (opts: { defaults?: boolean } = {}): Metrics {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers,
     }),
-    rateLimited: new Counter({ name: 'aog_rate_limited_total', help: 'Requests refused with 429.', labelNames: ['route'], registers }),
+    rateLimited: new Counter({ name: 'aog_rate_limited_total', help: 'Requests refused with 429, by the limit reached: rate (the token bucket) or in_flight (proxied requests in flight).', labelNames: ['route', 'limit'], registers }),
     poolQueueDepth: new Gauge({ name: 'aog_pool_queue_depth', help: 'Verification tasks waiting for a worker.', registers }),
     poolUtilization: new Gauge({ name: 'aog_pool_utilization', help: 'Busy workers / workers (0..1).', registers }),
     poolWorkers: new Gauge({ name: 'aog_pool_workers', help: 'Verification worker threads.', registers }),

@@ -121,6 +121,12 @@ function badTarget (req: IncomingMessage): AogError | undefined {
   return undefined
 }
 
+/**
+ * The reason (AogError.reason) of the 429 for an identity at --upstream-max-per-identity: the log's
+ * outcome, and `limit="in_flight"` in aog_rate_limited_total (the token bucket's is `rate`).
+ */
+export const IN_FLIGHT_LIMIT = 'in_flight_limit'
+
 /** The client left: the abort reason of its upstream request. */
 class ClientClosed extends Error {
   constructor () {
@@ -191,7 +197,7 @@ export class Upstream {
   hold (identity: string): () => void {
     const n = this.#byIdentity.get(identity) ?? 0
     if (n >= this.#maxPerIdentity) {
-      throw new AogError('AOG_RATE_LIMITED', `this identity already has ${this.#maxPerIdentity} proxied requests in flight; try again once one is answered`, { retryAfter: 1 })
+      throw new AogError('AOG_RATE_LIMITED', `this identity already has ${this.#maxPerIdentity} proxied requests in flight; try again once one is answered`, { retryAfter: 1, reason: IN_FLIGHT_LIMIT })
     }
     this.#byIdentity.set(identity, n + 1)
     let released = false

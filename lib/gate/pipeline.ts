@@ -17,6 +17,7 @@ import { storeOpOf, type OnceKey } from '../stores/store.js'
 import type { GateParts, Handler, RequestContext } from '../handlers/context.js'
 import { AUTH_PATH, UPSTREAM_ROUTE, authRefusal } from '../handlers/access.js'
 import { forwardedClientAddress, verifiedRequestId } from '../identity/forwarded.js'
+import { IN_FLIGHT_LIMIT } from '../upstream.js'
 
 /** The route of a request no route matched (a bounded metric label; the log line adds its path). */
 const UNMATCHED = 'unmatched'
@@ -195,11 +196,11 @@ export function createPipeline (o: PipelineOptions): Pipeline {
       metrics.identityFailures.inc({ reason: e.code })
       ctx.log.info({ reason: e.detail }, 'identity refused')
     }
-    if (e.code === 'AOG_RATE_LIMITED') metrics.rateLimited.inc({ route: ctx.route })
+    if (e.code === 'AOG_RATE_LIMITED') metrics.rateLimited.inc({ route: ctx.route, limit: e.reason === IN_FLIGHT_LIMIT ? 'in_flight' : 'rate' })
     if (ctx.route === '/task') metrics.submissions.inc({ outcome: 'rejected', reason: e.code })
     // A refusal of a protected request or /auth (not a failure of the upstream after it was allowed).
     if ((ctx.route === AUTH_PATH || ctx.route === UPSTREAM_ROUTE) && ctx.upstream === undefined) metrics.authDecisions.inc({ result: 'refused', code: e.code })
-    ctx.outcome = e.code
+    ctx.outcome = e.reason === IN_FLIGHT_LIMIT ? IN_FLIGHT_LIMIT : e.code
     // 413, or an unread body that is chunked or longer than the limit (a protected request's, of
     // any length): the rest of the body is not drained, so the connection cannot be reused.
     if (e.status === 413 || (!ctx.req.complete && (ctx.route === UPSTREAM_ROUTE || unboundedBody(ctx.req, config.maxBodyBytes)))) ctx.res.shouldKeepAlive = false

@@ -120,7 +120,7 @@ t.test('POST /task from a limited identity is refused before its body is read, a
   await until(/HTTP\/1\.1 404 [\s\S]*"code":"AOG_NOT_FOUND"/, 'answer to the next request on the same connection')
   t.match(received.slice(first), /^HTTP\/1\.1 404 /, 'the next request answered after the dropped body, nothing in between')
   const m = await (await request(`${g.opsUrl}/metrics`)).body.text()
-  t.match(m, /aog_rate_limited_total\{route="\/task"\} 1\b/, 'counted as a rate-limited submission')
+  t.match(m, /aog_rate_limited_total\{route="\/task",limit="rate"\} 1\b/, 'counted as a rate-limited submission, the token bucket\'s limit')
 })
 
 t.test('a limited identity\'s chunked or oversized submission goes the usual way and gets 429; an unread body closes the connection', async (t) => {

@@ -42,7 +42,7 @@ t.test('/metrics parses as Prometheus text and counts what happened', async (t) 
   t.equal(sample(families, 'aog_submissions_total', { outcome: 'accepted', reason: 'ok' }), 1)
   t.equal(sample(families, 'aog_submissions_total', { outcome: 'rejected', reason: 'AOG_NONCE_CONSUMED' }), 1)
   t.equal(sample(families, 'aog_submissions_total', { outcome: 'rejected', reason: 'AOG_TRACE_MISMATCH' }), 1)
-  t.equal(sample(families, 'aog_rate_limited_total', { route: '/challenge' }), 1)
+  t.equal(sample(families, 'aog_rate_limited_total', { route: '/challenge', limit: 'rate' }), 1)
   // The parser drops histogram labels, so histogram counts are read from the text itself.
   t.match(text, /^aog_verification_duration_seconds_count\{mode="sampled",result="ok"\} 1$/m)
   t.match(text, /^aog_http_request_duration_seconds_count\{route="\/challenge",method="GET",status="200"\} 3$/m)

@@ -225,6 +225,12 @@ t.test('one identity has at most --upstream-max-per-identity proxied requests in
   const third = await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\n')
   refusedAtOnce(t, third, 429, 'AOG_RATE_LIMITED', 1000, 'a third in flight')
   t.equal(up.seen.length, 0, 'it never reached the upstream')
+  // Told apart from the token bucket's 429: in the metric and in the request line.
+  const limited = (await g.metrics.rateLimited.get()).values.map((v) => ({ ...v.labels, n: v.value }))
+  t.same(limited, [{ route: 'upstream', limit: 'in_flight', n: 1 }], 'counted as the in-flight limit, not the rate')
+  await until(() => g.logs.some((l) => l.includes('"outcome":"in_flight_limit"')), 2000, 'the request line written')
+  const line = g.logs.map((l) => JSON.parse(l) as { route?: string, status?: number, outcome?: string }).filter((l) => l.status === 429)
+  t.match(line, [{ route: 'upstream', status: 429, outcome: 'in_flight_limit' }], 'its request line says which limit')
   const other = await rawRequest(t, g, 'agent2', 'GET /hello HTTP/1.1\n')
   t.equal(other.status, 200, 'another identity is served meanwhile')
   // The agent drops one held exchange: the gate ends it, and its place is free again.
