@@ -20,6 +20,15 @@ export function signChallenge (authority: string): SignatureHeaders {
   return signRequest({ method: 'GET', authority, target: '/challenge' }, { key: SIGNING_KEY, directoryUrl: DIRECTORY, validitySeconds: 300 })
 }
 
+/**
+ * A signature base the size of the gate's for a signed GET /challenge (the same components and
+ * parameters), for the bare verifications the target is measured against.
+ */
+export function challengeBase (): Buffer {
+  const headers = signChallenge('localhost:8443')
+  return Buffer.from(`"@method": GET\n"@authority": localhost:8443\n"@path": /challenge\n"signature-agent": ${headers['signature-agent'] ?? ''}\n"@signature-params": ${headers['signature-input'].slice(5)}`)
+}
+
 export interface SignedLoad {
   /** autocannon's `requests`: GET /challenge with the next signature of the pool. */
   requests: autocannon.Request[]
