@@ -8,10 +8,13 @@
  *
  * It returns what `parseDictionary` of structured-headers returns for the same text, or undefined
  * for any text it does not recognize whole: other spacing, tokens, decimals, booleans written with
- * `?`, dates, display strings, a repeated member key, a leading zero, a byte sequence not in
- * canonical base64, an invalid escape. The caller then parses with structured-headers, which stays
- * the parser of record: this reader only accepts texts whose reading the library would give too
- * (test/unit/webbotauth/canonical-dictionary.test.ts compares the two on generated and mutated texts).
+ * `?`, dates, display strings, a repeated member or parameter key, a leading zero, a byte sequence
+ * not in canonical base64, an invalid escape. The caller then parses with structured-headers, which
+ * stays the parser of record: this reader only accepts texts whose reading the library would give
+ * too, and whose serialization is the text itself, so that a caller may use a member's text as its
+ * serialization (test/unit/webbotauth/canonical-dictionary.test.ts checks both on generated and
+ * mutated texts). Its loops keep the position in locals, written back to `p` when they end: a
+ * module variable is a memory access per character.
  */
 import type { BareItem, Dictionary, InnerList, Item, Parameters } from 'structured-headers'
 
@@ -32,53 +35,63 @@ function isKeyChar (c: number): boolean {
 }
 
 function key (): string {
+  const text = s
   const start = p
-  if (!isKeyStart(s.charCodeAt(p))) throw NOT
-  p++
-  while (p < s.length && isKeyChar(s.charCodeAt(p))) p++
-  return s.slice(start, p)
+  if (!isKeyStart(text.charCodeAt(start))) throw NOT
+  let i = start + 1
+  while (i < text.length && isKeyChar(text.charCodeAt(i))) i++
+  p = i
+  return text.slice(start, i)
 }
 
 /** An sf-string: printable ASCII, `\` only before `"` or `\`. */
 function string (): string {
-  p++ // the opening quote
-  let start = p
+  const text = s
+  let i = p + 1 // after the opening quote
+  let start = i
   let out = ''
+  let escaped = false
   for (;;) {
-    if (p >= s.length) throw NOT
-    const c = s.charCodeAt(p)
+    if (i >= text.length) throw NOT
+    const c = text.charCodeAt(i)
     if (c === 0x22) {
-      out += s.slice(start, p)
-      p++
-      return out
+      p = i + 1
+      return escaped ? out + text.slice(start, i) : text.slice(start, i)
     }
     if (c === 0x5c) {
-      const next = s.charCodeAt(p + 1)
+      const next = text.charCodeAt(i + 1)
       if (next !== 0x22 && next !== 0x5c) throw NOT
-      out += s.slice(start, p)
-      start = p + 1
-      p += 2
+      out += text.slice(start, i)
+      escaped = true
+      start = i + 1
+      i += 2
       continue
     }
     if (c < 0x20 || c > 0x7e) throw NOT
-    p++
+    i++
   }
 }
 
 /** An integer as serialized: no leading zero, no `-0`, at most 15 digits, not a decimal. */
 function integer (): number {
+  const text = s
   const start = p
-  if (s.charCodeAt(p) === 0x2d) p++
-  const digits = p
-  while (p < s.length) {
-    const c = s.charCodeAt(p)
+  let i = start
+  if (text.charCodeAt(i) === 0x2d) i++
+  const digits = i
+  // At most 15 digits, so the value is exact in a double.
+  let value = 0
+  while (i < text.length) {
+    const c = text.charCodeAt(i)
     if (c < 0x30 || c > 0x39) break
-    p++
+    value = value * 10 + (c - 0x30)
+    i++
   }
-  const n = p - digits
-  if (n === 0 || n > 15 || s.charCodeAt(p) === 0x2e) throw NOT
-  if (s.charCodeAt(digits) === 0x30 && (n > 1 || digits > start)) throw NOT
-  return Number(s.slice(start, p))
+  const n = i - digits
+  if (n === 0 || n > 15 || text.charCodeAt(i) === 0x2e) throw NOT
+  if (text.charCodeAt(digits) === 0x30 && (n > 1 || digits > start)) throw NOT
+  p = i
+  return digits > start ? -value : value
 }
 
 /**
@@ -109,9 +122,13 @@ function bareItem (): BareItem {
   throw NOT
 }
 
-/** Parameters; a repeated key keeps the last value, as structured-headers does. */
+/**
+ * Parameters. A repeated key is left to the library (which keeps the last value): the text would not
+ * be the serialization of what is read.
+ */
 function parameters (): Parameters {
   const params: Parameters = new Map()
+  let count = 0
   while (s.charCodeAt(p) === 0x3b) {
     p++
     const k = key()
@@ -121,7 +138,9 @@ function parameters (): Parameters {
     } else {
       params.set(k, true)
     }
+    count++
   }
+  if (params.size !== count) throw NOT
   return params
 }
 

@@ -89,9 +89,10 @@ export interface KeyDirectories {
   readonly urls: readonly string[]
   /**
    * The key of `keyid` in the directory `url` names (as Signature-Agent sent it), or in any allowed
-   * directory when `url` is undefined.
+   * directory when `url` is undefined. Without a promise when the answer is known now (the
+   * directory's keys are fresh): most requests.
    */
-  resolve: (url: string | undefined, keyid: string) => Promise<KeyLookup>
+  resolve: (url: string | undefined, keyid: string) => KeyLookup | Promise<KeyLookup>
   /** Fetch every directory and re-read every pinned file now; resolves when all are done. */
   refresh: () => Promise<void>
   /** Abort fetches in flight and close the connections. */
@@ -329,31 +330,38 @@ export function createKeyDirectories (opts: KeyDirectoriesOptions): KeyDirectori
     }
   }
 
-  async function lookup (e: Entry, keyid: string): Promise<KeyLookup> {
-    let t = now()
+  /** The key now when the directory's keys are fresh (no promise: most requests), else after its (re)fetch. */
+  function lookup (e: Entry, keyid: string): KeyLookup | Promise<KeyLookup> {
+    const t = now()
     if ((e.keys === undefined || t >= e.freshUntil) && t >= e.failedAt + retryMs && !closing.signal.aborted) {
-      await load(e)
-      t = now()
+      return load(e).then(() => held(e, keyid, now()))
     }
+    return held(e, keyid, t)
+  }
+
+  function held (e: Entry, keyid: string, t: number): KeyLookup {
     if (e.keys === undefined || t >= e.freshUntil + MAX_STALE_SECONDS * 1000) return 'no-keys'
     return e.keys.get(keyid)
   }
 
+  /** A key named by no Signature-Agent: looked up in every allowed directory. */
+  async function anyDirectory (keyid: string): Promise<KeyLookup> {
+    const found = await Promise.all([...entries.values()].map((e) => lookup(e, keyid)))
+    const key = found.find((k) => typeof k === 'object')
+    if (key !== undefined) return key
+    // The key may be in a directory whose keys are unknown (unreachable): that cannot be told
+    // yet (503), not refused.
+    return found.some((k) => k === 'no-keys') ? 'no-keys' : undefined
+  }
+
   return {
     urls: [...entries.keys()],
-    async resolve (url, keyid) {
-      if (url === undefined) {
-        const found = await Promise.all([...entries.values()].map((e) => lookup(e, keyid)))
-        const key = found.find((k) => typeof k === 'object')
-        if (key !== undefined) return key
-        // The key may be in a directory whose keys are unknown (unreachable): that cannot be told
-        // yet (503), not refused.
-        return found.some((k) => k === 'no-keys') ? 'no-keys' : undefined
-      }
+    resolve (url, keyid) {
+      if (url === undefined) return anyDirectory(keyid)
       const norm = normalized(url)
       if (norm === null) return 'unknown-directory'
       const e = entries.get(norm)
-      return e === undefined ? 'unknown-directory' : await lookup(e, keyid)
+      return e === undefined ? 'unknown-directory' : lookup(e, keyid)
     },
     async refresh () {
       await Promise.all([...entries.values()].map(async (e) => {

@@ -87,7 +87,7 @@ export interface VerifyOptions {
    * The key of `keyid` in the directory named by `Signature-Agent` (its URL as sent), or in any
    * allowed directory when the request names none.
    */
-  resolveKey: (directoryUrl: string | undefined, keyid: string) => Promise<KeyLookup>
+  resolveKey: (directoryUrl: string | undefined, keyid: string) => KeyLookup | Promise<KeyLookup>
   /**
    * The gate's own authorities (normalized as normalizeAuthority does, e.g. `gate.example` or
    * `localhost:8443`): a request for another host is refused, so that a signature an agent made for
@@ -192,8 +192,11 @@ function textShape (text: string): TextShape {
 function strictDictionary (text: string, field: string): Dictionary {
   if (text.length > MAX_FIELD_LENGTH) refuse(`${field} exceeds ${MAX_FIELD_LENGTH} characters`)
   // A canonical text (what signers send) holds neither a repeated label nor a decimal.
-  const canonical = canonicalDictionary(text)
-  if (canonical !== undefined) return canonical
+  return canonicalDictionary(text) ?? libraryDictionary(text, field)
+}
+
+/** strictDictionary of a text that is not canonical: parsed by structured-headers, then checked. */
+function libraryDictionary (text: string, field: string): Dictionary {
   let dict: Dictionary
   try {
     dict = parseDictionary(text)
@@ -361,9 +364,10 @@ interface Base {
 
 /**
  * The signature base (RFC 9421 section 2.5) of `il`, whose components are `covered`, refusing for a
- * component the request does not have.
+ * component the request does not have. `authority` is the request's, normalized; `paramsText`, when
+ * given, is the inner list's text in a canonical field, which is its serialization.
  */
-function buildBase (req: SignedRequest, il: InnerList, covered: Covered[], agent: AgentField | undefined): Base {
+function buildBase (req: SignedRequest, il: InnerList, covered: Covered[], agent: AgentField | undefined, authority: string, paramsText: string | undefined): Base {
   const q = req.target.indexOf('?')
   const path = q < 0 ? req.target : req.target.slice(0, q)
   const query = q < 0 ? '?' : req.target.slice(q)
@@ -376,9 +380,9 @@ function buildBase (req: SignedRequest, il: InnerList, covered: Covered[], agent
       if (c.name !== '@method' && c.name !== '@authority' && c.name !== '@scheme' && !req.target.startsWith('/')) refuse('the request target is not in origin form')
       switch (c.name) {
         case '@method': value = req.method; break
-        case '@authority': value = normalizeAuthority(req.authority, req.scheme); break
+        case '@authority': value = authority; break
         case '@scheme': value = req.scheme; break
-        case '@target-uri': value = `${req.scheme}://${normalizeAuthority(req.authority, req.scheme)}${req.target}`; break
+        case '@target-uri': value = `${req.scheme}://${authority}${req.target}`; break
         case '@request-target': value = req.target; break
         case '@path': value = path; break
         default: value = query
@@ -405,7 +409,7 @@ function buildBase (req: SignedRequest, il: InnerList, covered: Covered[], agent
     if (UNSAFE_VALUE.test(value)) refuse(`${shown(c.name)} has a character a signature base cannot hold`)
     base += `${c.id}: ${value}\n`
   }
-  base += `"@signature-params": ${signatureParams(covered, il[1])}`
+  base += `"@signature-params": ${paramsText ?? signatureParams(covered, il[1])}`
   return { base, directory }
 }
 
@@ -417,7 +421,7 @@ export function signatureBase (req: SignedRequest, signatureInput: string, label
   const member = strictDictionary(signatureInput, 'Signature-Input').get(label)
   if (member === undefined || !isInnerList(member)) refuse(`Signature-Input has no inner list labelled ${shown(label)}`)
   const sent = fieldValue(req, 'signature-agent')
-  return buildBase(req, member, coveredComponents(member), sent === undefined ? undefined : agentField(sent)).base
+  return buildBase(req, member, coveredComponents(member), sent === undefined ? undefined : agentField(sent), normalizeAuthority(req.authority, req.scheme), undefined).base
 }
 
 /**
@@ -457,6 +461,8 @@ export function keyidHex (keyid: string): string {
 
 /** A SHA-256 thumbprint in base64url: 43 characters without padding. */
 const THUMBPRINT = /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/
+/** The last keyid that matched THUMBPRINT: an agent's requests repeat it (a comparison, not the regex). */
+let lastThumbprint: string | undefined
 
 function integerParam (params: Parameters, name: 'created' | 'expires'): number {
   const v = params.get(name)
@@ -474,7 +480,11 @@ export async function verifyRequest (req: SignedRequest, opts: VerifyOptions): P
   const sigText = fieldValue(req, 'signature')
   if (inputText === undefined) refuse('Signature-Input header missing')
   if (sigText === undefined) refuse('Signature header missing')
-  const inputs = strictDictionary(inputText, 'Signature-Input')
+  if (inputText.length > MAX_FIELD_LENGTH) refuse(`Signature-Input exceeds ${MAX_FIELD_LENGTH} characters`)
+  // A canonical field is its own serialization: then the one signature's `@signature-params` is the
+  // text after its label (canonical-dictionary.ts).
+  const canonical = canonicalDictionary(inputText)
+  const inputs = canonical ?? libraryDictionary(inputText, 'Signature-Input')
 
   // 1. The one signature labelled with the Web Bot Auth tag.
   let label: string | undefined
@@ -497,10 +507,12 @@ export async function verifyRequest (req: SignedRequest, opts: VerifyOptions): P
   if (!has('@path')) refuse('signature does not cover @path')
   const agentText = fieldValue(req, 'signature-agent')
   if (agentText !== undefined && !has('signature-agent')) refuse('signature does not cover signature-agent')
-  if (opts.authorities !== undefined && !opts.authorities.includes(normalizeAuthority(req.authority, req.scheme))) {
+  const authority = normalizeAuthority(req.authority, req.scheme)
+  if (opts.authorities !== undefined && !opts.authorities.includes(authority)) {
     refuse('signature is for another host: @authority is not this gate')
   }
-  const { base, directory } = buildBase(req, il, covered, agentText === undefined ? undefined : agentField(agentText))
+  const paramsText = canonical !== undefined && canonical.size === 1 ? inputText.slice(label.length + 1) : undefined
+  const { base, directory } = buildBase(req, il, covered, agentText === undefined ? undefined : agentField(agentText), authority, paramsText)
 
   // 3. created not in the future beyond the skew; validity within the maximum.
   const params = il[1]
@@ -522,13 +534,16 @@ export async function verifyRequest (req: SignedRequest, opts: VerifyOptions): P
   // 6. The key: keyid in the directory named by Signature-Agent.
   const keyid = params.get('keyid')
   if (keyid === undefined) refuse('keyid missing')
-  if (typeof keyid !== 'string' || !THUMBPRINT.test(keyid)) refuse('keyid is not an RFC 7638 JWK thumbprint (SHA-256, base64url)')
+  if (typeof keyid !== 'string' || (keyid !== lastThumbprint && !THUMBPRINT.test(keyid))) refuse('keyid is not an RFC 7638 JWK thumbprint (SHA-256, base64url)')
+  lastThumbprint = keyid
   const alg = params.get('alg')
   if (alg !== undefined && alg !== 'ed25519') refuse('alg is not supported (only "ed25519")')
   const retryAfter = opts.retryAfterSeconds ?? 30
   let found: KeyLookup
   try {
-    found = await opts.resolveKey(directory, keyid)
+    const lookup = opts.resolveKey(directory, keyid)
+    // A key known now is used without a turn of the event loop.
+    found = lookup instanceof Promise ? await lookup : lookup
   } catch (err) {
     if (err instanceof AogError) throw err
     unavailable('the key directory could not be read', retryAfter, err)

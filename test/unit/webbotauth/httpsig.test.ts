@@ -8,7 +8,7 @@ import t, { type Test } from 'tap'
 import { constants, createHmac, createPrivateKey, createPublicKey, sign as cryptoSign, verify as cryptoVerify, type JsonWebKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { parseDictionary, serializeDictionary, type BareItem, type InnerList, type Item } from 'structured-headers'
+import { parseDictionary, serializeDictionary, Token, type BareItem, type InnerList, type Item } from 'structured-headers'
 import { createSigner, httpbis } from 'http-message-signatures'
 import fc from 'fast-check'
 import { calculateJwkThumbprint, type JWK } from 'jose'
@@ -109,6 +109,8 @@ interface MakeOptions {
   label?: string
   components?: Item[]
   params?: Record<string, BareItem | undefined>
+  /** `params` serialized before the named parameters (which then win over them), not after. */
+  extraFirst?: boolean
   /** Signature-Agent header (undefined: the dictionary form naming DIR; null: none). */
   agent?: string | null
   /** Extra headers, sent and available to cover. */
@@ -125,15 +127,15 @@ function make (o: MakeOptions = {}): SignedRequest {
   const label = o.label ?? 'sig1'
   const agent = o.agent === null ? undefined : o.agent ?? `sig1="${DIR}"`
   const headers: Record<string, string> = { ...o.headers, ...(agent === undefined ? {} : { 'signature-agent': agent }) }
-  const base: Record<string, BareItem | undefined> = {
+  const named: Record<string, BareItem | undefined> = {
     created: Math.floor(NOW / 1000) - 1,
     expires: Math.floor(NOW / 1000) + 59,
     keyid: keyThumbprint(o.key ?? agentKey),
     alg: 'ed25519',
     nonce: 'n-0123456789abcdef',
     tag: 'web-bot-auth',
-    ...o.params,
   }
+  const base: Record<string, BareItem | undefined> = o.extraFirst === true ? { ...o.params, ...named } : { ...named, ...o.params }
   const params = new Map(Object.entries(base).filter((e): e is [string, BareItem] => e[1] !== undefined))
   const input = serializeDictionary(new Map([[label, [o.components ?? (agent === undefined ? STD.slice(0, 3) : STD), params]]]))
   const req: SignedRequest = { method: o.method ?? 'GET', authority: o.authority ?? AUTHORITY, target: o.target ?? '/challenge', scheme: 'https', headers }
@@ -209,6 +211,28 @@ t.test('a good signature: the identity, nonce and expiry the caller needs', asyn
   t.ok(await verifyRequest({ ...upper, authority: 'GATE.example:443' }, opts(NOW, resolver(), { authorities: ['gate.example'] })))
   // created within the skew in the future is accepted.
   t.ok(await verifyRequest(make({ params: { created: Math.floor(NOW / 1000) + 30, expires: Math.floor(NOW / 1000) + 90 } }), opts()))
+})
+
+t.test('a property: whatever extra parameters a signature has, verifyRequest verifies the base signatureBase builds (a canonical field\'s own text, or the inner list serialized)', async (t) => {
+  const NAMED = new Set(['created', 'expires', 'keyid', 'alg', 'nonce', 'tag'])
+  const name = fc.stringMatching(/^[a-z*][a-z0-9_\-.*]{0,8}$/).filter((k) => !NAMED.has(k))
+  const value: fc.Arbitrary<BareItem> = fc.oneof(
+    fc.string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((x) => String.fromCharCode(x)), maxLength: 16 }),
+    fc.integer({ min: -999_999_999_999_999, max: 999_999_999_999_999 }),
+    fc.uint8Array({ maxLength: 24 }).map((u) => new Uint8Array(u).buffer),
+    fc.constant(true),
+    // Left to structured-headers (not canonical-dictionary.ts's subset): the serialized path.
+    fc.stringMatching(/^[a-zA-Z*][a-zA-Z0-9:/!#$%&'*+\-.^_`|~]{0,8}$/).map((x) => new Token(x)),
+    fc.integer({ min: -99_999_999, max: 99_999_999 }).filter((n) => n % 1000 !== 0).map((n) => n / 1000)
+  )
+  let canonical = 0
+  await fc.assert(fc.asyncProperty(fc.uniqueArray(fc.tuple(name, value), { selector: (e) => e[0], maxLength: 4 }), fc.boolean(), async (extra, first) => {
+    const req = make({ params: Object.fromEntries(extra), extraFirst: first })
+    if (!extra.some(([, v]) => v instanceof Token || (typeof v === 'number' && !Number.isInteger(v)))) canonical++
+    await verifyRequest(req, opts())
+    return true
+  }), { numRuns: 400 })
+  t.ok(canonical > 50, `canonical fields among them (${canonical})`)
 })
 
 t.test('signatureError: the caller\'s own refusals carry the same code and Accept-Signature', async (t) => {
