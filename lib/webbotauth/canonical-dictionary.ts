@@ -14,7 +14,8 @@
  * too, and whose serialization is the text itself, so that a caller may use a member's text as its
  * serialization (test/unit/webbotauth/canonical-dictionary.test.ts checks both on generated and
  * mutated texts). Its loops keep the position in locals, written back to `p` when they end: a
- * module variable is a memory access per character.
+ * module variable is a memory access per character. An inner list's items are read once per text
+ * (innerList): what it returns may share them with earlier readings, so it must not be changed.
  */
 import type { BareItem, Dictionary, InnerList, Item, Parameters } from 'structured-headers'
 
@@ -144,7 +145,49 @@ function parameters (): Parameters {
   return params
 }
 
+/**
+ * The items of inner lists read, by their text from `(` to `)`: an agent's signatures repeat the
+ * components they cover, so each list of them is read once (at most ITEMS_KEPT kept, all dropped
+ * when full, as textMemo does). A kept list is shared by every reading of its text: never changed.
+ */
+const ITEMS_KEPT = 256
+const itemsRead = new Map<string, Item[]>()
+
 function innerList (): InnerList {
+  const close = closingParenthesis()
+  const text = s.slice(p, close + 1)
+  let items = itemsRead.get(text)
+  if (items === undefined) {
+    items = innerItems()
+    // The items end at the first `)` outside a string (keys, integers and base64 hold none).
+    if (p !== close + 1) throw NOT
+    if (itemsRead.size >= ITEMS_KEPT) itemsRead.clear()
+    itemsRead.set(text, items)
+  } else {
+    p = close + 1
+  }
+  return [items, parameters()]
+}
+
+/** Where the inner list opening at `p` closes: its first `)` outside a string. */
+function closingParenthesis (): number {
+  const text = s
+  let inString = false
+  for (let i = p + 1; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (inString) {
+      if (c === 0x5c) i++
+      else if (c === 0x22) inString = false
+    } else if (c === 0x22) {
+      inString = true
+    } else if (c === 0x29) {
+      return i
+    }
+  }
+  throw NOT
+}
+
+function innerItems (): Item[] {
   p++ // the opening parenthesis
   const items: Item[] = []
   if (s.charCodeAt(p) !== 0x29) {
@@ -158,7 +201,7 @@ function innerList (): InnerList {
     }
   }
   p++ // the closing parenthesis
-  return [items, parameters()]
+  return items
 }
 
 /**

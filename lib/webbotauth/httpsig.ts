@@ -229,6 +229,34 @@ function quoted (s: string): string {
   return s.includes('"') || s.includes('\\') ? `"${s.replace(/["\\]/g, '\\$&')}"` : `"${s}"`
 }
 
+/** The covered components of a signature (coveredComponents), and which of the required ones are there. */
+interface CoveredList {
+  list: Covered[]
+  /** `@authority` or `@target-uri`. */
+  authority: boolean
+  method: boolean
+  path: boolean
+  agent: boolean
+}
+
+/**
+ * coveredComponents of an inner list's items, kept per items array: the canonical reader gives an
+ * agent's repeated list of components as the same array (canonical-dictionary.ts), so they are
+ * validated once. Shared: never changed.
+ */
+const coveredKept = new WeakMap<readonly Item[], CoveredList>()
+
+function coveredOf (il: InnerList): CoveredList {
+  let c = coveredKept.get(il[0])
+  if (c === undefined) {
+    const list = coveredComponents(il)
+    const has = (name: string): boolean => list.some((x) => x.name === name)
+    c = { list, authority: has('@authority') || has('@target-uri'), method: has('@method'), path: has('@path'), agent: has('signature-agent') }
+    coveredKept.set(il[0], c)
+  }
+  return c
+}
+
 /**
  * The covered components of a signature, validated (RFC 9421 sections 2.1, 2.2, 2.5). Their
  * identifiers are serialized here: a derived name or a field name in quotes, and the key parameter.
@@ -500,19 +528,18 @@ export async function verifyRequest (req: SignedRequest, opts: VerifyOptions): P
   const signature = signatureBytes(sigText, label)
 
   // 2. What it covers: @authority (or @target-uri), @method, @path, signature-agent when sent.
-  const covered = coveredComponents(il)
-  const has = (name: string): boolean => covered.some((c) => c.name === name)
-  if (!has('@authority') && !has('@target-uri')) refuse('signature does not cover @authority')
-  if (!has('@method')) refuse('signature does not cover @method')
-  if (!has('@path')) refuse('signature does not cover @path')
+  const covered = coveredOf(il)
+  if (!covered.authority) refuse('signature does not cover @authority')
+  if (!covered.method) refuse('signature does not cover @method')
+  if (!covered.path) refuse('signature does not cover @path')
   const agentText = fieldValue(req, 'signature-agent')
-  if (agentText !== undefined && !has('signature-agent')) refuse('signature does not cover signature-agent')
+  if (agentText !== undefined && !covered.agent) refuse('signature does not cover signature-agent')
   const authority = normalizeAuthority(req.authority, req.scheme)
   if (opts.authorities !== undefined && !opts.authorities.includes(authority)) {
     refuse('signature is for another host: @authority is not this gate')
   }
   const paramsText = canonical !== undefined && canonical.size === 1 ? inputText.slice(label.length + 1) : undefined
-  const { base, directory } = buildBase(req, il, covered, agentText === undefined ? undefined : agentField(agentText), authority, paramsText)
+  const { base, directory } = buildBase(req, il, covered.list, agentText === undefined ? undefined : agentField(agentText), authority, paramsText)
 
   // 3. created not in the future beyond the skew; validity within the maximum.
   const params = il[1]

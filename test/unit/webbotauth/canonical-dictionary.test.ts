@@ -157,6 +157,27 @@ t.test('the fields a Web Bot Auth signer sends are read, as the library reads th
   t.ok(sameReading(canonicalDictionary(signature), library(signature)))
 })
 
+t.test('an inner list\'s items are read once per text: the same reading, shared; a `)` or an escaped quote in a string does not end them', async (t) => {
+  const items = '("@method" "@authority" "x)y" "a\\"b)" "signature-agent";key="sig1")'
+  const texts = [`sig1=${items};created=1;nonce="a"`, `sig1=${items};created=2;nonce="b"`, `other=${items}, sig1=${items};tag="t"`]
+  const read = texts.map((x) => canonicalDictionary(x))
+  for (const [i, x] of texts.entries()) t.ok(read[i] !== undefined && sameReading(read[i], library(x)), `read as the library reads it: ${x}`)
+  const lists = read.flatMap((d) => [...d!.values()].map((m) => m[0]))
+  t.ok(lists.every((l) => l === lists[0]), 'one items array for one items text')
+  // A list whose items text was read before, followed by what it must refuse, is still refused.
+  t.equal(canonicalDictionary(`sig1=${items};created=01`), undefined, 'a leading zero after a kept list')
+  t.equal(canonicalDictionary(`sig1=${items}x`), undefined, 'text after a kept list')
+  // Unbalanced: the first `)` outside a string ends the list, and what follows must be parameters.
+  t.equal(canonicalDictionary('sig1=("a") "b")'), undefined)
+  t.equal(canonicalDictionary('sig1=("a'), undefined)
+  // More lists than are kept: each still read as the library reads it.
+  for (let i = 0; i < 600; i++) {
+    const x = `sig1=("@method" "h${i}");created=${i}`
+    if (!sameReading(canonicalDictionary(x), library(x))) t.fail(x)
+  }
+  t.ok(sameReading(canonicalDictionary(texts[0]!), library(texts[0]!)), 'the first list read again after the kept ones were dropped')
+})
+
 /** canonicalByteSequence's reading as the library's type: one member, its bytes, no parameters. */
 function asDictionary (read: { key: string, bytes: Buffer }): Dictionary {
   const copy = new Uint8Array(read.bytes.length)

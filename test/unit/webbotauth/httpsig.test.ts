@@ -273,7 +273,8 @@ t.test('refusals, in the order of section 8, each naming its check', async (t) =
   await t.test('what it covers', async (t) => {
     await refused(t, make({ components: [c('@method'), c('@path'), c('signature-agent', { key: 'sig1' })] }), 'signature does not cover @authority')
     await refused(t, make({ components: [c('@authority'), c('@path'), c('signature-agent', { key: 'sig1' })] }), 'signature does not cover @method')
-    await refused(t, make({ components: [c('@authority'), c('@method'), c('signature-agent', { key: 'sig1' })] }), 'signature does not cover @path')
+    // Twice: a list of components is validated once per items array, and a refusal is not kept.
+    for (let i = 0; i < 2; i++) await refused(t, make({ components: [c('@authority'), c('@method'), c('signature-agent', { key: 'sig1' })] }), 'signature does not cover @path')
     await refused(t, make({ components: STD.slice(0, 3) }), 'signature does not cover signature-agent')
     await refused(t, make({ components: [...STD, c('@method')] }), 'signature covers @method twice')
     await refused(t, make({ components: [...STD, c('content-type')] }), 'signature covers content-type, which the request does not have')
