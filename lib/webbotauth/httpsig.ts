@@ -14,8 +14,10 @@
  *
  * The signature base is built as RFC 9421 section 2.5 says: one line per covered component,
  * `"<identifier>": <value>`, then `"@signature-params": <the serialized inner list>`, joined by LF
- * with no trailing LF. The signature parameters are serialized from the parsed inner list (the
- * canonical serialization the RFC defines), not copied from the field's text.
+ * with no trailing LF. The signature parameters are the canonical serialization of the parsed
+ * inner list, as the RFC defines: serialized from it, or, when the field was read by the canonical
+ * reader and holds one signature, the field's text after the label, which is that serialization
+ * (canonical-dictionary.ts reads only texts that are their own serialization).
  *
  * verifyRequest performs the checks of section 8 in order and refuses with 401
  * AOG_SIGNATURE_INVALID, whose detail names the check, and `Accept-Signature` (RFC 9421 section 5.1);
@@ -492,6 +494,10 @@ const THUMBPRINT = /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/
 /** The last keyid that matched THUMBPRINT: an agent's requests repeat it (a comparison, not the regex). */
 let lastThumbprint: string | undefined
 
+function isThenable (x: unknown): x is PromiseLike<unknown> {
+  return x instanceof Promise || (typeof x === 'object' && x !== null && typeof (x as { then?: unknown }).then === 'function')
+}
+
 function integerParam (params: Parameters, name: 'created' | 'expires'): number {
   const v = params.get(name)
   if (v === undefined) refuse(`${name} missing`)
@@ -569,8 +575,8 @@ export async function verifyRequest (req: SignedRequest, opts: VerifyOptions): P
   let found: KeyLookup
   try {
     const lookup = opts.resolveKey(directory, keyid)
-    // A key known now is used without a turn of the event loop.
-    found = lookup instanceof Promise ? await lookup : lookup
+    // A key known now is used without a turn of the event loop; any thenable is awaited.
+    found = isThenable(lookup) ? await lookup : lookup
   } catch (err) {
     if (err instanceof AogError) throw err
     unavailable('the key directory could not be read', retryAfter, err)

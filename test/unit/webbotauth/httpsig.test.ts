@@ -8,6 +8,7 @@ import t, { type Test } from 'tap'
 import { constants, createHmac, createPrivateKey, createPublicKey, sign as cryptoSign, verify as cryptoVerify, type JsonWebKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { runInNewContext } from 'node:vm'
 import { parseDictionary, serializeDictionary, Token, type BareItem, type InnerList, type Item } from 'structured-headers'
 import { createSigner, httpbis } from 'http-message-signatures'
 import fc from 'fast-check'
@@ -349,6 +350,14 @@ t.test('refusals, in the order of section 8, each naming its check', async (t) =
     t.match((err.cause as Error).message, 'ECONNRESET', 'the cause is kept for the log')
     const own = new AogError('AOG_OVERLOADED', 'busy')
     await t.rejects(verifyRequest(make(), opts(NOW, async () => { throw own })), own, 'an AogError of the resolver passes through')
+    // A resolver may answer now, or with any thenable (a promise of another realm, a plain thenable).
+    const sync: VerifyOptions['resolveKey'] = (_url, keyid) => keyid === KEYID ? agentPub : undefined
+    t.ok(await verifyRequest(make(), opts(NOW, sync)), 'a key known now')
+    t.ok(await verifyRequest(make(), opts(NOW, () => ({ then: (ok: (k: KeyLookup) => void) => { ok(agentPub) } }) as unknown as Promise<KeyLookup>)), 'a plain thenable')
+    t.ok(await verifyRequest(make(), opts(NOW, () => runInNewContext('Promise.resolve(k)', { k: agentPub }) as Promise<KeyLookup>)), 'a promise of another realm')
+    await t.rejects(verifyRequest(make(), opts(NOW, () => runInNewContext('Promise.reject(new Error("down"))') as Promise<KeyLookup>)), { code: 'AOG_UNAVAILABLE', detail: 'the key directory could not be read' }, 'rejected in another realm: 503')
+    await t.rejects(verifyRequest(make(), opts(NOW, () => { throw new Error('sync') })), { code: 'AOG_UNAVAILABLE', detail: 'the key directory could not be read' }, 'a resolver that throws at once: 503')
+    await t.rejects(verifyRequest(make(), opts(NOW, () => 'no-keys')), { code: 'AOG_UNAVAILABLE', status: 503 }, 'no keys, answered now')
   })
   await t.test('the signature itself', async (t) => {
     const g = make()
