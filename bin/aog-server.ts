@@ -11,6 +11,7 @@ import {
   ConfigError, describeOptions, flagName, fromEnv, isBooleanOption, loadConfig, readConfigFile, type Config,
 } from '../lib/config.js'
 import { chainKernel } from '../lib/chain/native.js'
+import { isLoopbackOrPrivate } from '../lib/host-port.js'
 import { ed25519VerifierChoice } from '../lib/webbotauth/ed25519.js'
 import { createGate } from '../lib/gate/index.js'
 import { createLogger } from '../lib/log.js'
@@ -294,6 +295,10 @@ async function main (): Promise<void> {
     signatureVerifier: signatureVerifier?.verifier.name,
     version: version(),
   }, 'aog gate listening')
+  // Forwarded mode over plain HTTP is for a proxy on the same host or a private network.
+  if (config.mode === 'forwarded' && config.forwardProxyCa === undefined && !isLoopbackOrPrivate(addr.gate.address)) {
+    logger.warn({ listen: config.listen }, 'forwarded mode over plain HTTP on an address that is not loopback or private: the identity headers and the bodies cross the network in clear; listen on loopback or a private interface, or require the proxy\'s certificate with --forward-proxy-ca (docs/operations.md)')
+  }
   if (signatureVerifier?.verifier.name === 'node:crypto' && process.env.AOG_NATIVE !== '0') {
     logger.warn({ reason: signatureVerifier.reason }, 'libsodium unavailable: signatures are verified with node:crypto, about twice the CPU (install the optional dependency sodium-native)')
   }

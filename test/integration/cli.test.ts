@@ -147,12 +147,25 @@ t.test('aog-server nginx-config prints the reference configuration for the given
   t.equal(bad.code, 2, 'a value that would break out of the quoted string is refused')
 })
 
+t.test('forwarded mode over plain HTTP on every interface: the start-up warns; with --forward-proxy-ca it does not', async (t) => {
+  const forwarded = ['--mode', 'forwarded', '--client-ca', join(DEV, 'ca.pem'), '--forward-secret-file', join(DEV, 'forward-secret'), ...SMALL]
+  const open = await startServer([...forwarded, '--listen', '0.0.0.0:0'])
+  t.teardown(() => { open.child.kill('SIGKILL') })
+  t.match(open.lines.find((l) => String(l.msg).startsWith('forwarded mode over plain HTTP')), { level: 40, listen: '0.0.0.0:0' })
+  open.child.kill('SIGKILL')
+  const tls = await startServer([...forwarded, '--listen', '0.0.0.0:0', '--forward-proxy-ca', join(DEV, 'ca.pem'), '--tls-cert', join(DEV, 'server.pem'), '--tls-key', join(DEV, 'server-key.pem')])
+  t.teardown(() => { tls.child.kill('SIGKILL') })
+  t.match(tls.lines[0], { gate: /^https:\/\// })
+  t.notOk(tls.lines.some((l) => String(l.msg).startsWith('forwarded mode over plain HTTP')), 'HTTPS requiring the proxy\'s certificate: no warning')
+})
+
 t.test('forwarded mode: the start-up line says so, and SIGHUP reloads the deny list', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'aog-'))
   writeFileSync(join(dir, 'deny'), '')
   const s = await startServer(['--mode', 'forwarded', '--client-ca', join(DEV, 'ca.pem'), '--forward-secret-file', join(DEV, 'forward-secret'), '--deny-file', join(dir, 'deny'), ...SMALL])
   t.teardown(() => { s.child.kill('SIGKILL') })
   t.match(s.lines[0], { mode: 'forwarded', gate: /^http:\/\// })
+  t.notOk(s.lines.some((l) => String(l.msg).startsWith('forwarded mode over plain HTTP')), 'on loopback: no warning')
   s.child.kill('SIGHUP')
   const end = Date.now() + 5000
   while (!s.lines.some((l) => l.msg === 'deny list reloaded') && Date.now() < end) await new Promise((resolve) => setTimeout(resolve, 20))
