@@ -18,6 +18,7 @@
  * (innerList): what it returns may share them with earlier readings, so it must not be changed.
  */
 import type { BareItem, Dictionary, InnerList, Item, Parameters } from 'structured-headers'
+import { textMemo } from './text-memo.js'
 
 /** Not recognized: the caller parses with structured-headers. */
 class NotCanonical {}
@@ -146,26 +147,31 @@ function parameters (): Parameters {
 }
 
 /**
- * The items of inner lists read, by their text from `(` to `)`: an agent's signatures repeat the
- * components they cover, so each list of them is read once (at most ITEMS_KEPT kept, all dropped
- * when full, as textMemo does). A kept list is shared by every reading of its text: never changed.
+ * The items of an inner list, by its text from `(` to `)`: an agent's signatures repeat the
+ * components they cover, so each list of them is read once (textMemo: 256 kept). A kept list is
+ * shared by every reading of its text: never changed. The reader's state is the caller's again
+ * when it returns.
  */
-const ITEMS_KEPT = 256
-const itemsRead = new Map<string, Item[]>()
+const itemsOf = textMemo(256, (text: string): Item[] => {
+  const outer = s
+  const at = p
+  s = text
+  p = 0
+  try {
+    const items = innerItems()
+    // The items end at the first `)` outside a string (keys, integers and base64 hold none).
+    if (p !== text.length) throw NOT
+    return items
+  } finally {
+    s = outer
+    p = at
+  }
+})
 
 function innerList (): InnerList {
   const close = closingParenthesis()
-  const text = s.slice(p, close + 1)
-  let items = itemsRead.get(text)
-  if (items === undefined) {
-    items = innerItems()
-    // The items end at the first `)` outside a string (keys, integers and base64 hold none).
-    if (p !== close + 1) throw NOT
-    if (itemsRead.size >= ITEMS_KEPT) itemsRead.clear()
-    itemsRead.set(text, items)
-  } else {
-    p = close + 1
-  }
+  const items = itemsOf(s.slice(p, close + 1))
+  p = close + 1
   return [items, parameters()]
 }
 

@@ -192,9 +192,14 @@ function textShape (text: string): TextShape {
  * another verifier builds `1.0`), or the refusal naming the field.
  */
 function strictDictionary (text: string, field: string): Dictionary {
-  if (text.length > MAX_FIELD_LENGTH) refuse(`${field} exceeds ${MAX_FIELD_LENGTH} characters`)
   // A canonical text (what signers send) holds neither a repeated label nor a decimal.
-  return canonicalDictionary(text) ?? libraryDictionary(text, field)
+  return canonicalField(text, field) ?? libraryDictionary(text, field)
+}
+
+/** canonicalDictionary of a field within MAX_FIELD_LENGTH (the refusal naming it otherwise). */
+function canonicalField (text: string, field: string): Dictionary | undefined {
+  if (text.length > MAX_FIELD_LENGTH) refuse(`${field} exceeds ${MAX_FIELD_LENGTH} characters`)
+  return canonicalDictionary(text)
 }
 
 /** strictDictionary of a text that is not canonical: parsed by structured-headers, then checked. */
@@ -514,10 +519,9 @@ export async function verifyRequest (req: SignedRequest, opts: VerifyOptions): P
   const sigText = fieldValue(req, 'signature')
   if (inputText === undefined) refuse('Signature-Input header missing')
   if (sigText === undefined) refuse('Signature header missing')
-  if (inputText.length > MAX_FIELD_LENGTH) refuse(`Signature-Input exceeds ${MAX_FIELD_LENGTH} characters`)
   // A canonical field is its own serialization: then the one signature's `@signature-params` is the
   // text after its label (canonical-dictionary.ts).
-  const canonical = canonicalDictionary(inputText)
+  const canonical = canonicalField(inputText, 'Signature-Input')
   const inputs = canonical ?? libraryDictionary(inputText, 'Signature-Input')
 
   // 1. The one signature labelled with the Web Bot Auth tag.
