@@ -1,7 +1,7 @@
 /** The real Redis the tests use, and Redis servers (and a Cluster) the harness starts itself. */
 import { Redis } from 'ioredis'
 import { spawn, execFile, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -46,49 +46,82 @@ export interface RedisProcess {
 
 const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
 
-async function waitPing (port: number, timeoutMs = 10_000): Promise<void> {
+/** Until the server on `port` answers PING; fails at once if `child` exits first. */
+async function waitPing (port: number, child?: ChildProcess, timeoutMs = 10_000): Promise<void> {
   const end = Date.now() + timeoutMs
   for (;;) {
     try {
       const { stdout } = await exec('redis-cli', ['-p', String(port), 'ping'])
       if (stdout.trim() === 'PONG') return
     } catch { /* not up yet */ }
+    if (child !== undefined && (child.exitCode !== null || child.signalCode !== null)) throw new Error(`redis on ${port} exited before it answered`)
     if (Date.now() > end) throw new Error(`redis on ${port} did not start`)
     await sleep(50)
   }
 }
 
-/** Start a throwaway redis-server on a free loopback port. `args` are extra config directives. */
-export async function startRedis (args: string[] = []): Promise<RedisProcess> {
-  const port = await freePort()
-  const dir = mkdtempSync(join(tmpdir(), `aog-redis-${port}-`))
-  // No snapshot delay: a replica syncs at once instead of after repl-diskless-sync-delay (5 s).
-  const argv = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--repl-diskless-sync-delay', '0', ...args]
-  const p: RedisProcess = {
-    port,
-    url: `redis://127.0.0.1:${port}`,
-    child: spawn('redis-server', argv, { stdio: 'ignore' }),
-    async restart (extra = []) {
-      p.child = spawn('redis-server', [...argv, ...extra], { stdio: 'ignore' })
-      await waitPing(port)
-    },
-    async stop () {
-      if (p.child.exitCode !== null || p.child.signalCode !== null) return
-      const exited = new Promise((resolve) => p.child.once('exit', resolve))
-      p.child.kill('SIGCONT')
-      p.child.kill('SIGKILL')
-      await exited
-    },
-    async cli (...a) {
-      const { stdout } = await exec('redis-cli', ['-p', String(port), ...a])
-      return stdout.trim()
-    },
+export interface StartRedisOptions {
+  /** A Cluster node: its bus port is chosen free too (by default Redis takes port + 10000, which may be taken or above 65535). */
+  cluster?: boolean
+}
+
+/** Why a start failed: the child's exit, or the end of its log. */
+function startFailure (port: number, child: ChildProcess, log: string): string {
+  let tail = ''
+  try { tail = readFileSync(log, 'utf8').trim().split('\n').slice(-3).join(' | ') } catch { /* no log yet */ }
+  const how = child.exitCode !== null ? `exited ${child.exitCode}` : child.signalCode !== null ? `killed by ${child.signalCode}` : 'did not answer PING'
+  return `redis on ${port} did not start (${how})${tail === '' ? '' : `: ${tail}`}`
+}
+
+/**
+ * Start a throwaway redis-server on a free loopback port. `args` are extra config directives.
+ * A port can be taken between freePort() and redis-server's bind, so a start that fails is retried on new ports.
+ */
+export async function startRedis (args: string[] = [], opts: StartRedisOptions = {}): Promise<RedisProcess> {
+  const attempts = 4
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort()
+    const dir = mkdtempSync(join(tmpdir(), `aog-redis-${port}-`))
+    const log = join(dir, 'redis.log')
+    // No snapshot delay: a replica syncs at once instead of after repl-diskless-sync-delay (5 s).
+    const argv = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--logfile', log, '--repl-diskless-sync-delay', '0', ...args]
+    if (opts.cluster === true) argv.push('--cluster-port', String(await freePort()))
+    const child = spawn('redis-server', argv, { stdio: 'ignore' })
+    const cleanup = (): void => { try { child.kill('SIGKILL') } catch {} ; rmSync(dir, { recursive: true, force: true }) }
+    try {
+      await waitPing(port, child)
+    } catch (err) {
+      const message = startFailure(port, child, log)
+      await killAndWait(child)
+      cleanup()
+      if (attempt >= attempts) throw new Error(`${message} (after ${attempts} attempts)`, { cause: err })
+      continue
+    }
+    const p: RedisProcess = {
+      port,
+      url: `redis://127.0.0.1:${port}`,
+      child,
+      async restart (extra = []) {
+        p.child = spawn('redis-server', [...argv, ...extra], { stdio: 'ignore' })
+        await waitPing(port, p.child)
+      },
+      async stop () { await killAndWait(p.child) },
+      async cli (...a) {
+        const { stdout } = await exec('redis-cli', ['-p', String(port), ...a])
+        return stdout.trim()
+      },
+    }
+    process.once('exit', () => { try { p.child.kill('SIGKILL') } catch {} ; rmSync(dir, { recursive: true, force: true }) })
+    return p
   }
-  await waitPing(port)
-  const stop = p.stop
-  p.stop = async () => { await stop() }
-  process.once('exit', () => { try { p.child.kill('SIGKILL') } catch {} ; rmSync(dir, { recursive: true, force: true }) })
-  return p
+}
+
+async function killAndWait (child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  child.kill('SIGCONT')
+  child.kill('SIGKILL')
+  await exited
 }
 
 export interface RedisCluster {
@@ -101,22 +134,25 @@ export interface RedisCluster {
 /** A 3-master Redis Cluster on free loopback ports, created with redis-cli --cluster create. */
 export async function startCluster (masters = 3): Promise<RedisCluster> {
   const nodes: RedisProcess[] = []
-  for (let i = 0; i < masters; i++) {
-    nodes.push(await startRedis(['--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${i}.conf`, '--cluster-node-timeout', '2000']))
+  const stop = async (): Promise<void> => { await Promise.all(nodes.map(async (n) => await n.stop())) }
+  try {
+    for (let i = 0; i < masters; i++) {
+      nodes.push(await startRedis(['--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${i}.conf`, '--cluster-node-timeout', '2000'], { cluster: true }))
+    }
+    await exec('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'])
+    const end = Date.now() + 15_000
+    for (;;) {
+      const states = await Promise.all(nodes.map(async (n) => await n.cli('cluster', 'info')))
+      if (states.every((s) => s.includes('cluster_state:ok'))) break
+      if (Date.now() > end) throw new Error('the cluster did not become ok')
+      await sleep(100)
+    }
+  } catch (err) {
+    // The nodes already started would keep the test process alive until its timeout.
+    await stop()
+    throw err
   }
-  await exec('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'])
-  const end = Date.now() + 15_000
-  for (;;) {
-    const states = await Promise.all(nodes.map(async (n) => await n.cli('cluster', 'info')))
-    if (states.every((s) => s.includes('cluster_state:ok'))) break
-    if (Date.now() > end) throw new Error('the cluster did not become ok')
-    await sleep(100)
-  }
-  return {
-    nodes,
-    seeds: nodes.map((n) => `127.0.0.1:${n.port}`).join(','),
-    async stop () { await Promise.all(nodes.map(async (n) => await n.stop())) },
-  }
+  return { nodes, seeds: nodes.map((n) => `127.0.0.1:${n.port}`).join(','), stop }
 }
 
 export interface SentinelProcess {
