@@ -47,14 +47,14 @@ export interface RedisProcess {
 const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
 
 /** Until the server on `port` answers PING; fails at once if `child` exits first. */
-async function waitPing (port: number, child?: ChildProcess, timeoutMs = 10_000): Promise<void> {
+async function waitPing (port: number, child: ChildProcess, timeoutMs = 10_000): Promise<void> {
   const end = Date.now() + timeoutMs
   for (;;) {
     try {
       const { stdout } = await exec('redis-cli', ['-p', String(port), 'ping'])
       if (stdout.trim() === 'PONG') return
     } catch { /* not up yet */ }
-    if (child !== undefined && (child.exitCode !== null || child.signalCode !== null)) throw new Error(`redis on ${port} exited before it answered`)
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`redis on ${port} exited before it answered`)
     if (Date.now() > end) throw new Error(`redis on ${port} did not start`)
     await sleep(50)
   }
@@ -87,13 +87,12 @@ export async function startRedis (args: string[] = [], opts: StartRedisOptions =
     const argv = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--logfile', log, '--repl-diskless-sync-delay', '0', ...args]
     if (opts.cluster === true) argv.push('--cluster-port', String(await freePort()))
     const child = spawn('redis-server', argv, { stdio: 'ignore' })
-    const cleanup = (): void => { try { child.kill('SIGKILL') } catch {} ; rmSync(dir, { recursive: true, force: true }) }
     try {
       await waitPing(port, child)
     } catch (err) {
       const message = startFailure(port, child, log)
       await killAndWait(child)
-      cleanup()
+      rmSync(dir, { recursive: true, force: true })
       if (attempt >= attempts) throw new Error(`${message} (after ${attempts} attempts)`, { cause: err })
       continue
     }
