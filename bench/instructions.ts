@@ -28,7 +28,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { BENCH_GATE_ARGS, DEV, ROOT, freePort } from './servers.js'
+import { BENCH_GATE_ARGS, DEV, GATE_NODE_ARGS, ROOT, freePort } from './servers.js'
 import { benchArgs } from './args.js'
 import { machine, table } from './util.js'
 
@@ -157,7 +157,7 @@ async function count (name: string, path: string, args: (port: number) => string
 
 const base = await count('baseline', '/', (port) => [join(ROOT, 'dist', 'bench', 'baseline-server.js'), DEV, '--port', String(port)])
 const opsPort = await freePort()
-const gate = await count('gate', '/challenge', (port) => [join(ROOT, 'dist', 'bin', 'aog-server.js'), '--dev', '--listen', `127.0.0.1:${port}`,
+const gate = await count('gate', '/challenge', (port) => [...GATE_NODE_ARGS, join(ROOT, 'dist', 'bin', 'aog-server.js'), '--dev', '--listen', `127.0.0.1:${port}`,
   '--ops-listen', `127.0.0.1:${opsPort}`, ...BENCH_GATE_ARGS])
 const k = (x: number): string => `${(x / 1000).toFixed(1)}k`
 console.log(`bench:instructions  ${machine()}  callgrind, ${values.connections} keep-alive mTLS connections, ${requests} and ${3 * requests} requests`)

@@ -16,7 +16,7 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { X509Certificate } from 'node:crypto'
 import { fingerprintOf } from '../lib/identity/tls.js'
-import { BENCH_GATE_ARGS, DEV, ROOT, splitArgs, tracked } from './servers.js'
+import { BENCH_GATE_ARGS, DEV, GATE_NODE_ARGS, ROOT, splitArgs, tracked } from './servers.js'
 import { benchArgs } from './args.js'
 
 const values = benchArgs('profile', 'A CPU profile (node --cpu-prof) of the gate under GET /challenge load, or POST /task with --path /task; prints its path and the top functions by self time.', {
@@ -26,7 +26,7 @@ const values = benchArgs('profile', 'A CPU profile (node --cpu-prof) of the gate
 })
 const dir = join(ROOT, 'bench', 'results')
 mkdirSync(dir, { recursive: true })
-const child = tracked(spawn(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, join(ROOT, 'dist', 'bin', 'aog-server.js'), '--dev',
+const child = tracked(spawn(process.execPath, [...GATE_NODE_ARGS, '--cpu-prof', `--cpu-prof-dir=${dir}`, join(ROOT, 'dist', 'bin', 'aog-server.js'), '--dev',
   '--listen', '127.0.0.1:0', '--ops-listen', '127.0.0.1:0', ...BENCH_GATE_ARGS, ...splitArgs(values['gate-args'])], { stdio: ['ignore', 'pipe', 'inherit'] }))
 const port = await new Promise<number>((resolve) => {
   createInterface({ input: child.stdout! }).on('line', (l) => {

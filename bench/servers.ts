@@ -17,6 +17,9 @@ export interface Child { child: ChildProcess, port: number, stop: () => void }
  * challenges, each kept 70 s; the default bound of 10^6, a sustained ~14k/s, would turn the last
  * rounds into 503s).
  */
+/** Node's own options of a gate, as `aog-server` (bin/aog-server.ts's first line) and `npm start` give them. */
+export const GATE_NODE_ARGS: readonly string[] = ['--no-memory-reducer']
+
 export const BENCH_GATE_ARGS = ['--rate-burst', '1000000000', '--rate-per-second', '1000000000', '--max-challenges', '10000000']
 
 /** A `--gate-args` text as argv: words separated by spaces (a later option overrides an earlier one). */
@@ -61,16 +64,17 @@ export async function freePort (): Promise<number> {
 }
 
 /**
- * The gate (this checkout's build, or the package at `root`) on the memory store with BENCH_GATE_ARGS, then `args`, logging at info to /dev/null: the per-request log line is part of
+ * The gate (this checkout's build, or the package at `root`) under node with `nodeArgs` (as deployed), on the memory
+ * store with BENCH_GATE_ARGS, then `args`, logging at info to /dev/null: the per-request log line is part of
  * its cost, but a pipe read by this process would also cost the load generator's CPU on a small
  * machine. Ready when /readyz answers.
  */
-export async function startGateProcess (args: string[] = [], root = ROOT, env: NodeJS.ProcessEnv = process.env): Promise<Child> {
+export async function startGateProcess (args: string[] = [], root = ROOT, env: NodeJS.ProcessEnv = process.env, nodeArgs: readonly string[] = GATE_NODE_ARGS): Promise<Child> {
   const port = await freePort()
   const ops = await freePort()
   const devnull = openSync('/dev/null', 'w')
   // Run from ROOT whatever build `root` is: --dev takes this checkout's certs/dev.
-  const child = tracked(spawn(process.execPath, [join(root, 'dist', 'bin', 'aog-server.js'), '--dev', '--listen', `127.0.0.1:${port}`, '--ops-listen', `127.0.0.1:${ops}`,
+  const child = tracked(spawn(process.execPath, [...nodeArgs, join(root, 'dist', 'bin', 'aog-server.js'), '--dev', '--listen', `127.0.0.1:${port}`, '--ops-listen', `127.0.0.1:${ops}`,
     ...BENCH_GATE_ARGS, ...args], { cwd: ROOT, env, stdio: ['ignore', devnull, 'inherit'] }))
   closeSync(devnull)
   const end = Date.now() + 20_000

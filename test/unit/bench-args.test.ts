@@ -34,6 +34,7 @@ const SCRIPTS: Array<[string, string, string[]]> = [
   ['signature', 'bench:signature', ['--duration', '--rounds', '--connections']],
   ['assertion', 'bench:assertion', ['--signs', '--rounds']],
   ['compare', 'bench:compare', ['--ref', '--rate', '--rounds', '--duration', '--connections', '--path', '--gate-args']],
+  ['idle-start', 'bench:idle-start', ['--idle', '--rounds', '--duration', '--connections']],
 ]
 
 /** benchArgs in process, with process.exit and stderr caught: what a failing command line prints. */
