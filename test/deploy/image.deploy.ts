@@ -198,6 +198,9 @@ if (!needTool(t, 'podman', 'podman') || !needTool(t, 'mmdebstrap', 'mmdebstrap')
     const gate = start(t, 'gate', ...inImage(gateEnv, config.Entrypoint))
     const started = JSON.parse(await gate.waitFor(/aog gate listening/)) as Record<string, unknown>
     t.match(started, { mode: 'direct', chain: 'native', version: pkg.version }, 'the image\'s gate starts with the native chain it built')
+    // unshare, sh, chroot, env, sh and the entrypoint's first line exec'd in turn: node itself now.
+    const cmdline = readFileSync(`/proc/${gate.child.pid}/cmdline`, 'utf8').split('\0')
+    t.ok(cmdline.includes('--no-memory-reducer'), `the entrypoint runs node with --no-memory-reducer (docs/operations.md): ${cmdline.join(' ')}`)
     await waitPort(opsPort)
 
     const verifier = await exec(...inImage({}, ['node', '-e', "import('/opt/aog/dist/lib/webbotauth/ed25519.js').then((m) => console.log(m.ed25519VerifierChoice().verifier.name))"]))

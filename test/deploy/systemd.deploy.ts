@@ -135,6 +135,9 @@ t.test('systemd-analyze verify and security, against the package installed as np
     const gate = start(t, 'gate', argv[0]!, argv.slice(1), { env })
     const started = JSON.parse(await gate.waitFor(/aog gate listening/)) as Record<string, unknown>
     t.match(started, { mode: 'direct', version: String((JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version) }, 'the installed aog-server starts from the EnvironmentFile')
+    // The pid env, prlimit, setpriv and the script's own first line exec'd in turn: node itself now.
+    const cmdline = readFileSync(`/proc/${gate.child.pid}/cmdline`, 'utf8').split('\0')
+    t.ok(cmdline.includes('--no-memory-reducer'), `node runs with --no-memory-reducer (docs/operations.md): ${cmdline.join(' ')}`)
     const request = async (): Promise<Awaited<ReturnType<typeof exec>>> => await exec(process.execPath, [AGENT, 'request', '--url', `https://localhost:${gatePort}`, '--cert', join(DEV, 'agent.pem'), '--key', join(DEV, 'agent-key.pem'), '--ca', join(DEV, 'ca.pem'), '/hello?from=systemd'])
     const r = await request()
     t.equal(r.code, 0, `an agent passes and reaches the upstream ${r.stderr}`)
