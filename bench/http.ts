@@ -22,7 +22,9 @@
  * request: what a given amount of extra work per request costs in throughput on this machine.
  *
  * `--idle 15` lets every server sit idle that long after start before the first round: a gate that
- * answered its readiness probes and then waited for traffic (docs/decisions/next-tick-shape.md).
+ * answered its readiness probes and then waited for traffic. Every server runs as the gate is
+ * deployed (`node --no-memory-reducer`), so the idle costs neither; `bench:idle-start` measures what
+ * it costs under plain node (docs/decisions/next-tick-shape.md).
  *   npm run bench:http [-- --duration 6 --rounds 3 --connections 16 --passes-concurrency 8 --calibrate 5,10,20 --idle 15 --gate-args='--workers 1']
  */
 import autocannon from 'autocannon'

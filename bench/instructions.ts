@@ -155,7 +155,7 @@ async function count (name: string, path: string, args: (port: number) => string
   }
 }
 
-const base = await count('baseline', '/', (port) => [join(ROOT, 'dist', 'bench', 'baseline-server.js'), DEV, '--port', String(port)])
+const base = await count('baseline', '/', (port) => [...GATE_NODE_ARGS, join(ROOT, 'dist', 'bench', 'baseline-server.js'), DEV, '--port', String(port)])
 const opsPort = await freePort()
 const gate = await count('gate', '/challenge', (port) => [...GATE_NODE_ARGS, join(ROOT, 'dist', 'bin', 'aog-server.js'), '--dev', '--listen', `127.0.0.1:${port}`,
   '--ops-listen', `127.0.0.1:${opsPort}`, ...BENCH_GATE_ARGS])

@@ -17,7 +17,10 @@ export interface Child { child: ChildProcess, port: number, stop: () => void }
  * challenges, each kept 70 s; the default bound of 10^6, a sustained ~14k/s, would turn the last
  * rounds into 503s).
  */
-/** Node's own options of a gate, as `aog-server` (bin/aog-server.ts's first line) and `npm start` give them. */
+/**
+ * Node's own options of a gate, as `aog-server` (bin/aog-server.ts's first line) and `npm start` give
+ * them; the baseline servers run with them too, so that a ratio compares code, not node's options.
+ */
 export const GATE_NODE_ARGS: readonly string[] = ['--no-memory-reducer']
 
 export const BENCH_GATE_ARGS = ['--rate-burst', '1000000000', '--rate-per-second', '1000000000', '--max-challenges', '10000000']
@@ -50,7 +53,7 @@ async function firstLine (child: ChildProcess, pick: (line: string) => number | 
 }
 
 export async function startBaseline (burnUs = 0): Promise<Child> {
-  const child = tracked(spawn(process.execPath, [join(ROOT, 'dist', 'bench', 'baseline-server.js'), DEV, ...(burnUs > 0 ? ['--burn-us', String(burnUs)] : [])], { stdio: ['ignore', 'pipe', 'inherit'] }))
+  const child = tracked(spawn(process.execPath, [...GATE_NODE_ARGS, join(ROOT, 'dist', 'bench', 'baseline-server.js'), DEV, ...(burnUs > 0 ? ['--burn-us', String(burnUs)] : [])], { stdio: ['ignore', 'pipe', 'inherit'] }))
   const port = await firstLine(child, (l) => Number(l) || undefined)
   return { child, port, stop: () => child.kill('SIGTERM') }
 }
@@ -91,7 +94,7 @@ export async function startGateProcess (args: string[] = [], root = ROOT, env: N
 
 /** bench/access-server.ts in `role` (upstream, auth, or proxy in front of `target`). */
 export async function startAccessServer (role: 'upstream' | 'auth' | 'proxy', target = ''): Promise<Child> {
-  const child = tracked(spawn(process.execPath, [join(ROOT, 'dist', 'bench', 'access-server.js'), role, DEV, target], { stdio: ['ignore', 'pipe', 'inherit'] }))
+  const child = tracked(spawn(process.execPath, [...GATE_NODE_ARGS, join(ROOT, 'dist', 'bench', 'access-server.js'), role, DEV, target], { stdio: ['ignore', 'pipe', 'inherit'] }))
   const port = await firstLine(child, (l) => Number(l) || undefined)
   return { child, port, stop: () => child.kill('SIGTERM') }
 }

@@ -23,7 +23,7 @@ import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
-import { DEV, ROOT, startGateProcess, tracked, type Child } from './servers.js'
+import { DEV, GATE_NODE_ARGS, ROOT, startGateProcess, tracked, type Child } from './servers.js'
 import { benchArgs } from './args.js'
 import { cpuMs, machine, median, table } from './util.js'
 
@@ -46,7 +46,7 @@ const STEPS = [
 ]
 
 async function startStep (step: number): Promise<Child> {
-  const child = tracked(spawn(process.execPath, [join(ROOT, 'dist', 'bench', 'step-server.js'), DEV, '--step', String(step)], { stdio: ['ignore', 'pipe', 'inherit'] }))
+  const child = tracked(spawn(process.execPath, [...GATE_NODE_ARGS, join(ROOT, 'dist', 'bench', 'step-server.js'), DEV, '--step', String(step)], { stdio: ['ignore', 'pipe', 'inherit'] }))
   const port = await new Promise<number>((resolve, reject) => {
     createInterface({ input: child.stdout! }).once('line', (l) => { resolve(Number(l)) })
     child.once('exit', (code) => { reject(new Error(`step ${step} server exited with ${code}`)) })
