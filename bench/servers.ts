@@ -12,17 +12,17 @@ export const DEV = join(ROOT, 'certs', 'dev')
 export interface Child { child: ChildProcess, port: number, stop: () => void }
 
 /**
- * What every benchmarked gate runs with on top of its defaults: no rate limit (one identity loads
- * it), and a memory-store bound no run reaches (at 25-45k req/s a run issues over a million
- * challenges, each kept 70 s; the default bound of 10^6, a sustained ~14k/s, would turn the last
- * rounds into 503s).
- */
-/**
  * Node's own options of a gate, as `aog-server` (bin/aog-server.ts's first line) and `npm start` give
  * them; the baseline servers run with them too, so that a ratio compares code, not node's options.
  */
 export const GATE_NODE_ARGS: readonly string[] = ['--no-memory-reducer']
 
+/**
+ * What every benchmarked gate runs with on top of its defaults: no rate limit (one identity loads
+ * it), and a memory-store bound no run reaches (at 25-45k req/s a run issues over a million
+ * challenges, each kept 70 s; the default bound of 10^6, a sustained ~14k/s, would turn the last
+ * rounds into 503s).
+ */
 export const BENCH_GATE_ARGS = ['--rate-burst', '1000000000', '--rate-per-second', '1000000000', '--max-challenges', '10000000']
 
 /** A `--gate-args` text as argv: words separated by spaces (a later option overrides an earlier one). */

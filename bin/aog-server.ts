@@ -1,6 +1,6 @@
 #!/usr/bin/env -S node --no-memory-reducer
-// --no-memory-reducer: a gate that idles after start otherwise spends ~10% more CPU per request for
-// the rest of its life (V8's idle GC turns node's nextTick megamorphic: docs/decisions/next-tick-shape.md).
+// --no-memory-reducer: a gate that idles after start otherwise spends about an eighth more CPU per
+// request for the rest of its life (V8's idle GC turns node's nextTick megamorphic: docs/decisions/next-tick-shape.md).
 /**
  * aog-server: argv/env/file → config → createGate → listen; graceful shutdown on SIGTERM/SIGINT.
  * Every option is `--kebab-case`, `AOG_UPPER_SNAKE` or a key of `--config FILE` (JSON).
