@@ -33,6 +33,8 @@ export interface FetchJsonOptions {
   signal?: AbortSignal
 }
 
+const UNDICI_TIMEOUTS = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
+
 /** GET `url` and parse its body as JSON; throws a FetchError. */
 export async function fetchJson (url: string, o: FetchJsonOptions): Promise<{ status: number, headers: Dispatcher.ResponseData['headers'], doc: unknown }> {
   const { timeoutMs, maxBytes } = o
@@ -42,7 +44,8 @@ export async function fetchJson (url: string, o: FetchJsonOptions): Promise<{ st
       const reason: unknown = o.signal.reason
       return new FetchError('closed', reason instanceof Error ? reason.message : String(reason), status)
     }
-    if (signal.aborted) return new FetchError('timeout', late, status, err)
+    // undici's own timers (connect, headers, body) run out at the same moment as the signal's.
+    if (signal.aborted || UNDICI_TIMEOUTS.has((err as { code?: unknown } | undefined)?.code as string)) return new FetchError('timeout', late, status, err)
     return new FetchError('network', (err as Error).message, status, err)
   }
   let res: Dispatcher.ResponseData

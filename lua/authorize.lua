@@ -9,11 +9,11 @@
 -- Reply: { status, remaining, reset_ms, retry_ms, grant expiry ms, requests left (-1: unlimited) }
 --   status 0 OK, 1 RATE_LIMITED, 2 NO_GRANT (missing, expired or used up), 3 REPLAYED
 --   (AuthorizeStatus in lib/stores/store.ts); the grant only for 0.
+-- A replay takes no token; a 429 records no once-key (admit, includes/bucket).
 local now = now_ms()
-local replay = seen_once(KEYS[3], tonumber(ARGV[3]))
-local ok, remaining, reset_ms, retry_ms = take_token(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), now)
-if replay then return { 3, remaining, reset_ms, retry_ms } end
-if not ok then return { 1, remaining, reset_ms, retry_ms } end
+local verdict, remaining, reset_ms, retry_ms = admit(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), KEYS[3], tonumber(ARGV[3]), now)
+if verdict == REPLAYED then return { 3, remaining, reset_ms, retry_ms } end
+if verdict == LIMITED then return { 1, remaining, reset_ms, retry_ms } end
 local g = redis.call('HMGET', KEYS[2], 'e', 'n')
 local expiry = tonumber(g[1])
 local left = tonumber(g[2])

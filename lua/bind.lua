@@ -10,7 +10,8 @@
 -- Reply: { 0, passes, grant expiry ms (decimal string), requests left (-1: unlimited) }, or { 1 }
 -- when the once-key was already seen: then nothing else is written (no pass, no grant).
 -- The pass counter lives as long as the longest-lived record it counted; the grant until it expires.
-if seen_once(KEYS[4], tonumber(ARGV[3])) then return { 1 } end
+if once_seen(KEYS[4], tonumber(ARGV[3])) then return { 1 } end
+once_record(KEYS[4], tonumber(ARGV[3]))
 local now = now_ms()
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then redis.call('SETRANGE', KEYS[1], 0, '2') else ttl = 1000 end

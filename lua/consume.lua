@@ -9,11 +9,11 @@
 --   status 0 OK, 1 RATE_LIMITED, 2 UNKNOWN, 3 CONSUMED, 4 EXPIRED (consumed all the same),
 --   5 REPLAYED (ConsumeStatus in lib/stores/store.ts); now and record (as issue.lua wrote it, the
 --   state byte already '1') only for 0 and 4.
+-- A replay takes no token; a 429 records no once-key (admit, includes/bucket).
 local now = now_ms()
-local replay = seen_once(KEYS[3], tonumber(ARGV[3]))
-local ok, remaining, reset_ms, retry_ms = take_token(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), now)
-if replay then return { 5, remaining, reset_ms, retry_ms } end
-if not ok then return { 1, remaining, reset_ms, retry_ms } end
+local verdict, remaining, reset_ms, retry_ms = admit(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), KEYS[3], tonumber(ARGV[3]), now)
+if verdict == REPLAYED then return { 5, remaining, reset_ms, retry_ms } end
+if verdict == LIMITED then return { 1, remaining, reset_ms, retry_ms } end
 local record = redis.call('GET', KEYS[2])
 if type(record) ~= 'string' then return { 2, remaining, reset_ms, retry_ms } end
 if string.sub(record, 1, 1) ~= '0' then return { 3, remaining, reset_ms, retry_ms } end

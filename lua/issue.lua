@@ -12,11 +12,11 @@
 -- <checkpoints m = iterations / interval>:<seed, base64url>", state '0' live | '1' consumed | '2' passed (rewritten in place with
 -- SETRANGE, which keeps the TTL); it lives until deadline + grace. One string rather than a hash
 -- keeps a record small (docs/decisions/redis-record-format.md).
+-- A replay takes no token; a 429 records no once-key (admit, includes/bucket).
 local now = now_ms()
-local replay = seen_once(KEYS[3], tonumber(ARGV[8]))
-local ok, remaining, reset_ms, retry_ms = take_token(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), now)
-if replay then return { 3, remaining, reset_ms, retry_ms, 0, 0 } end
-if not ok then return { 1, remaining, reset_ms, retry_ms, 0, 0 } end
+local verdict, remaining, reset_ms, retry_ms = admit(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), KEYS[3], tonumber(ARGV[8]), now)
+if verdict == REPLAYED then return { 3, remaining, reset_ms, retry_ms, 0, 0 } end
+if verdict == LIMITED then return { 1, remaining, reset_ms, retry_ms, 0, 0 } end
 local deadline = now + tonumber(ARGV[6])
 local m = string.format('%.0f', tonumber(ARGV[4]) / tonumber(ARGV[5]))
 local record = '0' .. ms(now) .. ARGV[6] .. ':' .. ARGV[4] .. ':' .. m .. ':' .. ARGV[3]

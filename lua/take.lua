@@ -6,9 +6,8 @@
 -- ARGV[1] burst  ARGV[2] tokens per second  ARGV[3] once ttl ms
 -- Reply: { status, remaining, reset_ms, retry_ms }
 --   status 0 OK, 1 RATE_LIMITED, 2 REPLAYED (TakeStatus in lib/stores/store.ts)
-local now = now_ms()
-local replay = seen_once(KEYS[2], tonumber(ARGV[3]))
-local ok, remaining, reset_ms, retry_ms = take_token(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), now)
-if replay then return { 2, remaining, reset_ms, retry_ms } end
-if not ok then return { 1, remaining, reset_ms, retry_ms } end
+-- A replay takes no token; a 429 records no once-key (admit, includes/bucket).
+local verdict, remaining, reset_ms, retry_ms = admit(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), KEYS[2], tonumber(ARGV[3]), now_ms())
+if verdict == REPLAYED then return { 2, remaining, reset_ms, retry_ms } end
+if verdict == LIMITED then return { 1, remaining, reset_ms, retry_ms } end
 return { 0, remaining, reset_ms, retry_ms }

@@ -14,7 +14,7 @@ import type { RequestContext } from '../handlers/context.js'
 import { hash, X509Certificate } from 'node:crypto'
 import { dirname } from 'node:path'
 import { presentedCertificate, tlsIdentity, type Identity } from '../identity/tls.js'
-import { keyidHex, normalizeAuthority, signatureError, verifyRequest } from '../webbotauth/httpsig.js'
+import { comparableAuthority, keyidHex, normalizeAuthority, signatureError, verifyRequest } from '../webbotauth/httpsig.js'
 import { createKeyDirectories, parseSignatureAgentsFile, type KeyDirectories } from '../webbotauth/directory.js'
 import { textMemo } from '../webbotauth/text-memo.js'
 import { forwardedIdentity, HEADERS, readCertificates } from '../identity/forwarded.js'
@@ -123,7 +123,7 @@ function createWebBotAuth (config: Readonly<Config>, logger: Logger, metrics: Me
  */
 function authoritiesOf (config: Readonly<Config>): (port: number) => readonly string[] | undefined {
   if (config.signatureAuthorities !== undefined) {
-    const fixed = config.signatureAuthorities.split(',').map((a) => normalizeAuthority(a.trim(), 'https'))
+    const fixed = config.signatureAuthorities.split(',').map((a) => comparableAuthority(normalizeAuthority(a.trim(), 'https')))
     return () => fixed
   }
   if (config.mode === 'forwarded' || config.tlsCert === undefined) return () => undefined
@@ -136,7 +136,7 @@ function authoritiesOf (config: Readonly<Config>): (port: number) => readonly st
   const byPort = new Map<number, readonly string[]>()
   return (port) => {
     let list = byPort.get(port)
-    if (list === undefined) byPort.set(port, list = names.map((n) => normalizeAuthority(`${n}:${port}`, 'https')))
+    if (list === undefined) byPort.set(port, list = names.map((n) => comparableAuthority(normalizeAuthority(`${n}:${port}`, 'https'))))
     return list
   }
 }
@@ -241,7 +241,7 @@ export function createIdentityStep (opts: IdentityOptions): IdentityStep {
     const now = (opts.now ?? Date.now)()
     const original = signedRequest(ctx)
     const v = await verifyRequest(
-      { method: original.method, authority: req.headers.host ?? '', target: original.target, scheme: 'https', headers: req.headers },
+      { method: original.method, authority: req.headers.host ?? '', target: original.target, scheme: 'https', headers: req.headers, rawHeaders: req.rawHeaders },
       { now, skewSeconds: config.signatureSkewSeconds, maxValiditySeconds: config.signatureMaxValiditySeconds, resolveKey: web.directories.resolve, authorities: web.authorities(req.socket.localPort ?? 0) }
     )
     // The key lookup may have waited for its directory (up to the fetch timeout): a signature that
@@ -255,7 +255,7 @@ export function createIdentityStep (opts: IdentityOptions): IdentityStep {
       throw signatureError('the signing key is denied (deny list)')
     }
     ctx.identity = identity
-    ctx.once = { id: hash('sha256', `${v.keyid} ${v.nonce}`, 'base64url'), ttlMs: Math.max(1000, v.expires - now + 1000) }
+    ctx.once = { id: hash('sha256', `${v.keyid} ${v.nonce}`, 'base64url'), ttlMs: Math.max(1000, v.expires - now + (config.signatureSkewSeconds + 1) * 1000) }
   }
 
   function identify (ctx: RequestContext): void | Promise<void> {

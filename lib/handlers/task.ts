@@ -40,8 +40,9 @@ export const postTask: Handler = async (ctx, parts) => {
 
   // Step 1 before the body, where it costs nothing. Only a body of declared length within the
   // limit is left unread: node reads and drops it after the answer, and the connection stays
-  // usable. Any other body (chunked, oversized) goes the usual way. refuse() takes the token and
-  // marks the forwarded once-key, as for every refusal.
+  // usable. Any other body (chunked, oversized) goes the usual way. refuse() takes the token and,
+  // when the token is taken, records the forwarded once-key, as for every refusal (a 429 or a
+  // replay records none).
   const length = ctx.req.headers['content-length']
   if (store.limited !== undefined && length !== undefined && Number(length) <= config.maxBodyBytes) {
     const empty = store.limited(F, rate)

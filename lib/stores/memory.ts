@@ -21,7 +21,7 @@ import type {
   AuthorizeRequest, AuthorizeResult, BindRequest, BindResult, BucketSpec, ChallengeRecord, ConsumeRequest, ConsumeResult, IssueRequest,
   IssueResult, OnceKey, RateState, Store, StoreHealth, StoreOp, TakeRequest, TakeResult,
 } from './store.js'
-import { AuthorizeStatus, BindStatus, ConsumeStatus, IssueStatus, StoreOpError, TakeStatus, takeToken } from './store.js'
+import { AuthorizeStatus, BindStatus, ConsumeStatus, IssueStatus, StoreOpError, TakeStatus, bucketState, takeToken } from './store.js'
 import { ExpiringKeys } from './expiring-keys.js'
 
 interface Bucket { tokens: number, last: number, idleAt: number }
@@ -283,7 +283,7 @@ export class MemoryStore implements Store {
     const seed = this.#seed
     if (!decodeNonce(req.nonce, key)) throw new TypeError('the memory store takes 16-byte nonces in canonical base64url')
     if (!decodeSeed(req.seed, seed)) throw new TypeError('the memory store takes 32-byte seeds in hex')
-    const { rate, replay, admitted } = this.#admit('issue', req, now)
+    const { rate, replay, admitted } = this.#admit('issue', req.fingerprint, req, now)
     if (replay) return { status: IssueStatus.REPLAYED, rate }
     if (!admitted) return { status: IssueStatus.RATE_LIMITED, rate }
     if (this.#size >= this.#max) {
@@ -307,7 +307,7 @@ export class MemoryStore implements Store {
 
   async consume (req: ConsumeRequest): Promise<ConsumeResult> {
     const now = this.#clock()
-    const { rate, replay, admitted } = this.#admit('consume', req, now)
+    const { rate, replay, admitted } = this.#admit('consume', req.fingerprint, req, now)
     if (replay) return { status: ConsumeStatus.REPLAYED, rate }
     if (!admitted) return { status: ConsumeStatus.RATE_LIMITED, rate }
     const found = this.#live(req.nonce, now)
@@ -323,7 +323,8 @@ export class MemoryStore implements Store {
   async bind (req: BindRequest): Promise<BindResult> {
     const now = this.#clock()
     // A replayed attestation records nothing: no pass, no grant.
-    if (this.#seen('bind', req.once, now)) return { status: BindStatus.REPLAYED }
+    if (this.#replayed(req.once, now)) return { status: BindStatus.REPLAYED }
+    if (req.once !== undefined) this.#record('bind', req.once, now)
     const found = this.#live(req.nonce, now)
     let expiresAt = now
     if (found !== undefined && found.g.fingerprint(found.slot) === req.fingerprint) {
@@ -345,8 +346,7 @@ export class MemoryStore implements Store {
 
   async authorize (req: AuthorizeRequest): Promise<AuthorizeResult> {
     const now = this.#clock()
-    const replay = this.#seen('authorize', req.once, now)
-    const { rate, admitted } = this.#take(UPSTREAM + req.fingerprint, req.rate, now)
+    const { rate, replay, admitted } = this.#admit('authorize', UPSTREAM + req.fingerprint, req, now)
     if (replay) return { status: AuthorizeStatus.REPLAYED, rate }
     if (!admitted) return { status: AuthorizeStatus.RATE_LIMITED, rate }
     const g = this.#grants.get(req.fingerprint)
@@ -356,7 +356,7 @@ export class MemoryStore implements Store {
   }
 
   async take (req: TakeRequest): Promise<TakeResult> {
-    const { rate, replay, admitted } = this.#admit('take', req, this.#clock())
+    const { rate, replay, admitted } = this.#admit('take', req.fingerprint, req, this.#clock())
     if (replay) return { status: TakeStatus.REPLAYED, rate }
     return { status: admitted ? TakeStatus.OK : TakeStatus.RATE_LIMITED, rate }
   }
@@ -412,11 +412,30 @@ export class MemoryStore implements Store {
     for (const [k, g] of this.#grants) if (g.expiresAt <= now) this.#grants.delete(k)
   }
 
-  /** The step every operation starts with: the once-key (marked seen), then a token. */
-  #admit (op: StoreOp, req: { fingerprint: string, rate: BucketSpec, once?: OnceKey | undefined }, now: number): { rate: RateState, replay: boolean, admitted: boolean } {
-    const replay = this.#seen(op, req.once, now)
-    const { rate, admitted } = this.#take(req.fingerprint, req.rate, now)
-    return { rate, replay, admitted }
+  /**
+   * The step every operation with a bucket starts with (store.ts, OnceKey): a once-key already seen
+   * is a replay, answered with the bucket as it stands, no token taken and nothing written; then a
+   * token from the bucket `key`; a refusal records no once-key. Only an admitted request records it
+   * (a full once-key map then throws, before the token is taken: a 503 changes nothing).
+   */
+  #admit (op: StoreOp, key: string, req: { rate: BucketSpec, once?: OnceKey | undefined }, now: number): { rate: RateState, replay: boolean, admitted: boolean } {
+    const { once, rate: spec } = req
+    const b = this.#buckets.get(key)
+    const tokens = b?.tokens ?? spec.burst
+    const last = b?.last ?? now
+    if (this.#replayed(once, now)) return { rate: bucketState(tokens, last, now, spec), replay: true, admitted: false }
+    const r = takeToken(tokens, last, now, spec)
+    if (r.admitted && once !== undefined) this.#record(op, once, now)
+    // When the bucket would be full again it is equivalent to no bucket at all: the sweep drops it
+    // then. (Updated in place: no new object and no Map write per request.)
+    if (b === undefined) {
+      this.#buckets.set(key, { tokens: r.tokens, last: now, idleAt: now + r.rate.resetMs })
+    } else {
+      b.tokens = r.tokens
+      b.last = now
+      b.idleAt = now + r.rate.resetMs
+    }
+    return { rate: r.rate, replay: false, admitted: r.admitted }
   }
 
   /** The generation a new record issued now goes to (a new one when the newest is past its span). */
@@ -452,33 +471,23 @@ export class MemoryStore implements Store {
     return undefined
   }
 
-  #seen (op: StoreOp, once: OnceKey | undefined, now: number): boolean {
+  /** Whether `once` was seen and has not expired (reads only). */
+  #replayed (once: OnceKey | undefined, now: number): boolean {
     if (once === undefined) return false
     const exp = this.#once.get(once.id)
-    if (exp !== undefined && exp > now) return true
+    return exp !== undefined && exp > now
+  }
+
+  /** Record `once` (not seen, or expired) for its ttl; throws when the map is full. */
+  #record (op: StoreOp, once: OnceKey, now: number): void {
     // Bounded like the records: an allowed agent sending at full speed cannot grow the map without
     // end; a full map fails closed (503) until keys expire (swept first: a key is swept at the end
-    // of the second it expires in), and a replay is still told apart.
-    if (exp === undefined && this.#once.size >= this.#max) {
+    // of the second it expires in), and a replay is still told apart. Only admitted requests
+    // record a key, so an identity's keys come at most at its rate.
+    if (this.#once.get(once.id) === undefined && this.#once.size >= this.#max) {
       this.#once.sweep(now)
       if (this.#once.size >= this.#max) throw new StoreOpError(op, 'the memory store holds --max-challenges single-use keys')
     }
     this.#once.set(once.id, now + once.ttlMs)
-    return false
-  }
-
-  #take (key: string, spec: BucketSpec, now: number): { rate: RateState, admitted: boolean } {
-    const b = this.#buckets.get(key)
-    const r = takeToken(b?.tokens ?? spec.burst, b?.last ?? now, now, spec)
-    // When the bucket would be full again it is equivalent to no bucket at all: drop it then.
-    // (Updated in place: no new object and no Map write per request.)
-    if (b === undefined) {
-      this.#buckets.set(key, { tokens: r.tokens, last: now, idleAt: now + r.rate.resetMs })
-    } else {
-      b.tokens = r.tokens
-      b.last = now
-      b.idleAt = now + r.rate.resetMs
-    }
-    return { rate: r.rate, admitted: r.admitted }
   }
 }

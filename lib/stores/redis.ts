@@ -308,7 +308,7 @@ export class RedisStore implements Store {
     const r = await this.#run('issue', 'aogIssue', [
       this.#key(req.fingerprint, 'b'), this.#challengeKey(req.fingerprint, req.nonce), onceKey,
       req.rate.burst, req.rate.perSecond, Buffer.from(req.seed, 'hex').toString('base64url'), req.iterations, req.checkpointInterval, req.deadlineMs, req.graceMs, onceTtl,
-    ], onceClaimed(req.once, IssueStatus.REPLAYED))
+    ], onceClaimed(req.once, IssueStatus.REPLAYED, IssueStatus.RATE_LIMITED))
     const status = Number(r[0]) as IssueStatus
     const rate = rateOf(r, req.rate.burst)
     if (status !== IssueStatus.OK) return { status, rate }
@@ -319,7 +319,7 @@ export class RedisStore implements Store {
   async consume (req: ConsumeRequest): Promise<ConsumeResult> {
     const [onceKey, onceTtl] = this.#onceArgs(req.fingerprint, req.once)
     const args = [this.#key(req.fingerprint, 'b'), this.#challengeKey(req.fingerprint, req.nonce), onceKey, req.rate.burst, req.rate.perSecond, onceTtl]
-    const once = onceClaimed(req.once, ConsumeStatus.REPLAYED)
+    const once = onceClaimed(req.once, ConsumeStatus.REPLAYED, ConsumeStatus.RATE_LIMITED)
     // A consume may claim its nonce, with or without a once-key: it always waits.
     const r = await this.#run('consume', 'aogConsume', args, (s) => s === ConsumeStatus.OK || s === ConsumeStatus.EXPIRED || once?.(s) === true)
     const status = Number(r[0]) as ConsumeStatus
@@ -367,7 +367,7 @@ export class RedisStore implements Store {
     const [onceKey, onceTtl] = this.#onceArgs(req.fingerprint, req.once)
     const r = await this.#run('authorize', 'aogAuthorize', [
       this.#key(req.fingerprint, 'u'), this.#key(req.fingerprint, 'g'), onceKey, req.rate.burst, req.rate.perSecond, onceTtl,
-    ], onceClaimed(req.once, AuthorizeStatus.REPLAYED))
+    ], onceClaimed(req.once, AuthorizeStatus.REPLAYED, AuthorizeStatus.RATE_LIMITED))
     const status = Number(r[0]) as AuthorizeStatus
     const rate = rateOf(r, req.rate.burst)
     if (status !== AuthorizeStatus.OK) return { status, rate }
@@ -376,7 +376,7 @@ export class RedisStore implements Store {
 
   async take (req: TakeRequest): Promise<TakeResult> {
     const [onceKey, onceTtl] = this.#onceArgs(req.fingerprint, req.once)
-    const r = await this.#run('take', 'aogTake', [this.#key(req.fingerprint, 'b'), onceKey, req.rate.burst, req.rate.perSecond, onceTtl], onceClaimed(req.once, TakeStatus.REPLAYED))
+    const r = await this.#run('take', 'aogTake', [this.#key(req.fingerprint, 'b'), onceKey, req.rate.burst, req.rate.perSecond, onceTtl], onceClaimed(req.once, TakeStatus.REPLAYED, TakeStatus.RATE_LIMITED))
     return { status: Number(r[0]) as TakeStatus, rate: rateOf(r, req.rate.burst) }
   }
 
@@ -403,11 +403,12 @@ class ReplicaShortfall extends Error {}
 
 /**
  * Whether a reply's status says the script claimed the once-key: with one, every status but
- * `replayed` (the key was there; a request refused with 429 claims its key too). Undefined without one.
+ * `replayed` (the key was there: nothing written) and `limited` (a 429 records no key). Undefined
+ * without one.
  */
-function onceClaimed (once: OnceKey | undefined, replayed: number): ((status: number) => boolean) | undefined {
+function onceClaimed (once: OnceKey | undefined, replayed: number, limited: number): ((status: number) => boolean) | undefined {
   if (once === undefined) return undefined
-  return (status) => status !== replayed
+  return (status) => status !== replayed && status !== limited
 }
 
 /** The kind of store the options describe, and how to build its client (unless one was given). */

@@ -34,9 +34,15 @@ export interface RateState {
 }
 
 /**
- * An optional single-use key checked in the same atomic step: REPLAYED when it was seen within
- * `ttlMs`. Forwarded mode uses the request id of a signed header set (32 hex), bind an
- * attestation's `jti` (64 hex, docs/protocol.md section 4 step 7); the lengths keep them apart.
+ * An optional single-use key checked in the same atomic step as the operation's token, in this
+ * order: a key seen within `ttlMs` is REPLAYED, and the call takes no token and writes nothing (the
+ * sender of a captured signature is not proven to be its identity, so a replay must not drain that
+ * identity's bucket); then the token, where a refusal (RATE_LIMITED) does not record the key (a
+ * flood of refused fresh keys holds no memory); only an admitted call records the key, for `ttlMs`,
+ * and goes on. bind, which takes no token, records it unless it was seen. Forwarded mode uses the
+ * request id of a signed header set (32 hex), Web Bot Auth a digest of the signature's keyid and
+ * nonce (43 base64url), bind an attestation's `jti` (64 hex, docs/protocol.md section 4 step 7);
+ * the lengths keep them apart.
  */
 export interface OnceKey {
   id: string
@@ -213,6 +219,20 @@ export class StoreOpError extends StoreUnavailableError {
 /** The `op` label for a store failure: the operation, or 'unknown' for an error that does not name one. */
 export function storeOpOf (err: unknown): StoreOp | 'unknown' {
   return err instanceof StoreOpError ? err.op : 'unknown'
+}
+
+/**
+ * The bucket as it stands at `now`, no token taken (what a replay is answered with; the Lua
+ * scripts' peek_token is the same).
+ */
+export function bucketState (tokens: number, last: number, now: number, spec: BucketSpec): RateState {
+  const t = Math.min(spec.burst, tokens + Math.max(0, now - last) * spec.perSecond / 1000)
+  return {
+    limit: spec.burst,
+    remaining: Math.floor(t),
+    resetMs: Math.ceil((spec.burst - t) * 1000 / spec.perSecond),
+    retryAfterMs: t >= 1 ? 0 : Math.ceil((1 - t) * 1000 / spec.perSecond),
+  }
 }
 
 /** Shared token bucket arithmetic (memory store; the Lua scripts implement the same). */

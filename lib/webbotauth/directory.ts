@@ -344,14 +344,28 @@ export function createKeyDirectories (opts: KeyDirectoriesOptions): KeyDirectori
     return e.keys.get(keyid)
   }
 
-  /** A key named by no Signature-Agent: looked up in every allowed directory. */
-  async function anyDirectory (keyid: string): Promise<KeyLookup> {
-    const found = await Promise.all([...entries.values()].map((e) => lookup(e, keyid)))
-    const key = found.find((k) => typeof k === 'object')
-    if (key !== undefined) return key
-    // The key may be in a directory whose keys are unknown (unreachable): that cannot be told
-    // yet (503), not refused.
-    return found.some((k) => k === 'no-keys') ? 'no-keys' : undefined
+  /**
+   * A key named by no Signature-Agent: looked up in every allowed directory. A directory whose keys
+   * hold it answers at once; only when none does is the answer what the directories being fetched
+   * say, so one slow directory delays only the keys it may hold.
+   */
+  function anyDirectory (keyid: string): KeyLookup | Promise<KeyLookup> {
+    const fetching: Array<Promise<KeyLookup>> = []
+    let noKeys = false
+    for (const e of entries.values()) {
+      const k = lookup(e, keyid)
+      if (k instanceof Promise) fetching.push(k)
+      else if (typeof k === 'object') return k
+      else if (k === 'no-keys') noKeys = true
+    }
+    if (fetching.length === 0) return noKeys ? 'no-keys' : undefined
+    return Promise.all(fetching).then((found) => {
+      const key = found.find((k) => typeof k === 'object')
+      if (key !== undefined) return key
+      // The key may be in a directory whose keys are unknown (unreachable): that cannot be told
+      // yet (503), not refused.
+      return noKeys || found.some((k) => k === 'no-keys') ? 'no-keys' : undefined
+    })
   }
 
   return {

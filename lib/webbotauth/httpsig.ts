@@ -6,7 +6,7 @@
  * `structured-headers`, each bounded to MAX_FIELD_LENGTH characters before it is parsed; a field
  * written exactly as RFC 8941 serializes it, as signers send it, is read in one pass instead
  * (canonical-dictionary.ts: the same result, a fifth of the time), and a `Signature` holding just
- * the one signature straight into its bytes (canonicalByteSequence). A label
+ * the one signature straight into its bytes (canonicalByteSequence). A label, or a parameter key of one item,
  * repeated within a field is refused (RFC 8941 would keep the last one silently, where another
  * reader of the same message could take the first). `Signature-Agent` is accepted in the draft's
  * dictionary form (`sig1="https://agent.example"`, covered as `"signature-agent";key="sig1"`) and in
@@ -73,6 +73,11 @@ export interface SignedRequest {
   scheme: 'https' | 'http'
   /** Header fields by lowercase name (node's `req.headers`). */
   headers: Readonly<Record<string, string | readonly string[] | undefined>>
+  /**
+   * The field lines as received, name then value (node's `req.rawHeaders`): read for the covered
+   * fields node's `headers` does not combine as RFC 9421 section 2.1 does (NOT_COMBINED).
+   */
+  rawHeaders?: readonly string[]
 }
 
 /** A directory lookup's answer: the key, or why there is none. */
@@ -91,7 +96,7 @@ export interface VerifyOptions {
    */
   resolveKey: (directoryUrl: string | undefined, keyid: string) => KeyLookup | Promise<KeyLookup>
   /**
-   * The gate's own authorities (normalized as normalizeAuthority does, e.g. `gate.example` or
+   * The gate's own authorities (normalized as normalizeAuthority, then comparableAuthority, do, e.g. `gate.example` or
    * `localhost:8443`): a request for another host is refused, so that a signature an agent made for
    * another service cannot be replayed here by that service. Unset: any authority.
    */
@@ -134,6 +139,28 @@ function unavailable (detail: string, retryAfter: number, cause?: unknown): neve
 }
 
 /** The request's field `name`: several lines are combined with ", " (RFC 9110 section 5.3), each trimmed. */
+/**
+ * Fields whose repeated lines node's `headers` does not join with `, ` (RFC 9421 section 2.1): it
+ * keeps the first line of each of these and joins `cookie` lines with `; `.
+ */
+const NOT_COMBINED = new Set(['age', 'authorization', 'content-length', 'content-type', 'cookie', 'etag', 'expires', 'from', 'host',
+  'if-modified-since', 'if-unmodified-since', 'last-modified', 'location', 'max-forwards', 'proxy-authorization', 'referer',
+  'retry-after', 'server', 'user-agent'])
+
+/** A covered field's value: its lines' values, each trimmed, joined by `, ` (RFC 9421 section 2.1). */
+function coveredFieldValue (req: SignedRequest, name: string): string | undefined {
+  const raw = req.rawHeaders
+  if (raw === undefined || !NOT_COMBINED.has(name)) return fieldValue(req, name)
+  let value: string | undefined
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const n = raw[i]!
+    if (n.length !== name.length || n.toLowerCase() !== name) continue
+    const v = raw[i + 1]!.trim()
+    value = value === undefined ? v : `${value}, ${v}`
+  }
+  return value
+}
+
 function fieldValue (req: SignedRequest, name: string): string | undefined {
   const v = Object.hasOwn(req.headers, name) ? req.headers[name] : undefined
   if (v === undefined) return undefined
@@ -146,6 +173,8 @@ function fieldValue (req: SignedRequest, name: string): string | undefined {
 interface TextShape {
   /** Members at the top level. */
   members: number
+  /** Parameters, at every level (each begins with a `;` outside strings). */
+  params: number
   /** A whole decimal (`1.0`), which the parser returns as the same number as the integer `1`. */
   wholeDecimal: boolean
 }
@@ -158,6 +187,7 @@ interface TextShape {
  */
 function textShape (text: string): TextShape {
   let members = 1
+  let params = 0
   let depth = 0
   let inString = false
   let display = false
@@ -181,13 +211,25 @@ function textShape (text: string): TextShape {
     } else if (c === 0x28) depth++
     else if (c === 0x29) depth--
     else if (c === 0x2c && depth === 0) members++
+    else if (c === 0x3b) params++
     else if ((c === 0x2d || (c >= 0x30 && c <= 0x39)) && i > 0 && '=( '.includes(text[i - 1]!)) numberAt = i
   }
-  return { members, wholeDecimal }
+  return { members, params, wholeDecimal }
+}
+
+/** The parameters a parsed dictionary holds, at every level. */
+function parameterCount (dict: Dictionary): number {
+  let n = 0
+  for (const member of dict.values()) {
+    n += member[1].size
+    if (isInnerList(member)) for (const item of member[0]) n += item[1].size
+  }
+  return n
 }
 
 /**
- * A bounded structured dictionary whose labels are all distinct and which holds no whole decimal
+ * A bounded structured dictionary whose labels, and each item's parameter keys, are all distinct
+ * (RFC 8941 keeps the last of a repeated key, where another reader could take the first), and which holds no whole decimal
  * (its canonical serialization, `1.0`, would be lost: the signature base would hold `1`, where
  * another verifier builds `1.0`), or the refusal naming the field.
  */
@@ -213,6 +255,7 @@ function libraryDictionary (text: string, field: string): Dictionary {
   if (dict.size === 0) return dict
   const shape = textShape(text)
   if (shape.members !== dict.size) refuse(`${field} repeats a label`)
+  if (shape.params !== parameterCount(dict)) refuse(`${field} repeats a parameter`)
   if (shape.wholeDecimal) refuse(`${field} holds a decimal with no fraction (1.0): send an integer`)
   return dict
 }
@@ -337,6 +380,22 @@ export function normalizeAuthority (authority: string, scheme: 'https' | 'http')
   return a
 }
 
+/**
+ * `authority` (normalized) with an IPv6 literal host in its canonical text (`[0:0::1]` → `[::1]`),
+ * for comparison with the gate's own authorities only (the signature base keeps the authority as
+ * sent); any other authority as it is. The port is left as written.
+ */
+export function comparableAuthority (authority: string): string {
+  if (authority.charCodeAt(0) !== 0x5b) return authority
+  const end = authority.indexOf(']')
+  if (end === -1) return authority
+  try {
+    return new URL(`x://${authority.slice(0, end + 1)}`).host + authority.slice(end + 1)
+  } catch {
+    return authority
+  }
+}
+
 /** A Signature-Agent value, parsed once per request: its dictionary form, or the older form's URL. */
 type AgentField = Dictionary | string
 
@@ -424,7 +483,7 @@ function buildBase (req: SignedRequest, il: InnerList, covered: Covered[], agent
       }
       if (value === '') refuse(`the request has no ${c.name}`)
     } else {
-      const raw = fieldValue(req, c.name)
+      const raw = coveredFieldValue(req, c.name)
       if (raw === undefined) refuse(`signature covers ${shown(c.name)}, which the request does not have`)
       const key = c.params.get('key') as string | undefined
       if (c.name === 'signature-agent') {
@@ -545,7 +604,7 @@ export async function verifyRequest (req: SignedRequest, opts: VerifyOptions): P
   const agentText = fieldValue(req, 'signature-agent')
   if (agentText !== undefined && !covered.agent) refuse('signature does not cover signature-agent')
   const authority = normalizeAuthority(req.authority, req.scheme)
-  if (opts.authorities !== undefined && !opts.authorities.includes(authority)) {
+  if (opts.authorities !== undefined && !opts.authorities.includes(comparableAuthority(authority))) {
     refuse('signature is for another host: @authority is not this gate')
   }
   const paramsText = canonical !== undefined && canonical.size === 1 ? inputText.slice(label.length + 1) : undefined
@@ -586,7 +645,7 @@ export async function verifyRequest (req: SignedRequest, opts: VerifyOptions): P
     unavailable('the key directory could not be read', retryAfter, err)
   }
   if (found === 'unknown-directory') refuse('the directory named by Signature-Agent is not allowed')
-  if (found === 'no-keys') unavailable('no keys are known for the directory named by Signature-Agent', retryAfter)
+  if (found === 'no-keys') unavailable(directory === undefined ? 'no keys are known for an allowed directory, and the key is in none of the others' : 'no keys are known for the directory named by Signature-Agent', retryAfter)
   if (found === undefined) refuse(directory === undefined ? 'keyid not in any allowed directory' : 'keyid not in the directory named by Signature-Agent')
   if (found.asymmetricKeyType !== 'ed25519') refuse('the key is not an Ed25519 key (only ed25519 is supported)')
   if (keyThumbprint(found) !== keyid) refuse('keyid is not the thumbprint of the directory key')

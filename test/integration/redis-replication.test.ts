@@ -79,14 +79,13 @@ t.test('--redis-wait-replicas 1: every store call that claimed a once-key waits 
   t.equal(await waits(), before, 'issue, take and authorize without a once-key: no WAIT')
   t.equal((await store.consume({ fingerprint: f, nonce: unknown, rate })).status, ConsumeStatus.UNKNOWN, 'consume claiming nothing: waits, and answers')
   t.equal(await waits(), before + 1)
-  // A 429 claims its key too (a captured request refused with 429 stays spent): it waits and fails.
+  // A 429 records no once-key: there is no claim to acknowledge, so it is answered, and the key is not spent.
   const tight = { burst: 1, perSecond: 0.001 }
   const g = randomBytes(32).toString('hex')
   t.equal((await store.take({ fingerprint: g, rate: tight })).status, TakeStatus.OK)
   const limited = key()
-  const err = await store.take({ fingerprint: g, rate: tight, once: limited }).then(() => undefined, (e: unknown) => e)
-  t.ok(err instanceof StoreOpError && /acknowledged by 0 of 1/.test(err.message), 'a 429 with a once-key claimed it: unacknowledged, it fails')
-  t.equal((await store.take({ fingerprint: g, rate: tight, once: limited })).status, TakeStatus.REPLAYED, 'its key is spent')
+  t.equal((await store.take({ fingerprint: g, rate: tight, once: limited })).status, TakeStatus.RATE_LIMITED, 'a 429 with a once-key recorded none: answered, not failed')
+  t.equal((await store.take({ fingerprint: g, rate: tight, once: limited })).status, TakeStatus.RATE_LIMITED, 'its key is not spent: 429 again, not a replay')
 })
 
 t.test('--redis-wait-replicas 1, Web Bot Auth: signed requests whose nonce was not acknowledged get 503 and nothing is accepted', async (t) => {

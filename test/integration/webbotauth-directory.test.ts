@@ -316,6 +316,37 @@ t.test('no Signature-Agent, a key in no directory that answered, and one directo
   t.equal(await d.resolve(undefined, ed().kid), 'no-keys', 'any other key: cannot be told while the other directory is down')
 })
 
+t.test('no Signature-Agent: a key held by a directory whose keys are fresh is answered at once, while another directory is being fetched slowly', async (t) => {
+  const a = ed()
+  const b = ed()
+  const quick = fresh()
+  serve(quick, () => jwks(a.pub), 'max-age=3600')
+  const slow = fresh()
+  let stall = false
+  const stalled: ServerResponse[] = []
+  t.teardown(() => { for (const r of stalled) r.destroy() })
+  routes.set(slow, (_req, res) => {
+    if (stall) { stalled.push(res); return }
+    res.writeHead(200, { 'cache-control': 'max-age=60' }).end(jwks(b.pub))
+  })
+  const { d, clock } = rig(t, [{ url: ORIGIN + slow }, { url: ORIGIN + quick }], { timeoutMs: 1000 })
+  t.equal(keyThumbprint(await d.resolve(undefined, a.kid) as KeyObject), a.kid, 'both fetched once')
+  // The slow directory's keys are due again, and its server now answers nothing.
+  clock.now += 120_000
+  stall = true
+  const start = performance.now()
+  const now = d.resolve(undefined, a.kid)
+  t.notOk(now instanceof Promise, 'answered without waiting for the slow directory')
+  t.equal(keyThumbprint(now as KeyObject), a.kid)
+  t.ok(performance.now() - start < 200)
+  // A key the fresh directory does not hold waits for the one being fetched (it may hold it): its
+  // fetch times out, and the keys it held serve while stale.
+  const other = performance.now()
+  t.equal(keyThumbprint(await d.resolve(undefined, b.kid) as KeyObject), b.kid)
+  t.ok(performance.now() - other >= 900, 'waited for the fetch')
+  t.equal(count(slow), 2, 'one refetch of the slow directory, for both lookups')
+})
+
 t.test('a server the CA does not vouch for is refused (network), as is one without the private CA', async (t) => {
   const p = fresh()
   serve(p, () => jwks(ed().pub))

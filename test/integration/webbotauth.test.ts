@@ -219,6 +219,31 @@ t.test('Redis: a signature nonce is single-use across two gates', async (t) => {
   t.match(other.json, { code: 'AOG_SIGNATURE_INVALID', detail: /nonce/ })
   const fresh = await signed(b, client(t), s, 'GET', '/challenge', { authority: 'gate.test' })
   t.equal(fresh.status, 200, 'a fresh signature passes on gate B')
+  // The nonce is kept past `expires` by the skew as well, so that an instance whose clock is behind
+  // this one's (within the skew it accepts) cannot take the signature once the key is gone.
+  const expires = Number(/;expires=(\d+)/.exec(one.sent['signature-input']!)![1]) * 1000
+  const onceKeys = (await redis.cli('--scan', '--pattern', '*:o:*')).split('\n').filter((k) => k !== '')
+  t.equal(onceKeys.length, 2, 'one single-use key per accepted signature')
+  const ttls = await Promise.all(onceKeys.map(async (k) => Number(await redis.cli('pttl', k))))
+  for (const ttl of ttls) t.ok(ttl > expires - Date.now() + (a.config.signatureSkewSeconds - 2) * 1000, `kept for expires + the skew (${ttl} ms)`)
+})
+
+t.test('an IPv6 listener: a signature for [::1]:port passes, whichever way the address is written, and the certificate\'s expanded form is no obstacle', async (t) => {
+  const s = newKey()
+  const g = await wbaGate(t, [s.key], { listen: '[::1]:0' })
+  const port = new URL(g.url).port
+  const d = client(t)
+  for (const authority of [`[::1]:${port}`, `[0:0:0:0:0:0:0:1]:${port}`]) {
+    const headers = { ...signRequest({ method: 'GET', authority, target: '/challenge' }, { key: s.key, directoryUrl: DIRECTORY }), host: authority }
+    const res = await request(`https://[::1]:${port}/challenge`, { dispatcher: d, headers })
+    const body = await res.body.json() as { code?: string, detail?: string }
+    t.equal(res.statusCode, 200, `${authority}: ${JSON.stringify(body)}`)
+  }
+  const other = `[::2]:${port}`
+  const headers = { ...signRequest({ method: 'GET', authority: other, target: '/challenge' }, { key: s.key, directoryUrl: DIRECTORY }), host: other }
+  const res = await request(`https://[::1]:${port}/challenge`, { dispatcher: d, headers })
+  t.equal(res.statusCode, 401)
+  t.match(await res.body.json(), { detail: 'signature is for another host: @authority is not this gate' })
 })
 
 t.test('the agent library and CLI sign for themselves: createAgent({ signing }) and aog-agent --sign-key', async (t) => {
@@ -313,3 +338,46 @@ t.test('a directory with keys the gate cannot use: the usable ones load, and the
 function createPrivateKeyOf (file: string): KeyObject {
   return createPrivateKey(readFileSyncText(file))
 }
+
+t.test('a captured signature replayed 30 times takes none of its agent\'s tokens: the agent\'s next request passes, not 429 (memory and Redis)', async (t) => {
+  // Whoever holds a copy of a signed request (the protected upstream, to which the gate forwards the
+  // signature headers) is not proven to be its agent: replays are refused and charged to no bucket.
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  for (const store of ['memory', 'redis'] as const) {
+    await t.test(store, async (t) => {
+      const s = newKey()
+      const up = await startEchoUpstream(t)
+      // Small buckets that do not refill within the test: 30 charged replays would empty both.
+      const limits = { rateBurst: 5, ratePerSecond: 0.01, upstreamRateBurst: 5, upstreamRatePerSecond: 0.01 }
+      const g = await wbaGate(t, [s.key], { upstream: up.url, assertionKey: join(DEV, 'assertion-key.pem'), ...limits, ...(store === 'redis' ? { store, redisUrl: redis.url } : {}) })
+      const d = client(t)
+      const replay = async (target: string, raw: Record<string, string>): Promise<number[]> => {
+        const seen: number[] = []
+        for (let i = 0; i < 30; i++) {
+          const r = await signed(g, d, s, 'GET', target, { raw })
+          seen.push(r.status)
+          if (r.json?.code !== 'AOG_SIGNATURE_INVALID' || !/nonce was already used/.test(String(r.json?.detail))) t.fail(`replay ${i}: ${JSON.stringify(r.json)}`)
+        }
+        return seen
+      }
+
+      const first = await signed(g, d, s, 'GET', '/challenge')
+      t.equal(first.status, 200, 'the agent\'s challenge: one token of five')
+      t.same(await replay('/challenge', first.sent), Array(30).fill(401), 'its signature replayed 30 times: 401 each')
+      const next = await signed(g, d, s, 'GET', '/challenge')
+      t.equal(next.status, 200, 'the agent\'s next request passes')
+      t.match(String(next.headers.ratelimit), /;r=3;/, 'and has taken the second token')
+
+      t.equal((await signedPass(g, d, s)).status, 200, 'a pass (two more tokens)')
+      const proxied = await signed(g, d, s, 'GET', '/private')
+      t.equal(proxied.status, 200, 'a protected request: one upstream token of five')
+      // What the upstream saw: the signature headers the gate forwarded.
+      const seenUp = (proxied.json as Echoed).headers
+      const captured = Object.fromEntries(['signature-input', 'signature', 'signature-agent'].map((h) => [h, String(seenUp[h])]))
+      t.match(captured, { 'signature-input': /tag="web-bot-auth"/, signature: /^sig\d*=:/ }, 'the upstream holds the signature')
+      t.same(await replay('/private', captured), Array(30).fill(401), 'the upstream replays it 30 times: 401 each')
+      t.equal((await signed(g, d, s, 'GET', '/private')).status, 200, 'the agent\'s next protected request passes')
+    })
+  }
+})

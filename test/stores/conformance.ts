@@ -304,20 +304,79 @@ export function storeConformance (t: Test, name: string, make: () => Promise<Sto
       t.equal((await store.take({ fingerprint: f, rate })).status, TakeStatus.OK, 'refilled')
     })
 
-    t.test('a once-key refused with 429 is spent all the same: a captured request cannot be sent again once a token is back', async (t) => {
+    t.test('replays of a once-key take no token: the identity\'s next fresh request is admitted', async (t) => {
+      // Whoever sends a captured signature again is not proven to be its identity: N replays must
+      // not empty that identity's bucket (and with it, answer its next real request 429).
+      const f = fp()
+      const tight = { burst: 4, perSecond: 0.001 }
+      const once = { id: randomBytes(16).toString('hex'), ttlMs: 60_000 }
+      const issued = issueReq(f, { rate: tight })
+      t.equal((await store.issue(issued)).status, IssueStatus.OK, 'a challenge to replay consume against: 3 tokens left')
+      t.equal((await store.take({ fingerprint: f, rate: tight, once })).status, TakeStatus.OK, 'the key\'s first use: 2 left')
+      const replays: Array<{ status: number, rate: { remaining: number, retryAfterMs: number } }> = []
+      for (let i = 0; i < 10; i++) {
+        replays.push(await store.issue(issueReq(f, { rate: tight, once })))
+        replays.push(await store.consume({ fingerprint: f, nonce: issued.nonce, rate: tight, once }))
+        replays.push(await store.take({ fingerprint: f, rate: tight, once }))
+      }
+      const expected = [IssueStatus.REPLAYED, ConsumeStatus.REPLAYED, TakeStatus.REPLAYED]
+      t.same(replays.map((r) => r.status), replays.map((_, i) => expected[i % 3]), '30 replays through issue, consume and take: each REPLAYED')
+      t.same(replays.map((r) => [r.rate.remaining, r.rate.retryAfterMs]), replays.map(() => [2, 0]), 'each answered with the bucket as it stands')
+      const next = await store.issue(issueReq(f, { rate: tight, once: { id: randomBytes(16).toString('hex'), ttlMs: 60_000 } }))
+      t.equal(next.status, IssueStatus.OK, 'the identity\'s next fresh request is admitted: the replays took none of its tokens')
+      t.equal(next.rate.remaining, 1)
+      const claim = await store.consume({ fingerprint: f, nonce: issued.nonce, rate: tight })
+      t.equal(claim.status, ConsumeStatus.OK, 'the replayed consumes claimed nothing, and the last token is there for the claim')
+      t.equal(claim.rate.remaining, 0)
+
+      const u = fp()
+      await passFor(u)
+      const upstream = { burst: 2, perSecond: 0.001 }
+      const used = { id: randomBytes(16).toString('hex'), ttlMs: 60_000 }
+      t.equal((await store.authorize({ fingerprint: u, rate: upstream, once: used })).status, AuthorizeStatus.OK, 'upstream bucket: one token of two')
+      for (let i = 0; i < 30; i++) {
+        const r = await store.authorize({ fingerprint: u, rate: upstream, once: used })
+        if (r.status !== AuthorizeStatus.REPLAYED || r.rate.remaining !== 1) { t.fail(`replay ${i}: ${JSON.stringify(r)}`); break }
+      }
+      const fresh = await store.authorize({ fingerprint: u, rate: upstream, once: { id: randomBytes(16).toString('hex'), ttlMs: 60_000 } })
+      t.equal(fresh.status, AuthorizeStatus.OK, 'after 30 replays the next fresh protected request is allowed')
+      t.equal(fresh.rate.remaining, 0)
+    })
+
+    t.test('a once-key refused with 429 is not recorded: sent again it is 429 again, not a replay', async (t) => {
       const f = fp()
       const tight = { burst: 1, perSecond: 0.001 }
       t.equal((await store.take({ fingerprint: f, rate: tight })).status, TakeStatus.OK, 'the one token')
       const keys = Array.from({ length: 4 }, () => ({ id: randomBytes(16).toString('hex'), ttlMs: 60_000 }))
-      t.equal((await store.issue({ ...issueReq(f, { rate: tight }), once: keys[0] })).status, IssueStatus.RATE_LIMITED)
-      t.equal((await store.consume({ fingerprint: f, nonce: randomBytes(16).toString('base64url'), rate: tight, once: keys[1] })).status, ConsumeStatus.RATE_LIMITED)
-      t.equal((await store.take({ fingerprint: f, rate: tight, once: keys[2] })).status, TakeStatus.RATE_LIMITED)
       const u = fp()
       t.equal((await store.authorize({ fingerprint: u, rate: tight })).status, AuthorizeStatus.NO_GRANT, 'the one upstream token')
-      t.equal((await store.authorize({ fingerprint: u, rate: tight, once: keys[3] })).status, AuthorizeStatus.RATE_LIMITED)
-      // The same keys with tokens to spare (another bucket of the same identity's key space).
-      for (const [i, once] of keys.slice(0, 3).entries()) t.equal((await store.take({ fingerprint: f, rate: LOOSE, once })).status, TakeStatus.REPLAYED, `key ${i}: spent by its 429`)
-      t.equal((await store.take({ fingerprint: u, rate: LOOSE, once: keys[3] })).status, TakeStatus.REPLAYED, 'key 3: spent by its 429')
+      const nonce = randomBytes(16).toString('base64url')
+      for (let round = 0; round < 2; round++) {
+        t.equal((await store.issue({ ...issueReq(f, { rate: tight }), once: keys[0] })).status, IssueStatus.RATE_LIMITED, `round ${round}: issue`)
+        t.equal((await store.consume({ fingerprint: f, nonce, rate: tight, once: keys[1] })).status, ConsumeStatus.RATE_LIMITED, `round ${round}: consume`)
+        t.equal((await store.take({ fingerprint: f, rate: tight, once: keys[2] })).status, TakeStatus.RATE_LIMITED, `round ${round}: take`)
+        t.equal((await store.authorize({ fingerprint: u, rate: tight, once: keys[3] })).status, AuthorizeStatus.RATE_LIMITED, `round ${round}: authorize`)
+      }
+    })
+
+    t.test('a once-key refused with 429 is admitted once a token is back, and is then a replay', { skip: clockSkip }, async (t) => {
+      const rate = { burst: 1, perSecond: 10 }
+      const ops: Array<[string, (f: string, once: OnceKey) => Promise<{ status: number, rate: { retryAfterMs: number } }>, number, number, number]> = [
+        ['issue', async (f, once) => await store.issue({ ...issueReq(f, { rate }), once }), IssueStatus.RATE_LIMITED, IssueStatus.OK, IssueStatus.REPLAYED],
+        ['consume', async (f, once) => await store.consume({ fingerprint: f, nonce: randomBytes(16).toString('base64url'), rate, once }), ConsumeStatus.RATE_LIMITED, ConsumeStatus.UNKNOWN, ConsumeStatus.REPLAYED],
+        ['take', async (f, once) => await store.take({ fingerprint: f, rate, once }), TakeStatus.RATE_LIMITED, TakeStatus.OK, TakeStatus.REPLAYED],
+        ['authorize', async (f, once) => await store.authorize({ fingerprint: f, rate, once }), AuthorizeStatus.RATE_LIMITED, AuthorizeStatus.NO_GRANT, AuthorizeStatus.REPLAYED],
+      ]
+      for (const [op, call, limited, admitted, replayed] of ops) {
+        const f = fp()
+        const once = { id: randomBytes(16).toString('hex'), ttlMs: 60_000 }
+        t.not((await call(f, { id: randomBytes(16).toString('hex'), ttlMs: 60_000 })).status, limited, `${op}: the one token`)
+        const refused = await call(f, once)
+        t.equal(refused.status, limited, `${op}: 429`)
+        await sleep(refused.rate.retryAfterMs + 30)
+        t.equal((await call(f, once)).status, admitted, `${op}: the same key, a token back: admitted`)
+        t.equal((await call(f, once)).status, replayed, `${op}: and now spent`)
+      }
     })
 
     t.test('issue and consume take from the same bucket and refuse when it is empty', { skip: clockSkip }, async (t) => {

@@ -2,7 +2,7 @@ import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { MemoryStore } from '../../lib/stores/memory.js'
 import { RandomPool } from '../../lib/random.js'
-import { ConsumeStatus, IssueStatus, TakeStatus } from '../../lib/stores/store.js'
+import { AuthorizeStatus, ConsumeStatus, IssueStatus, TakeStatus } from '../../lib/stores/store.js'
 import { storeConformance } from './conformance.js'
 
 storeConformance(t, 'memory', async () => new MemoryStore({ maxChallenges: 100_000, sweepIntervalMs: 50 }))
@@ -55,6 +55,41 @@ t.test('memory: single-use keys are bounded by maxChallenges; a full map fails c
   // sweeps before it refuses.
   now += 1000
   t.equal((await store.take({ fingerprint: f, rate, once: key('d') })).status, TakeStatus.OK, 'expired keys make room, without waiting for the sweep')
+})
+
+t.test('memory: a flood of fresh once-keys refused with 429 records none: the map does not fill, another identity is served', async (t) => {
+  const now = 1_000_000
+  const store = new MemoryStore({ maxChallenges: 3, now: () => now, sweepIntervalMs: 0 })
+  t.teardown(() => store.close())
+  const tight = { burst: 1, perSecond: 0.001 }
+  const key = (): { id: string, ttlMs: number } => ({ id: randomBytes(16).toString('hex'), ttlMs: 60_000 })
+  const flooder = 'f'.repeat(64)
+  t.equal((await store.take({ fingerprint: flooder, rate: tight, once: key() })).status, TakeStatus.OK, 'its one token, and one key of three')
+  const statuses = new Set<number>()
+  for (let i = 0; i < 300; i++) {
+    statuses.add((await store.take({ fingerprint: flooder, rate: tight, once: key() })).status)
+    statuses.add((await store.consume({ fingerprint: flooder, nonce: randomBytes(16).toString('base64url'), rate: tight, once: key() })).status)
+    statuses.add(store.issue({ fingerprint: flooder, rate: tight, nonce: randomBytes(16).toString('base64url'), seed: '0'.repeat(64), iterations: 16, checkpointInterval: 4, deadlineMs: 1000, graceMs: 1000, once: key() }).status)
+  }
+  t.same([...statuses], [TakeStatus.RATE_LIMITED], '900 fresh keys, each 429 (the three RATE_LIMITED statuses are all 1), none a 503')
+  t.equal((await store.authorize({ fingerprint: flooder, rate: tight, once: key() })).status, AuthorizeStatus.NO_GRANT, 'its upstream token, a second key')
+  for (let i = 0; i < 300; i++) await store.authorize({ fingerprint: flooder, rate: tight, once: key() })
+  const other = 'a'.repeat(64)
+  t.equal((await store.take({ fingerprint: other, rate: tight, once: key() })).status, TakeStatus.OK, 'another identity is served: the third key')
+  await t.rejects(store.take({ fingerprint: 'b'.repeat(64), rate: tight, once: key() }), { name: 'StoreUnavailableError', op: 'take' }, 'a fourth admitted key finds the map full')
+  t.equal((await store.take({ fingerprint: 'b'.repeat(64), rate: tight })).status, TakeStatus.OK, 'that 503 took no token')
+})
+
+t.test('memory: a replay while the once-key map is full is REPLAYED and takes no token', async (t) => {
+  const now = 1_000_000
+  const store = new MemoryStore({ maxChallenges: 1, now: () => now, sweepIntervalMs: 0 })
+  t.teardown(() => store.close())
+  const tight = { burst: 2, perSecond: 0.001 }
+  const once = { id: 'k', ttlMs: 60_000 }
+  const f = 'f'.repeat(64)
+  t.equal((await store.take({ fingerprint: f, rate: tight, once })).status, TakeStatus.OK)
+  for (let i = 0; i < 5; i++) t.equal((await store.take({ fingerprint: f, rate: tight, once })).status, TakeStatus.REPLAYED)
+  t.equal((await store.take({ fingerprint: f, rate: tight })).status, TakeStatus.OK, 'the second token is still there')
 })
 
 t.test('memory: the sweep drops idle buckets and expired records', async (t) => {

@@ -15,7 +15,7 @@ import fc from 'fast-check'
 import { calculateJwkThumbprint, type JWK } from 'jose'
 import { AogError } from '../../../lib/errors.js'
 import {
-  ACCEPT_SIGNATURE, keyThumbprint, MAX_FIELD_LENGTH, normalizeAuthority, signatureBase, signatureError, verifyRequest,
+  ACCEPT_SIGNATURE, comparableAuthority, keyThumbprint, MAX_FIELD_LENGTH, normalizeAuthority, signatureBase, signatureError, verifyRequest,
   type KeyLookup, type SignedRequest, type VerifyOptions,
 } from '../../../lib/webbotauth/httpsig.js'
 import { ROOT } from '../../helpers/pki.js'
@@ -498,4 +498,55 @@ t.test('a refusal shows at most 64 characters of a label or a field name from th
   const covering = make({ components: [...STD, c(field)], headers: { [field]: 'v' } })
   const { [field]: _gone, ...without } = covering.headers
   await refused(t, { ...covering, headers: without }, `signature covers ${field.slice(0, 64)}…, which the request does not have`)
+})
+
+t.test('a parameter key repeated within one item is refused in every field (RFC 8941 keeps the last; another reader may take the first)', async (t) => {
+  const g = make()
+  const h = g.headers
+  const input = h['signature-input'] as string
+  // Signed as sent: the signature covers both nonces, so only the field's reading decides.
+  const twoNonces = make({ params: { nonce: undefined } })
+  const signedTwice = (twoNonces.headers['signature-input'] as string) + ';nonce="first";nonce="second"'
+  await refused(t, { ...twoNonces, headers: { ...twoNonces.headers, 'signature-input': signedTwice } }, 'Signature-Input repeats a parameter')
+  await refused(t, { ...g, headers: { ...h, 'signature-input': input.replace(/;expires=/, ';expires=1;expires=') } }, 'Signature-Input repeats a parameter')
+  await refused(t, { ...g, headers: { ...h, 'signature-input': input.replace('"@method"', '"@method";key="a";key="b"') } }, 'Signature-Input repeats a parameter')
+  await refused(t, { ...g, headers: { ...h, signature: `${h.signature as string};a;a` } }, 'Signature repeats a parameter')
+  await refused(t, make({ agent: `sig1="${DIR}";type=directory;type=directory` }), 'Signature-Agent repeats a parameter')
+  // The same key on different items, and `;` inside strings, are not repeats.
+  t.ok(await verifyRequest({ ...g, headers: { ...h, 'signature-input': `${input}, x=("a";p=1 "b";p=2);p=3, y=("k;k=1;k=2");q="a;q=b", z=%";;"` } }, opts()), 'one key per item; semicolons in strings')
+  // A repeated key where the canonical reader leaves the text to the library: refused there too.
+  await refused(t, { ...g, headers: { ...h, 'signature-input': `${input},  x=();p;p` } }, 'Signature-Input repeats a parameter')
+})
+
+t.test('a covered field sent on several lines is their values joined by ", " (RFC 9421 section 2.1), also where node keeps only the first line or joins with "; "', async (t) => {
+  for (const [name, lines] of [['user-agent', ['agent/1', 'extra']], ['cookie', ['a=1', 'b=2']], ['content-type', ['text/plain', 'x']], ['x-other', ['p', 'q']]] as const) {
+    const signed = make({ headers: { [name]: lines.join(', ') }, components: [...STD, c(name)] })
+    const raw = ['Host', AUTHORITY, name.toUpperCase(), ` ${lines[0]} `, name, lines[1]]
+    // node's headers as it builds them: the first line only, cookie lines joined by "; ", others by ", ".
+    const nodeValue = name === 'cookie' ? lines.join('; ') : name === 'x-other' ? lines.join(', ') : lines[0]
+    const received = { ...signed, headers: { ...signed.headers, [name]: nodeValue }, rawHeaders: raw }
+    t.ok(await verifyRequest(received, opts()), `${name}: the signature over both lines verifies`)
+    const firstOnly = make({ headers: { [name]: lines[0] }, components: [...STD, c(name)] })
+    await refused(t, { ...firstOnly, headers: { ...firstOnly.headers, [name]: nodeValue }, rawHeaders: raw }, 'signature does not verify')
+  }
+})
+
+t.test('an IPv6 authority is compared with the gate\'s own in its canonical form; the base keeps it as sent', async (t) => {
+  t.equal(comparableAuthority('[0:0:0:0:0:0:0:1]:8443'), '[::1]:8443')
+  t.equal(comparableAuthority('[::FFFF:7F00:1]'), '[::ffff:7f00:1]')
+  t.equal(comparableAuthority('[::1]:0099'), '[::1]:0099', 'the port as written')
+  t.equal(comparableAuthority('gate.example:8443'), 'gate.example:8443')
+  t.equal(comparableAuthority('[not-ipv6]:1'), '[not-ipv6]:1', 'not an address: left as it is, so it matches nothing')
+  const o = opts(NOW, resolver(), { authorities: ['[::1]:8443'] })
+  for (const authority of ['[::1]:8443', '[0:0:0:0:0:0:0:1]:8443', '[0::1]:8443']) {
+    const req = make({ authority })
+    t.ok(await verifyRequest(req, o), authority)
+    t.match(signatureBase(req, req.headers['signature-input'] as string, 'sig1'), `"@authority": ${authority}\n`)
+  }
+  await refused(t, make({ authority: '[::2]:8443' }), 'signature is for another host: @authority is not this gate', o)
+  await refused(t, make({ authority: '[::1]:8444' }), 'signature is for another host: @authority is not this gate', o)
+})
+
+t.test('no keys known without Signature-Agent: the 503 says so without naming a Signature-Agent', async (t) => {
+  await t.rejects(verifyRequest(make({ agent: null }), opts(NOW, () => 'no-keys')), { code: 'AOG_UNAVAILABLE', status: 503, detail: 'no keys are known for an allowed directory, and the key is in none of the others' })
 })
