@@ -141,12 +141,31 @@ function size (what: string, s: string): string {
   return s
 }
 
+/**
+ * Client-sent proxy headers that `location /` clears toward the application, besides those it sets:
+ * the ones frameworks and servers read for the original scheme, host, port, path or prefix.
+ */
+export const CLEARED_PROXY_HEADERS = ['X-Forwarded-Prefix', 'X-Forwarded-Port', 'X-Forwarded-Server', 'X-Forwarded-Ssl',
+  'X-Forwarded-Scheme', 'X-Forwarded-Uri', 'X-Forwarded-Method', 'X-Forwarded-Path', 'X-Original-Host', 'X-Original-URL',
+  'X-Rewrite-URL', 'X-Host']
+
 /** The identity headers signed for the gate, with the request id it logs. */
 const FORWARDED = `        proxy_set_header X-AOG-Client-Cert $ssl_client_escaped_cert;
         proxy_set_header X-AOG-Client-Verify $ssl_client_verify;
         proxy_set_header X-AOG-Signature $aog_signature;
         proxy_set_header X-Real-IP $remote_addr;
         proxy_set_header X-Request-Id $request_id;
+`
+
+/**
+ * The original method and target of an authorization subrequest, cleared: only nginx's own
+ * subrequest (/_aog/auth) sets them. nginx picks a location by the normalised path but passes the
+ * target as the client sent it, so `/auth/../challenge` reaches the gate through `= /challenge`.
+ */
+const NO_ORIGINAL = `        proxy_set_header X-Original-Method "";
+        proxy_set_header X-Original-URI "";
+        proxy_set_header X-Forwarded-Method "";
+        proxy_set_header X-Forwarded-Uri "";
 `
 
 /** A location proxied to the gate (location / without protect; the gate's own paths with it). */
@@ -158,11 +177,16 @@ function gateLocation (o: NginxOptions, match: string, again = false, task = fal
         proxy_set_header Connection "";
         proxy_set_header Host ${host(o)};
 ${again
-? '        # The three forwarded headers, as above.\n'
+? '        # The three forwarded headers, as above, and no client-sent original method or target.\n'
 : `        # The three forwarded headers are set here, on every request, so whatever a client sends
         # under these names is replaced. Careful: a location that sets any proxy_set_header of its
         # own inherits none of these; the signature, not this block, is what the gate trusts.
-`}${FORWARDED}${nextUpstream(again, task)}
+`}${FORWARDED}${again
+? ''
+: `        # The original method and target of an authorization are set by nginx's own subrequest
+        # only: nginx picks a location by the normalised path but passes the target as the client
+        # sent it (\`/auth/../challenge\` is \`= /challenge\`'s), so a client's must not reach the gate.
+`}${NO_ORIGINAL}${nextUpstream(again, task)}
     }
 `
 }
@@ -224,16 +248,20 @@ ${gateLocation(o, '= /challenge')}${gateLocation(o, '= /task', true, true)}${gat
         proxy_pass http://aog_app${app.uri};
         proxy_http_version 1.1;
         proxy_set_header Connection "";
-        # As the gate's direct mode does: the application is addressed by its own name, the client's
-        # Host goes in X-Forwarded-Host, and nginx, the edge (it terminates the agents' TLS), replaces
-        # whatever a client sent in the X-Forwarded-* and Forwarded headers.
+        # The application is addressed by its own name and the client's Host goes in
+        # X-Forwarded-Host. nginx, the edge (it terminates the agents' TLS), sets X-Forwarded-For,
+        # X-Real-IP, X-Forwarded-Proto and X-Forwarded-Host, and clears ("" drops a header) what a
+        # client sent as Forwarded and as each name after it, which frameworks read for the
+        # original scheme, host, port, path or prefix. nginx cannot drop a header family by prefix:
+        # any other client-sent X-Forwarded-* name reaches the application as sent (the gate's
+        # direct mode drops them all).
         proxy_set_header Host ${q(app.host)};
         proxy_set_header X-Forwarded-For $remote_addr;
         proxy_set_header X-Real-IP $remote_addr;
         proxy_set_header X-Forwarded-Proto $scheme;
         proxy_set_header X-Forwarded-Host $http_host;
         proxy_set_header Forwarded "";
-        # nginx's request id, the one the gate logs for the decision (the signature's rid).
+${CLEARED_PROXY_HEADERS.map((h) => `        proxy_set_header ${h} "";\n`).join('')}        # nginx's request id, the one the gate logs for the decision (the signature's rid).
         proxy_set_header X-Request-Id $request_id;
         # The application trusts X-AOG-Agent only, a JWS it verifies against the gate's JWKS. Every
         # X-AOG-* name the gate uses is set here (to the gate's value or to "", which drops it), so no

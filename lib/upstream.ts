@@ -15,8 +15,8 @@
  * - A name is compared with `_` read as `-`: servers that map both to one variable (CGI, Rack, PHP)
  *   would otherwise take `X_AOG_Agent` or `X_Forwarded_For` for the gate's own header.
  *
- * Targets: a path with a dot-segment (`.`, `..`, `%2e` in any case) is refused with 400, so that an
- * upstream that normalises the path cannot be led out of the URL's path prefix.
+ * Targets: a path with a dot-segment (`.`, `..`, `%2e` in any case), or a target with `#`, is refused
+ * with 400, so that an upstream that normalises the path cannot be led out of the URL's path prefix.
  *
  * Time: no upstream response headers within `timeoutMs` is 504, whether the request was sent or is
  * still waiting for a pool connection (it is then never sent). At most 4 x `connections` requests
@@ -34,6 +34,7 @@ import type { Socket } from 'node:net'
 import { finished, Transform, type Readable } from 'node:stream'
 import { Pool } from 'undici'
 import { AogError } from './errors.js'
+import { DOT_SEGMENT } from './http/request.js'
 
 export interface UpstreamOptions {
   /** http:// or https:// origin, optionally with a path prefix (no query). */
@@ -86,10 +87,6 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te'
 // by prefix, X-AOG-* and X-Forwarded-*.
 const REQUEST_DROPPED = new Set([...HOP_BY_HOP, 'host', 'expect', 'content-length', 'forwarded', 'x-real-ip', 'x-request-id'])
 
-// A dot-segment of the path: `.` or `..` (either dot as `%2e`, any case) between slashes. A
-// backslash, `%2f` and `%5c` also count as slashes, and `;` ends a segment (`..;` is `..` to Tomcat).
-const DOT_SEGMENT = /(?:[/\\]|%2f|%5c)(?:\.|%2e){1,2}(?:$|[/\\;]|%2f|%5c)/i
-
 // Requests that may wait for a pool connection, per connection.
 const QUEUED_PER_CONNECTION = 4
 
@@ -114,6 +111,9 @@ function badTarget (req: IncomingMessage): AogError | undefined {
   }
   const target = req.url ?? ''
   if (!target.startsWith('/')) return new AogError('AOG_BAD_REQUEST', 'the request target must be a path')
+  // Origin-form has no fragment; after the prefix, `/..#x` would be `/base/..#x`, which a
+  // normalising upstream resolves to `/`, hiding the final `..` from the dot-segment check.
+  if (target.includes('#')) return new AogError('AOG_BAD_REQUEST', 'the request target must not contain "#" (a fragment is not sent)')
   const query = target.indexOf('?')
   if (DOT_SEGMENT.test(query === -1 ? target : target.slice(0, query))) {
     return new AogError('AOG_BAD_REQUEST', 'the request path must not have a "." or ".." segment')
@@ -179,12 +179,15 @@ export class Upstream {
 
   /**
    * Throws the refusals that need no upstream, so the caller can refuse before it spends a grant
-   * (forward checks them again): Upgrade, CONNECT, a target that is not a path or whose path has a
-   * dot-segment (400), every place in the pool's queue taken (503).
+   * (forward checks them again): Upgrade, CONNECT, a target that is not a path, has `#` or whose
+   * path has a dot-segment (400), a Content-Length over maxBodyBytes (413), every place in the
+   * pool's queue taken (503).
    */
   check (req: IncomingMessage): void {
     const bad = badTarget(req)
     if (bad !== undefined) throw bad
+    const length = req.headers['content-length']
+    if (length !== undefined && Number(length) > this.#maxBodyBytes) throw tooLarge(this.#maxBodyBytes)
     if (this.#held >= this.#maxHeld) throw new AogError('AOG_OVERLOADED', 'the upstream connections are busy; try again shortly', { retryAfter: 1 })
   }
 
@@ -217,6 +220,8 @@ export class Upstream {
       this.check(req)
     } catch (err) {
       info.release?.()
+      // A 413's body is not read: the connection cannot carry another request.
+      if (err instanceof AogError && err.status === 413) res.shouldKeepAlive = false
       throw err
     }
     // The client left while the gate was deciding (a store round trip): its response's close, and
@@ -227,11 +232,6 @@ export class Upstream {
     }
     const target = req.url!
     const length = req.headers['content-length']
-    if (length !== undefined && Number(length) > this.#maxBodyBytes) {
-      info.release?.()
-      res.shouldKeepAlive = false
-      throw tooLarge(this.#maxBodyBytes)
-    }
     // The client's headers, then the ones the gate sets.
     const headers = copyHeaders(req.rawHeaders, REQUEST_DROPPED, true, ['host', this.#host])
     headers.push('x-forwarded-for', info.clientIp, 'x-real-ip', info.clientIp, 'x-forwarded-proto', info.proto, 'x-forwarded-host', info.host)

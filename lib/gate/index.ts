@@ -153,6 +153,7 @@ export function createGate (config: Readonly<Config>, deps: GateDeps): Gate {
   const pipeline = createPipeline({ config, logger, metrics, parts, router, identify: identity.identify, idPrefix: randomBytes(3).toString('hex') })
   listener.server.on('request', pipeline.handle)
   listener.server.on('checkExpectation', pipeline.expectationFailed)
+  listener.server.on('connect', pipeline.connect)
   let closing = false
   const ops = createOpsServer({
     logger,

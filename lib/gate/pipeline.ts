@@ -4,13 +4,16 @@
  * is booked once, when its response or its connection closes, whichever is first: the in-flight
  * count, the duration histogram and the request's log line.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import { ServerResponse, type IncomingMessage } from 'node:http'
+import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
 import type { Config } from '../config.js'
 import type { Logger } from '../log.js'
 import { requestLineWriter, whoFields } from '../log-line.js'
 import type { Metrics } from '../metrics.js'
 import { AogError, PoolBusyError, StoreUnavailableError } from '../errors.js'
 import { problemHeaders, problemJson } from '../http/reply.js'
+import { malformed } from '../http/request.js'
 import type { Router } from '../http/router.js'
 import type { Identity } from '../identity/tls.js'
 import { storeOpOf, type OnceKey } from '../stores/store.js'
@@ -83,6 +86,8 @@ export interface Pipeline {
   handle (req: IncomingMessage, res: ServerResponse): void
   /** The listener's 'checkExpectation' handler: an Expect other than 100-continue. */
   expectationFailed (req: IncomingMessage, res: ServerResponse): void
+  /** The listener's 'connect' handler: a CONNECT request, which node hands over with its bare socket. */
+  connect (req: IncomingMessage, socket: Duplex): void
   readonly inflight: number
   /** From now on every response asks its client to close the connection. */
   startClosing (): void
@@ -214,6 +219,26 @@ export function createPipeline (o: PipelineOptions): Pipeline {
     ctx.send(e.status, problemHeaders(e, text), text)
   }
 
+  /**
+   * Answer `e` (with `status`, the code's own by default) to a request no handler may serve, and
+   * close its connection (a body, if any, is not read). Booked under its route when its path is
+   * one (a 405 on it included), with the identity when the identity step can tell it (its refusal
+   * does not change this answer).
+   */
+  function refuse (ctx: Context, e: AogError, status: number = e.status): void {
+    const { req, res } = ctx
+    res.shouldKeepAlive = false
+    try { router.find(req.method ?? '', req.url ?? '/', ctx) } catch {}
+    try {
+      o.identify(ctx)?.catch(() => {})
+    } catch {} finally {
+      if (forwarded) adopt(ctx)
+    }
+    ctx.outcome = e.code
+    const text = problemJson(e, undefined, status)
+    ctx.send(status, problemHeaders(e, text), text)
+  }
+
   function toAogError (ctx: Context, err: unknown): AogError {
     if (err instanceof AogError) return err
     if (err instanceof StoreUnavailableError) {
@@ -238,6 +263,13 @@ export function createPipeline (o: PipelineOptions): Pipeline {
       const ctx = start(req, res)
       // A handler that finishes synchronously costs no promise; a rejection goes where a throw goes.
       try {
+        // A target or framing no route may serve (`#`, Host, Transfer-Encoding): 400 before
+        // routing and the identity step, as node's own parser errors are.
+        const bad = malformed(req)
+        if (bad !== undefined) {
+          refuse(ctx, bad)
+          return
+        }
         // The route is known before the identity step (which refuses first) so that a refusal is
         // answered as its route answers (/auth reshapes them) and booked under it.
         let handler: Handler | undefined
@@ -276,21 +308,26 @@ export function createPipeline (o: PipelineOptions): Pipeline {
     },
     expectationFailed (req, res) {
       // Node would write a bare 417; the gate answers it as problem+json like any refusal, and
-      // closes the connection (a body, if any, is not read).
+      // closes the connection. A malformed request is a 400 first, as in handle.
       const ctx = start(req, res)
-      res.shouldKeepAlive = false
-      // Booked under its route when the path is one (a 405 on it included), with the identity
-      // when the identity step can tell it (its refusal does not change this answer).
-      try { router.find(req.method ?? '', req.url ?? '/', ctx) } catch {}
-      try {
-        o.identify(ctx)?.catch(() => {})
-      } catch {} finally {
-        if (forwarded) adopt(ctx)
-      }
-      const e = new AogError('AOG_BAD_REQUEST', 'only Expect: 100-continue is supported')
-      ctx.outcome = e.code
-      const text = problemJson(e, undefined, 417)
-      ctx.send(417, problemHeaders(e, text), text)
+      const bad = malformed(req)
+      if (bad !== undefined) refuse(ctx, bad)
+      else refuse(ctx, new AogError('AOG_BAD_REQUEST', 'only Expect: 100-continue is supported'), 417)
+    },
+    connect (req, duplex) {
+      // CONNECT asks for a tunnel, which the gate never opens, to the upstream or anywhere (node
+      // emits 'connect' instead of 'request', and without a listener would close the connection
+      // unanswered). A response is made on its socket so that it is answered and booked as every
+      // refusal is, and the socket closed once the answer is written.
+      const socket = duplex as Socket
+      // Node has taken its own listeners off the socket: an error (a reset) would otherwise be unhandled.
+      socket.on('error', () => { socket.destroy() })
+      const res = new ServerResponse(req)
+      res.assignSocket(socket)
+      res.once('finish', () => { socket.destroySoon() })
+      // A peer that reads nothing does not keep the socket past a second.
+      setTimeout(() => { socket.destroy() }, 1000).unref()
+      refuse(start(req, res), new AogError('AOG_BAD_REQUEST', 'CONNECT is not supported'))
     },
     get inflight () { return inflight },
     startClosing () { closing = true },

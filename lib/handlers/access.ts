@@ -108,8 +108,8 @@ export const proxyRequest: Handler = async (ctx, parts) => {
   const target = req.url ?? '/'
   // The reserved prefix holds no '?': testing the target is testing its path.
   if (parts.upstream === undefined || target.startsWith(RESERVED_PREFIX)) throw new AogError('AOG_NOT_FOUND', 'no such route')
-  // A request the upstream would not get (a bad target, a full queue, too many of this identity's
-  // in flight) is refused before the grant is spent.
+  // A request the upstream would not get (a bad target, a Content-Length over the limit, a full
+  // queue, too many of this identity's in flight) is refused before the grant is spent.
   parts.upstream.check(req)
   const release = parts.upstream.hold(ctx.identity.fingerprint)
   let jws: string

@@ -3,6 +3,7 @@
  * with another method 405.
  */
 import { AogError } from '../errors.js'
+import { DOT_SEGMENT } from './request.js'
 
 export class Router<H> {
   // The routes as added, each path with its handlers by method, searched in order: a gate has a
@@ -13,7 +14,11 @@ export class Router<H> {
   #fallback: { route: string, handler: H } | undefined
   readonly #prefixes: Array<{ prefix: string, route: string, handler: H }> = []
 
-  /** The handler of every path under `prefix` (any method), reported as `route`. */
+  /**
+   * The handler of every path under `prefix` (any method), reported as `route`. A path with a
+   * dot-segment or `#` matches no prefix (400): a proxy in front that routes by the normalised path
+   * (nginx: `/auth/../challenge` is its `/challenge`) but passes the raw target must not reach it.
+   */
   under (prefix: string, route: string, handler: H): this {
     this.#prefixes.push({ prefix, route, handler })
     return this
@@ -41,7 +46,8 @@ export class Router<H> {
   }
 
   /**
-   * Find the handler, or throw AOG_NOT_FOUND / AOG_METHOD_NOT_ALLOWED (with an Allow header).
+   * Find the handler, or throw AOG_NOT_FOUND / AOG_METHOD_NOT_ALLOWED (with an Allow header), or
+   * AOG_BAD_REQUEST for a path under a prefix that has a dot-segment or `#` (see `under`).
    * `into.route` is set to the matched path as added (also before a 405), for logs and metric labels.
    */
   find (method: string, url: string, into?: { route: string }): H {
@@ -60,6 +66,7 @@ export class Router<H> {
     }
     for (const p of this.#prefixes) {
       if (!path.startsWith(p.prefix)) continue
+      if (DOT_SEGMENT.test(path) || path.includes('#')) throw new AogError('AOG_BAD_REQUEST', 'the request path must not have a "." or ".." segment, nor "#"')
       if (into !== undefined) into.route = p.route
       return p.handler
     }

@@ -1,8 +1,8 @@
 /**
  * What a red team found at the edges of the listener: a pipelined flood whose socket is destroyed
  * is still booked (log line, in-flight count, prompt shutdown); a client that leaves mid-body is
- * no "unexpected error"; a request without Host gets the gate's own answer; idle sockets cannot
- * keep the operations listener out of reach for long.
+ * no "unexpected error"; a request without Host (or with two), and CONNECT, get the gate's own 400;
+ * idle sockets cannot keep the operations listener out of reach for long.
  */
 import t from 'tap'
 import { connect as tcpConnect, type Socket } from 'node:net'
@@ -68,17 +68,52 @@ t.test('a client that leaves in the middle of its body: logged as 499, no unexpe
   t.same(unavailable, [], 'no AOG_UNAVAILABLE submission counted')
 })
 
-t.test('a request without Host gets the gate\'s problem+json, not node\'s bare 400', async (t) => {
+t.test('an HTTP/1.1 request without Host, or one with two, gets the gate\'s 400 problem+json (RFC 9112 3.2), not node\'s bare 400', async (t) => {
+  const g = await startGate(t)
+  const exchange = async (bytes: string): Promise<string> => {
+    const socket = await agentSocket(Number(new URL(g.url).port))
+    let text = ''
+    socket.on('data', (d: Buffer) => { text += d.toString('latin1') })
+    socket.write(bytes)
+    t.ok(await until(() => text.includes('\r\n\r\n') && text.includes('}'), 3000), 'an answer came')
+    socket.destroy()
+    return text
+  }
+  for (const [what, bytes] of [['no Host', 'GET /challenge HTTP/1.1\r\n\r\n'], ['two Host fields', 'GET /challenge HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n'],
+    ['two, with Expect', 'POST /task HTTP/1.1\r\nHost: a\r\nHost: b\r\nExpect: nothing\r\n\r\n']] as const) {
+    const text = await exchange(bytes)
+    t.match(text, /^HTTP\/1\.1 400 /, `${what}: 400`)
+    t.match(text, /content-type: application\/problem\+json/i)
+    t.match(text, /"code":"AOG_BAD_REQUEST"/)
+  }
+  t.match(await exchange('GET /nope HTTP/1.0\r\n\r\n'), /^HTTP\/1\.1 404 .*"code":"AOG_NOT_FOUND"/s, 'HTTP/1.0 needs no Host')
+  const line = g.logs.map((l) => JSON.parse(l)).find((l) => l.msg === 'request' && l.route === '/challenge')
+  t.match(line, { method: 'GET', status: 400, outcome: 'AOG_BAD_REQUEST' }, 'booked under its route, like any refusal')
+})
+
+t.test('CONNECT gets the gate\'s 400 problem+json and its connection is closed (node would close it unanswered)', async (t) => {
   const g = await startGate(t)
   const socket = await agentSocket(Number(new URL(g.url).port))
   let text = ''
+  let closed = false
   socket.on('data', (d: Buffer) => { text += d.toString('latin1') })
-  socket.write('GET /nope HTTP/1.1\r\n\r\n')
-  t.ok(await until(() => text.includes('\r\n\r\n') && text.includes('}'), 3000), 'an answer came')
-  socket.destroy()
-  t.match(text, /^HTTP\/1\.1 404 /)
+  socket.on('close', () => { closed = true })
+  socket.write('CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n')
+  t.ok(await until(() => closed, 3000), 'the gate closed the connection')
+  t.match(text, /^HTTP\/1\.1 400 /)
+  t.match(text, /\r\nconnection: close\r\n/i)
   t.match(text, /content-type: application\/problem\+json/i)
-  t.match(text, /"code":"AOG_NOT_FOUND"/)
+  t.match(text, /"code":"AOG_BAD_REQUEST"/)
+  t.ok(await until(() => g.logs.some((l) => l.includes('"method":"CONNECT"')), 2000), 'booked')
+  t.equal(g.gate.inflight, 0, 'nothing left in flight')
+  // Clients that leave at once: no unhandled socket error, the gate still serves.
+  for (let i = 0; i < 20; i++) {
+    const gone = await agentSocket(Number(new URL(g.url).port))
+    gone.write('CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n')
+    gone.destroy()
+  }
+  await sleep(300)
+  t.equal((await g.raw('agent', '/challenge')).status, 200, 'the gate still serves')
 })
 
 t.test('idle sockets cannot keep the operations listener out of reach for long', async (t) => {

@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
+import { connect } from 'node:tls'
 import { request, type Dispatcher } from 'undici'
 import { createRemoteJWKSet, jwtVerify, type JWTPayload } from 'jose'
 import { startGate } from '../helpers/gate.js'
@@ -19,6 +20,7 @@ import { hasTool, missing } from '../helpers/tools.js'
 import { freePort } from '../helpers/redis.js'
 import { createAgent, pass, type AogAgent } from '../../lib/client/agent.js'
 import { signatureHeader } from '../../lib/identity/forwarded.js'
+import { CLEARED_PROXY_HEADERS } from '../../lib/nginx-config.js'
 
 // This file is the only test of the auth_request configuration: without nginx it fails, loudly.
 if (!hasTool(NGINX)) throw new Error(missing('nginx', 'nginx libnginx-mod-http-js'))
@@ -56,7 +58,7 @@ interface Setup {
 }
 
 /** Gate (forwarded mode, GET /auth), application, nginx with --protect, and an agent through nginx. */
-async function setup (t: Test, over: Record<string, unknown> = {}, nginxOver: { morePorts?: number[] } = {}): Promise<Setup> {
+async function setup (t: Test, over: Record<string, unknown> = {}, nginxOver: { morePorts?: number[], prefix?: string } = {}): Promise<Setup> {
   const dir = mkdtempSync(join(tmpdir(), 'aog-auth-'))
   writeFileSync(join(dir, 'secret'), `${SECRET}\n`)
   const g = await startGate(t, {
@@ -66,7 +68,7 @@ async function setup (t: Test, over: Record<string, unknown> = {}, nginxOver: { 
     ...over,
   }, { watchMs: 50 })
   const app = await startApp(t)
-  const nginx = await startNginx({ upstreamPort: Number(new URL(g.url).port), secretFile: join(dir, 'secret'), protect: app.url, ...nginxOver })
+  const nginx = await startNginx({ upstreamPort: Number(new URL(g.url).port), secretFile: join(dir, 'secret'), protect: app.url + (nginxOver.prefix ?? ''), ...(nginxOver.morePorts === undefined ? {} : { morePorts: nginxOver.morePorts }) })
   t.teardown(() => nginx.stop())
   const agent = createAgent({ url: nginx.url, ...agentFiles('agent') })
   t.teardown(() => agent.close())
@@ -88,6 +90,20 @@ function isProblem (t: Test, a: Answer, status: number, code: string, name: stri
   t.equal(a.status, status, `${name}: status ${status}`)
   t.equal(a.headers['content-type'], 'application/problem+json', `${name}: problem+json, not nginx's HTML`)
   t.match(a.json, { type: `urn:aog:problem:${code.toLowerCase().replaceAll('_', '-')}`, title: String, status, detail: String, code }, `${name}: ${code}`)
+}
+
+/** `bytes` written as they are to nginx over the agent's mTLS (no URL normalisation), the answer read until nginx closes. */
+async function rawTls (port: number, bytes: string): Promise<{ status: number, head: string, body: string }> {
+  const socket = connect({ host: '127.0.0.1', port, servername: 'localhost', ...agentFiles('agent') })
+  let text = ''
+  socket.on('data', (d: Buffer) => { text += d.toString('latin1') })
+  socket.on('error', () => {})
+  socket.write(bytes)
+  const limit = setTimeout(() => { socket.destroy() }, 10_000)
+  await new Promise((resolve) => socket.once('close', resolve))
+  clearTimeout(limit)
+  const end = text.indexOf('\r\n\r\n')
+  return { status: Number(text.slice(9, 12)), head: text.slice(0, end), body: text.slice(end + 4) }
 }
 
 /** X-AOG-Agent verified against the gate's JWKS. */
@@ -223,4 +239,67 @@ t.test('straight at GET /auth: the signature binds the original method and targe
   t.equal(bare.status, 403, 'forwarded mode: no X-Original-URI/-Method is a refusal')
   t.equal(bare.headers['x-aog-code'], 'AOG_BAD_REQUEST')
   t.equal(bare.headers['x-aog-status'], '400')
+})
+
+t.test('the gate\'s own locations pass no client-sent original method or target: /auth/../challenge through nginx is a 400, no X-AOG-Agent, no grant spent', async (t) => {
+  const { nginx, agent, app } = await setup(t, { grantMaxRequests: 2 })
+  await pass(agent)
+  // nginx picks `location = /challenge` (or `^~ /.well-known/aog/`) by the normalised path and
+  // passes the raw target: the gate must not answer it as an authorization (Envoy's /auth/ form).
+  for (const [target, method] of [['/auth/../challenge', 'GET'], ['/auth/x/../../.well-known/aog/z', 'GET'], ['/auth/%2e%2e/task', 'DELETE'], ['/auth/../task', 'POST']]) {
+    const a = await rawTls(nginx.port, `${method} ${target} HTTP/1.1\r\nHost: localhost\r\nX-Original-Method: GET\r\nX-Original-URI: ${target}\r\n` +
+      `X-Forwarded-Method: GET\r\nX-Forwarded-Uri: ${target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`)
+    t.equal(a.status, 400, `${method} ${target}: 400`)
+    t.match(a.body, /"code":"AOG_BAD_REQUEST"/, `${method} ${target}: AOG_BAD_REQUEST`)
+    t.notMatch(a.head, /x-aog-agent/i, `${method} ${target}: no X-AOG-Agent handed to the agent`)
+  }
+  t.equal((await send(agent.dispatcher, `${nginx.url}/1`)).status, 200)
+  t.equal((await send(agent.dispatcher, `${nginx.url}/2`)).status, 200)
+  isProblem(t, await send(agent.dispatcher, `${nginx.url}/3`), 401, 'AOG_GRANT_REQUIRED', 'the grant\'s 2 requests were left for the application')
+  t.equal(app.seen.length, 2)
+})
+
+t.test('the gate\'s own locations clear a client\'s X-Original-Method/-URI and X-Forwarded-Method/-Uri (nginx alone, a recorder as the gate)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aog-auth-'))
+  writeFileSync(join(dir, 'secret'), `${SECRET}\n`)
+  const gate = await startApp(t)
+  const app = await startApp(t)
+  const nginx = await startNginx({ upstreamPort: Number(new URL(gate.url).port), secretFile: join(dir, 'secret'), protect: app.url })
+  t.teardown(() => nginx.stop())
+  const forged = 'X-Original-Method: GET\r\nX-Original-URI: /x\r\nX-Forwarded-Method: GET\r\nX-Forwarded-Uri: /x\r\n'
+  for (const target of ['/auth/../challenge', '/challenge', '/task', '/.well-known/aog/openapi.json', '/auth/../.well-known/aog/x']) {
+    const method = target.endsWith('task') ? 'POST' : 'GET'
+    const a = await rawTls(nginx.port, `${method} ${target} HTTP/1.1\r\nHost: localhost\r\n${forged}Content-Length: 0\r\nConnection: close\r\n\r\n`)
+    t.equal(a.status, 200, `${target}: reached the recorder`)
+    const seen = gate.seen.at(-1)!
+    t.equal(seen.url, target, `${target}: passed as the client sent it`)
+    for (const h of ['x-original-method', 'x-original-uri', 'x-forwarded-method', 'x-forwarded-uri']) t.equal(seen.headers[h], undefined, `${target}: no ${h}`)
+  }
+  t.equal(app.seen.length, 0, 'the application saw none of them')
+})
+
+t.test('location / clears the client-sent proxy headers it names; other client headers pass, as documented', async (t) => {
+  const { nginx, agent } = await setup(t)
+  await pass(agent)
+  const forged: Record<string, string> = { 'x-forwarded-other': 'kept', 'x-aog-foo': 'kept' }
+  for (const h of CLEARED_PROXY_HEADERS) forged[h.toLowerCase()] = 'forged'
+  const a = await send(agent.dispatcher, `${nginx.url}/p`, { headers: forged })
+  t.equal(a.status, 200)
+  const seen = a.json as Seen
+  t.same(CLEARED_PROXY_HEADERS.filter((h) => seen.headers[h.toLowerCase()] !== undefined), [], 'none of the cleared names arrives')
+  for (const h of ['x-forwarded-prefix', 'x-forwarded-port', 'x-forwarded-server', 'x-forwarded-ssl', 'x-forwarded-scheme', 'x-forwarded-uri',
+    'x-forwarded-method', 'x-forwarded-path', 'x-original-host', 'x-original-url', 'x-rewrite-url', 'x-host']) t.equal(seen.headers[h], undefined, `no ${h}`)
+  t.equal(seen.headers['x-forwarded-other'], 'kept', 'nginx cannot drop a family by prefix: an unnamed X-Forwarded-* passes (documented)')
+})
+
+t.test('with a path on --protect the application gets nginx\'s normalised path while htu is the target as sent (docs/operations.md, verifying X-AOG-Agent)', async (t) => {
+  const { g, nginx, agent } = await setup(t, {}, { prefix: '/base' })
+  await pass(agent)
+  for (const [target, path] of [['/plain?q=1', '/base/plain?q=1'], ['/a//b', '/base/a/b'], ['/a/./b', '/base/a/b'], ['/a/x/../b', '/base/a/b'], ['/%7euser', '/base/~user']]) {
+    const a = await rawTls(nginx.port, `GET ${target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`)
+    t.equal(a.status, 200, `${target}: allowed`)
+    const seen = JSON.parse(a.body.includes('\r\n') ? a.body.slice(a.body.indexOf('\r\n') + 2, a.body.lastIndexOf('}') + 1) : a.body) as Seen
+    t.equal(seen.url, path, `${target}: the application gets ${path}`)
+    t.match(await assertion(g, seen.headers['x-aog-agent']), { htu: target }, `${target}: htu is the target as sent`)
+  }
 })

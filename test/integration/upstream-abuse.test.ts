@@ -41,9 +41,14 @@ interface Answer { status: number, headers: string, body: string, ms: number }
 
 /** One request written as it is (no URL parsing, no header name rules), answered and closed. */
 async function rawRequest (t: Test, g: TestGate, who: AgentName, head: string): Promise<Answer> {
+  return await rawExchange(t, g, who, head.replace(/\n/g, '\r\n') + 'host: localhost\r\nconnection: close\r\n\r\n')
+}
+
+/** `bytes` written as they are on a new connection, answered; the answer ends when the gate closes it. */
+async function rawExchange (t: Test, g: TestGate, who: AgentName, bytes: string): Promise<Answer> {
   const start = performance.now()
   const c = await open(t, g, who)
-  c.socket.write(head.replace(/\n/g, '\r\n') + 'host: localhost\r\nconnection: close\r\n\r\n')
+  c.socket.write(bytes)
   // No answer within 15 s is no answer: the socket is dropped and the status is NaN.
   const limit = setTimeout(() => { c.socket.destroy() }, 15_000)
   await new Promise((resolve) => c.socket.once('close', resolve))
@@ -377,4 +382,109 @@ t.test('a dot-segment in the path is refused with 400 before the grant is spent,
   }
   t.same(up.seen.map((e) => e.url), passed.map((p) => '/base' + p), 'under the prefix, byte for byte')
   t.equal((await rawRequest(t, g, 'agent', 'GET /one-more HTTP/1.1\n')).status, 401, 'and the budget was exactly the 6 proxied ones')
+})
+
+/** `a` is the gate's 400 AOG_BAD_REQUEST problem+json, its connection closed. */
+function badRequest (t: Test, a: Answer, what: string): void {
+  t.equal(a.status, 400, `${what}: 400`)
+  t.match(a.body, /"code":"AOG_BAD_REQUEST"/, `${what}: AOG_BAD_REQUEST`)
+  t.match(a.headers, /\r\ncontent-type: application\/problem\+json\r\n/i, `${what}: problem+json`)
+}
+
+t.test('a target with "#" is refused with 400 before the grant is spent, on the proxy and on the gate\'s own routes', async (t) => {
+  const { g, up } = await rig(t, { grantMaxRequests: 2 }, { prefix: '/base' })
+  await pass(g.agent('agent'))
+  // `/base/..#x` is `/` to nginx and to WHATWG URL: out of the prefix by one level.
+  for (const target of ['/..#x', '/%2e%2e#', '/..#', '/sub/..#', '/hello#x', '/hello?q=1#x', '/challenge#x', '/task#', '/auth#x', '/.well-known/aog/openapi.json#x']) {
+    badRequest(t, await rawRequest(t, g, 'agent', `GET ${target} HTTP/1.1\n`), target)
+  }
+  t.equal(up.seen.length, 0, 'none reached the upstream')
+  t.equal((await rawRequest(t, g, 'agent', 'GET /hello?q=%23 HTTP/1.1\n')).status, 200, 'an escaped # (%23) is proxied')
+  t.equal((await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\n')).status, 200)
+  t.equal((await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\n')).status, 401, 'the refusals spent none of the grant\'s 2 requests')
+  t.same(up.seen.map((e) => e.url), ['/base/hello?q=%23', '/base/hello'])
+})
+
+t.test('a path with a dot-segment under /auth/ (Envoy\'s form) is 400 before the grant is spent: it never reaches /auth', async (t) => {
+  const { g, up } = await rig(t, { grantMaxRequests: 2 })
+  await pass(g.agent('agent'))
+  // Through nginx these came in by `location = /challenge` (the normalised path) with the raw target.
+  const tries = [
+    'GET /auth/../challenge HTTP/1.1\nX-Original-Method: GET\nX-Original-URI: /auth/../challenge\n',
+    'GET /auth/x/../../.well-known/aog/z HTTP/1.1\nX-Original-Method: GET\nX-Original-URI: /x\n',
+    'DELETE /auth/%2e%2e/task HTTP/1.1\n',
+    'GET /auth/.%2E/hello HTTP/1.1\n',
+  ]
+  for (const head of tries) {
+    const a = await rawRequest(t, g, 'agent', head)
+    badRequest(t, a, head.slice(0, head.indexOf(' HTTP')))
+    t.notMatch(a.headers, /x-aog-agent/i, 'no X-AOG-Agent handed to the agent')
+  }
+  const ok = await rawRequest(t, g, 'agent', 'GET /auth/hello HTTP/1.1\n')
+  t.equal(ok.status, 200, 'Envoy\'s form still answers a plain path')
+  t.match(ok.headers, /\r\nx-aog-agent: /i)
+  t.equal((await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\n')).status, 200, 'one request of the grant left: the refusals spent none')
+  t.equal(up.seen.length, 1)
+})
+
+t.test('Host: an HTTP/1.1 request without one, or any request with two, is 400 before the grant is spent', async (t) => {
+  const { g, up } = await rig(t, { grantMaxRequests: 3 })
+  await pass(g.agent('agent'))
+  badRequest(t, await rawExchange(t, g, 'agent', 'GET /hello HTTP/1.1\r\nconnection: close\r\n\r\n'), 'no Host')
+  badRequest(t, await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\nHost: evil.example\n'), 'two Host fields')
+  badRequest(t, await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\nHOST: localhost\n'), 'two, one upper case')
+  badRequest(t, await rawExchange(t, g, 'agent', 'GET /hello HTTP/1.0\r\nHost: a\r\nhOsT: b\r\n\r\n'), 'two in HTTP/1.0')
+  badRequest(t, await rawExchange(t, g, 'agent', 'GET /challenge HTTP/1.1\r\nconnection: close\r\n\r\n'), 'no Host on a gate route')
+  t.equal(up.seen.length, 0, 'none reached the upstream')
+  t.equal((await rawExchange(t, g, 'agent', 'GET /hello HTTP/1.0\r\n\r\n')).status, 200, 'HTTP/1.0 without Host is served')
+  t.equal((await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\nX-Hos: 1\nHost1: 2\nhost-x: 3\n')).status, 200, 'names like Host are not Host')
+  t.equal((await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\n')).status, 200)
+  t.equal((await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\n')).status, 401, 'the refusals spent none of the grant\'s 3 requests')
+})
+
+t.test('a Transfer-Encoding other than chunked alone is 400, naming it, before the grant is spent; chunked in any case is proxied', async (t) => {
+  const { g, up } = await rig(t, { grantMaxRequests: 2 })
+  await pass(g.agent('agent'))
+  const body = '5\r\nhello\r\n0\r\n\r\n'
+  const gz = await rawExchange(t, g, 'agent', `POST /h HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n${body}`)
+  badRequest(t, gz, 'gzip, chunked')
+  t.match(gz.body, /gzip, chunked/, 'the refusal names the coding')
+  badRequest(t, await rawExchange(t, g, 'agent', `POST /h HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${body}`), 'chunked twice')
+  badRequest(t, await rawExchange(t, g, 'agent', `POST /task HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: deflate, chunked\r\nConnection: close\r\n\r\n${body}`), 'on a gate route')
+  t.equal(up.seen.length, 0, 'none reached the upstream')
+  const ok = await rawExchange(t, g, 'agent', `POST /h HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ChUnKeD\r\nConnection: close\r\n\r\n${body}`)
+  t.equal(ok.status, 200, 'chunked, in any case: proxied')
+  t.equal((await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\n')).status, 200)
+  t.equal((await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\n')).status, 401, 'the refusals spent none of the grant\'s 2 requests')
+})
+
+t.test('a Content-Length over --upstream-max-body-bytes is 413 before the grant is spent, and the connection closed', async (t) => {
+  const { g, up } = await rig(t, { grantMaxRequests: 2, upstreamMaxBodyBytes: 10 })
+  await pass(g.agent('agent'))
+  for (let i = 0; i < 3; i++) {
+    const a = await rawExchange(t, g, 'agent', `POST /h HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n${'x'.repeat(11)}`)
+    t.equal(a.status, 413, `413 (${i + 1})`)
+    t.match(a.body, /"code":"AOG_BODY_TOO_LARGE"/)
+    t.match(a.headers, /\r\nconnection: close(\r\n|$)/i, 'the connection is closed (its body is not read)')
+  }
+  t.equal(up.seen.length, 0, 'none reached the upstream')
+  t.equal((await rawExchange(t, g, 'agent', 'POST /h HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789')).status, 200, 'at the limit: proxied')
+  t.equal((await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\n')).status, 200)
+  t.equal((await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\n')).status, 401, 'the 413s spent none of the grant\'s 2 requests')
+})
+
+t.test('CONNECT is answered 400 AOG_BAD_REQUEST (problem+json) and its connection closed, before the grant is spent', async (t) => {
+  const { g, up } = await rig(t, { grantMaxRequests: 1 })
+  await pass(g.agent('agent'))
+  for (const target of [new URL(up.url).host, '/x', '/challenge']) {
+    const a = await rawExchange(t, g, 'agent', `CONNECT ${target} HTTP/1.1\r\nHost: ${new URL(up.url).host}\r\n\r\n`)
+    badRequest(t, a, `CONNECT ${target}`)
+    t.match(a.headers, /\r\nconnection: close(\r\n|$)/i, 'Connection: close')
+    t.ok(a.ms < 5000, 'the gate closed the connection (not the test\'s limit)')
+  }
+  t.equal(up.seen.length, 0, 'nothing reached the upstream')
+  t.equal((await rawRequest(t, g, 'agent', 'GET /hello HTTP/1.1\n')).status, 200, 'the grant\'s one request is left')
+  await until(() => g.logs.some((l) => l.includes('"method":"CONNECT"')), 2000, 'the CONNECT booked')
+  const line = JSON.parse(g.logs.find((l) => l.includes('"method":"CONNECT"'))!)
+  t.match(line, { msg: 'request', method: 'CONNECT', status: 400, outcome: 'AOG_BAD_REQUEST' }, 'logged like any refusal')
 })

@@ -43,6 +43,25 @@ t.test('the router answers 404 for unknown paths and 405 with Allow for known on
   t.match(t.throws(() => r.find('DELETE', '/a')), { code: 'AOG_METHOD_NOT_ALLOWED' }, 'a known path keeps its 405')
 })
 
+t.test('a path with a dot-segment or "#" matches no prefix route: 400, whatever else would have matched', async (t) => {
+  const r = new Router<string>().add('GET', '/challenge', 'challenge').add('GET', '/auth', 'auth').under('/auth/', '/auth', 'envoy').otherwise('upstream', 'fallback')
+  const into = { route: 'unmatched' }
+  t.equal(r.find('DELETE', '/auth/orders/9?x=1', into), 'envoy', 'a plain path under the prefix')
+  t.equal(into.route, '/auth')
+  t.equal(r.find('GET', '/auth/a.b/c..d/...', into), 'envoy', 'dots inside names are no dot-segments')
+  t.equal(r.find('GET', '/auth/x?next=/../y', into), 'envoy', 'the query is not the path')
+  // A proxy in front that routes by the normalised path (nginx: location = /challenge) but passes
+  // the raw target must not reach the prefix route with them.
+  for (const path of ['/auth/../challenge', '/auth/x/../../.well-known/aog/z', '/auth/%2e%2e/task', '/auth/.', '/auth/./x', '/auth/..;/x',
+    '/auth/..%2fchallenge', '/auth/x\\..\\y', '/auth/x#y', '/auth/..#', '/auth/%2E%2e?q=1']) {
+    const seen = { route: 'unmatched' }
+    t.match(t.throws(() => r.find('GET', path, seen)), { code: 'AOG_BAD_REQUEST', status: 400 }, `${path}: 400`)
+    t.equal(seen.route, 'unmatched', `${path}: no route (a plain 400, not an /auth refusal)`)
+  }
+  t.equal(r.find('GET', '/challenge'), 'challenge', 'exact routes are unchanged')
+  t.equal(r.find('GET', '/x/../auth/y'), 'fallback', 'the fallback checks its own targets (the proxy refuses dot-segments)')
+})
+
 t.test('the token bucket arithmetic', async (t) => {
   const spec = { burst: 2, perSecond: 4 }
   const a = takeToken(2, 0, 0, spec)
