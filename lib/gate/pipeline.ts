@@ -235,6 +235,13 @@ export function createPipeline (o: PipelineOptions): Pipeline {
       if (forwarded) adopt(ctx)
     }
     ctx.outcome = e.code
+    if (ctx.route === AUTH_PATH && status === e.status) {
+      // As /auth answers every refusal (fail): a reverse proxy's auth_request passes 401 and 403 on.
+      const r = authRefusal(e)
+      const text = problemJson(e, undefined, r.status)
+      ctx.send(r.status, problemHeaders(new AogError(e.code, e.detail, { headers: r.headers }), text), text)
+      return
+    }
     const text = problemJson(e, undefined, status)
     ctx.send(status, problemHeaders(e, text), text)
   }
@@ -322,12 +329,25 @@ export function createPipeline (o: PipelineOptions): Pipeline {
       const socket = duplex as Socket
       // Node has taken its own listeners off the socket: an error (a reset) would otherwise be unhandled.
       socket.on('error', () => { socket.destroy() })
-      const res = new ServerResponse(req)
-      res.assignSocket(socket)
-      res.once('finish', () => { socket.destroySoon() })
-      // A peer that reads nothing does not keep the socket past a second.
-      setTimeout(() => { socket.destroy() }, 1000).unref()
-      refuse(start(req, res), new AogError('AOG_BAD_REQUEST', 'CONNECT is not supported'))
+      // Pipelined behind a request still being answered, the socket carries that response: this one
+      // cannot be written after it here, so the connection is closed, as node would close it (the
+      // request before it is booked when its connection closes).
+      if ((socket as { _httpMessage?: unknown })._httpMessage != null) {
+        socket.destroy()
+        return
+      }
+      try {
+        const res = new ServerResponse(req)
+        res.assignSocket(socket)
+        res.once('finish', () => { socket.destroySoon() })
+        // A peer that reads nothing does not keep the socket past a second.
+        setTimeout(() => { socket.destroy() }, 1000).unref()
+        refuse(start(req, res), new AogError('AOG_BAD_REQUEST', 'CONNECT is not supported'))
+      } catch (err) {
+        // Never thrown out of node's parser callback, where it would end the process.
+        socket.destroy()
+        logger.warn({ err: (err as Error).message }, 'a CONNECT request could not be answered; its connection was closed')
+      }
     },
     get inflight () { return inflight },
     startClosing () { closing = true },

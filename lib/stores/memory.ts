@@ -283,13 +283,18 @@ export class MemoryStore implements Store {
     const seed = this.#seed
     if (!decodeNonce(req.nonce, key)) throw new TypeError('the memory store takes 16-byte nonces in canonical base64url')
     if (!decodeSeed(req.seed, seed)) throw new TypeError('the memory store takes 32-byte seeds in hex')
+    // A full store answers before the once-key and the token: its 503 spends nothing, as a full
+    // once-key map's does.
+    if (this.#size >= this.#max) {
+      this.#sweep(now)
+      if (this.#size >= this.#max) {
+        const b = this.#buckets.get(req.fingerprint)
+        return { status: IssueStatus.FULL, rate: bucketState(b?.tokens ?? req.rate.burst, b?.last ?? now, now, req.rate) }
+      }
+    }
     const { rate, replay, admitted } = this.#admit('issue', req.fingerprint, req, now)
     if (replay) return { status: IssueStatus.REPLAYED, rate }
     if (!admitted) return { status: IssueStatus.RATE_LIMITED, rate }
-    if (this.#size >= this.#max) {
-      this.#sweep(now)
-      if (this.#size >= this.#max) return { status: IssueStatus.FULL, rate }
-    }
     const deadline = now + req.deadlineMs
     const expiresAt = deadline + req.graceMs
     const g = this.#generation(now, req.deadlineMs + req.graceMs)

@@ -41,7 +41,7 @@ export const MAX_FIELD_LENGTH = 8192
 /** Most components one signature may cover. */
 export const MAX_COVERED_COMPONENTS = 32
 
-/** Longest nonce accepted (characters): the caller stores it until `expires`. */
+/** Longest nonce accepted (characters): the caller stores it until `expires` and the skew have passed. */
 export const MAX_NONCE_LENGTH = 256
 
 /** Components every signature must cover (`@target-uri` may stand for `@authority`). */
@@ -138,7 +138,6 @@ function unavailable (detail: string, retryAfter: number, cause?: unknown): neve
   throw new AogError('AOG_UNAVAILABLE', detail, { retryAfter, headers: REFUSAL_HEADERS, cause })
 }
 
-/** The request's field `name`: several lines are combined with ", " (RFC 9110 section 5.3), each trimmed. */
 /**
  * Fields whose repeated lines node's `headers` does not join with `, ` (RFC 9421 section 2.1): it
  * keeps the first line of each of these and joins `cookie` lines with `; `.
@@ -161,6 +160,7 @@ function coveredFieldValue (req: SignedRequest, name: string): string | undefine
   return value
 }
 
+/** The request's field `name` from node's `headers`: several lines combined with ", " (RFC 9110 section 5.3), each trimmed. */
 function fieldValue (req: SignedRequest, name: string): string | undefined {
   const v = Object.hasOwn(req.headers, name) ? req.headers[name] : undefined
   if (v === undefined) return undefined
@@ -618,7 +618,8 @@ export async function verifyRequest (req: SignedRequest, opts: VerifyOptions): P
   if (expires <= created) refuse('expires is not after created')
   if (expires - created > opts.maxValiditySeconds) refuse(`expires - created exceeds ${opts.maxValiditySeconds} s`)
 
-  // 4. Not expired: a signature is refused from its `expires` on, so a nonce kept until then suffices.
+  // 4. Not expired: a signature is refused from its `expires` on, so a nonce kept until then (and
+  // the skew, for an instance whose clock is behind) suffices.
   if (opts.now >= expires * 1000) refuse('signature expired')
 
   // 5. A nonce (its single use is the caller's).

@@ -9,7 +9,8 @@ import { connect as tcpConnect, type Socket } from 'node:net'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { request } from 'undici'
 import { startGate } from '../helpers/gate.js'
-import { agentFiles } from '../helpers/pki.js'
+import { join } from 'node:path'
+import { DEV, agentFiles } from '../helpers/pki.js'
 
 const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
 
@@ -114,6 +115,35 @@ t.test('CONNECT gets the gate\'s 400 problem+json and its connection is closed (
   }
   await sleep(300)
   t.equal((await g.raw('agent', '/challenge')).status, 200, 'the gate still serves')
+})
+
+t.test('CONNECT pipelined behind requests still being answered: the connection is closed, the requests before it booked, and the gate lives on', async (t) => {
+  const g = await startGate(t)
+  const port = Number(new URL(g.url).port)
+  for (const before of ['GET /challenge HTTP/1.1\r\nHost: x\r\n\r\n', 'GET /nothing-here HTTP/1.1\r\nHost: x\r\n\r\nGET /challenge HTTP/1.1\r\nHost: x\r\n\r\n']) {
+    const socket = await agentSocket(port)
+    let closed = false
+    socket.resume()
+    socket.on('close', () => { closed = true })
+    socket.write(`${before}CONNECT a:1 HTTP/1.1\r\nHost: a:1\r\n\r\n`)
+    t.ok(await until(() => closed, 3000), 'the connection is closed')
+  }
+  await sleep(200)
+  t.equal((await g.raw('agent', '/challenge')).status, 200, 'the gate still serves')
+  t.equal(g.gate.inflight, 0, 'nothing left in flight')
+})
+
+t.test('a refusal before routing on /auth is answered as /auth answers refusals (403 with X-AOG-Code), so auth_request passes it on', async (t) => {
+  const g = await startGate(t, { upstream: 'http://127.0.0.1:9', assertionKey: join(DEV, 'assertion-key.pem') })
+  const socket = await agentSocket(Number(new URL(g.url).port))
+  let text = ''
+  socket.on('data', (d: Buffer) => { text += d.toString('latin1') })
+  socket.write('GET /auth HTTP/1.1\r\nHost: x\r\nHost: y\r\nX-Original-Method: GET\r\nX-Original-URI: /\r\n\r\n')
+  t.ok(await until(() => text.includes('}'), 3000), 'answered')
+  socket.destroy()
+  t.match(text, /^HTTP\/1\.1 403 /)
+  t.match(text, /\r\nx-aog-code: AOG_BAD_REQUEST\r\n/i)
+  t.match(text, /"detail":"the request has more than one Host header"/)
 })
 
 t.test('idle sockets cannot keep the operations listener out of reach for long', async (t) => {

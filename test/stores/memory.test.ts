@@ -33,6 +33,32 @@ t.test('memory: a full store refuses new challenges and never evicts a live one'
   t.equal(store.size, 1)
 })
 
+t.test('memory: a full store\'s 503 spends nothing: no token, no single-use key', async (t) => {
+  const now = 1_000_000
+  const store = new MemoryStore({ maxChallenges: 1, now: () => now, sweepIntervalMs: 0 })
+  t.teardown(() => store.close())
+  const rate = { burst: 3, perSecond: 0.001 }
+  const mk = (once?: { id: string, ttlMs: number }): Parameters<MemoryStore['issue']>[0] => ({
+    fingerprint: 'e'.repeat(64),
+    rate,
+    nonce: randomBytes(16).toString('base64url'),
+    seed: '0'.repeat(64),
+    iterations: 16,
+    checkpointInterval: 4,
+    deadlineMs: 1000,
+    graceMs: 1000,
+    ...(once === undefined ? {} : { once }),
+  })
+  t.equal((await store.issue(mk())).status, IssueStatus.OK)
+  const once = { id: randomBytes(16).toString('hex'), ttlMs: 60_000 }
+  for (let i = 0; i < 5; i++) {
+    const full = await store.issue(mk(once))
+    t.equal(full.status, IssueStatus.FULL)
+    t.equal(full.rate.remaining, 2, 'no token taken')
+  }
+  t.equal((await store.take({ fingerprint: 'e'.repeat(64), rate, once })).status, TakeStatus.OK, 'the once-key was not recorded: admitted once')
+})
+
 t.test('memory: single-use keys are bounded by maxChallenges; a full map fails closed, still tells a replay, and frees as keys expire', async (t) => {
   let now = 1_000_000
   const store = new MemoryStore({ maxChallenges: 3, now: () => now, sweepIntervalMs: 0 })
