@@ -179,9 +179,9 @@ export class Upstream {
 
   /**
    * Throws the refusals that need no upstream, so the caller can refuse before it spends a grant
-   * (forward checks them again): Upgrade, CONNECT (which the listener answers before it gets here), a target that is not a path, has `#` or whose
-   * path has a dot-segment (400), a Content-Length over maxBodyBytes (413), every place in the
-   * pool's queue taken (503).
+   * (forward checks them again): Upgrade, CONNECT (answered by the listener before it gets here), a
+   * target that is not a path, has `#` or whose path has a dot-segment (400), a Content-Length over
+   * maxBodyBytes (413), every place in the pool's queue taken (503).
    */
   check (req: IncomingMessage): void {
     const bad = badTarget(req)

@@ -209,14 +209,23 @@ export function createPipeline (o: PipelineOptions): Pipeline {
     // 413, or an unread body that is chunked or longer than the limit (a protected request's, of
     // any length): the rest of the body is not drained, so the connection cannot be reused.
     if (e.status === 413 || (!ctx.req.complete && (ctx.route === UPSTREAM_ROUTE || unboundedBody(ctx.req, config.maxBodyBytes)))) ctx.res.shouldKeepAlive = false
-    if (ctx.route === AUTH_PATH) {
+    sendRefusal(ctx, e)
+  }
+
+  /**
+   * Write the refusal `e` as problem+json with `status` (the code's own by default). On /auth a
+   * refusal with its own status is shaped as /auth answers refusals (authRefusal: a reverse proxy's
+   * auth_request passes 401 and 403 on).
+   */
+  function sendRefusal (ctx: Context, e: AogError, status: number = e.status): void {
+    if (ctx.route === AUTH_PATH && status === e.status) {
       const r = authRefusal(e)
       const text = problemJson(e, undefined, r.status)
       ctx.send(r.status, problemHeaders(new AogError(e.code, e.detail, { headers: r.headers, ...(e.retryAfter === undefined ? {} : { retryAfter: e.retryAfter }) }), text), text)
       return
     }
-    const text = problemJson(e)
-    ctx.send(e.status, problemHeaders(e, text), text)
+    const text = problemJson(e, undefined, status)
+    ctx.send(status, problemHeaders(e, text), text)
   }
 
   /**
@@ -235,15 +244,7 @@ export function createPipeline (o: PipelineOptions): Pipeline {
       if (forwarded) adopt(ctx)
     }
     ctx.outcome = e.code
-    if (ctx.route === AUTH_PATH && status === e.status) {
-      // As /auth answers every refusal (fail): a reverse proxy's auth_request passes 401 and 403 on.
-      const r = authRefusal(e)
-      const text = problemJson(e, undefined, r.status)
-      ctx.send(r.status, problemHeaders(new AogError(e.code, e.detail, { headers: r.headers }), text), text)
-      return
-    }
-    const text = problemJson(e, undefined, status)
-    ctx.send(status, problemHeaders(e, text), text)
+    sendRefusal(ctx, e, status)
   }
 
   function toAogError (ctx: Context, err: unknown): AogError {

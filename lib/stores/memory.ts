@@ -287,10 +287,7 @@ export class MemoryStore implements Store {
     // once-key map's does.
     if (this.#size >= this.#max) {
       this.#sweep(now)
-      if (this.#size >= this.#max) {
-        const b = this.#buckets.get(req.fingerprint)
-        return { status: IssueStatus.FULL, rate: bucketState(b?.tokens ?? req.rate.burst, b?.last ?? now, now, req.rate) }
-      }
+      if (this.#size >= this.#max) return { status: IssueStatus.FULL, rate: this.#peek(req.fingerprint, req.rate, now) }
     }
     const { rate, replay, admitted } = this.#admit('issue', req.fingerprint, req, now)
     if (replay) return { status: IssueStatus.REPLAYED, rate }
@@ -425,11 +422,9 @@ export class MemoryStore implements Store {
    */
   #admit (op: StoreOp, key: string, req: { rate: BucketSpec, once?: OnceKey | undefined }, now: number): { rate: RateState, replay: boolean, admitted: boolean } {
     const { once, rate: spec } = req
+    if (this.#replayed(once, now)) return { rate: this.#peek(key, spec, now), replay: true, admitted: false }
     const b = this.#buckets.get(key)
-    const tokens = b?.tokens ?? spec.burst
-    const last = b?.last ?? now
-    if (this.#replayed(once, now)) return { rate: bucketState(tokens, last, now, spec), replay: true, admitted: false }
-    const r = takeToken(tokens, last, now, spec)
+    const r = takeToken(b?.tokens ?? spec.burst, b?.last ?? now, now, spec)
     if (r.admitted && once !== undefined) this.#record(op, once, now)
     // When the bucket would be full again it is equivalent to no bucket at all: the sweep drops it
     // then. (Updated in place: no new object and no Map write per request.)
@@ -474,6 +469,12 @@ export class MemoryStore implements Store {
       return g.expiresAt(slot) <= now ? undefined : { g, slot }
     }
     return undefined
+  }
+
+  /** The bucket `key` as it stands at `now`, no token taken. */
+  #peek (key: string, spec: BucketSpec, now: number): RateState {
+    const b = this.#buckets.get(key)
+    return bucketState(b?.tokens ?? spec.burst, b?.last ?? now, now, spec)
   }
 
   /** Whether `once` was seen and has not expired (reads only). */

@@ -221,35 +221,34 @@ export function storeOpOf (err: unknown): StoreOp | 'unknown' {
   return err instanceof StoreOpError ? err.op : 'unknown'
 }
 
+/** The tokens in a bucket that held `tokens` at `last`, refilled until `now`. */
+function level (tokens: number, last: number, now: number, spec: BucketSpec): number {
+  return Math.min(spec.burst, tokens + Math.max(0, now - last) * spec.perSecond / 1000)
+}
+
+/** The RateState of a bucket holding `t` tokens; `ready`: no wait before the next request. */
+function rateState (t: number, spec: BucketSpec, ready: boolean): RateState {
+  return {
+    limit: spec.burst,
+    remaining: Math.floor(t),
+    resetMs: Math.ceil((spec.burst - t) * 1000 / spec.perSecond),
+    retryAfterMs: ready ? 0 : Math.ceil((1 - t) * 1000 / spec.perSecond),
+  }
+}
+
 /**
  * The bucket as it stands at `now`, no token taken (what a replay is answered with; the Lua
  * scripts' peek_token is the same).
  */
 export function bucketState (tokens: number, last: number, now: number, spec: BucketSpec): RateState {
-  const t = Math.min(spec.burst, tokens + Math.max(0, now - last) * spec.perSecond / 1000)
-  return {
-    limit: spec.burst,
-    remaining: Math.floor(t),
-    resetMs: Math.ceil((spec.burst - t) * 1000 / spec.perSecond),
-    retryAfterMs: t >= 1 ? 0 : Math.ceil((1 - t) * 1000 / spec.perSecond),
-  }
+  const t = level(tokens, last, now, spec)
+  return rateState(t, spec, t >= 1)
 }
 
 /** Shared token bucket arithmetic (memory store; the Lua scripts implement the same). */
 export function takeToken (tokens: number, last: number, now: number, spec: BucketSpec): { tokens: number, admitted: boolean, rate: RateState } {
-  const elapsed = Math.max(0, now - last)
-  let t = Math.min(spec.burst, tokens + elapsed * spec.perSecond / 1000)
+  let t = level(tokens, last, now, spec)
   const admitted = t >= 1
   if (admitted) t -= 1
-  const missing = spec.burst - t
-  return {
-    tokens: t,
-    admitted,
-    rate: {
-      limit: spec.burst,
-      remaining: Math.floor(t),
-      resetMs: Math.ceil(missing * 1000 / spec.perSecond),
-      retryAfterMs: admitted ? 0 : Math.ceil((1 - t) * 1000 / spec.perSecond),
-    },
-  }
+  return { tokens: t, admitted, rate: rateState(t, spec, admitted) }
 }

@@ -6,9 +6,9 @@
  * `structured-headers`, each bounded to MAX_FIELD_LENGTH characters before it is parsed; a field
  * written exactly as RFC 8941 serializes it, as signers send it, is read in one pass instead
  * (canonical-dictionary.ts: the same result, a fifth of the time), and a `Signature` holding just
- * the one signature straight into its bytes (canonicalByteSequence). A label, or a parameter key of one item,
- * repeated within a field is refused (RFC 8941 would keep the last one silently, where another
- * reader of the same message could take the first). `Signature-Agent` is accepted in the draft's
+ * the one signature straight into its bytes (canonicalByteSequence). A label, or a parameter key
+ * of one item, repeated within a field is refused (RFC 8941 would keep the last one silently, where
+ * another reader of the same message could take the first). `Signature-Agent` is accepted in the draft's
  * dictionary form (`sig1="https://agent.example"`, covered as `"signature-agent";key="sig1"`) and in
  * the older bare-string form (`"https://agent.example"`, covered as `"signature-agent"`).
  *
@@ -96,8 +96,8 @@ export interface VerifyOptions {
    */
   resolveKey: (directoryUrl: string | undefined, keyid: string) => KeyLookup | Promise<KeyLookup>
   /**
-   * The gate's own authorities (normalized as normalizeAuthority, then comparableAuthority, do, e.g. `gate.example` or
-   * `localhost:8443`): a request for another host is refused, so that a signature an agent made for
+   * The gate's own authorities, normalized (normalizeAuthority, then comparableAuthority: e.g.
+   * `gate.example`, `localhost:8443`, `[::1]:8443`): a request for another host is refused, so that a signature an agent made for
    * another service cannot be replayed here by that service. Unset: any authority.
    */
   authorities?: readonly string[] | undefined
@@ -229,9 +229,9 @@ function parameterCount (dict: Dictionary): number {
 
 /**
  * A bounded structured dictionary whose labels, and each item's parameter keys, are all distinct
- * (RFC 8941 keeps the last of a repeated key, where another reader could take the first), and which holds no whole decimal
- * (its canonical serialization, `1.0`, would be lost: the signature base would hold `1`, where
- * another verifier builds `1.0`), or the refusal naming the field.
+ * (RFC 8941 keeps the last of a repeated key, where another reader could take the first), and
+ * which holds no whole decimal (its canonical serialization, `1.0`, would be lost: the signature
+ * base would hold `1`, where another verifier builds `1.0`), or the refusal naming the field.
  */
 function strictDictionary (text: string, field: string): Dictionary {
   // A canonical text (what signers send) holds neither a repeated label nor a decimal.

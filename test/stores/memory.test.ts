@@ -2,18 +2,15 @@ import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { MemoryStore } from '../../lib/stores/memory.js'
 import { RandomPool } from '../../lib/random.js'
-import { AuthorizeStatus, ConsumeStatus, IssueStatus, TakeStatus } from '../../lib/stores/store.js'
+import { AuthorizeStatus, ConsumeStatus, IssueStatus, TakeStatus, type BucketSpec, type OnceKey } from '../../lib/stores/store.js'
 import { storeConformance } from './conformance.js'
 
 storeConformance(t, 'memory', async () => new MemoryStore({ maxChallenges: 100_000, sweepIntervalMs: 50 }))
 
-t.test('memory: a full store refuses new challenges and never evicts a live one', async (t) => {
-  let now = 1_000_000
-  const store = new MemoryStore({ maxChallenges: 2, now: () => now, sweepIntervalMs: 0 })
-  t.teardown(() => store.close())
-  const rate = { burst: 100, perSecond: 100 }
-  const mk = (): Parameters<MemoryStore['issue']>[0] => ({
-    fingerprint: 'f'.repeat(64),
+/** A small challenge of `fingerprint` with a fresh nonce (and `once`, when given). */
+function challenge (fingerprint: string, rate: BucketSpec, once?: OnceKey): Parameters<MemoryStore['issue']>[0] {
+  return {
+    fingerprint,
     rate,
     nonce: randomBytes(16).toString('base64url'),
     seed: '0'.repeat(64),
@@ -21,7 +18,16 @@ t.test('memory: a full store refuses new challenges and never evicts a live one'
     checkpointInterval: 4,
     deadlineMs: 1000,
     graceMs: 1000,
-  })
+    ...(once === undefined ? {} : { once }),
+  }
+}
+
+t.test('memory: a full store refuses new challenges and never evicts a live one', async (t) => {
+  let now = 1_000_000
+  const store = new MemoryStore({ maxChallenges: 2, now: () => now, sweepIntervalMs: 0 })
+  t.teardown(() => store.close())
+  const rate = { burst: 100, perSecond: 100 }
+  const mk = (): Parameters<MemoryStore['issue']>[0] => challenge('f'.repeat(64), rate)
   const a = mk()
   t.equal((await store.issue(a)).status, IssueStatus.OK)
   t.equal((await store.issue(mk())).status, IssueStatus.OK)
@@ -38,17 +44,7 @@ t.test('memory: a full store\'s 503 spends nothing: no token, no single-use key'
   const store = new MemoryStore({ maxChallenges: 1, now: () => now, sweepIntervalMs: 0 })
   t.teardown(() => store.close())
   const rate = { burst: 3, perSecond: 0.001 }
-  const mk = (once?: { id: string, ttlMs: number }): Parameters<MemoryStore['issue']>[0] => ({
-    fingerprint: 'e'.repeat(64),
-    rate,
-    nonce: randomBytes(16).toString('base64url'),
-    seed: '0'.repeat(64),
-    iterations: 16,
-    checkpointInterval: 4,
-    deadlineMs: 1000,
-    graceMs: 1000,
-    ...(once === undefined ? {} : { once }),
-  })
+  const mk = (once?: OnceKey): Parameters<MemoryStore['issue']>[0] => challenge('e'.repeat(64), rate, once)
   t.equal((await store.issue(mk())).status, IssueStatus.OK)
   const once = { id: randomBytes(16).toString('hex'), ttlMs: 60_000 }
   for (let i = 0; i < 5; i++) {
